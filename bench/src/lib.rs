@@ -1,0 +1,1 @@
+//! Shared helpers for natfw's benchmarks (synthetic policies and traffic).

@@ -1,0 +1,2 @@
+//! natfw-dataplane: the sans-I/O engine and the I/O around it.
+pub mod cli;

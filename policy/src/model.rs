@@ -1,0 +1,289 @@
+//! The validated configuration of one gateway. Address books are already resolved into the
+//! rules that use them; every value here has passed validation.
+//!
+//! The YAML layout that produces it is documented in README.md ("Configuration reference").
+
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
+use ipnet::IpNet;
+
+use crate::app::App;
+
+/// Where a value came from in the config file: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Pos {
+    pub line: u32,
+    pub col: u32,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+/// A whole natfw configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub gateway: Gateway,
+    pub firewall: Firewall,
+    pub logging: Logging,
+    pub geo: GeoConfig,
+    /// Admin API listener; `None` = no admin API.
+    pub admin: Option<AdminConfig>,
+    /// Prometheus metrics listener; `None` = no exporter.
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The NAT gateway: interfaces, EIPs and how private sources map onto them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    pub name: String,
+    /// Interface facing the VPC hosts.
+    pub inside: String,
+    /// Interface facing the internet (the EIPs live here).
+    pub outside: String,
+    /// 1 to 10 elastic IPs.
+    pub eips: Vec<IpAddr>,
+    /// SNAT entries, sources disjoint.
+    pub snat: Vec<SnatEntry>,
+    /// DNAT entries; only allowed while the firewall is disabled.
+    pub dnat: Vec<DnatEntry>,
+    /// Sources that are SNATed but not inspected by the firewall.
+    pub bypass: Vec<IpNet>,
+    /// The bandwidth the firewall is sized for, in Mbit/s (traffic trend views flag excess).
+    pub protected_bandwidth_mbps: Option<u64>,
+}
+
+/// One SNAT entry: a private source range and the EIPs its flows are translated to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnatEntry {
+    pub name: String,
+    pub source: IpNet,
+    pub eips: Vec<IpAddr>,
+}
+
+/// One DNAT (port forwarding) entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnatEntry {
+    pub name: String,
+    pub eip: IpAddr,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub to: IpAddr,
+    pub to_port: u16,
+}
+
+/// Loose or strict handling of flows whose domain/application cannot be identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// The unknown condition is treated as not matching and evaluation goes on.
+    #[default]
+    Loose,
+    /// A rule that cannot be evaluated because of an unknown fact drops the flow.
+    Strict,
+}
+
+/// The firewall: on/off, mode, default action and the ordered rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Firewall {
+    /// `false` = SNAT only, nothing inspected or denied.
+    pub enabled: bool,
+    pub mode: Mode,
+    /// Applied when no rule decides.
+    pub default_action: Action,
+    /// The ordered rules, address books already resolved. Index = [`RuleId`].
+    pub rules: Vec<Rule>,
+}
+
+/// Final action of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Action {
+    #[default]
+    Accept,
+    Drop,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Accept => "accept",
+            Action::Drop => "drop",
+        }
+    }
+}
+
+/// Action of a rule: deciding (`accept`/`drop`) or monitoring (`log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleAction {
+    Accept,
+    Drop,
+    /// Record the rule name on the flow and continue evaluating.
+    Log,
+}
+
+/// Rule protocol condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+    /// ICMP and ICMPv6.
+    Icmp,
+}
+
+/// How a domain condition is checked (see SPEC.md "Domain identification modes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DomainMode {
+    /// The name the client sent (TLS SNI, HTTP Host, QUIC SNI).
+    #[default]
+    Fqdn,
+    /// The destination IP is one the domain resolved to.
+    Dns,
+    /// Either of the above.
+    FqdnOrDns,
+    /// Both: the sent name matches and the destination IP is one that name resolved to.
+    FqdnAndDns,
+}
+
+/// A normalised domain pattern: `example.com` (exact) or `*.example.com` (any name below).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DomainPattern {
+    Exact(String),
+    /// The suffix without the `*.`: matches names that end in `.` + suffix.
+    Wildcard(String),
+}
+
+impl DomainPattern {
+    /// Does `name` (already normalised) match this pattern?
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            DomainPattern::Exact(p) => p == name,
+            DomainPattern::Wildcard(suffix) => {
+                name.len() > suffix.len() + 1
+                    && name.ends_with(suffix.as_str())
+                    && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+            }
+        }
+    }
+}
+
+impl fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DomainPattern::Exact(p) => f.write_str(p),
+            DomainPattern::Wildcard(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+/// ISO 3166-1 alpha-2 code, upper case ASCII (`CN`, `DE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CountryCode(pub [u8; 2]);
+
+impl CountryCode {
+    /// From two ASCII letters, any case.
+    pub fn new(s: &str) -> Option<Self> {
+        let b = s.as_bytes();
+        (b.len() == 2 && b.iter().all(u8::is_ascii_alphabetic))
+            .then(|| CountryCode([b[0].to_ascii_uppercase(), b[1].to_ascii_uppercase()]))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Constructed only from ASCII letters.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl fmt::Display for CountryCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a rule's destination is.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Destination {
+    #[default]
+    Any,
+    /// IP prefixes (from CIDRs or an IP address book).
+    Cidrs(Vec<IpNet>),
+    /// Domain patterns (from names or a domain address book), checked per `domain_mode`.
+    Domains(Vec<DomainPattern>),
+    /// Countries (continents are expanded into their countries at load time).
+    Location(Vec<CountryCode>),
+}
+
+/// One ACL rule, address books resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub description: String,
+    /// `None` = any source.
+    pub source: Option<Vec<IpNet>>,
+    pub destination: Destination,
+    pub domain_mode: DomainMode,
+    pub protocol: Protocol,
+    /// Destination port ranges; `None` = any port.
+    pub ports: Option<Vec<RangeInclusive<u16>>>,
+    /// `None` = ANY application.
+    pub applications: Option<Vec<App>>,
+    pub action: RuleAction,
+    pub enabled: bool,
+    /// Where the rule starts in the config file.
+    pub pos: Pos,
+}
+
+/// Flow-log output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logging {
+    /// Path of the JSON-lines flow log; `-` = stdout.
+    pub flow_log: String,
+    /// Rotate when the file reaches this many bytes; `None` = never.
+    pub rotate_bytes: Option<u64>,
+    /// How many rotated files to keep.
+    pub keep: u32,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            flow_log: "-".into(),
+            rotate_bytes: None,
+            keep: 5,
+        }
+    }
+}
+
+/// Country database.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GeoConfig {
+    /// Path to an MMDB file; `None` = the embedded default database.
+    pub database: Option<String>,
+}
+
+/// Admin API listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token.
+    pub token_file: String,
+    /// TLS certificate and key (PEM); both `None` only allowed on loopback with `plain_http`.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// Explicitly allow plain HTTP (loopback listeners only).
+    pub plain_http: bool,
+}
+
+/// Prometheus exporter listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub listen: std::net::SocketAddr,
+}
+
+/// Index of a rule in [`Firewall::rules`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleId(pub u32);
