@@ -1,6 +1,32 @@
-//! Command-line parsing and dispatch.
+//! Command-line parsing and dispatch. Each subcommand lives in its own module and returns the
+//! process exit code.
+
+use clap::{Parser, Subcommand};
+
+/// natfw: an egress firewall for cloud NAT gateways.
+#[derive(Debug, Parser)]
+#[command(name = "natfw", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file; print every problem as file:line:col: message.
+    Check {
+        /// Path to natfw.yaml.
+        config: std::path::PathBuf,
+    },
+}
 
 /// Run the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    0
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => {
+            eprintln!("natfw check {}: not built yet", config.display());
+            2
+        }
+    }
 }
