@@ -1,0 +1,62 @@
+//! Flow-log records (SPEC.md "Flow-log record"): one JSON object per line, every key present,
+//! unknown values `null`.
+
+use serde::{Deserialize, Serialize};
+
+/// One flow, as written to the flow log. Field names are the contract; do not rename.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// Always `"flow"`.
+    pub log_type: String,
+    pub gateway: String,
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-11-28T17:11:22.123Z`.
+    pub start_time: String,
+    pub end_time: String,
+    /// Private side's view (before SNAT).
+    pub src_ip: String,
+    pub src_port: Option<u16>,
+    pub dst_ip: String,
+    pub dst_port: Option<u16>,
+    /// `tcp`, `udp`, `icmp`.
+    pub ip_protocol: String,
+    /// Translated source; `None` when dropped before SNAT or bypassed.
+    pub snat_ip: Option<String>,
+    pub snat_port: Option<u16>,
+    /// `HTTP`, `HTTPS`, `SSL`, `QUIC`, ... (see `natfw_policy::App`).
+    pub app_name: Option<String>,
+    pub domain: Option<String>,
+    /// `sni`, `host`, `quic_sni`, `dns`.
+    pub domain_source: Option<String>,
+    /// The ClientHello carried encrypted_client_hello.
+    pub ech: bool,
+    pub dst_country: Option<String>,
+    /// Name of the deciding rule; `None` for the default action.
+    pub acl_rule_id: Option<String>,
+    pub monitor_rules: Vec<String>,
+    /// `accept` or `drop`.
+    pub action: String,
+    /// `success`, `analysing`, `no_payload`, `unknown_loose`, `unknown_strict`,
+    /// `policy_discard`, `tcp_not_establish`.
+    pub app_dpi_state: String,
+    /// One human sentence: why this verdict.
+    pub reason: String,
+    pub out_packet_count: u64,
+    pub out_packet_bytes: u64,
+    pub in_packet_count: u64,
+    pub in_packet_bytes: u64,
+    /// `fin`, `rst`, `timeout`, `denied`, `evicted`, `shutdown`.
+    pub end_reason: String,
+}
+
+/// Where the engine hands finished flow records. Must never block the data path.
+pub trait FlowSink: Send {
+    /// Take one record. Implementations that cannot keep up count it as dropped.
+    fn record(&mut self, rec: FlowRecord);
+}
+
+/// A sink that keeps records in memory (tests, replay into a buffer).
+impl FlowSink for Vec<FlowRecord> {
+    fn record(&mut self, rec: FlowRecord) {
+        self.push(rec);
+    }
+}
