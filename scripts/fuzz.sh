@@ -20,7 +20,7 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"${fuzz[@]}" build "${targets[@]/#/}" >/dev/null 2>&1 || "${fuzz[@]}" build
+"${fuzz[@]}" build
 for t in "${targets[@]}"; do
     mkdir -p "$work/$t"
     seeds=()
