@@ -1,6 +1,8 @@
 //! natfw-dataplane: the sans-I/O engine and the I/O around it.
 pub mod cli;
+pub mod conntrack;
 pub mod engine;
 pub mod flowlog;
+pub mod snat;
 pub mod stats;
 pub mod time;
