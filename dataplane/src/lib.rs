@@ -2,3 +2,4 @@
 pub mod cli;
 pub mod flowlog;
 pub mod time;
+pub mod wire;
