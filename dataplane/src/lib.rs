@@ -6,3 +6,4 @@ pub mod flowlog;
 pub mod snat;
 pub mod stats;
 pub mod time;
+pub mod wire;
