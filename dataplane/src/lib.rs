@@ -3,6 +3,7 @@ pub mod cli;
 pub mod conntrack;
 pub mod engine;
 pub mod flowlog;
+pub mod l7;
 pub mod snat;
 pub mod stats;
 pub mod time;
