@@ -18,6 +18,8 @@ pub mod app;
 pub mod domain;
 pub mod eval;
 pub mod model;
+pub mod ports;
+pub mod prefix;
 
 pub use app::App;
 pub use eval::{naive_evaluate, DecidedBy, Evaluation, Fact, FlowFacts, Needs, Outcome};
