@@ -60,7 +60,7 @@ impl<K: RangeKey> RangeIndexBuilder<K> {
     pub fn build(self) -> RangeIndex<K> {
         // Distinct ranges in a stable order; their payload lists sorted and deduplicated.
         let mut distinct: Vec<((K, K), Vec<u32>)> = self.ranges.into_iter().collect();
-        distinct.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        distinct.sort_unstable_by_key(|a| a.0);
         for (_, p) in &mut distinct {
             p.sort_unstable();
             p.dedup();
