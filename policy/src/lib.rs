@@ -17,6 +17,7 @@
 pub mod app;
 pub mod domain;
 pub mod eval;
+pub mod geo;
 pub mod model;
 pub mod ports;
 pub mod prefix;
