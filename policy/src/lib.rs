@@ -15,6 +15,7 @@
 //! give the same answer for every flow (a property test checks it).
 
 pub mod app;
+pub mod compile;
 pub mod domain;
 pub mod eval;
 pub mod geo;
