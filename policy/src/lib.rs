@@ -18,6 +18,7 @@ pub mod app;
 pub mod domain;
 pub mod eval;
 pub mod model;
+pub mod yaml;
 
 pub use app::App;
 pub use eval::{naive_evaluate, DecidedBy, Evaluation, Fact, FlowFacts, Needs, Outcome};
