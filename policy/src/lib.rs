@@ -15,6 +15,8 @@
 //! give the same answer for every flow (a property test checks it).
 
 pub mod app;
+pub mod config;
+pub mod countries;
 pub mod domain;
 pub mod eval;
 pub mod model;

@@ -173,10 +173,15 @@ pub fn parse(text: &str) -> Result<Parsed, YamlError> {
                 _ => return Err(internal(at)),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Open::Map(p, entries, None)) => Node {
-                    value: Value::Map(entries),
-                    pos: p,
-                },
+                Some(Open::Map(p, entries, None)) => {
+                    // A block mapping's start event is marked at its first `:`; the mapping
+                    // starts at its first key.
+                    let pos = entries.first().map_or(p, |(k, _)| k.pos.min(p));
+                    Node {
+                        value: Value::Map(entries),
+                        pos,
+                    }
+                }
                 _ => return Err(internal(at)),
             },
         };
@@ -276,6 +281,16 @@ mod tests {
             panic!("c is not a map")
         };
         assert_eq!(c[0].1.value, Value::Null);
+        assert_eq!(
+            t.root.pos,
+            p(1, 1),
+            "a block mapping starts at its first key"
+        );
+        assert_eq!(
+            entries[2].1.pos,
+            p(5, 4),
+            "a flow mapping starts at its brace"
+        );
         assert_eq!(entries[3].1.value, Value::Null);
     }
 
