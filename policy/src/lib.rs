@@ -16,12 +16,15 @@
 
 pub mod app;
 pub mod compile;
+pub mod config;
+pub mod countries;
 pub mod domain;
 pub mod eval;
 pub mod geo;
 pub mod model;
 pub mod ports;
 pub mod prefix;
+pub mod yaml;
 
 pub use app::App;
 pub use eval::{naive_evaluate, DecidedBy, Evaluation, Fact, FlowFacts, Needs, Outcome};
