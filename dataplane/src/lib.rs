@@ -1,6 +1,7 @@
 //! natfw-dataplane: the sans-I/O engine and the I/O around it.
 pub mod cli;
 pub mod conntrack;
+pub mod dnscache;
 pub mod engine;
 pub mod flowlog;
 pub mod l7;
