@@ -2,5 +2,6 @@
 pub mod cli;
 pub mod engine;
 pub mod flowlog;
+pub mod l7;
 pub mod stats;
 pub mod time;
