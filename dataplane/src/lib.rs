@@ -3,5 +3,6 @@ pub mod cli;
 pub mod engine;
 pub mod flowlog;
 pub mod l7;
+pub mod pcap;
 pub mod stats;
 pub mod time;
