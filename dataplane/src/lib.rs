@@ -6,3 +6,4 @@ pub mod l7;
 pub mod pcap;
 pub mod stats;
 pub mod time;
+pub mod wire;
