@@ -1,9 +1,11 @@
 //! natfw-dataplane: the sans-I/O engine and the I/O around it.
 pub mod cli;
+pub mod conntrack;
 pub mod engine;
 pub mod flowlog;
 pub mod l7;
 pub mod pcap;
+pub mod snat;
 pub mod stats;
 pub mod time;
 pub mod wire;
