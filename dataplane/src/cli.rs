@@ -25,8 +25,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => {
-            eprintln!("natfw check {}: not built yet", config.display());
-            2
+            crate::check::run(&config, &mut std::io::stdout(), &mut std::io::stderr())
         }
     }
 }
