@@ -6,6 +6,7 @@ pub mod engine;
 pub mod flowlog;
 pub mod l7;
 pub mod pcap;
+pub mod replay;
 pub mod snat;
 pub mod stats;
 pub mod time;
