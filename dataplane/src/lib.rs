@@ -1,5 +1,6 @@
 //! natfw-dataplane: the sans-I/O engine and the I/O around it.
 pub mod cli;
 pub mod flowlog;
+pub mod reasm;
 pub mod time;
 pub mod wire;
