@@ -8,6 +8,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod quic;
 
 pub mod reader;
 pub mod tls;
