@@ -221,7 +221,29 @@ impl InitialAssembler {
             State::Failed(e) => return Progress::Invalid(e),
             State::Collecting => {}
         }
-        match self.push_inner(datagram) {
+        let r = self.push_inner(datagram);
+        self.settle(r)
+    }
+
+    /// Feed the plaintext payload of an already-decrypted Initial packet (its frames). For
+    /// fuzzing the frame walker and CRYPTO reassembly, which random datagrams never reach
+    /// through AEAD; the engine uses [`push`](Self::push).
+    #[doc(hidden)]
+    pub fn push_decrypted_frames(&mut self, payload: &[u8]) -> Progress<ClientHelloInfo> {
+        match &self.state {
+            State::Done(info) => return Progress::Done(info.clone()),
+            State::Failed(e) => return Progress::Invalid(e),
+            State::Collecting => {}
+        }
+        let r = self.frames(payload).and_then(|()| self.client_hello());
+        self.settle(r)
+    }
+
+    fn settle(
+        &mut self,
+        r: Result<Option<ClientHelloInfo>, &'static str>,
+    ) -> Progress<ClientHelloInfo> {
+        match r {
             Ok(None) => Progress::NeedMore,
             Ok(Some(info)) => {
                 self.state = State::Done(info.clone());
