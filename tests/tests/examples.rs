@@ -378,3 +378,15 @@ fn vswitches_have_their_own_eips_and_policies() {
         }
     ));
 }
+
+#[test]
+fn annotated_example_in_docs_is_valid() {
+    let doc = std::fs::read_to_string(examples_dir().join("../docs/CONFIG.md")).expect("CONFIG.md");
+    let start = doc.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let len = doc[start..].find("```").expect("block end");
+    let loaded = natfw_policy::config::load_str("CONFIG.md", &doc[start..start + len])
+        .unwrap_or_else(|d| panic!("the documented example does not load:\n{d}"));
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    assert_eq!(loaded.config.firewall.rules.len(), 3);
+    assert_eq!(loaded.config.gateway.snat.len(), 3);
+}
