@@ -139,6 +139,8 @@ pub(crate) struct FlowData {
     pub dns_only: bool,
     /// Firewall disabled when the flow started.
     pub fw_off: bool,
+    /// Something of this flow left by the outside (else the record shows no SNAT).
+    pub sent: bool,
     /// SYN sequence numbers (client, server).
     pub isn_c: u32,
     pub isn_s: u32,
@@ -183,6 +185,7 @@ impl FlowData {
             established: false,
             dns_only: false,
             fw_off: false,
+            sent: false,
             isn_c: 0,
             isn_s: 0,
             ident: NO_IDENT,
@@ -377,6 +380,7 @@ impl FlowData {
             .flat_map(|m| m.iter())
             .filter_map(|id| policy.rules().get(id.0 as usize).map(|r| r.name.clone()))
             .collect();
+        let snat = snat.filter(|_| self.sent);
         FlowRecord {
             log_type: "flow".into(),
             gateway: gateway.into(),

@@ -692,6 +692,11 @@ impl Engine {
                 }
             }
         };
+        if matches!(v, Verdict::Forward | Verdict::Held) {
+            if let Some(e) = self.table.get_mut(r) {
+                e.data.sent = true;
+            }
+        }
         if closed {
             self.close_fin(now, r);
         }
