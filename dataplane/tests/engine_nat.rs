@@ -659,3 +659,36 @@ fn dns_answers_name_later_flows_and_feed_dns_rules() {
     assert_eq!(same.domain_source.as_deref(), Some("dns"));
     assert_eq!(same.action, "drop");
 }
+
+#[test]
+fn icmp_error_from_inside_is_translated_out() {
+    let (mut e, _sink) = engine();
+    let mut a = udp([10, 0, 0, 1], SERVER, 5353, 9999, b"x");
+    assert_eq!(e.process(t(0), Side::Inside, &mut a), Verdict::Forward);
+    let mut b = udp([10, 0, 0, 2], SERVER, 5353, 9999, b"y");
+    assert_eq!(e.process(t(0), Side::Inside, &mut b), Verdict::Forward);
+    let (_, pb, _, _) = tuple(&b);
+    // The server's reply to host 2, as host 2 received it, quoted in host 2's port unreachable.
+    let mut reply = udp(SERVER, EIP, 9999, pb, b"reply");
+    assert_eq!(e.process(t(1), Side::Outside, &mut reply), Verdict::Forward);
+    let quoted = reply[14..14 + 28].to_vec();
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4([10, 0, 0, 2], SERVER, 64)
+        .icmpv4_raw(3, 3, [0; 4])
+        .write(&mut err, &quoted)
+        .unwrap();
+    assert_eq!(e.process(t(2), Side::Inside, &mut err), Verdict::Forward);
+    let info = wire::parse(&err).unwrap();
+    assert!(wire::verify_checksums(&err, &info));
+    assert_eq!((info.src, info.dst), (ip(EIP), ip(SERVER)));
+    let L4::Icmp {
+        kind: IcmpKind::Error { inner, .. },
+        ..
+    } = info.l4
+    else {
+        panic!("not an icmp error")
+    };
+    assert_eq!((inner.dst, inner.dport), (ip(EIP), pb));
+    assert_eq!((inner.src, inner.sport), (ip(SERVER), 9999));
+}
