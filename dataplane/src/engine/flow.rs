@@ -339,7 +339,12 @@ impl FlowData {
         }
         if let Some(why) = self.why.filter(|w| !benign(w)) {
             if self.decided_by != Some(DecidedBy::UnknownStrict) {
-                let _ = write!(s, "; not identified: {why}");
+                let what = if self.domain_fact == FactState::Unidentifiable {
+                    "domain"
+                } else {
+                    "application"
+                };
+                let _ = write!(s, "; {what} unidentifiable ({why})");
             }
         }
         if self.evasion && !(self.verdict == FlowVerdict::Drop && self.decided_by.is_none()) {
