@@ -262,3 +262,56 @@ fn lying_lengths_padding_and_fragments() {
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
     assert_eq!(wire::parse(&arp).unwrap_err(), WireError::NotIp);
 }
+
+#[test]
+fn ipv4_udp_zero_checksum_stays_zero() {
+    let mut q = dns_query();
+    let qi = wire::parse(&q).unwrap();
+    q[qi.l4_offset + 6..qi.l4_offset + 8].copy_from_slice(&[0, 0]);
+    assert!(
+        wire::verify_checksums(&q, &qi),
+        "zero = no checksum, valid for IPv4"
+    );
+    let eip: IpAddr = "192.0.2.1".parse().unwrap();
+    for mode in [ChecksumMode::Incremental, ChecksumMode::Full] {
+        let mut f = q.clone();
+        rewrite::set_src(&mut f, &qi, eip, Some(40_000), mode).unwrap();
+        assert_eq!(&f[qi.l4_offset + 6..qi.l4_offset + 8], &[0, 0], "{mode:?}");
+        assert!(wire::verify_checksums(&f, &wire::parse(&f).unwrap()));
+    }
+    // Quoted in an ICMP error and translated back, the quoted zero checksum stays zero too.
+    let mut public = q.clone();
+    rewrite::set_src(
+        &mut public,
+        &qi,
+        eip,
+        Some(40_000),
+        ChecksumMode::Incremental,
+    )
+    .unwrap();
+    let pi = wire::parse(&public).unwrap();
+    let mut e = build::icmp_unreachable(&public, &pi, Unreachable::Port, None).unwrap();
+    let ei = wire::parse(&e).unwrap();
+    let L4::Icmp {
+        kind: IcmpKind::Error { inner, .. },
+        ..
+    } = ei.l4
+    else {
+        panic!()
+    };
+    rewrite::rewrite_icmp_error_inner(
+        &mut e,
+        &ei,
+        rewrite::End::Src,
+        qi.src,
+        42582,
+        ChecksumMode::Incremental,
+    )
+    .unwrap();
+    assert_eq!(&e[inner.l4_offset + 6..inner.l4_offset + 8], &[0, 0]);
+    assert!(wire::verify_checksums(&e, &wire::parse(&e).unwrap()));
+    assert_eq!(
+        &e[inner.l3_offset..inner.l3_offset + 28],
+        &q[qi.l3_offset..qi.l3_offset + 28]
+    );
+}
