@@ -212,6 +212,7 @@ fn addr_offset(l3: L3, end: End) -> usize {
     }
 }
 
+#[inline]
 fn set_endpoint(
     frame: &mut [u8],
     info: &PacketInfo,
@@ -367,21 +368,36 @@ fn info_dst(frame: &[u8], info: &PacketInfo) -> IpAddr {
     )
 }
 
+#[inline]
 fn write_addr(frame: &mut [u8], off: usize, ip: IpAddr, d: &mut Delta) -> Result<(), WireError> {
-    let (buf, n) = match ip {
+    match ip {
         IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            (b, 4)
+            let new = a.octets();
+            let dst: &mut [u8; 4] = frame
+                .get_mut(off..off + 4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(WireError::Truncated)?;
+            d.add_u16(
+                u16::from_be_bytes([dst[0], dst[1]]),
+                u16::from_be_bytes([new[0], new[1]]),
+            );
+            d.add_u16(
+                u16::from_be_bytes([dst[2], dst[3]]),
+                u16::from_be_bytes([new[2], new[3]]),
+            );
+            *dst = new;
         }
-        IpAddr::V6(a) => (a.octets(), 16),
-    };
-    let dst = frame.get_mut(off..off + n).ok_or(WireError::Truncated)?;
-    d.add(dst, &buf[..n]);
-    dst.copy_from_slice(&buf[..n]);
+        IpAddr::V6(a) => {
+            let new = a.octets();
+            let dst = frame.get_mut(off..off + 16).ok_or(WireError::Truncated)?;
+            d.add(dst, &new);
+            dst.copy_from_slice(&new);
+        }
+    }
     Ok(())
 }
 
+#[inline]
 fn write16(frame: &mut [u8], off: usize, v: u16, d: &mut Delta) -> Result<(), WireError> {
     let old = get16(frame, off).ok_or(WireError::Truncated)?;
     d.add_u16(old, v);
@@ -403,6 +419,7 @@ fn write16_within(
 }
 
 /// Apply `d` to the checksum at `off`. UDP maps a computed 0 to 0xffff (0 means "none").
+#[inline]
 fn fix16(frame: &mut [u8], off: usize, d: Delta, udp: bool) -> Result<(), WireError> {
     let old = get16(frame, off).ok_or(WireError::Truncated)?;
     let mut new = d.apply(old);
