@@ -315,3 +315,27 @@ fn ipv4_udp_zero_checksum_stays_zero() {
         &q[qi.l3_offset..qi.l3_offset + 28]
     );
 }
+
+/// With checksum offload the kernel hands over segments whose checksum field holds only the
+/// pseudo-header sum (CHECKSUM_PARTIAL). Full mode must produce a valid checksum from that.
+#[test]
+fn full_mode_repairs_offloaded_partial_checksums() {
+    let r = http_request();
+    let ri = wire::parse(&r).unwrap();
+    let mut partial = r.clone();
+    let ck_off = ri.l4_offset + 16;
+    let seg_len = (ri.ip_end - ri.l4_offset) as u32;
+    let pseudo = checksum::fold(checksum::pseudo_header(ri.src, ri.dst, 6, seg_len));
+    partial[ck_off..ck_off + 2].copy_from_slice(&pseudo.to_be_bytes());
+    assert!(!wire::verify_checksums(&partial, &ri));
+    let eip: IpAddr = "192.0.2.1".parse().unwrap();
+    let mut inc = partial.clone();
+    rewrite::set_src(&mut inc, &ri, eip, Some(40_000), ChecksumMode::Incremental).unwrap();
+    assert!(
+        !wire::verify_checksums(&inc, &wire::parse(&inc).unwrap()),
+        "incremental keeps it wrong"
+    );
+    let mut full = partial.clone();
+    rewrite::set_src(&mut full, &ri, eip, Some(40_000), ChecksumMode::Full).unwrap();
+    assert!(wire::verify_checksums(&full, &wire::parse(&full).unwrap()));
+}
