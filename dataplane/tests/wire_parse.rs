@@ -339,3 +339,33 @@ fn full_mode_repairs_offloaded_partial_checksums() {
     rewrite::set_src(&mut full, &ri, eip, Some(40_000), ChecksumMode::Full).unwrap();
     assert!(wire::verify_checksums(&full, &wire::parse(&full).unwrap()));
 }
+
+/// Fuzz regression: an ICMPv4 error quoting a header-only IPv4 datagram whose protocol is 58
+/// (ICMPv6 numbers mean nothing inside IPv4) parses, with no ports.
+#[test]
+fn icmp_error_about_foreign_protocol_without_payload() {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let mut h = [0u8; 20];
+    wire::ipv4::emit_header(
+        &mut h,
+        [10, 0, 1, 10].into(),
+        [198, 51, 100, 9].into(),
+        58,
+        0,
+        64,
+    );
+    f.extend_from_slice(&h);
+    let info = wire::parse(&f).unwrap();
+    assert_eq!(info.l4, L4::Other);
+    let e = build::icmp_unreachable(&f, &info, Unreachable::AdminProhibited, None).unwrap();
+    let ei = wire::parse(&e).unwrap();
+    assert!(wire::verify_checksums(&e, &ei));
+    let L4::Icmp {
+        kind: IcmpKind::Error { inner, .. },
+        ..
+    } = ei.l4
+    else {
+        panic!()
+    };
+    assert_eq!((inner.proto, inner.has_ports), (58, false));
+}
