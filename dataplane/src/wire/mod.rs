@@ -433,20 +433,8 @@ fn parse_inner(frame: &[u8], start: usize, end: usize, v6: bool) -> Result<Inner
                     true,
                 )
             }
-            proto::ICMP | proto::ICMPV6 => {
-                let p = l4.get(..8).ok_or(bad)?;
-                let echo = if v6 {
-                    matches!(p[0], icmp::v6::ECHO_REQUEST | icmp::v6::ECHO_REPLY)
-                } else {
-                    matches!(p[0], icmp::v4::ECHO_REQUEST | icmp::v4::ECHO_REPLY)
-                };
-                if echo {
-                    let id = u16::from_be_bytes([p[4], p[5]]);
-                    (id, id, true)
-                } else {
-                    (0, 0, false)
-                }
-            }
+            proto::ICMP if !v6 => icmp_inner(l4, v6)?,
+            proto::ICMPV6 if v6 => icmp_inner(l4, v6)?,
             _ => (0, 0, false),
         }
     };
@@ -459,6 +447,22 @@ fn parse_inner(frame: &[u8], start: usize, end: usize, v6: bool) -> Result<Inner
         l3_offset: start,
         l4_offset: start + l4_rel,
         has_ports,
+    })
+}
+
+/// Echo id of an embedded ICMP message (as both ports), if it is an echo.
+fn icmp_inner(l4: &[u8], v6: bool) -> Result<(u16, u16, bool), WireError> {
+    let p = l4.get(..8).ok_or(WireError::BadIcmpInner)?;
+    let echo = if v6 {
+        matches!(p[0], icmp::v6::ECHO_REQUEST | icmp::v6::ECHO_REPLY)
+    } else {
+        matches!(p[0], icmp::v4::ECHO_REQUEST | icmp::v4::ECHO_REPLY)
+    };
+    Ok(if echo {
+        let id = u16::from_be_bytes([p[4], p[5]]);
+        (id, id, true)
+    } else {
+        (0, 0, false)
     })
 }
 
