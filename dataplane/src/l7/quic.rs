@@ -323,6 +323,13 @@ impl InitialAssembler {
         pn_offset: usize,
     ) -> Result<(), &'static str> {
         if !self.keys.as_ref().is_some_and(|k| k.matches(version, dcid)) {
+            if self.keys.is_some() {
+                // A new Destination Connection ID (after a Retry or version negotiation) starts
+                // a new connection attempt: its CRYPTO stream restarts at offset 0.
+                self.crypto.clear();
+                self.have.clear();
+                self.largest_pn = None;
+            }
             self.keys = Some(InitialKeys::derive(version, dcid).ok_or("key derivation failed")?);
         }
         let Some(keys) = self.keys.as_ref() else {
@@ -725,6 +732,22 @@ mod tests {
             InitialAssembler::new().push(&protect(VERSION_1, &dcid, 0, sh)),
             Progress::Invalid("not a ClientHello")
         );
+    }
+
+    #[test]
+    fn new_dcid_restarts_the_crypto_stream() {
+        let (e1, e2) = shuffled_initials(VERSION_1, &[0xcd; 8]);
+        let mut a = InitialAssembler::new();
+        // A first attempt whose CRYPTO bytes differ from the retried one's...
+        let mut first = crypto_frame(200, &[0x55; 30]);
+        first.resize(60, 0);
+        assert_eq!(
+            a.push(&protect(VERSION_1, &[0xab; 8], 0, first)),
+            Progress::NeedMore
+        );
+        // ...then a Retry-style restart with another DCID: not mixed with the old bytes.
+        assert_eq!(a.push(&e1), Progress::NeedMore);
+        assert!(a.push(&e2).done().is_some());
     }
 
     #[test]
