@@ -7,6 +7,7 @@
 //! CRYPTO bytes, bounded, until the ClientHello is complete.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use ring::aead::quic::{HeaderProtectionKey, AES_128};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
@@ -104,8 +105,13 @@ fn expand_label(prk: &Prk, label: &[u8], out: &mut [u8]) -> Option<()> {
 /// Client Initial packet key, IV and header-protection key derived from the Destination
 /// Connection ID (RFC 9001 §5.2, RFC 9369 §3.3).
 fn initial_secrets(version: u32, dcid: &[u8]) -> Option<([u8; 16], [u8; 12], [u8; 16])> {
+    // The salt's HMAC key is computed once per version (it is a constant).
+    static SALTS: [OnceLock<Salt>; 2] = [OnceLock::new(), OnceLock::new()];
     let p = params(version)?;
-    let initial = Salt::new(HKDF_SHA256, &p.salt).extract(dcid);
+    let slot = usize::from(version == VERSION_2);
+    let initial = SALTS[slot]
+        .get_or_init(|| Salt::new(HKDF_SHA256, &p.salt))
+        .extract(dcid);
     let mut secret = [0u8; 32];
     expand_label(&initial, b"client in", &mut secret)?;
     let client = Prk::new_less_safe(HKDF_SHA256, &secret);
