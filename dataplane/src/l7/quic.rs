@@ -583,6 +583,39 @@ mod tests {
         assert!(!is_long_header_initial(client.last().unwrap()));
     }
 
+    #[test]
+    fn chromium_capture_two_initials_shuffled() {
+        // tests/data/captures/quic_chromium.pcap: Debian chromium 156, see capture_quic_chromium.sh.
+        let d: Vec<Vec<u8>> = udp_datagrams("captures/quic_chromium.pcap")
+            .into_iter()
+            .map(|d| d.2)
+            .collect();
+        assert!(d.len() >= 2 && is_long_header_initial(&d[0]) && is_long_header_initial(&d[1]));
+        let mut a = InitialAssembler::new();
+        assert_eq!(
+            a.push(&d[0]),
+            Progress::NeedMore,
+            "the ClientHello spans two Initials"
+        );
+        assert!(
+            a.have.len() > 1,
+            "out-of-order CRYPTO frames leave holes: {:?}",
+            a.have
+        );
+        let got = a.push(&d[1]).done().expect("ClientHello");
+        assert_eq!(got.sni.as_deref(), Some("www.quic.example.test"));
+        assert_eq!(got.alpn, ["h3"]);
+        assert!(got.ech, "GREASE ECH");
+        // Second Initial alone first: still assembles.
+        let mut a = InitialAssembler::new();
+        assert_eq!(a.push(&d[1]), Progress::NeedMore);
+        assert_eq!(a.push(&d[0]), Progress::Done(got.clone()));
+        // Retransmissions (PTO probes) after the fact agree or are ignored.
+        let mut a = InitialAssembler::new();
+        let last = d.iter().map(|x| a.push(x)).last().unwrap();
+        assert_eq!(last, Progress::Done(got));
+    }
+
     /// Protect `payload` as a client Initial with a 4-byte packet number (test-only encoder).
     fn protect(version: u32, dcid: &[u8], pn: u32, mut payload: Vec<u8>) -> Vec<u8> {
         let (key, iv, hp) = initial_secrets(version, dcid).unwrap();
