@@ -60,6 +60,54 @@ impl Bits {
     }
 }
 
+/// The rule ids behind one matcher entry (a prefix, a port range, a pattern, a country): a
+/// short list, or a bitset once the list is long enough that OR-ing whole words is cheaper
+/// than setting bits one at a time (a broad range shared by many rules).
+#[derive(Debug, Clone)]
+enum Hits {
+    Sparse(Box<[u32]>),
+    Dense(Bits),
+}
+
+impl Hits {
+    fn new(ids: &[u32], words: usize) -> Hits {
+        if ids.len() >= (words / 2).max(8) {
+            let mut b = Bits::new(words);
+            b.set_all(ids);
+            Hits::Dense(b)
+        } else {
+            Hits::Sparse(ids.into())
+        }
+    }
+
+    #[inline]
+    fn add_to(&self, into: &mut Bits) {
+        match self {
+            Hits::Sparse(ids) => into.set_all(ids),
+            Hits::Dense(b) => into.or_with(&b.0),
+        }
+    }
+}
+
+fn hits_table<'a>(n: usize, payloads_of: impl Fn(u32) -> &'a [u32], words: usize) -> Box<[Hits]> {
+    (0..n as u32)
+        .map(|r| Hits::new(payloads_of(r), words))
+        .collect()
+}
+
+fn hits_map<K: std::hash::Hash + Eq>(
+    m: FxHashMap<K, Vec<u32>>,
+    words: usize,
+) -> FxHashMap<K, Hits> {
+    m.into_iter()
+        .map(|(k, mut ids)| {
+            ids.sort_unstable();
+            ids.dedup();
+            (k, Hits::new(&ids, words))
+        })
+        .collect()
+}
+
 /// Flow protocol classes, the index of [`CompiledPolicy::proto`].
 fn proto_class(p: IpProto) -> usize {
     match p {
@@ -88,13 +136,22 @@ pub struct CompiledPolicy {
     /// Per flow protocol class (TCP, UDP, ICMP, other): enabled rules whose protocol
     /// condition holds. Every other bitset is AND-ed into a copy of one of these.
     proto: [Bits; 4],
-    /// Source: rules without a source condition, and the prefix index. `None` when no
-    /// enabled rule has a source condition (the dimension cannot exclude anything).
-    src: Option<(Bits, PrefixSet)>,
-    /// Destination port: rules without a port condition, and the range index.
-    port: Option<(Bits, PortSet)>,
+    /// Source. `None` when no enabled rule has a source condition (the dimension cannot
+    /// exclude anything); likewise for the other dimensions.
+    src: Option<RangeDim<PrefixSet>>,
+    /// Destination port.
+    port: Option<RangeDim<PortSet>>,
     dst: Option<DstIndex>,
     app: Option<AppIndex>,
+}
+
+/// A dimension indexed by a range matcher: rules without a condition there, the matcher, and
+/// the rule ids of each of its distinct ranges.
+#[derive(Debug, Clone)]
+struct RangeDim<S> {
+    any: Bits,
+    set: S,
+    hits: Box<[Hits]>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,9 +159,12 @@ struct DstIndex {
     /// `Destination::Any` rules.
     any: Bits,
     cidrs: PrefixSet,
-    countries: FxHashMap<CountryCode, Vec<u32>>,
-    /// Every domain rule's patterns, whatever its mode: a hit is a candidate (conservative).
+    cidr_hits: Box<[Hits]>,
+    countries: FxHashMap<CountryCode, Hits>,
+    /// Every distinct pattern of every domain rule, whatever its mode (a hit is a candidate,
+    /// conservatively) → index into `domain_hits`.
     domains: DomainSet<u32>,
+    domain_hits: Box<[Hits]>,
     /// Domain rules whose mode looks at the sent name: they are pending or unknown (not
     /// false) while that name is not known.
     name_modes: Bits,
@@ -114,7 +174,7 @@ struct DstIndex {
 struct AppIndex {
     /// Rules without an application condition.
     any: Bits,
-    by_app: FxHashMap<App, Vec<u32>>,
+    by_app: FxHashMap<App, Hits>,
 }
 
 impl CompiledPolicy {
@@ -137,7 +197,7 @@ impl CompiledPolicy {
         let mut dst_any = Bits::new(words);
         let mut cidrs = PrefixSetBuilder::default();
         let mut countries: FxHashMap<CountryCode, Vec<u32>> = FxHashMap::default();
-        let mut domains = DomainSet::new();
+        let mut patterns: FxHashMap<&DomainPattern, Vec<u32>> = FxHashMap::default();
         let mut name_modes = Bits::new(words);
         let mut dst_used = false;
         let mut app_any = Bits::new(words);
@@ -181,7 +241,8 @@ impl CompiledPolicy {
                 }
                 Destination::Domains(pats) => {
                     dst_used = true;
-                    pats.iter().for_each(|p| domains.insert(p, id));
+                    pats.iter()
+                        .for_each(|p| patterns.entry(p).or_default().push(id));
                     if rule.domain_mode != DomainMode::Dns {
                         name_modes.set(id);
                     }
@@ -197,25 +258,51 @@ impl CompiledPolicy {
                 }
             }
         }
-        for v in countries.values_mut().chain(by_app.values_mut()) {
-            v.dedup();
+        let mut domains = DomainSet::new();
+        let mut domain_hits = Vec::with_capacity(patterns.len());
+        for (i, (p, mut ids)) in patterns.into_iter().enumerate() {
+            ids.dedup(); // pushed in rule order: duplicates are adjacent
+            domains.insert(p, i as u32);
+            domain_hits.push(Hits::new(&ids, words));
         }
         CompiledPolicy {
             fw: fw.clone(),
             words,
             proto,
-            src: src_used.then(|| (src_any, src.build())),
-            port: port_used.then(|| (port_any, ports.build())),
-            dst: dst_used.then(|| DstIndex {
-                any: dst_any,
-                cidrs: cidrs.build(),
-                countries,
-                domains,
-                name_modes,
+            src: src_used.then(|| {
+                let set = src.build();
+                let hits = hits_table(set.ranges(), |r| set.payloads_of(r), words);
+                RangeDim {
+                    any: src_any,
+                    set,
+                    hits,
+                }
             }),
-            app: app_used.then_some(AppIndex {
+            port: port_used.then(|| {
+                let set = ports.build();
+                let hits = hits_table(set.ranges(), |r| set.payloads_of(r), words);
+                RangeDim {
+                    any: port_any,
+                    set,
+                    hits,
+                }
+            }),
+            dst: dst_used.then(|| {
+                let cidrs = cidrs.build();
+                let cidr_hits = hits_table(cidrs.ranges(), |r| cidrs.payloads_of(r), words);
+                DstIndex {
+                    any: dst_any,
+                    cidrs,
+                    cidr_hits,
+                    countries: hits_map(countries, words),
+                    domains,
+                    domain_hits: domain_hits.into_boxed_slice(),
+                    name_modes,
+                }
+            }),
+            app: app_used.then(|| AppIndex {
                 any: app_any,
-                by_app,
+                by_app: hits_map(by_app, words),
             }),
         }
     }
@@ -245,37 +332,47 @@ impl CompiledPolicy {
     fn candidates(&self, f: &FlowFacts<'_>) -> Bits {
         let mut acc = self.proto[proto_class(f.proto)].clone();
         let mut tmp = Bits::new(self.words);
-        if let Some((any, set)) = &self.src {
-            tmp.0.copy_from_slice(&any.0);
-            set.for_each(f.src, |ids| tmp.set_all(ids));
+        if let Some(d) = &self.src {
+            tmp.0.copy_from_slice(&d.any.0);
+            d.set
+                .for_each_range(f.src, |r| d.hits[r as usize].add_to(&mut tmp));
             acc.and_with(&tmp.0);
         }
-        if let Some((any, set)) = &self.port {
-            tmp.0.copy_from_slice(&any.0);
+        if let Some(d) = &self.port {
+            tmp.0.copy_from_slice(&d.any.0);
             if let Some(p) = f.dst_port {
-                set.for_each(p, |ids| tmp.set_all(ids));
+                d.set
+                    .for_each_range(p, |r| d.hits[r as usize].add_to(&mut tmp));
             }
             acc.and_with(&tmp.0);
         }
         if let Some(d) = &self.dst {
             tmp.0.copy_from_slice(&d.any.0);
-            d.cidrs.for_each(f.dst, |ids| tmp.set_all(ids));
-            if let Some(ids) = f.country.and_then(|c| d.countries.get(&c)) {
-                tmp.set_all(ids);
+            d.cidrs
+                .for_each_range(f.dst, |r| d.cidr_hits[r as usize].add_to(&mut tmp));
+            if let Some(h) = f.country.and_then(|c| d.countries.get(&c)) {
+                h.add_to(&mut tmp);
             }
-            match f.domain {
-                Fact::Known(name) => d.domains.for_each_match(name, |ids| tmp.set_all(ids)),
-                Fact::Pending | Fact::Unidentifiable => tmp.or_with(&d.name_modes.0),
+            let mut domain_hit = |groups: &[u32]| {
+                for g in groups {
+                    d.domain_hits[*g as usize].add_to(&mut tmp);
+                }
+            };
+            if let Fact::Known(name) = f.domain {
+                d.domains.for_each_match(name, &mut domain_hit);
             }
             for name in f.dns_names {
-                d.domains.for_each_match(name, |ids| tmp.set_all(ids));
+                d.domains.for_each_match(name, &mut domain_hit);
+            }
+            if !matches!(f.domain, Fact::Known(_)) {
+                tmp.or_with(&d.name_modes.0);
             }
             acc.and_with(&tmp.0);
         }
         if let (Some(a), Fact::Known(app)) = (&self.app, f.app) {
             tmp.0.copy_from_slice(&a.any.0);
-            if let Some(ids) = a.by_app.get(&app) {
-                tmp.set_all(ids);
+            if let Some(h) = a.by_app.get(&app) {
+                h.add_to(&mut tmp);
             }
             acc.and_with(&tmp.0);
         }

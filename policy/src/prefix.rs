@@ -157,6 +157,34 @@ impl<K: RangeKey> RangeIndex<K> {
         }
     }
 
+    /// Call `f` with the index (`0..self.ranges()`) of each distinct range containing `key`.
+    /// Lets a caller keep its own per-range data (say, a dense bitset for a range used by
+    /// many rules) next to [`RangeIndex::payloads_of`].
+    #[inline]
+    pub fn for_each_range(&self, key: K, mut f: impl FnMut(u32)) {
+        let i = self.bounds.partition_point(|b| *b <= key);
+        let Some(slot) = i.checked_sub(1).and_then(|i| self.slots.get(i)) else {
+            return;
+        };
+        let (off, len) = self.lists[*slot as usize];
+        self.flat[off as usize..(off + len) as usize]
+            .iter()
+            .for_each(|r| f(*r));
+    }
+
+    /// Number of distinct ranges.
+    pub fn ranges(&self) -> usize {
+        self.payload_spans.len()
+    }
+
+    /// The payloads of distinct range `range` (sorted, deduplicated); empty if out of bounds.
+    pub fn payloads_of(&self, range: u32) -> &[u32] {
+        match self.payload_spans.get(range as usize) {
+            Some(&(po, pl)) => &self.payloads[po as usize..(po + pl) as usize],
+            None => &[],
+        }
+    }
+
     /// The payloads of every range containing `key`, sorted and deduplicated.
     pub fn lookup(&self, key: K) -> Vec<u32> {
         let mut out = Vec::new();
@@ -218,6 +246,32 @@ impl PrefixSet {
         match addr {
             IpAddr::V4(a) => self.v4.for_each(u32::from(a), f),
             IpAddr::V6(a) => self.v6.for_each(u128::from(a), f),
+        }
+    }
+
+    /// Call `f` with the index (`0..self.ranges()`) of each distinct prefix containing
+    /// `addr`; see [`RangeIndex::for_each_range`].
+    #[inline]
+    pub fn for_each_range(&self, addr: IpAddr, mut f: impl FnMut(u32)) {
+        match addr {
+            IpAddr::V4(a) => self.v4.for_each_range(u32::from(a), f),
+            IpAddr::V6(a) => {
+                let base = self.v4.ranges() as u32;
+                self.v6.for_each_range(u128::from(a), |r| f(base + r))
+            }
+        }
+    }
+
+    /// Number of distinct prefixes (IPv4 first, then IPv6).
+    pub fn ranges(&self) -> usize {
+        self.v4.ranges() + self.v6.ranges()
+    }
+
+    /// The payloads of distinct prefix `range`.
+    pub fn payloads_of(&self, range: u32) -> &[u32] {
+        match range.checked_sub(self.v4.ranges() as u32) {
+            None => self.v4.payloads_of(range),
+            Some(r) => self.v6.payloads_of(r),
         }
     }
 
@@ -314,7 +368,12 @@ mod tests {
                 let a = mk(x, v6, 32).addr();
                 let want: Vec<u32> =
                     (0..nets.len() as u32).filter(|&i| nets[i as usize].contains(&a)).collect();
-                prop_assert_eq!(s.lookup(a), want);
+                prop_assert_eq!(s.lookup(a), want.clone());
+                let mut via_ranges = Vec::new();
+                s.for_each_range(a, |r| via_ranges.extend_from_slice(s.payloads_of(r)));
+                via_ranges.sort_unstable();
+                via_ranges.dedup();
+                prop_assert_eq!(via_ranges, want);
             }
         }
     }
