@@ -89,12 +89,6 @@ impl Hits {
     }
 }
 
-fn hits_table<'a>(n: usize, payloads_of: impl Fn(u32) -> &'a [u32], words: usize) -> Box<[Hits]> {
-    (0..n as u32)
-        .map(|r| Hits::new(payloads_of(r), words))
-        .collect()
-}
-
 fn hits_map<K: std::hash::Hash + Eq>(
     m: FxHashMap<K, Vec<u32>>,
     words: usize,
@@ -145,21 +139,123 @@ pub struct CompiledPolicy {
     app: Option<AppIndex>,
 }
 
-/// A dimension indexed by a range matcher: rules without a condition there, the matcher, and
-/// the rule ids of each of its distinct ranges.
+/// A dimension indexed by a range matcher: rules without a condition there, and the hits.
 #[derive(Debug, Clone)]
 struct RangeDim<S> {
     any: Bits,
+    hits: RangeHits<S>,
+}
+
+/// What a range matcher ([`PrefixSet`], [`PortSet`]) needs to expose for [`RangeHits`].
+trait RangeMatcher {
+    type Key: Copy;
+    fn slot_of(&self, k: Self::Key) -> Option<u32>;
+    fn slots(&self) -> usize;
+    fn for_each_slot_range(&self, slot: u32, f: impl FnMut(u32));
+    fn ranges(&self) -> usize;
+    fn payloads_of(&self, range: u32) -> &[u32];
+}
+
+macro_rules! range_matcher {
+    ($t:ty, $k:ty) => {
+        impl RangeMatcher for $t {
+            type Key = $k;
+            #[inline]
+            fn slot_of(&self, k: $k) -> Option<u32> {
+                <$t>::slot_of(self, k)
+            }
+            fn slots(&self) -> usize {
+                <$t>::slots(self)
+            }
+            #[inline]
+            fn for_each_slot_range(&self, slot: u32, f: impl FnMut(u32)) {
+                <$t>::for_each_slot_range(self, slot, f)
+            }
+            fn ranges(&self) -> usize {
+                <$t>::ranges(self)
+            }
+            fn payloads_of(&self, range: u32) -> &[u32] {
+                <$t>::payloads_of(self, range)
+            }
+        }
+    };
+}
+range_matcher!(PrefixSet, std::net::IpAddr);
+range_matcher!(PortSet, u16);
+
+/// Bytes of precomputed unions a [`RangeHits`] may hold (beyond it, lookups fall back to
+/// OR-ing each range's hits).
+const UNION_BUDGET: usize = 8 << 20;
+
+/// Rule ids for a range matcher's answers. A key's elementary interval (slot) lists the
+/// distinct ranges containing it; when that list has several ranges, the union of their
+/// rules is precomputed (so one lookup is one OR, however many overlapping ranges there
+/// are), within [`UNION_BUDGET`].
+#[derive(Debug, Clone)]
+struct RangeHits<S> {
     set: S,
-    hits: Box<[Hits]>,
+    /// Per distinct range.
+    per_range: Box<[Hits]>,
+    /// Per slot: the union, if precomputed.
+    per_slot: Box<[Option<Hits>]>,
+}
+
+impl<S: RangeMatcher> RangeHits<S> {
+    fn new(set: S, words: usize) -> Self {
+        let per_range = (0..set.ranges() as u32)
+            .map(|r| Hits::new(set.payloads_of(r), words))
+            .collect();
+        let mut budget = UNION_BUDGET;
+        let mut per_slot = Vec::with_capacity(set.slots());
+        for slot in 0..set.slots() as u32 {
+            let mut union = Vec::new();
+            let mut ranges = 0;
+            set.for_each_slot_range(slot, |r| {
+                ranges += 1;
+                union.extend_from_slice(set.payloads_of(r));
+            });
+            if ranges < 2 {
+                per_slot.push(None);
+                continue;
+            }
+            union.sort_unstable();
+            union.dedup();
+            let h = Hits::new(&union, words);
+            let bytes = match &h {
+                Hits::Sparse(ids) => ids.len() * 4,
+                Hits::Dense(_) => words * 8,
+            };
+            per_slot.push((bytes <= budget).then(|| {
+                budget -= bytes;
+                h
+            }));
+        }
+        RangeHits {
+            set,
+            per_range,
+            per_slot: per_slot.into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    fn add_to(&self, key: S::Key, into: &mut Bits) {
+        let Some(slot) = self.set.slot_of(key) else {
+            return;
+        };
+        match self.per_slot.get(slot as usize) {
+            Some(Some(h)) => h.add_to(into),
+            _ => self
+                .set
+                .for_each_slot_range(slot, |r| self.per_range[r as usize].add_to(into)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct DstIndex {
     /// `Destination::Any` rules.
     any: Bits,
-    cidrs: PrefixSet,
-    cidr_hits: Box<[Hits]>,
+    cidrs: RangeHits<PrefixSet>,
     countries: FxHashMap<CountryCode, Hits>,
     /// Every distinct pattern of every domain rule, whatever its mode (a hit is a candidate,
     /// conservatively) → index into `domain_hits`.
@@ -269,36 +365,21 @@ impl CompiledPolicy {
             fw: fw.clone(),
             words,
             proto,
-            src: src_used.then(|| {
-                let set = src.build();
-                let hits = hits_table(set.ranges(), |r| set.payloads_of(r), words);
-                RangeDim {
-                    any: src_any,
-                    set,
-                    hits,
-                }
+            src: src_used.then(|| RangeDim {
+                any: src_any,
+                hits: RangeHits::new(src.build(), words),
             }),
-            port: port_used.then(|| {
-                let set = ports.build();
-                let hits = hits_table(set.ranges(), |r| set.payloads_of(r), words);
-                RangeDim {
-                    any: port_any,
-                    set,
-                    hits,
-                }
+            port: port_used.then(|| RangeDim {
+                any: port_any,
+                hits: RangeHits::new(ports.build(), words),
             }),
-            dst: dst_used.then(|| {
-                let cidrs = cidrs.build();
-                let cidr_hits = hits_table(cidrs.ranges(), |r| cidrs.payloads_of(r), words);
-                DstIndex {
-                    any: dst_any,
-                    cidrs,
-                    cidr_hits,
-                    countries: hits_map(countries, words),
-                    domains,
-                    domain_hits: domain_hits.into_boxed_slice(),
-                    name_modes,
-                }
+            dst: dst_used.then(|| DstIndex {
+                any: dst_any,
+                cidrs: RangeHits::new(cidrs.build(), words),
+                countries: hits_map(countries, words),
+                domains,
+                domain_hits: domain_hits.into_boxed_slice(),
+                name_modes,
             }),
             app: app_used.then(|| AppIndex {
                 any: app_any,
@@ -334,22 +415,19 @@ impl CompiledPolicy {
         let mut tmp = Bits::new(self.words);
         if let Some(d) = &self.src {
             tmp.0.copy_from_slice(&d.any.0);
-            d.set
-                .for_each_range(f.src, |r| d.hits[r as usize].add_to(&mut tmp));
+            d.hits.add_to(f.src, &mut tmp);
             acc.and_with(&tmp.0);
         }
         if let Some(d) = &self.port {
             tmp.0.copy_from_slice(&d.any.0);
             if let Some(p) = f.dst_port {
-                d.set
-                    .for_each_range(p, |r| d.hits[r as usize].add_to(&mut tmp));
+                d.hits.add_to(p, &mut tmp);
             }
             acc.and_with(&tmp.0);
         }
         if let Some(d) = &self.dst {
             tmp.0.copy_from_slice(&d.any.0);
-            d.cidrs
-                .for_each_range(f.dst, |r| d.cidr_hits[r as usize].add_to(&mut tmp));
+            d.cidrs.add_to(f.dst, &mut tmp);
             if let Some(h) = f.country.and_then(|c| d.countries.get(&c)) {
                 h.add_to(&mut tmp);
             }

@@ -38,6 +38,24 @@ impl PortSet {
         self.0.for_each_range(port, f);
     }
 
+    /// The interned list of distinct ranges containing `port`; see
+    /// [`RangeIndex::slot_of`].
+    #[inline]
+    pub fn slot_of(&self, port: u16) -> Option<u32> {
+        self.0.slot_of(port)
+    }
+
+    /// Number of interned range lists.
+    pub fn slots(&self) -> usize {
+        self.0.slots()
+    }
+
+    /// Call `f` with the distinct ranges of list `slot`.
+    #[inline]
+    pub fn for_each_slot_range(&self, slot: u32, mut f: impl FnMut(u32)) {
+        self.0.slot_ranges(slot).iter().for_each(|r| f(*r));
+    }
+
     /// Number of distinct ranges.
     pub fn ranges(&self) -> usize {
         self.0.ranges()
