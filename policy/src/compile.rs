@@ -8,7 +8,10 @@
 //! rules are walked, in rule order, through the very same per-rule evaluation and walk as the
 //! reference ([`rule_tri`], [`Walk`]). The index is conservative: it may let through a rule that
 //! turns out false (that rule is then skipped by `rule_tri`), never drop one that is not false,
-//! so the semantics cannot drift from the reference.
+//! so the semantics cannot drift from the reference. One refinement: in loose mode a rule
+//! whose truth is definitely *unknown* (its name or application will never be identified, and
+//! no other condition is pending) is also left out, since the walk skips it exactly like a
+//! false one; otherwise every flow without an SNI would walk all domain rules.
 
 use rustc_hash::FxHashMap;
 
@@ -264,6 +267,8 @@ struct DstIndex {
     /// Domain rules whose mode looks at the sent name: they are pending or unknown (not
     /// false) while that name is not known.
     name_modes: Bits,
+    /// The subset of `name_modes` with an application condition.
+    name_modes_with_apps: Bits,
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +300,7 @@ impl CompiledPolicy {
         let mut countries: FxHashMap<CountryCode, Vec<u32>> = FxHashMap::default();
         let mut patterns: FxHashMap<&DomainPattern, Vec<u32>> = FxHashMap::default();
         let mut name_modes = Bits::new(words);
+        let mut name_modes_with_apps = Bits::new(words);
         let mut dst_used = false;
         let mut app_any = Bits::new(words);
         let mut by_app: FxHashMap<App, Vec<u32>> = FxHashMap::default();
@@ -341,6 +347,9 @@ impl CompiledPolicy {
                         .for_each(|p| patterns.entry(p).or_default().push(id));
                     if rule.domain_mode != DomainMode::Dns {
                         name_modes.set(id);
+                        if rule.applications.is_some() {
+                            name_modes_with_apps.set(id);
+                        }
                     }
                 }
             }
@@ -380,6 +389,7 @@ impl CompiledPolicy {
                 domains,
                 domain_hits: domain_hits.into_boxed_slice(),
                 name_modes,
+                name_modes_with_apps,
             }),
             app: app_used.then(|| AppIndex {
                 any: app_any,
@@ -409,8 +419,10 @@ impl CompiledPolicy {
         walk.finish(outcome, self.fw.default_action)
     }
 
-    /// Rules that are not definitely false for `f` (a superset of those that are not).
+    /// A superset of the rules the walk could act on for `f`: those not definitely false
+    /// and, in loose mode, not definitely unknown (the walk skips both).
     fn candidates(&self, f: &FlowFacts<'_>) -> Bits {
+        let loose = self.fw.mode == Mode::Loose;
         let mut acc = self.proto[proto_class(f.proto)].clone();
         let mut tmp = Bits::new(self.words);
         if let Some(d) = &self.src {
@@ -442,17 +454,41 @@ impl CompiledPolicy {
             for name in f.dns_names {
                 d.domains.for_each_match(name, &mut domain_hit);
             }
-            if !matches!(f.domain, Fact::Known(_)) {
-                tmp.or_with(&d.name_modes.0);
+            match f.domain {
+                Fact::Known(_) => {}
+                Fact::Pending => tmp.or_with(&d.name_modes.0),
+                Fact::Unidentifiable if !loose => tmp.or_with(&d.name_modes.0),
+                // Loose: a sent-name rule is now unknown, which the walk skips, unless its
+                // application condition is still pending (unknown AND pending = pending).
+                Fact::Unidentifiable => {
+                    if f.app == Fact::Pending {
+                        tmp.or_with(&d.name_modes_with_apps.0);
+                    }
+                }
             }
             acc.and_with(&tmp.0);
         }
-        if let (Some(a), Fact::Known(app)) = (&self.app, f.app) {
-            tmp.0.copy_from_slice(&a.any.0);
-            if let Some(h) = a.by_app.get(&app) {
-                h.add_to(&mut tmp);
+        if let Some(a) = &self.app {
+            match f.app {
+                Fact::Pending => {}
+                Fact::Unidentifiable if !loose => {}
+                Fact::Known(app) => {
+                    tmp.0.copy_from_slice(&a.any.0);
+                    if let Some(h) = a.by_app.get(&app) {
+                        h.add_to(&mut tmp);
+                    }
+                    acc.and_with(&tmp.0);
+                }
+                // Loose: an application rule is now unknown (skipped by the walk) unless its
+                // destination is still pending: a sent-name rule while the name is pending.
+                Fact::Unidentifiable => {
+                    tmp.0.copy_from_slice(&a.any.0);
+                    if let (Some(d), Fact::Pending) = (&self.dst, f.domain) {
+                        tmp.or_with(&d.name_modes.0);
+                    }
+                    acc.and_with(&tmp.0);
+                }
             }
-            acc.and_with(&tmp.0);
         }
         acc
     }
