@@ -9,6 +9,8 @@
 
 mod shadow;
 
+pub use shadow::covers;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
