@@ -382,3 +382,108 @@ pub fn replay_into(
     summary.dropped = counts.dropped.load(Ordering::Relaxed);
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/corpus")
+            .join(name)
+    }
+
+    /// A little-endian µs pcap of Ethernet frames at the given times (ms).
+    fn write_pcap(path: &Path, frames: &[(u64, Vec<u8>)]) {
+        let mut v = Vec::new();
+        for x in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        for (ms, f) in frames {
+            for x in [
+                (ms / 1000) as u32,
+                ((ms % 1000) * 1000) as u32,
+                f.len() as u32,
+                f.len() as u32,
+            ] {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+            v.extend_from_slice(f);
+        }
+        std::fs::write(path, v).unwrap();
+    }
+
+    fn udp(src: [u8; 4], dst: [u8; 4], tag: u8) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        let mut ip = vec![0x45, 0, 0, 29, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let sum = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum::<u32>();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 9, 0, 0, tag]);
+        f
+    }
+
+    #[test]
+    fn classifies_by_snat_source_reply_and_eip() {
+        let c = Classifier::new(&natfw_policy::config::embedded_default());
+        let out = udp([10, 0, 1, 10], [198, 51, 100, 53], 0);
+        let reply = udp([198, 51, 100, 53], [10, 0, 1, 10], 0);
+        let to_eip = udp([198, 51, 100, 53], [192, 0, 2, 1], 0);
+        let public = udp([198, 51, 100, 53], [203, 0, 113, 9], 0);
+        assert_eq!(c.classify(&out), Class::Outbound);
+        assert_eq!(c.classify(&reply), Class::InsideReply);
+        assert_eq!(c.classify(&to_eip), Class::ToEip);
+        assert_eq!(c.classify(&public), Class::NotOurs);
+        assert_eq!(c.classify(&out[..20]), Class::Unparsable);
+
+        // Every frame of a real capture is either the client's or a reply to it.
+        for f in pcap::open(&corpus("https_curl.pcap")).unwrap() {
+            let f = f.unwrap();
+            assert!(matches!(
+                c.classify(&f.data),
+                Class::Outbound | Class::InsideReply
+            ));
+        }
+    }
+
+    #[test]
+    fn merges_captures_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.pcap"), dir.path().join("b.pcap"));
+        let f = |tag| udp([10, 0, 1, 10], [198, 51, 100, 53], tag);
+        write_pcap(&a, &[(1_000, f(1)), (3_000, f(3)), (3_000, f(4))]);
+        write_pcap(&b, &[(2_000, f(2)), (5_000, f(5))]);
+        let mut m = Merge::open(&[a, b]).unwrap();
+        let mut s = ReplaySummary::default();
+        let mut tags = vec![];
+        while let Some(fr) = m.next(&mut s) {
+            tags.push(*fr.data.last().unwrap());
+        }
+        assert_eq!(tags, [1, 2, 3, 4, 5]);
+        assert_eq!(s.parse_errors, 0);
+    }
+
+    #[test]
+    fn summary_counts_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.pcap");
+        let out = udp([10, 0, 1, 10], [198, 51, 100, 53], 0);
+        let public = udp([198, 51, 100, 53], [203, 0, 113, 9], 0);
+        write_pcap(&p, &[(1_000, out), (1_500, public), (2_000, vec![0; 20])]);
+        let (_, s) = replay_records(&natfw_policy::config::embedded_default(), &[p]).unwrap();
+        assert_eq!((s.packets, s.not_snat, s.unparsable), (3, 1, 1));
+        let line = s.to_string();
+        assert!(line.starts_with("replay: 3 packets, "), "{line}");
+        assert!(line.contains("1 frames not SNAT-bound"), "{line}");
+        assert!(matches!(
+            replay_records(&natfw_policy::config::embedded_default(), &[]),
+            Err(ReplayError::NoInput)
+        ));
+    }
+}

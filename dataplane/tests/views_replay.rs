@@ -1,0 +1,112 @@
+//! The offline views over a flow log produced by a real replay of the whole corpus.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use natfw_dataplane::flowlog::{read_records, FlowRecord};
+use natfw_dataplane::replay::{run, ReplayOptions};
+use natfw_dataplane::views::logs::{logs, parse_net, DomainQuery, LogFilter, LogFormat};
+use natfw_dataplane::views::overview::overview;
+use natfw_dataplane::views::svg::overview_chart;
+use natfw_dataplane::views::top::{top, TopBy};
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/corpus")
+}
+
+/// Replays every capture except the flood (20 000 one-packet flows would drown the rest) into
+/// a flow-log file; returns it with its records.
+fn replayed(dir: &Path) -> (PathBuf, Vec<FlowRecord>) {
+    let mut captures: Vec<PathBuf> = std::fs::read_dir(corpus())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap") && !p.ends_with("syn_flood.pcap"))
+        .collect();
+    captures.sort();
+    assert!(captures.len() >= 12);
+    let log = dir.join("corpus.jsonl");
+    let summary = run(ReplayOptions {
+        config: None,
+        flow_log: Some(log.clone()),
+        captures,
+    })
+    .unwrap();
+    let records: Vec<FlowRecord> = read_records(&log).unwrap().map(Result::unwrap).collect();
+    assert_eq!(records.len() as u64, summary.flows);
+    assert!(records.len() >= 14, "{summary}");
+    (log, records)
+}
+
+fn json_logs(files: &[PathBuf], f: &LogFilter) -> Vec<FlowRecord> {
+    let mut out = Vec::new();
+    logs(files, f, LogFormat::Json, &mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn views_over_a_replayed_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, records) = replayed(dir.path());
+    let files = vec![log];
+
+    // Every corpus flow comes from the one client.
+    let by_src = LogFilter {
+        src: Some(parse_net("10.0.1.10").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(json_logs(&files, &by_src), records);
+
+    // The vendor names: api (curl), updates (openssl), ooo (out of order).
+    let vendor = LogFilter {
+        domain: Some(DomainQuery::parse("*.vendor.test").unwrap()),
+        ..Default::default()
+    };
+    let mut names: Vec<String> = json_logs(&files, &vendor)
+        .into_iter()
+        .filter_map(|r| r.domain)
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(
+        names,
+        ["api.vendor.test", "ooo.vendor.test", "updates.vendor.test"]
+    );
+
+    // Default config: nothing dropped.
+    let drops = LogFilter {
+        action: Some("drop".into()),
+        ..Default::default()
+    };
+    assert!(json_logs(&files, &drops).is_empty());
+
+    // One talker with every flow and every byte.
+    let (talkers, _) = top(&files, TopBy::Bytes).unwrap();
+    assert_eq!(talkers.len(), 1);
+    let t = &talkers[0];
+    assert_eq!(t.src_ip, "10.0.1.10");
+    assert_eq!(t.flows, records.len() as u64);
+    assert_eq!(
+        t.bytes_out,
+        records.iter().map(|r| r.out_packet_bytes).sum::<u64>()
+    );
+    assert_eq!(
+        t.bytes_in,
+        records.iter().map(|r| r.in_packet_bytes).sum::<u64>()
+    );
+    assert_eq!(t.top_domains.len(), 3);
+
+    // The trend keeps every byte and flow, whatever the interval.
+    for secs in [1, 60, 3600] {
+        let (o, _) = overview(&files, Duration::from_secs(secs), Some(1.0)).unwrap();
+        let out: u64 = o.buckets.iter().map(|b| b.bytes_out).sum();
+        let flows: u64 = o.buckets.iter().map(|b| b.flows).sum();
+        assert_eq!(out, t.bytes_out, "{secs}s");
+        assert_eq!(flows, records.len() as u64, "{secs}s");
+        let svg = overview_chart(&o, "corpus");
+        assert!(svg.contains(">outbound<") && svg.ends_with("</svg>\n"));
+    }
+}
