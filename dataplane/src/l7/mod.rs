@@ -6,8 +6,10 @@
 //! datagrams. Parsers never panic and keep bounded state; a parser that cannot decide yet says
 //! [`Progress::NeedMore`].
 
+pub mod classify;
 pub mod dns;
 pub mod http;
+pub mod quic;
 
 pub mod reader;
 pub mod tls;

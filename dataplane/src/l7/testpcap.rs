@@ -126,10 +126,12 @@ pub fn tcp_flows(name: &str) -> Vec<TcpFlow> {
         segs: Vec<(u32, Vec<u8>)>,
     }
     let mut order: Vec<(SocketAddr, SocketAddr)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut dirs: BTreeMap<(SocketAddr, SocketAddr), Dir> = BTreeMap::new();
     for p in packets(name).into_iter().filter(|p| p.proto == 6) {
         let key = (p.src, p.dst);
-        if !order.contains(&key) && !order.contains(&(p.dst, p.src)) {
+        if !seen.contains(&key) && !seen.contains(&(p.dst, p.src)) {
+            seen.insert(key);
             // A SYN+ACK first means we missed the SYN: the receiver is the client.
             order.push(if p.syn && p.ack { (p.dst, p.src) } else { key });
         }
