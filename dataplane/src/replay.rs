@@ -108,6 +108,8 @@ pub enum ReplayError {
     FlowLog(io::Error),
     /// The engine refused the config.
     Engine(EngineError),
+    /// The configured country database could not be opened.
+    Geo(String),
     /// No capture given.
     NoInput,
 }
@@ -119,6 +121,7 @@ impl fmt::Display for ReplayError {
             ReplayError::Capture(e) => write!(f, "{e}"),
             ReplayError::FlowLog(e) => write!(f, "flow log: {e}"),
             ReplayError::Engine(e) => write!(f, "engine: {e}"),
+            ReplayError::Geo(m) => write!(f, "geo: {m}"),
             ReplayError::NoInput => f.write_str("no capture file given"),
         }
     }
@@ -326,8 +329,13 @@ pub fn replay_into(
         inner: sink,
         counts: counts.clone(),
     };
-    let mut engine =
-        Engine::new(cfg, GeoDb::embedded(), Box::new(sink)).map_err(ReplayError::Engine)?;
+    let geo = match &cfg.geo.database {
+        None => GeoDb::embedded(),
+        Some(path) => Arc::new(
+            GeoDb::open(Path::new(path)).map_err(|e| ReplayError::Geo(format!("{path}: {e}")))?,
+        ),
+    };
+    let mut engine = Engine::new(cfg, geo, Box::new(sink)).map_err(ReplayError::Engine)?;
     let classifier = Classifier::new(cfg);
     let mut summary = ReplaySummary::default();
     let mut emits = Vec::new();
