@@ -374,7 +374,7 @@ fn svg_chart_is_well_formed_and_complete() {
         .collect();
     assert_eq!(series.len(), 2, "{polylines:?}");
     assert!(svg.contains(">outbound<") && svg.contains(">inbound<"));
-    assert!(svg.contains("protected bandwidth 2.00 Mbit/s"));
+    assert!(svg.contains("protected bandwidth 2 Mbit/s"));
     assert!(svg.contains("stroke-dasharray"));
     assert_eq!(svg.matches("fill-opacity=\"0.12\"").count(), 1);
     assert!(svg.contains(">17:00<") && svg.contains(">17:04<"));

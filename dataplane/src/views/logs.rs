@@ -130,7 +130,7 @@ const HEADER: [&str; 9] = [
     "RULE",
     "BYTES",
 ];
-const WIDTHS: [usize; 8] = [24, 21, 21, 5, 7, 28, 6, 16];
+const WIDTHS: [usize; 8] = [24, 21, 21, 5, 7, 28, 7, 16];
 
 fn table_row(out: &mut dyn Write, cells: &[&str; 9]) -> std::io::Result<()> {
     let mut line = String::with_capacity(160);

@@ -167,23 +167,21 @@ pub fn overview(
     ))
 }
 
-/// `12.345` → `12.35`, small values keep precision (`0.0012`).
+/// Mbit/s with three significant digits (`1234` → `1234`, `12.345` → `12.3`, `0.01094` →
+/// `0.0109`), so that a value just above a small threshold never prints as equal to it.
 pub fn fmt_mbps(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v < 0.01 {
-        format!("{v:.4}")
-    } else {
-        format!("{v:.2}")
+    if v == 0.0 || !v.is_finite() {
+        return "0".into();
     }
+    let decimals = (2 - v.abs().log10().floor() as i32).clamp(0, 9) as usize;
+    format!("{v:.decimals$}")
 }
 
 /// Prints the overview as a table with a header line.
 pub fn print_overview(o: &Overview, out: &mut dyn Write) -> std::io::Result<()> {
     let bw = match o.bandwidth_mbps {
         Some(b) => format!(
-            "protected bandwidth {} Mbit/s, {} of {} intervals above it",
-            fmt_mbps(b),
+            "protected bandwidth {b} Mbit/s, {} of {} intervals above it",
             o.exceeded(),
             o.buckets.len()
         ),
@@ -230,6 +228,16 @@ pub fn print_overview(o: &Overview, out: &mut dyn Write) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mbps_format() {
+        assert_eq!(fmt_mbps(0.0), "0");
+        assert_eq!(fmt_mbps(0.010_94), "0.0109");
+        assert_eq!(fmt_mbps(0.5), "0.500");
+        assert_eq!(fmt_mbps(12.345), "12.3");
+        assert_eq!(fmt_mbps(1234.5), "1234");
+        assert_eq!(fmt_mbps(1.0), "1.00");
+    }
 
     #[test]
     fn spreading_keeps_totals_and_proportions() {

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::overview::{fmt_mbps, Overview};
+use super::overview::Overview;
 use crate::flowlog::format_rfc3339_millis;
 use crate::time::Timestamp;
 
@@ -141,6 +141,8 @@ pub fn render(c: &Chart) -> String {
 
     // Y grid and labels.
     let _ = writeln!(s, r#"<g class="y-axis">"#);
+    // Steps are 1, 2 or 5 × 10^k: k decimals below 1 label every tick distinctly.
+    let decimals = (-step.log10().floor()).clamp(0.0, 9.0) as usize;
     let mut v = 0.0;
     while v <= y_max + step / 2.0 {
         let yy = y(v);
@@ -154,7 +156,11 @@ pub fn render(c: &Chart) -> String {
             r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
             LEFT - 8.0,
             yy + 4.0,
-            esc(&fmt_mbps(v))
+            if v == 0.0 {
+                "0".to_string()
+            } else {
+                format!("{v:.decimals$}")
+            }
         );
         v += step;
     }
@@ -213,7 +219,7 @@ pub fn render(c: &Chart) -> String {
             W - RIGHT,
             W - RIGHT - 4.0,
             y(t) - 6.0,
-            esc(&fmt_mbps(t))
+            t
         );
     }
 

@@ -99,9 +99,16 @@ pub fn top(files: &[PathBuf], by: TopBy) -> Result<(Vec<Talker>, InputStats), Vi
 
 /// Prints the first `limit` talkers as a table.
 pub fn print_top(talkers: &[Talker], limit: usize, out: &mut dyn Write) -> std::io::Result<()> {
+    let w = talkers
+        .iter()
+        .take(limit)
+        .map(|t| t.src_ip.len())
+        .max()
+        .unwrap_or(0)
+        .max(15);
     writeln!(
         out,
-        "{:<4} {:<39} {:>7} {:>7} {:>10} {:>10}  TOP DOMAINS",
+        "{:<4} {:<w$} {:>7} {:>7} {:>10} {:>10}  TOP DOMAINS",
         "#", "SOURCE", "FLOWS", "DROPPED", "BYTES OUT", "BYTES IN"
     )?;
     for (i, t) in talkers.iter().take(limit).enumerate() {
@@ -117,7 +124,7 @@ pub fn print_top(talkers: &[Talker], limit: usize, out: &mut dyn Write) -> std::
         };
         writeln!(
             out,
-            "{:<4} {:<39} {:>7} {:>7} {:>10} {:>10}  {domains}",
+            "{:<4} {:<w$} {:>7} {:>7} {:>10} {:>10}  {domains}",
             i + 1,
             t.src_ip,
             t.flows,
