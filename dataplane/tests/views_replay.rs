@@ -112,3 +112,46 @@ fn views_over_a_replayed_corpus() {
         assert!(svg.contains(">outbound<") && svg.ends_with("</svg>\n"));
     }
 }
+
+/// docs/OPERATIONS.md shows views over `tests/data/flowlogs/corpus-demo.jsonl`: it must still be
+/// what a replay under `demo.yaml` decides (same flows, verdicts, rules and domains).
+#[test]
+fn committed_demo_log_matches_a_fresh_replay() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/flowlogs");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.jsonl");
+    let mut captures: Vec<PathBuf> = std::fs::read_dir(corpus())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(".pcap") && !name.starts_with("tls_") && name != "syn_flood.pcap"
+        })
+        .collect();
+    captures.sort();
+    run(ReplayOptions {
+        config: Some(data.join("demo.yaml")),
+        flow_log: Some(log.clone()),
+        captures,
+    })
+    .unwrap();
+    let key = |r: FlowRecord| {
+        (
+            r.dst_ip,
+            r.dst_port,
+            r.ip_protocol,
+            r.action,
+            r.acl_rule_id,
+            r.domain,
+            r.app_name,
+        )
+    };
+    let read = |p: &Path| {
+        let mut v: Vec<_> = read_records(p).unwrap().map(|r| key(r.unwrap())).collect();
+        v.sort();
+        v
+    };
+    let committed = read(&data.join("corpus-demo.jsonl"));
+    assert_eq!(committed.len(), 11);
+    assert_eq!(read(&log), committed);
+}
