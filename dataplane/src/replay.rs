@@ -494,4 +494,85 @@ mod tests {
             Err(ReplayError::NoInput)
         ));
     }
+
+    /// The same capture as pcapng (ns resolution, two interfaces, frames interleaved with a
+    /// statistics block) gives the same flow records as the pcap.
+    #[test]
+    fn pcapng_replays_like_pcap() {
+        let cfg = natfw_policy::config::embedded_default();
+        let src = corpus("https_curl.pcap");
+        let (want, _) = replay_records(&cfg, std::slice::from_ref(&src)).unwrap();
+        assert!(!want.is_empty());
+
+        let block = |out: &mut Vec<u8>, btype: u32, mut body: Vec<u8>| {
+            while body.len() % 4 != 0 {
+                body.push(0);
+            }
+            let len = (body.len() + 12) as u32;
+            out.extend_from_slice(&btype.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(&len.to_le_bytes());
+        };
+        let idb = |tsresol: u8| {
+            let mut b = vec![1, 0, 0, 0, 0, 0, 0, 0]; // Ethernet, snaplen 0
+            b.extend_from_slice(&[9, 0, 1, 0, tsresol, 0, 0, 0, 0, 0, 0, 0]);
+            b
+        };
+        let mut ng = Vec::new();
+        let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        block(&mut ng, 0x0a0d_0d0a, shb);
+        block(&mut ng, 1, idb(6)); // µs
+        block(&mut ng, 1, idb(9)); // ns
+        for (i, f) in pcap::open(&src).unwrap().enumerate() {
+            let f = f.unwrap();
+            let iface = (i % 2) as u32;
+            let ticks = if iface == 0 {
+                f.ts.as_nanos() / 1000
+            } else {
+                f.ts.as_nanos()
+            };
+            let mut b = Vec::new();
+            for x in [
+                iface,
+                (ticks >> 32) as u32,
+                ticks as u32,
+                f.data.len() as u32,
+                f.orig_len,
+            ] {
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            b.extend_from_slice(&f.data);
+            block(&mut ng, 6, b);
+            block(&mut ng, 5, vec![0; 12]); // interface statistics: skipped
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("https_curl.pcapng");
+        std::fs::write(&path, ng).unwrap();
+        let (got, summary) = replay_records(&cfg, &[path]).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(summary.skipped, summary.packets);
+    }
+
+    /// Corrupted captures end in errors or odd frames, never a panic, and what was read before
+    /// the damage is still replayed.
+    #[test]
+    fn corrupted_captures_never_panic() {
+        let cfg = natfw_policy::config::embedded_default();
+        let whole = std::fs::read(corpus("http_curl.pcap")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.pcap");
+        for i in (24..whole.len()).step_by(11) {
+            for v in [0x00, 0xff] {
+                let mut b = whole.clone();
+                b[i] = v;
+                std::fs::write(&path, &b).unwrap();
+                let (_, s) = replay_records(&cfg, std::slice::from_ref(&path)).unwrap();
+                assert!(s.packets <= 12);
+            }
+            std::fs::write(&path, &whole[..i]).unwrap();
+            let _ = replay_records(&cfg, std::slice::from_ref(&path)).unwrap();
+        }
+    }
 }
