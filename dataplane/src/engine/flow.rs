@@ -15,6 +15,24 @@ use crate::time::Timestamp;
 /// "No side-table entry".
 pub(crate) const NO_IDENT: u32 = u32::MAX;
 
+/// Why-not-identified reasons that are not a failure: the protocol has no name to give.
+pub(crate) const WHY_NO_NAME_PROTO: &str = "the protocol carries no domain";
+pub(crate) const WHY_DNS_QUERY: &str = "DNS query (the name is the question, not a destination)";
+pub(crate) const WHY_UDP_NO_NAME: &str = "UDP payload carries no name";
+pub(crate) const WHY_NOT_TLS_HTTP: &str = "payload is neither TLS nor HTTP";
+/// A flow ended while its facts were still being identified.
+pub(crate) const WHY_ENDED_PENDING: &str = "flow ended before identification finished";
+
+fn benign(why: &str) -> bool {
+    [
+        WHY_NO_NAME_PROTO,
+        WHY_DNS_QUERY,
+        WHY_UDP_NO_NAME,
+        WHY_NOT_TLS_HTTP,
+    ]
+    .contains(&why)
+}
+
 /// State of one L7 fact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FactState {
@@ -121,6 +139,8 @@ pub(crate) struct FlowData {
     pub dns_only: bool,
     /// Firewall disabled when the flow started.
     pub fw_off: bool,
+    /// Something of this flow left by the outside (else the record shows no SNAT).
+    pub sent: bool,
     /// SYN sequence numbers (client, server).
     pub isn_c: u32,
     pub isn_s: u32,
@@ -165,6 +185,7 @@ impl FlowData {
             established: false,
             dns_only: false,
             fw_off: false,
+            sent: false,
             isn_c: 0,
             isn_s: 0,
             ident: NO_IDENT,
@@ -215,31 +236,42 @@ impl FlowData {
         }
     }
 
+    /// A fact that could have been there was not identified (not: the protocol has none).
+    fn unknown(&self) -> bool {
+        let app_unknown = self.app_fact == FactState::Unidentifiable
+            || (self.app_fact == FactState::Known && self.app == Some(App::Unknown));
+        app_unknown
+            || self.evasion
+            || (self.domain_fact == FactState::Unidentifiable
+                && self.why.is_some_and(|w| !benign(w)))
+    }
+
     fn dpi_state(&self, key: &FlowKey, mode: Mode) -> &'static str {
         let tcp = key.proto == PROTO_TCP;
         if tcp && !self.established {
             return "tcp_not_establish";
         }
-        match (self.verdict, self.decided_by) {
-            (FlowVerdict::Drop, Some(DecidedBy::UnknownStrict)) => return "unknown_strict",
-            (FlowVerdict::Drop, _) if self.evasion => return "unknown_strict",
-            (FlowVerdict::Drop, Some(DecidedBy::Match | DecidedBy::Default)) => {
-                return "policy_discard"
-            }
+        let dropped = self.verdict == FlowVerdict::Drop;
+        match self.decided_by {
+            _ if dropped && self.evasion && mode == Mode::Strict => return "unknown_strict",
+            Some(DecidedBy::UnknownStrict) => return "unknown_strict",
+            Some(DecidedBy::Match) if dropped => return "policy_discard",
             _ => {}
+        }
+        if self.why == Some(WHY_ENDED_PENDING) || self.facts_pending() && self.client_payload {
+            return "analysing";
         }
         if tcp && !self.client_payload && self.app_fact != FactState::Known {
             return "no_payload";
         }
-        if self.facts_pending() {
-            return "analysing";
-        }
-        let unknown_app = self.app_fact != FactState::Known || self.app == Some(App::Unknown);
-        if unknown_app || self.evasion {
+        if self.unknown() {
             return match mode {
                 Mode::Loose => "unknown_loose",
                 Mode::Strict => "unknown_strict",
             };
+        }
+        if dropped {
+            return "policy_discard";
         }
         "success"
     }
@@ -305,7 +337,7 @@ impl FlowData {
                 }
             }
         }
-        if let Some(why) = self.why {
+        if let Some(why) = self.why.filter(|w| !benign(w)) {
             if self.decided_by != Some(DecidedBy::UnknownStrict) {
                 let _ = write!(s, "; not identified: {why}");
             }
@@ -348,6 +380,7 @@ impl FlowData {
             .flat_map(|m| m.iter())
             .filter_map(|id| policy.rules().get(id.0 as usize).map(|r| r.name.clone()))
             .collect();
+        let snat = snat.filter(|_| self.sent);
         FlowRecord {
             log_type: "flow".into(),
             gateway: gateway.into(),

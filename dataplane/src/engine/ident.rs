@@ -4,7 +4,10 @@
 use natfw_policy::eval::IpProto;
 use natfw_policy::App;
 
-use super::flow::{DomainSrc, FactState, FlowData};
+use super::flow::{
+    DomainSrc, FactState, FlowData, WHY_DNS_QUERY, WHY_NOT_TLS_HTTP, WHY_NO_NAME_PROTO,
+    WHY_UDP_NO_NAME,
+};
 use crate::conntrack::FlowRef;
 use crate::l7::quic::{self, InitialAssembler};
 use crate::l7::{self, classify::classify, classify::classify_tls, ClientHelloInfo, Progress};
@@ -159,7 +162,7 @@ pub(crate) fn analyse_tcp(f: &mut FlowData, id: &Ident, dport: u16) {
                 Progress::NeedMore if is_http_method_prefix(client) => {}
                 _ => {
                     f.domain_fact = FactState::Unidentifiable;
-                    f.why.get_or_insert("payload is neither TLS nor HTTP");
+                    f.why.get_or_insert(WHY_NOT_TLS_HTTP);
                 }
             }
         }
@@ -177,7 +180,7 @@ pub(crate) fn analyse_tcp(f: &mut FlowData, id: &Ident, dport: u16) {
     // A server that speaks first (SSH, SMTP...) settles the domain question: no name is coming.
     if f.domain_fact == FactState::Pending && client.is_empty() && f.app_fact == FactState::Known {
         f.domain_fact = FactState::Unidentifiable;
-        f.why.get_or_insert("protocol carries no domain");
+        f.why.get_or_insert(WHY_NO_NAME_PROTO);
     }
 }
 
@@ -216,8 +219,7 @@ pub(crate) fn analyse_udp(
             f.dns_only = true;
             if f.domain_fact == FactState::Pending {
                 f.domain_fact = FactState::Unidentifiable;
-                f.why
-                    .get_or_insert("DNS query (the name is the question, not a destination)");
+                f.why.get_or_insert(WHY_DNS_QUERY);
             }
             return msg.qname.filter(|q| !q.is_empty());
         }
@@ -230,7 +232,7 @@ pub(crate) fn analyse_udp(
     }
     if f.domain_fact == FactState::Pending {
         f.domain_fact = FactState::Unidentifiable;
-        f.why.get_or_insert("UDP payload carries no name");
+        f.why.get_or_insert(WHY_UDP_NO_NAME);
     }
     None
 }

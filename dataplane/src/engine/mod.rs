@@ -17,7 +17,9 @@ use natfw_policy::eval::IpProto;
 pub use natfw_policy::geo::GeoDb;
 use natfw_policy::{Action, DecidedBy, FlowFacts, Outcome};
 
-use self::flow::{DomainSrc, EndReason, FactState, FlowData, FlowVerdict, NO_IDENT};
+use self::flow::{
+    DomainSrc, EndReason, FactState, FlowData, FlowVerdict, NO_IDENT, WHY_ENDED_PENDING,
+};
 use self::ident::{Fed, Ident, IdentTable};
 use crate::conntrack::{
     Dir, Entry, FlowKey, FlowRef, ReplyKey, Table, TcpEvent, TcpState, Timeouts, TimerClass,
@@ -170,9 +172,6 @@ impl Default for EngineOptions {
         }
     }
 }
-
-/// Reason recorded when a flow ends while its facts were still being identified.
-const ENDED_PENDING: &str = "flow ended before identification finished";
 
 /// The engine. Single-threaded; run one per data-path thread.
 pub struct Engine {
@@ -656,16 +655,17 @@ impl Engine {
                         .get(d.ident)
                         .is_some_and(|id| !id.held.is_empty());
                 if had_held {
-                    // Keep the order: what was held goes first, this frame after it.
+                    // This frame joins the held ones, all released in stream order.
                     let v = self.translate_out(frame, info, eip, eport);
-                    self.release(r);
                     if v == Verdict::Forward && !duplicate {
-                        self.emits.push(Emit {
-                            side: Side::Outside,
-                            frame: frame.to_vec(),
-                        });
+                        self.push_held(r, seg, frame);
                     }
-                    Verdict::Held
+                    self.release(r);
+                    if v == Verdict::Forward {
+                        Verdict::Held
+                    } else {
+                        v
+                    }
                 } else {
                     self.translate_out(frame, info, eip, eport)
                 }
@@ -692,6 +692,11 @@ impl Engine {
                 }
             }
         };
+        if matches!(v, Verdict::Forward | Verdict::Held) {
+            if let Some(e) = self.table.get_mut(r) {
+                e.data.sent = true;
+            }
+        }
         if closed {
             self.close_fin(now, r);
         }
@@ -825,17 +830,23 @@ impl Engine {
                 }
             };
         }
+        self.push_held(r, seg, frame);
+        Verdict::Held
+    }
+
+    /// Append a copy of `frame` to the flow's held frames.
+    fn push_held(&mut self, r: FlowRef, seg: Seg, frame: &[u8]) {
+        let Some(e) = self.table.get(r) else {
+            return;
+        };
+        let idx = e.data.ident;
+        let tcp = e.key.proto == PROTO_TCP;
         let rel = seg.seq.wrapping_sub(e.data.isn_c);
         if let Some(id) = self.idents.get_mut(idx) {
-            let order = if e.key.proto == PROTO_TCP {
-                rel
-            } else {
-                id.held.len() as u32
-            };
+            let order = if tcp { rel } else { id.held.len() as u32 };
             id.held.push((order, frame.to_vec()));
         }
         self.idents.recount(idx);
-        Verdict::Held
     }
 
     /// Accepted: send every held frame, in stream order, exactly once.
@@ -901,7 +912,7 @@ impl Engine {
                 .map(|(_, f)| (f.clone(), true))
                 .or_else(|| current.map(|(f, _)| (f.to_vec(), translated)));
             if let Some((f, is_translated)) = tmpl {
-                self.emit_rsts(&key, &f, is_translated);
+                self.emit_rsts(r, &f, is_translated);
             }
         }
         self.stats.flows_ended_denied += 1;
@@ -910,26 +921,47 @@ impl Engine {
         self.table.touch(r, class, now);
     }
 
-    /// RST to the client (inside) and, when the server saw the connection (`translated`
-    /// template: it went out SNATed), to the server.
-    fn emit_rsts(&mut self, key: &FlowKey, frame: &[u8], translated: bool) {
+    /// RST to the client (inside) and, when the server saw the connection, to the server.
+    /// `frame` is a segment of the flow as it left (`translated`) or as the client sent it.
+    fn emit_rsts(&mut self, r: FlowRef, frame: &[u8], translated: bool) {
+        let Some(e) = self.table.get(r) else {
+            return;
+        };
+        let (key, snat) = (e.key, e.snat);
+        // The server knows the connection once our SYN went out (anything past SYN_SENT here
+        // means its SYN-ACK came back).
+        let server_knows = e.data.tcp.state != TcpState::SynSent;
         let Ok(info) = wire::parse(frame) else {
             return;
         };
         let mut private = frame.to_vec();
-        if translated {
-            if let Some(rst) = tcp_rst(frame, &info, RstTo::Receiver { delivered: false }) {
+        let mut public = frame.to_vec();
+        let ok = if translated {
+            rewrite::set_src(&mut private, &info, key.src, Some(key.sport), self.ck).is_ok()
+        } else {
+            snat.is_some_and(|(ip, port)| {
+                rewrite::set_src(&mut public, &info, ip, Some(port), self.ck).is_ok()
+            })
+        };
+        if !ok {
+            return;
+        }
+        // The builder reads addresses from the parsed view: parse the rewritten copies.
+        if server_knows {
+            let rst = wire::parse(&public)
+                .ok()
+                .and_then(|pi| tcp_rst(&public, &pi, RstTo::Receiver { delivered: false }));
+            if let Some(rst) = rst {
                 self.emits.push(Emit {
                     side: Side::Outside,
                     frame: rst,
                 });
             }
-            // The client's RST is built from the segment as the client sent it.
-            if rewrite::set_src(&mut private, &info, key.src, Some(key.sport), self.ck).is_err() {
-                return;
-            }
         }
-        if let Some(rst) = tcp_rst(&private, &info, RstTo::Sender) {
+        let rst = wire::parse(&private)
+            .ok()
+            .and_then(|pi| tcp_rst(&private, &pi, RstTo::Sender));
+        if let Some(rst) = rst {
             self.emits.push(Emit {
                 side: Side::Inside,
                 frame: rst,
@@ -1247,7 +1279,7 @@ impl Engine {
             }
             e.data.ident = NO_IDENT;
             if e.data.facts_pending() && e.data.client_payload {
-                e.data.give_up(ENDED_PENDING);
+                e.data.give_up(WHY_ENDED_PENDING);
             }
         }
         self.stats.flows_active = self.table.len() as u64;
