@@ -59,6 +59,7 @@ enum Command {
     },
     /// Outbound ranking per private source IP (top talkers).
     Top {
+        /// Flow-log files (JSON lines; `-` = stdin).
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
         /// Rank by total bytes or by number of flows.
@@ -70,6 +71,7 @@ enum Command {
     },
     /// Traffic per interval against the protected bandwidth.
     Overview {
+        /// Flow-log files (JSON lines; `-` = stdin).
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
         /// Interval length: 30s, 1m, 5m, 1h, 1d.
