@@ -13,4 +13,5 @@ pub mod replay;
 pub mod snat;
 pub mod stats;
 pub mod time;
+pub mod views;
 pub mod wire;
