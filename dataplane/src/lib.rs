@@ -1,4 +1,8 @@
 //! natfw-dataplane: the sans-I/O engine and the I/O around it.
+pub mod afxdp;
 pub mod cli;
 pub mod flowlog;
+pub mod neigh;
+pub mod netlink;
 pub mod time;
+pub mod xdp;
