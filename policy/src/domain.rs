@@ -17,7 +17,8 @@ pub fn normalize(name: &str) -> Option<String> {
         && ascii.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     valid.then_some(ascii)
 }
@@ -28,8 +29,14 @@ mod tests {
 
     #[test]
     fn normalises_case_dot_and_idna() {
-        assert_eq!(normalize("WWW.Example.COM.").as_deref(), Some("www.example.com"));
-        assert_eq!(normalize("bücher.example").as_deref(), Some("xn--bcher-kva.example"));
+        assert_eq!(
+            normalize("WWW.Example.COM.").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(
+            normalize("bücher.example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
         assert_eq!(normalize(""), None);
         assert_eq!(normalize("a..b"), None);
         assert_eq!(normalize("bad name"), None);

@@ -15,9 +15,12 @@
 //! give the same answer for every flow (a property test checks it).
 
 pub mod app;
+pub mod config;
+pub mod countries;
 pub mod domain;
 pub mod eval;
 pub mod model;
+pub mod yaml;
 
 pub use app::App;
 pub use eval::{naive_evaluate, DecidedBy, Evaluation, Fact, FlowFacts, Needs, Outcome};
