@@ -8,3 +8,4 @@ pub mod netlink;
 pub mod stats;
 pub mod time;
 pub mod xdp;
+pub mod wire;
