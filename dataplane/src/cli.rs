@@ -18,6 +18,13 @@ enum Command {
         /// Path to natfw.yaml.
         config: std::path::PathBuf,
     },
+    /// Attach XDP, open AF_XDP sockets, forward and enforce until SIGINT/SIGTERM, then flush
+    /// the flow log.
+    Run {
+        /// Path to natfw.yaml.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
 }
 
 /// Run the CLI; returns the process exit code.
@@ -28,5 +35,12 @@ pub fn main() -> i32 {
             eprintln!("natfw check {}: not built yet", config.display());
             2
         }
+        Command::Run { config } => match crate::run::run(&crate::run::RunOptions { config }) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("natfw run: {e}");
+                1
+            }
+        },
     }
 }

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod flowlog;
 pub mod neigh;
 pub mod netlink;
+pub mod run;
 pub mod stats;
 pub mod time;
 pub mod xdp;

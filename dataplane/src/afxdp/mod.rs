@@ -51,8 +51,8 @@ pub trait FrameHandler {
     fn handle(&mut self, now: Timestamp, side: IfSide, frame: &mut [u8]) -> Disposition;
     /// Frames to send that did not arrive as one (released held payload, RSTs, ICMP).
     fn take_emits(&mut self, out: &mut Vec<(IfSide, Vec<u8>)>);
-    /// Called about every 100 ms (timeouts).
-    fn tick(&mut self, now: Timestamp);
+    /// Called about every `tick` interval of [`AfXdp::run`] (timeouts), with the I/O counters.
+    fn tick(&mut self, now: Timestamp, io: &IoStats);
 }
 
 /// Counters of the I/O layer.
@@ -472,7 +472,7 @@ impl AfXdp {
             self.reap();
             self.refill();
             if at.duration_since(last_tick) >= tick {
-                h.tick(now);
+                h.tick(now, &self.stats);
                 last_tick = at;
                 h.take_emits(&mut emits);
                 self.send_emits(&mut emits, at);
