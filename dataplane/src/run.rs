@@ -76,11 +76,15 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         full_checksums: false,
         ..EngineOptions::default()
     };
-    let engine = Engine::with_options(&cfg, GeoDb::embedded(), Box::new(sink), opts)
+    let geo = match &cfg.geo.database {
+        Some(p) => Arc::new(
+            GeoDb::open(Path::new(p))
+                .map_err(|e| RunError::Config(format!("geo.database {p}: {e}")))?,
+        ),
+        None => GeoDb::embedded(),
+    };
+    let engine = Engine::with_options(&cfg, geo, Box::new(sink), opts)
         .map_err(|e| RunError::Config(e.to_string()))?;
-    if cfg.geo.database.is_some() {
-        log("geo.database is not used by this build's engine yet; using the embedded database");
-    }
 
     let rules = SteeringRules {
         snat: cfg.gateway.snat.iter().map(|e| e.source).collect(),
