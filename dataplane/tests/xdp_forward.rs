@@ -411,11 +411,11 @@ impl Drop for Natfw {
     }
 }
 
-fn config(eip: &str, flow_log: &std::path::Path) -> String {
+fn config(inside: &str, eip: &str, flow_log: &std::path::Path) -> String {
     format!(
         "gateway:
   name: test-gw
-  inside: in0
+  inside: {inside}
   outside: out0
   eips: [{eip}]
   snat:
@@ -446,8 +446,20 @@ fn nft_table_exists(ns: &str) -> bool {
 }
 
 #[test]
+fn natfw_run_lifecycle_checks_attaches_replaces_and_detaches() {
+    natfw_run_scenario(false);
+}
+
+#[test]
 #[ignore = "needs the engine's SNAT (skeleton engine merged so far); run with --ignored"]
 fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
+    natfw_run_scenario(true);
+}
+
+/// Start `natfw run` in the gateway namespace and check its whole life: prerequisite errors,
+/// replacing a stale program, attach, nftables, unsolicited traffic dropped, SIGTERM, detach.
+/// With `snat`, also the SNAT path through the engine and its flow record.
+fn natfw_run_scenario(snat: bool) {
     if let Some(why) = skip_reason() {
         eprintln!("skipped: {why}");
         return;
@@ -467,18 +479,42 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
     let dir = tempfile::tempdir().expect("temp dir");
     let flows = dir.path().join("flows.jsonl");
 
-    // Prerequisites are checked with clear errors: an EIP that is not on the outside interface.
-    let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, config("203.0.113.9", &flows)).unwrap();
-    let mut p = Natfw::start(&net.gw, &bad, dir.path().join("bad.log"));
-    let st = p.child.wait().expect("wait");
-    assert_eq!(st.code(), Some(1), "{}", p.log());
-    assert!(
-        p.log()
-            .contains("EIP 203.0.113.9 is not configured on out0"),
-        "{}",
-        p.log()
-    );
+    // Prerequisites are checked with clear errors.
+    ip(&[
+        "-n",
+        &net.gw,
+        "link",
+        "add",
+        "mq0",
+        "numrxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "mq1",
+    ])
+    .unwrap();
+    ip(&["-n", &net.gw, "link", "set", "mq0", "up"]).unwrap();
+    for (i, (inside, eip, want)) in [
+        (
+            "in0",
+            "203.0.113.9",
+            "EIP 203.0.113.9 is not configured on out0",
+        ),
+        ("nope0", "203.0.113.1", "no interface named nope0"),
+        ("mq0", "203.0.113.1", "mq0 has 2 RX queues"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bad = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&bad, config(inside, eip, &flows)).unwrap();
+        let mut p = Natfw::start(&net.gw, &bad, dir.path().join(format!("bad{i}.log")));
+        let st = p.child.wait().expect("wait");
+        assert_eq!(st.code(), Some(1), "{}", p.log());
+        assert!(p.log().contains(want), "want `{want}`:\n{}", p.log());
+    }
 
     // A program left attached (by a crashed loader) is replaced.
     let obj = dir.path().join("stale.o");
@@ -504,7 +540,7 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
     }
 
     let good = dir.path().join("natfw.yaml");
-    std::fs::write(&good, config("203.0.113.1", &flows)).unwrap();
+    std::fs::write(&good, config("in0", "203.0.113.1", &flows)).unwrap();
     let mut p = Natfw::start(&net.gw, &good, dir.path().join("run.log"));
     p.wait_for("forwarding in0 <-> out0");
     let shown = link_show(&net.gw, "in0");
@@ -520,7 +556,14 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
         "masquerade table for bypassed sources"
     );
 
-    check_snat_path(&net, 7100);
+    if snat {
+        check_snat_path(&net, 7100);
+    }
+    // The gateway's own address is never steered: the kernel answers.
+    assert!(
+        ping(&net.client, "10.0.1.1".parse().unwrap()),
+        "ping the gateway"
+    );
 
     // Unsolicited traffic to the EIP (a port outside the kernel's range) is dropped: the
     // connection times out instead of being refused by the gateway's kernel.
@@ -546,6 +589,9 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
     );
     assert!(!nft_table_exists(&net.gw), "nftables table removed on exit");
 
+    if !snat {
+        return;
+    }
     // The flow log has the TCP flow, before and after SNAT.
     let text = std::fs::read_to_string(&flows).unwrap_or_default();
     let found = text
