@@ -10,7 +10,7 @@
 //! lacks network namespaces, veth, XDP or AF_XDP.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +24,9 @@ use natfw_dataplane::xdp::{Counter, IfSide, Steering, SteeringRules};
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 2);
 const EIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 2);
+const EIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+const SERVER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -78,12 +81,32 @@ impl NetNsGuard {
             ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
         }
+        for (ns, dev, addr) in [
+            (c, "eth0", "fd00:1::2/64"),
+            (gw, "in0", "fd00:1::1/64"),
+            (gw, "out0", "2001:db8:1::1/64"),
+            (s, "eth0", "2001:db8:1::2/64"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev, "nodad"])?;
+        }
         ip(&["-n", c, "route", "add", "default", "via", "10.0.1.1"])?;
+        ip(&["-n", c, "-6", "route", "add", "default", "via", "fd00:1::1"])?;
+        ip(&[
+            "-n",
+            gw,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:1::2",
+        ])?;
         ip(&["-n", gw, "route", "add", "default", "via", "203.0.113.2"])?;
         // Kernel ports of the gateway (passed to its own stack) apart from the client's.
         sysctl(gw, "net.ipv4.ip_local_port_range", "61000 61999")?;
         sysctl(c, "net.ipv4.ip_local_port_range", "40000 49999")?;
         sysctl(gw, "net.ipv4.ip_forward", "0")?;
+        sysctl(gw, "net.ipv6.conf.all.forwarding", "0")?;
         Ok(g)
     }
 }
@@ -133,10 +156,10 @@ fn skip_reason() -> Option<String> {
 }
 
 /// A server that answers each connection with "<peer ip> <first line>".
-fn echo_server(ns: &str, port: u16) -> std::thread::JoinHandle<Result<Vec<IpAddr>, String>> {
+fn echo_server(ns: &str, at: SocketAddr) -> std::thread::JoinHandle<Result<Vec<IpAddr>, String>> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let h = in_netns(ns, move || {
-        let l = TcpListener::bind(("0.0.0.0", port)).map_err(|e| e.to_string())?;
+        let l = TcpListener::bind(at).map_err(|e| e.to_string())?;
         l.set_nonblocking(true).map_err(|e| e.to_string())?;
         let _ = ready_tx.send(());
         let mut peers = Vec::new();
@@ -193,7 +216,7 @@ fn ping(ns: &str, to: Ipv4Addr) -> bool {
 
 /// Check that TCP and ping cross the gateway with the EIP as source.
 fn check_snat_path(net: &NetNsGuard, port: u16) {
-    let server = echo_server(&net.server, port);
+    let server = echo_server(&net.server, SocketAddr::from((SERVER, port)));
     let reply = tcp_exchange(&net.client, SocketAddr::from((SERVER, port)))
         .expect("TCP connection through the gateway");
     assert_eq!(
@@ -210,7 +233,21 @@ fn check_snat_path(net: &NetNsGuard, port: u16) {
     );
 }
 
-/// A 1:1 static NAT (client <-> EIP, IPv4 only): a real, minimal handler that exercises the
+/// Check that TCP over IPv6 crosses the gateway with the IPv6 EIP as source.
+fn check_snat_path_v6(net: &NetNsGuard, port: u16) {
+    let server = echo_server(&net.server, SocketAddr::from((SERVER6, port)));
+    let reply = tcp_exchange(&net.client, SocketAddr::from((SERVER6, port)))
+        .expect("TCP/IPv6 connection through the gateway");
+    assert_eq!(
+        reply,
+        format!("{EIP6} hello natfw\n"),
+        "server must see the EIP"
+    );
+    let peers = server.join().expect("server thread").expect("server");
+    assert_eq!(peers, vec![IpAddr::V6(EIP6)]);
+}
+
+/// A 1:1 static NAT (client <-> EIP, IPv4 and TCP/UDP over IPv6): a real, minimal handler that exercises the
 /// I/O layer (rings, UMEM accounting, MAC rewrite, neighbour lookup, checksum completion)
 /// independently of the engine.
 struct StaticNat;
@@ -231,6 +268,18 @@ fn ipv4_header_checksum(frame: &mut [u8]) {
 
 impl FrameHandler for StaticNat {
     fn handle(&mut self, _now: Timestamp, side: IfSide, frame: &mut [u8]) -> Disposition {
+        if frame.len() >= 54 && frame[12..14] == [0x86, 0xdd] {
+            // IPv6 has no header checksum; the I/O layer completes the TCP/UDP checksum.
+            let (at, from, to) = match side {
+                IfSide::Inside => (22, CLIENT6, EIP6),
+                IfSide::Outside => (38, EIP6, CLIENT6),
+            };
+            if frame[at..at + 16] != from.octets() {
+                return Disposition::ToKernel;
+            }
+            frame[at..at + 16].copy_from_slice(&to.octets());
+            return Disposition::Forward;
+        }
         if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] != 0x45 {
             return Disposition::Consumed;
         }
@@ -252,7 +301,7 @@ impl FrameHandler for StaticNat {
 }
 
 #[test]
-fn afxdp_io_forwards_tcp_and_ping_with_static_nat() {
+fn afxdp_io_forwards_tcp_v4_v6_and_ping_with_static_nat() {
     if let Some(why) = skip_reason() {
         eprintln!("skipped: {why}");
         return;
@@ -271,9 +320,17 @@ fn afxdp_io_forwards_tcp_and_ping_with_static_nat() {
         in_netns(&net.gw, move || {
             let setup = || -> Result<(Steering, Steering, AfXdp), String> {
                 let rules = SteeringRules {
-                    snat: vec!["10.0.1.0/24".parse().unwrap()],
-                    eips: vec![IpAddr::V4(EIP)],
-                    gateway_addrs: vec!["10.0.1.1".parse().unwrap(), IpAddr::V4(EIP)],
+                    snat: vec![
+                        "10.0.1.0/24".parse().unwrap(),
+                        "fd00:1::/64".parse().unwrap(),
+                    ],
+                    eips: vec![IpAddr::V4(EIP), IpAddr::V6(EIP6)],
+                    gateway_addrs: vec![
+                        "10.0.1.1".parse().unwrap(),
+                        IpAddr::V4(EIP),
+                        "fd00:1::1".parse().unwrap(),
+                        IpAddr::V6(EIP6),
+                    ],
                     kernel_ports: Some(61000..=61999),
                     ..SteeringRules::default()
                 };
@@ -319,6 +376,7 @@ fn afxdp_io_forwards_tcp_and_ping_with_static_nat() {
         Err(_) => panic!("forwarder did not start"),
     }
     check_snat_path(&net, 7000);
+    check_snat_path_v6(&net, 7001);
     stop.store(true, Ordering::Relaxed);
     let (io, (cin, cout), out) = fwd.join().expect("forwarder").expect("ran");
     eprintln!("io: {io:?}\nin0: {cin}\nout0: {cout}");
