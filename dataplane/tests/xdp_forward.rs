@@ -76,7 +76,12 @@ impl NetNsGuard {
             (c, "eth0", "10.0.1.2/24"),
             (gw, "in0", "10.0.1.1/24"),
             (gw, "out0", "203.0.113.1/24"),
+            // The gateway's own (non-EIP) address: the kernel SNATs bypassed sources to it.
+            (gw, "out0", "203.0.113.254/24"),
             (s, "eth0", "203.0.113.2/24"),
+            (s, "eth0", "203.0.113.3/24"),
+            // A bypassed host (second address of the client, used towards 203.0.113.3).
+            (c, "eth0", "10.0.1.200/24"),
         ] {
             ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
             ip(&["-n", ns, "link", "set", dev, "up"])?;
@@ -90,6 +95,17 @@ impl NetNsGuard {
             ip(&["-n", ns, "addr", "add", addr, "dev", dev, "nodad"])?;
         }
         ip(&["-n", c, "route", "add", "default", "via", "10.0.1.1"])?;
+        ip(&[
+            "-n",
+            c,
+            "route",
+            "add",
+            "203.0.113.3/32",
+            "via",
+            "10.0.1.1",
+            "src",
+            "10.0.1.200",
+        ])?;
         ip(&["-n", c, "-6", "route", "add", "default", "via", "fd00:1::1"])?;
         ip(&[
             "-n",
@@ -494,6 +510,19 @@ fn link_show(ns: &str, dev: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A counter from natfw's last `xdp IFACE: name=value ...` log line.
+fn counter(log: &str, iface: &str, name: &str) -> u64 {
+    let prefix = format!("natfw: xdp {iface}: ");
+    log.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|l| {
+            l.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn nft_table_exists(ns: &str) -> bool {
     Command::new("ip")
         .args(["netns", "exec", ns, "nft", "list", "table", "inet", "natfw"])
@@ -635,7 +664,19 @@ fn natfw_run_scenario(snat: bool) {
         other => panic!("unsolicited connection to the EIP must be dropped, got {other:?}"),
     }
 
+    // A bypassed source is forwarded and SNATed by the kernel (to the gateway's non-EIP
+    // address), uninspected.
+    sysctl(&net.gw, "net.ipv4.ip_forward", "1").unwrap();
+    let server = echo_server(&net.server, SocketAddr::from(([203, 0, 113, 3], 7300)));
+    let reply = tcp_exchange(&net.client, SocketAddr::from(([203, 0, 113, 3], 7300)))
+        .expect("bypassed TCP connection through the kernel");
+    assert_eq!(reply, "203.0.113.254 hello natfw\n");
+    server.join().expect("server thread").expect("server");
+    sysctl(&net.gw, "net.ipv4.ip_forward", "0").unwrap();
+
     let (st, log) = p.terminate();
+    assert!(counter(&log, "in0", "pass_bypass") >= 3, "{log}");
+    assert!(counter(&log, "in0", "pass_gateway") >= 1, "{log}");
     assert!(st.success(), "natfw exit {st}:\n{log}");
     assert!(
         !link_show(&net.gw, "in0").contains("prog/xdp"),
