@@ -532,21 +532,12 @@ fn nft_table_exists(ns: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `natfw run` (the real binary) in the gateway namespace, its whole life: prerequisite
+/// errors, replacing a stale program, attach, SNAT of TCP and ping through the engine,
+/// unsolicited traffic to the EIP dropped, bypassed sources SNATed by the kernel, SIGTERM,
+/// detach, nftables table removed, the flow record written.
 #[test]
-fn natfw_run_lifecycle_checks_attaches_replaces_and_detaches() {
-    natfw_run_scenario(false);
-}
-
-#[test]
-#[ignore = "needs the engine's SNAT (skeleton engine merged so far); run with --ignored"]
 fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
-    natfw_run_scenario(true);
-}
-
-/// Start `natfw run` in the gateway namespace and check its whole life: prerequisite errors,
-/// replacing a stale program, attach, nftables, unsolicited traffic dropped, SIGTERM, detach.
-/// With `snat`, also the SNAT path through the engine and its flow record.
-fn natfw_run_scenario(snat: bool) {
     if let Some(why) = skip_reason() {
         eprintln!("skipped: {why}");
         return;
@@ -643,9 +634,7 @@ fn natfw_run_scenario(snat: bool) {
         "masquerade table for bypassed sources"
     );
 
-    if snat {
-        check_snat_path(&net, 7100);
-    }
+    check_snat_path(&net, 7100);
     // The gateway's own address is never steered: the kernel answers.
     assert!(
         ping(&net.client, "10.0.1.1".parse().unwrap()),
@@ -688,9 +677,6 @@ fn natfw_run_scenario(snat: bool) {
     );
     assert!(!nft_table_exists(&net.gw), "nftables table removed on exit");
 
-    if !snat {
-        return;
-    }
     // The flow log has the TCP flow, before and after SNAT.
     let text = std::fs::read_to_string(&flows).unwrap_or_default();
     let found = text
