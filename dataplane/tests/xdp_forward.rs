@@ -491,9 +491,10 @@ fn config(inside: &str, eip: &str, flow_log: &std::path::Path) -> String {
   name: test-gw
   inside: {inside}
   outside: out0
-  eips: [{eip}]
+  eips: [{eip}, \"2001:db8:1::1\"]
   snat:
     - {{name: lab, source: 10.0.1.0/24}}
+    - {{name: lab6, source: \"fd00:1::/64\"}}
   bypass: [10.0.1.200/32]
 firewall: {{enabled: true, mode: loose, default_action: accept, rules: []}}
 logging: {{flow_log: {}}}
@@ -635,6 +636,7 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
     );
 
     check_snat_path(&net, 7100);
+    check_snat_path_v6(&net, 7101);
     // The gateway's own address is never steered: the kernel answers.
     assert!(
         ping(&net.client, "10.0.1.1".parse().unwrap()),
