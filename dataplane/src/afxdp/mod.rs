@@ -58,16 +58,28 @@ pub trait FrameHandler {
 /// Counters of the I/O layer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoStats {
+    /// Frames received, per side (inside, outside).
     pub rx: [u64; 2],
+    /// Frames put on the TX ring, per side.
     pub tx: [u64; 2],
+    /// Received frames sent out of the other side.
     pub forwarded: u64,
+    /// Received frames dropped or kept (copied) by the handler.
     pub consumed: u64,
+    /// Received frames the handler meant for the kernel: dropped (cannot go back).
     pub to_kernel_dropped: u64,
+    /// Frames the handler originated (released payload, RSTs, ICMP) that were sent.
     pub emitted: u64,
+    /// Frames dropped while the next hop's MAC was being resolved.
     pub no_neighbour: u64,
+    /// Frames larger than the outgoing MTU or a UMEM frame, dropped (no ICMP
+    /// fragmentation-needed / packet-too-big is sent yet).
     pub too_big: u64,
+    /// Frames dropped because the TX ring was full.
     pub tx_ring_full: u64,
+    /// Emits dropped because no UMEM frame was free.
     pub no_free_frame: u64,
+    /// Descriptors outside the UMEM or frames without an IP header, dropped.
     pub bad_desc: u64,
 }
 
@@ -392,16 +404,20 @@ impl AfXdp {
     fn send_emits(&mut self, emits: &mut Vec<(IfSide, Vec<u8>)>, at: Instant) {
         for (side, bytes) in emits.drain(..) {
             let o = usize::from(side == IfSide::Outside);
+            if bytes.len() > FRAME as usize {
+                self.stats.too_big += 1;
+                continue;
+            }
             let Some(base) = self.free.pop() else {
                 self.stats.no_free_frame += 1;
                 continue;
             };
-            let len = bytes.len().min(FRAME as usize);
+            let len = bytes.len();
             let Some(frame) = self.area.bytes(base, len as u32) else {
                 self.free.push(base);
                 continue;
             };
-            frame.copy_from_slice(&bytes[..len]);
+            frame.copy_from_slice(&bytes);
             if Self::prepare(&mut self.ports[o], &mut self.stats, frame, at) {
                 self.stats.emitted += 1;
                 self.ports[o].pending_tx.push(XdpDesc {
