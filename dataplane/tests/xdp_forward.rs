@@ -329,6 +329,8 @@ fn afxdp_io_forwards_tcp_v4_v6_and_ping_with_static_nat() {
             return;
         }
     };
+    // A smaller MTU outside: too-big packets from the inside get an ICMP answer.
+    ip(&["-n", &net.gw, "link", "set", "out0", "mtu", "1400"]).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let fwd = {
@@ -393,6 +395,49 @@ fn afxdp_io_forwards_tcp_v4_v6_and_ping_with_static_nat() {
     }
     check_snat_path(&net, 7000);
     check_snat_path_v6(&net, 7001);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.client,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+        ])
+        .args(["-s", "1400", "203.0.113.2"])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 10.0.1.1") && text.contains("mtu = 1400"),
+        "fragmentation needed from the gateway: {text}"
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.client,
+            "ping",
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+        ])
+        .args(["-s", "1400", "2001:db8:1::2"])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From fd00:1::1") && text.contains("mtu=1400"),
+        "packet too big from the gateway: {text}"
+    );
     stop.store(true, Ordering::Relaxed);
     let (io, (cin, cout), out) = fwd.join().expect("forwarder").expect("ran");
     eprintln!("io: {io:?}\nin0: {cin}\nout0: {cout}");
@@ -408,6 +453,8 @@ fn afxdp_io_forwards_tcp_v4_v6_and_ping_with_static_nat() {
     assert_eq!(cin.get(Counter::RedirectFailed), 0);
     assert_eq!(io.bad_desc, 0);
     assert!(io.forwarded >= 10, "{io:?}");
+    assert_eq!(io.too_big, 2, "{io:?}");
+    assert_eq!(io.emitted, 2, "the ICMP answers: {io:?}");
     // Every frame is back in the pool or in a ring: none leaked.
     assert_eq!(out, 0, "frames unaccounted for");
 }

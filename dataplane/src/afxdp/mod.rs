@@ -9,7 +9,9 @@
 //! interface without a copy.
 
 pub mod csum;
+pub mod toobig;
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,20 +108,40 @@ pub struct PortInfo {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub mtu: u32,
+    /// The interface's own addresses (source of ICMP errors the gateway sends).
+    pub addrs: Vec<IpAddr>,
 }
 
 impl PortInfo {
-    /// Read index, MAC and MTU of `name` from the kernel.
+    /// An address of the interface in `ip`'s family, global ones first.
+    fn source_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        let same = |a: &&IpAddr| a.is_ipv4() == ip.is_ipv4();
+        let link_local = |a: &IpAddr| matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        let mut it = self.addrs.iter().filter(same);
+        it.clone()
+            .find(|a| !link_local(a))
+            .or_else(|| it.next())
+            .copied()
+    }
+
+    /// Read index, MAC, MTU and addresses of `name` from the kernel.
     pub fn lookup(name: &str, side: IfSide) -> Result<PortInfo, AfXdpError> {
         let err = |e| AfXdpError::Iface(name.to_string(), e);
         let ifindex = crate::netlink::if_index(name).map_err(err)?;
         let l = crate::netlink::link(ifindex).map_err(err)?;
+        let addrs = crate::netlink::addresses()
+            .map_err(err)?
+            .into_iter()
+            .filter(|(i, _)| *i == ifindex)
+            .map(|(_, a)| a)
+            .collect();
         Ok(PortInfo {
             name: name.into(),
             side,
             ifindex,
             mac: l.mac,
             mtu: l.mtu,
+            addrs,
         })
     }
 }
@@ -194,6 +216,8 @@ pub struct AfXdp {
     free: Vec<u64>,
     /// Scratch for one RX batch (kept to avoid an allocation per loop turn).
     batch: Vec<XdpDesc>,
+    /// ICMP errors the I/O layer itself answers with (too big for the outgoing MTU).
+    replies: Vec<(IfSide, Vec<u8>)>,
     stats: IoStats,
     // Dropped last: the rings and the UMEM point into it.
     area: Area,
@@ -243,6 +267,7 @@ impl AfXdp {
             umem,
             free,
             batch: Vec::with_capacity(BATCH as usize),
+            replies: Vec::new(),
             stats: IoStats::default(),
             area,
         };
@@ -373,6 +398,20 @@ impl AfXdp {
                 self.free.push(base);
                 continue;
             };
+            // Too big for the other side: answer before the engine sees (and NATs) it, so the
+            // error quotes the packet as the sender sent it.
+            if let Some(l3) = csum::l3(frame) {
+                let mtu = self.ports[o].info.mtu;
+                if frame.len() - l3.offset > mtu as usize {
+                    self.stats.too_big += 1;
+                    let from = self.ports[i].info.source_for(l3.dst);
+                    if let Some(r) = from.and_then(|f| toobig::reply(frame, l3.offset, mtu, f)) {
+                        self.replies.push((side, r));
+                    }
+                    self.free.push(base);
+                    continue;
+                }
+            }
             match h.handle(now, side, frame) {
                 Disposition::Forward => {
                     csum::complete_l4_checksum(frame);
@@ -398,6 +437,11 @@ impl AfXdp {
             }
         }
         self.batch = descs;
+        if !self.replies.is_empty() {
+            let mut replies = std::mem::take(&mut self.replies);
+            self.send_emits(&mut replies, at);
+            self.replies = replies;
+        }
         n
     }
 
