@@ -121,13 +121,13 @@ fn unknown_key_nested() {
         &text,
         7,
         "eip:",
-        "unknown key `eip` in gateway.snat[0]; allowed keys: name, source, eips",
+        "unknown key `eip` in gateway.snat[0] (did you mean `eips`?); allowed keys: name, source, eips",
     );
     rules_error_at(
         "    - {name: r, action: accept, port: 80}\n",
         10,
         "port:",
-        "unknown key `port` in firewall.rules[0]; allowed keys: name, description",
+        "unknown key `port` in firewall.rules[0] (did you mean `ports`?); allowed keys: name, description",
     );
     rules_error_at(
         "    - {name: r, action: accept, destination: {domains: [a.com]}}\n",
@@ -640,4 +640,12 @@ fn gateway_interfaces_and_dnat_conflicts() {
         "-",
         "`w` and `v` both forward tcp 203.0.113.10:80",
     );
+}
+
+#[test]
+fn admin_and_metrics_cannot_share_a_listener() {
+    let text = format!(
+        "{GW}admin: {{listen: \"127.0.0.1:9100\", token_file: /t, plain_http: true}}\nmetrics: {{listen: \"127.0.0.1:9100\"}}\n"
+    );
+    error_at(&text, 11, "{", "127.0.0.1:9100 is also the admin listener");
 }
