@@ -143,7 +143,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     }
     // Have the routers' MACs ready before the first packet needs them.
     for r in &sys.routers {
-        crate::neigh::probe(*r);
+        crate::neigh::probe(*r, sys.outside.ifindex);
     }
     log(&format!(
         "forwarding {} <-> {} (EIPs {:?}); SIGINT/SIGTERM to stop",

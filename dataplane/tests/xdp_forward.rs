@@ -740,3 +740,65 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
         });
     assert!(found, "flow record for the TCP connection:\n{text}\n{log}");
 }
+
+/// Next-hop resolution through a link-local IPv6 router (the usual form of an IPv6 default
+/// route): the first lookup probes, a later one finds the router's MAC.
+#[test]
+fn next_hop_via_link_local_router_is_resolved() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let net = match NetNsGuard::new("n") {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("skipped: cannot build namespaces: {e}");
+            return;
+        }
+    };
+    let (router_ll, router_mac) = in_netns(&net.server, || {
+        let idx = natfw_dataplane::netlink::if_index("eth0").unwrap();
+        let mac = natfw_dataplane::netlink::link(idx).unwrap().mac;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ll = natfw_dataplane::netlink::addresses()
+                .unwrap()
+                .into_iter()
+                .find(|(i, a)| {
+                    *i == idx && matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local())
+                });
+            if let Some((_, a)) = ll {
+                return (a, mac);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no link-local address on the server"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .join()
+    .unwrap();
+    let ll = router_ll.to_string();
+    ip(&[
+        "-n", &net.gw, "-6", "route", "replace", "default", "via", &ll, "dev", "out0",
+    ])
+    .unwrap();
+    let got = in_netns(&net.gw, || {
+        let idx = natfw_dataplane::netlink::if_index("out0").unwrap();
+        let mut hops = natfw_dataplane::neigh::NextHops::new(idx);
+        let remote: IpAddr = "2001:db8:ffff::7".parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(mac) = hops.resolve(remote, Instant::now()) {
+                return (mac, hops.stats);
+            }
+            assert!(Instant::now() < deadline, "not resolved: {:?}", hops.stats);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got.0, router_mac);
+    assert!(got.1.probes >= 1, "{:?}", got.1);
+}
