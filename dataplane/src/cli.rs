@@ -30,6 +30,13 @@ enum Command {
         #[arg(required = true)]
         captures: Vec<std::path::PathBuf>,
     },
+    /// Attach XDP, open AF_XDP sockets, forward and enforce until SIGINT/SIGTERM, then flush
+    /// the flow log.
+    Run {
+        /// Path to natfw.yaml.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
     /// Search flow logs.
     Logs {
         /// Flow-log files (JSON lines; `-` = stdin).
@@ -111,6 +118,13 @@ pub fn main() -> i32 {
             flow_log,
             captures,
         }),
+        Command::Run { config } => match crate::run::run(&crate::run::RunOptions { config }) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("natfw run: {e}");
+                1
+            }
+        },
         Command::Logs {
             files,
             src,

@@ -1,4 +1,5 @@
 //! natfw-dataplane: the sans-I/O engine and the I/O around it.
+pub mod afxdp;
 pub mod check;
 pub mod cli;
 pub mod conntrack;
@@ -7,11 +8,15 @@ pub mod engine;
 pub mod flowlog;
 pub mod frag;
 pub mod l7;
+pub mod neigh;
+pub mod netlink;
 pub mod pcap;
 pub mod reasm;
 pub mod replay;
+pub mod run;
 pub mod snat;
 pub mod stats;
 pub mod time;
 pub mod views;
 pub mod wire;
+pub mod xdp;
