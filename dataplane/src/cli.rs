@@ -18,6 +18,11 @@ enum Command {
         /// Path to natfw.yaml.
         config: std::path::PathBuf,
     },
+    /// The network-namespace lab: VPC hosts, NAT gateways, internet servers.
+    Lab {
+        #[command(subcommand)]
+        cmd: crate::lab::cli::LabCmd,
+    },
 }
 
 /// Run the CLI; returns the process exit code.
@@ -28,5 +33,6 @@ pub fn main() -> i32 {
             eprintln!("natfw check {}: not built yet", config.display());
             2
         }
+        Command::Lab { cmd } => crate::lab::cli::main(cmd),
     }
 }
