@@ -944,3 +944,153 @@ mod tests {
         }
     }
 }
+
+/// Owns a [`Lab`] and tears it down when dropped, also when a test panics.
+#[derive(Debug)]
+pub struct LabGuard(pub Lab);
+
+impl std::ops::Deref for LabGuard {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for LabGuard {
+    fn deref_mut(&mut self) -> &mut Lab {
+        &mut self.0
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        self.0.down();
+    }
+}
+
+/// Programs the lab runs (installed by `scripts/lab-deps.sh`).
+pub const REQUIRED_PROGRAMS: [&str; 15] = [
+    "ip",
+    "nft",
+    "ethtool",
+    "nginx",
+    "dnsmasq",
+    "sshd",
+    "ssh-keyscan",
+    "ssh-keygen",
+    "iperf3",
+    "curl",
+    "openssl",
+    "dig",
+    "ping",
+    "tcpdump",
+    "ss",
+];
+
+fn on_path(prog: &str) -> bool {
+    let dirs = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&dirs)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .any(|d| d.join(prog).is_file())
+}
+
+/// Why the lab cannot run here (not root, or programs missing), or `Ok`.
+pub fn prerequisites() -> Result<(), String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0");
+    if !root {
+        return Err("needs root (network namespaces)".into());
+    }
+    let missing: Vec<&str> = REQUIRED_PROGRAMS
+        .iter()
+        .copied()
+        .filter(|p| !on_path(p))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "missing programs {missing:?} (run scripts/lab-deps.sh)"
+        ));
+    }
+    Ok(())
+}
+
+/// A running tcpdump writing to a file in the lab's state directory.
+#[derive(Debug)]
+pub struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Lab {
+    /// Start capturing on `iface` in namespace `ns` with a pcap `filter`; returns once tcpdump
+    /// is listening (at most 5 s).
+    pub fn capture(&self, ns: &str, iface: &str, filter: &str) -> Result<Capture, LabError> {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let file = self.dir.join(format!("cap-{n}.pcap"));
+        let errf = self.dir.join(format!("cap-{n}.err"));
+        let e = std::fs::File::create(&errf).map_err(|e| err("capture log", e))?;
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "tcpdump",
+                "--immediate-mode",
+                "-U",
+                "-nn",
+                "-s",
+                "256",
+                "-i",
+                iface,
+                "-w",
+            ])
+            .arg(&file)
+            .arg(filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(e)
+            .spawn()
+            .map_err(|e| err("spawn tcpdump", e))?;
+        let mut cap = Capture { child, file };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&errf).unwrap_or_default();
+            if text.contains("listening on") {
+                return Ok(cap);
+            }
+            if Instant::now() >= deadline || matches!(cap.child.try_wait(), Ok(Some(_))) {
+                let _ = cap.child.kill();
+                let _ = cap.child.wait();
+                return Err(err("tcpdump did not start", text));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Capture {
+    /// Stop the capture and return the captured packets, one tcpdump text line each.
+    pub fn finish(mut self) -> Result<Vec<String>, LabError> {
+        // Let the last packets be written before stopping.
+        std::thread::sleep(Duration::from_millis(200));
+        signal(&[self.child.id()], "INT");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let f = self.file.display().to_string();
+        let out = must(&["tcpdump", "-nn", "-r", &f])?;
+        Ok(out.lines().map(str::to_owned).collect())
+    }
+}
