@@ -23,6 +23,13 @@ enum Command {
         #[command(subcommand)]
         cmd: crate::lab::cli::LabCmd,
     },
+    /// Attach XDP, open AF_XDP sockets, forward and enforce until SIGINT/SIGTERM, then flush
+    /// the flow log.
+    Run {
+        /// Path to natfw.yaml.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
 }
 
 /// Run the CLI; returns the process exit code.
@@ -34,5 +41,12 @@ pub fn main() -> i32 {
             2
         }
         Command::Lab { cmd } => crate::lab::cli::main(cmd),
+        Command::Run { config } => match crate::run::run(&crate::run::RunOptions { config }) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("natfw run: {e}");
+                1
+            }
+        },
     }
 }

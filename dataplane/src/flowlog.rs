@@ -1,5 +1,20 @@
 //! Flow-log records (SPEC.md "Flow-log record"): one JSON object per line, every key present,
 //! unknown values `null`.
+//!
+//! The engine hands records to a [`FlowSink`]. In production that is a [`ChannelSink`]: a
+//! bounded channel to a writer thread ([`spawn_writer`]) that writes JSON lines to a file or
+//! stdout, rotating by size. [`read_records`] streams them back for the offline views.
+
+mod read;
+mod timefmt;
+mod writer;
+
+pub use read::{read_records, ReadError, Records};
+pub use timefmt::{format_rfc3339_millis, parse_rfc3339};
+pub use writer::{
+    spawn_writer, spawn_writer_with_capacity, ChannelSink, Rotation, Target, Writer, WriterHandle,
+    WriterStats, DEFAULT_CHANNEL_CAPACITY,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -60,3 +75,6 @@ impl FlowSink for Vec<FlowRecord> {
         self.push(rec);
     }
 }
+
+#[cfg(test)]
+mod tests;

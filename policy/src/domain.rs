@@ -1,4 +1,8 @@
-//! Domain names: normalisation and (later in this module) the compiled domain matcher.
+//! Domain names: normalisation and the compiled domain matcher ([`DomainSet`]).
+
+use rustc_hash::FxHashMap;
+
+use crate::model::DomainPattern;
 
 /// Normalise a domain name for matching: lower case, trailing dot removed, IDNA (Unicode) to
 /// punycode. Returns `None` for something that is not a valid host name (empty, too long,
@@ -17,21 +21,174 @@ pub fn normalize(name: &str) -> Option<String> {
         && ascii.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     valid.then_some(ascii)
 }
 
+/// A set of domain patterns, each carrying a payload (typically a rule id), compiled for
+/// lookup: exact names in one hash map, `*.suffix` wildcards in another keyed by the suffix.
+///
+/// A lookup costs one hash probe for the exact name plus one per label boundary of the query
+/// (a name has few labels), independent of the number of patterns. Every matching pattern's
+/// payloads are reported: a name can match several patterns (`a.example.com` matches both
+/// `a.example.com` and `*.example.com`).
+#[derive(Debug, Clone)]
+pub struct DomainSet<T> {
+    exact: FxHashMap<Box<str>, Vec<T>>,
+    wildcard: FxHashMap<Box<str>, Vec<T>>,
+}
+
+impl<T> Default for DomainSet<T> {
+    fn default() -> Self {
+        DomainSet {
+            exact: FxHashMap::default(),
+            wildcard: FxHashMap::default(),
+        }
+    }
+}
+
+impl<T> DomainSet<T> {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add `pattern` with `payload`. Patterns may repeat; each insertion's payload is reported.
+    pub fn insert(&mut self, pattern: &DomainPattern, payload: T) {
+        let (map, key) = match pattern {
+            DomainPattern::Exact(name) => (&mut self.exact, name),
+            DomainPattern::Wildcard(suffix) => (&mut self.wildcard, suffix),
+        };
+        match map.get_mut(key.as_str()) {
+            Some(v) => v.push(payload),
+            None => {
+                map.insert(key.as_str().into(), vec![payload]);
+            }
+        }
+    }
+
+    /// Number of distinct patterns.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+
+    /// True when no pattern was inserted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Call `f` with the payloads of every pattern that matches `name` (exactly the patterns
+    /// for which [`DomainPattern::matches`] is true), exact pattern first, then wildcards from
+    /// the longest suffix to the shortest.
+    pub fn for_each_match<'s>(&'s self, name: &str, mut f: impl FnMut(&'s [T])) {
+        if let Some(v) = self.exact.get(name) {
+            f(v);
+        }
+        if self.wildcard.is_empty() {
+            return;
+        }
+        // `*.s` matches `name` iff name = x + "." + s with x non-empty: try every dot that has
+        // at least one byte before it.
+        for (i, b) in name.bytes().enumerate().skip(1) {
+            if b == b'.' {
+                if let Some(v) = self.wildcard.get(&name[i + 1..]) {
+                    f(v);
+                }
+            }
+        }
+    }
+
+    /// Does any pattern match `name`?
+    pub fn contains(&self, name: &str) -> bool {
+        let mut hit = false;
+        self.for_each_match(name, |_| hit = true);
+        hit
+    }
+
+    /// The payloads of every matching pattern, in [`DomainSet::for_each_match`] order.
+    pub fn matches(&self, name: &str) -> Vec<&T> {
+        let mut out = Vec::new();
+        self.for_each_match(name, |v| out.extend(v.iter()));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::normalize;
+    use super::{normalize, DomainSet};
+    use crate::model::DomainPattern;
+    use proptest::prelude::*;
 
     #[test]
     fn normalises_case_dot_and_idna() {
-        assert_eq!(normalize("WWW.Example.COM.").as_deref(), Some("www.example.com"));
-        assert_eq!(normalize("bücher.example").as_deref(), Some("xn--bcher-kva.example"));
+        assert_eq!(
+            normalize("WWW.Example.COM.").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(
+            normalize("bücher.example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
         assert_eq!(normalize(""), None);
         assert_eq!(normalize("a..b"), None);
         assert_eq!(normalize("bad name"), None);
+    }
+
+    fn pat(s: &str) -> DomainPattern {
+        match s.strip_prefix("*.") {
+            Some(suffix) => DomainPattern::Wildcard(suffix.into()),
+            None => DomainPattern::Exact(s.into()),
+        }
+    }
+
+    #[test]
+    fn exact_and_wildcard_matches() {
+        let mut set = DomainSet::new();
+        for (i, p) in [
+            "example.com",
+            "*.example.com",
+            "a.example.com",
+            "*.a.example.com",
+            "*.com",
+        ]
+        .iter()
+        .enumerate()
+        {
+            set.insert(&pat(p), i);
+        }
+        set.insert(&pat("example.com"), 9);
+        let ids = |n: &str| set.matches(n).into_iter().copied().collect::<Vec<_>>();
+        assert_eq!(ids("example.com"), vec![0, 9, 4]);
+        assert_eq!(ids("a.example.com"), vec![2, 1, 4]);
+        assert_eq!(ids("b.a.example.com"), vec![3, 1, 4]);
+        assert_eq!(ids("xexample.com"), vec![4]);
+        assert_eq!(ids("com"), Vec::<usize>::new());
+        assert_eq!(ids("example.org"), Vec::<usize>::new());
+        assert!(!set.contains(".com"));
+        assert_eq!(set.len(), 5);
+    }
+
+    proptest! {
+        /// The compiled set reports exactly the patterns `DomainPattern::matches` accepts, for
+        /// arbitrary (even malformed) names over a tiny alphabet so that they collide.
+        #[test]
+        fn agrees_with_pattern_matches(
+            pats in proptest::collection::vec("(\\*\\.)?[ab.]{0,5}", 0..12),
+            names in proptest::collection::vec("[ab.]{0,7}", 1..8),
+        ) {
+            let pats: Vec<DomainPattern> = pats.iter().map(|p| pat(p)).collect();
+            let mut set = DomainSet::new();
+            for (i, p) in pats.iter().enumerate() {
+                set.insert(p, i);
+            }
+            for n in &names {
+                let mut got: Vec<usize> = set.matches(n).into_iter().copied().collect();
+                got.sort_unstable();
+                let want: Vec<usize> = (0..pats.len()).filter(|&i| pats[i].matches(n)).collect();
+                prop_assert_eq!(got, want, "name {:?}", n);
+            }
+        }
     }
 }

@@ -1,0 +1,506 @@
+//! AF_XDP I/O with xdpilone: one UMEM shared by the inside and outside sockets, the rings, and
+//! the forwarding loop (rx → [`FrameHandler`] → tx on the other side).
+//!
+//! Why xdpilone 1.3.0: maintained, pure Rust (no libbpf/libxdp C dependency to build or ship),
+//! and it works in copy mode on veth here (see PLATFORM-NOTES.md). Its sequence is: mmap an
+//! area → `Umem::new`; per interface `Socket::with_shared` (first) / `Socket::new` (second) →
+//! `fq_cq` → `rx_tx` → `map_rx`/`map_tx` → `Umem::bind`; the socket fd then goes into the
+//! interface's XSKMAP. Sharing one UMEM lets a received frame be transmitted on the other
+//! interface without a copy.
+
+pub mod csum;
+
+use std::num::NonZeroU32;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use xdpilone::xdp::XdpDesc;
+use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig};
+
+use crate::neigh::NextHops;
+use crate::time::Timestamp;
+use crate::xdp::IfSide;
+
+/// Frames per interface ring (fill, completion, rx, tx).
+const RING: u32 = 2048;
+/// Bytes per UMEM frame: one page half; a 1514-byte frame plus kernel headroom fits.
+const FRAME: u32 = 2048;
+/// UMEM frames: enough for every ring of both interfaces with room to spare (frames sit in the
+/// idle direction's fill ring).
+const FRAMES: u32 = 16 * 1024;
+/// Frames handled per ring per loop turn.
+const BATCH: u32 = 64;
+/// How many TX kicks one flush may take (copy mode moves at most 32 frames per kick).
+const MAX_KICKS: u32 = 256;
+
+/// What the handler did with a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Rewritten in place: send it out of the other interface.
+    Forward,
+    /// Dropped or kept by the handler (held payload is copied): the frame can be reused.
+    Consumed,
+    /// The kernel should have it; a steered frame cannot go back, so it is dropped and counted
+    /// (the XDP program passes what the engine would give the kernel).
+    ToKernel,
+}
+
+/// The packet processor the loop drives (the engine, behind an adapter in `run`).
+pub trait FrameHandler {
+    fn handle(&mut self, now: Timestamp, side: IfSide, frame: &mut [u8]) -> Disposition;
+    /// Frames to send that did not arrive as one (released held payload, RSTs, ICMP).
+    fn take_emits(&mut self, out: &mut Vec<(IfSide, Vec<u8>)>);
+    /// Called about every `tick` interval of [`AfXdp::run`] (timeouts), with the I/O counters.
+    fn tick(&mut self, now: Timestamp, io: &IoStats);
+}
+
+/// Counters of the I/O layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStats {
+    pub rx: [u64; 2],
+    pub tx: [u64; 2],
+    pub forwarded: u64,
+    pub consumed: u64,
+    pub to_kernel_dropped: u64,
+    pub emitted: u64,
+    pub no_neighbour: u64,
+    pub too_big: u64,
+    pub tx_ring_full: u64,
+    pub no_free_frame: u64,
+    pub bad_desc: u64,
+}
+
+/// Errors setting up sockets.
+#[derive(Debug, thiserror::Error)]
+pub enum AfXdpError {
+    #[error("mmap of {0} bytes for the UMEM failed: {1}")]
+    Mmap(usize, std::io::Error),
+    #[error("AF_XDP {what} on {iface}: {err}")]
+    Xsk {
+        iface: String,
+        what: &'static str,
+        err: String,
+    },
+    #[error("interface {0}: {1}")]
+    Iface(String, std::io::Error),
+}
+
+/// An interface as the loop sees it.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    pub name: String,
+    pub side: IfSide,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+}
+
+impl PortInfo {
+    /// Read index, MAC and MTU of `name` from the kernel.
+    pub fn lookup(name: &str, side: IfSide) -> Result<PortInfo, AfXdpError> {
+        let err = |e| AfXdpError::Iface(name.to_string(), e);
+        let ifindex = crate::netlink::if_index(name).map_err(err)?;
+        let l = crate::netlink::link(ifindex).map_err(err)?;
+        Ok(PortInfo {
+            name: name.into(),
+            side,
+            ifindex,
+            mac: l.mac,
+            mtu: l.mtu,
+        })
+    }
+}
+
+struct Port {
+    info: PortInfo,
+    dq: DeviceQueue,
+    rx: RingRx,
+    tx: RingTx,
+    hops: NextHops,
+    pending_tx: Vec<XdpDesc>,
+}
+
+/// Anonymous, page-aligned mapping backing the UMEM.
+struct Area {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Area {
+    fn new(len: usize) -> Result<Area, AfXdpError> {
+        // SAFETY: anonymous private mapping, no fd; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(AfXdpError::Mmap(len, std::io::Error::last_os_error()));
+        }
+        let ptr =
+            NonNull::new(p.cast()).ok_or(AfXdpError::Mmap(len, std::io::Error::other("null")))?;
+        Ok(Area { ptr, len })
+    }
+
+    fn as_slice_ptr(&self) -> NonNull<[u8]> {
+        NonNull::slice_from_raw_parts(self.ptr, self.len)
+    }
+
+    /// The bytes of a descriptor, if it lies inside the area.
+    fn bytes(&mut self, addr: u64, len: u32) -> Option<&mut [u8]> {
+        let start = usize::try_from(addr).ok()?;
+        let end = start.checked_add(len as usize)?;
+        if end > self.len {
+            return None;
+        }
+        // SAFETY: [start, end) is inside the mapping (checked above); the loop owns this frame
+        // (it came from the RX ring or the free list, so the kernel is not writing it), and the
+        // returned borrow is tied to `&mut self`, so no other slice aliases it.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(start), end - start) })
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped; the UMEM and rings using it were dropped
+        // before (field order of `AfXdp`).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The two sockets, their shared UMEM and the free-frame pool. Not `Send` (xdpilone's `Umem`
+/// is not): create it on the thread that runs the loop.
+pub struct AfXdp {
+    ports: [Port; 2],
+    umem: Umem,
+    free: Vec<u64>,
+    stats: IoStats,
+    // Dropped last: the rings and the UMEM point into it.
+    area: Area,
+}
+
+impl std::fmt::Debug for AfXdp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfXdp")
+            .field("inside", &self.ports[0].info)
+            .field("outside", &self.ports[1].info)
+            .field("free", &self.free.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn xsk_err<'a>(iface: &'a str, what: &'static str) -> impl Fn(xdpilone::Errno) -> AfXdpError + 'a {
+    move |e| AfXdpError::Xsk {
+        iface: iface.into(),
+        what,
+        err: e.to_string(),
+    }
+}
+
+impl AfXdp {
+    /// Open one socket on queue 0 of each interface, sharing one UMEM.
+    pub fn open(inside: PortInfo, outside: PortInfo) -> Result<AfXdp, AfXdpError> {
+        let area = Area::new(FRAMES as usize * FRAME as usize)?;
+        let cfg = UmemConfig {
+            fill_size: RING,
+            complete_size: RING,
+            frame_size: FRAME,
+            headroom: 0,
+            flags: 0,
+        };
+        // SAFETY: `area` is page aligned (fresh mmap), valid for its length, and outlives the
+        // UMEM (dropped after it, see the field order of `AfXdp`).
+        let umem = unsafe { Umem::new(cfg, area.as_slice_ptr()) }
+            .map_err(xsk_err(&inside.name, "UMEM"))?;
+        let p0 = Self::port(&umem, inside, true)?;
+        let p1 = Self::port(&umem, outside, false)?;
+        let free = (0..FRAMES)
+            .map(|i| u64::from(i) * u64::from(FRAME))
+            .collect();
+        let mut x = AfXdp {
+            ports: [p0, p1],
+            umem,
+            free,
+            stats: IoStats::default(),
+            area,
+        };
+        x.refill();
+        Ok(x)
+    }
+
+    fn port(umem: &Umem, info: PortInfo, first: bool) -> Result<Port, AfXdpError> {
+        let name = info.name.clone();
+        let c = std::ffi::CString::new(name.clone())
+            .map_err(|_| AfXdpError::Iface(name.clone(), std::io::Error::other("NUL in name")))?;
+        let mut ifinfo = IfInfo::invalid();
+        ifinfo.from_name(&c).map_err(xsk_err(&name, "interface"))?;
+        ifinfo.set_queue(0);
+        // The first socket is the UMEM's own; the second shares it, and its bind must carry no
+        // flags (COPY/NEED_WAKEUP there give EINVAL).
+        let sock = if first {
+            Socket::with_shared(&ifinfo, umem)
+        } else {
+            Socket::new(&ifinfo)
+        }
+        .map_err(xsk_err(&name, "socket"))?;
+        let dq = umem
+            .fq_cq(&sock)
+            .map_err(xsk_err(&name, "fill/completion rings"))?;
+        let user = umem
+            .rx_tx(
+                &sock,
+                &SocketConfig {
+                    rx_size: NonZeroU32::new(RING),
+                    tx_size: NonZeroU32::new(RING),
+                    bind_flags: 0,
+                },
+            )
+            .map_err(xsk_err(&name, "rx/tx rings"))?;
+        let rx = user.map_rx().map_err(xsk_err(&name, "map rx"))?;
+        let tx = user.map_tx().map_err(xsk_err(&name, "map tx"))?;
+        umem.bind(&user).map_err(xsk_err(&name, "bind"))?;
+        Ok(Port {
+            hops: NextHops::new(info.ifindex),
+            info,
+            dq,
+            rx,
+            tx,
+            pending_tx: Vec::with_capacity(RING as usize),
+        })
+    }
+
+    /// The socket fd of each side, for the XSKMAP of its interface (queue 0).
+    pub fn socket_fds(&self) -> [(IfSide, i32); 2] {
+        [
+            (self.ports[0].info.side, self.ports[0].rx.as_raw_fd()),
+            (self.ports[1].info.side, self.ports[1].rx.as_raw_fd()),
+        ]
+    }
+
+    pub fn stats(&self) -> IoStats {
+        self.stats
+    }
+
+    fn frame_base(addr: u64) -> u64 {
+        addr & !u64::from(FRAME - 1)
+    }
+
+    /// Top up both fill rings from the free pool.
+    fn refill(&mut self) {
+        for p in &mut self.ports {
+            if self.free.is_empty() {
+                return;
+            }
+            let mut w = p.dq.fill(RING);
+            let n = (w.capacity() as usize).min(self.free.len());
+            let start = self.free.len() - n;
+            w.insert(self.free.drain(start..));
+            w.commit();
+        }
+    }
+
+    /// Return transmitted frames to the pool.
+    fn reap(&mut self) {
+        for p in &mut self.ports {
+            let mut c = p.dq.complete(RING);
+            while let Some(addr) = c.read() {
+                self.free.push(Self::frame_base(addr));
+            }
+            c.release();
+        }
+    }
+
+    /// Rewrite MACs for leaving by `out`; checks MTU. `false` = drop (counted).
+    fn prepare(port: &mut Port, stats: &mut IoStats, frame: &mut [u8], now: Instant) -> bool {
+        let Some(l3) = csum::l3(frame) else {
+            stats.bad_desc += 1;
+            return false;
+        };
+        if frame.len() - l3.offset > port.info.mtu as usize {
+            // TODO(wire builder): answer with ICMP fragmentation-needed / packet-too-big.
+            stats.too_big += 1;
+            return false;
+        }
+        let Some(mac) = port.hops.resolve(l3.dst, now) else {
+            stats.no_neighbour += 1;
+            return false;
+        };
+        frame[0..6].copy_from_slice(&mac);
+        frame[6..12].copy_from_slice(&port.info.mac);
+        true
+    }
+
+    fn rx_side(&mut self, i: usize, h: &mut dyn FrameHandler, now: Timestamp, at: Instant) -> u32 {
+        let o = 1 - i;
+        let side = self.ports[i].info.side;
+        let mut descs = Vec::with_capacity(BATCH as usize);
+        {
+            let mut r = self.ports[i].rx.receive(BATCH);
+            while let Some(d) = r.read() {
+                descs.push(d);
+            }
+            r.release();
+        }
+        let n = descs.len() as u32;
+        self.stats.rx[i] += u64::from(n);
+        for d in descs {
+            let base = Self::frame_base(d.addr);
+            let Some(frame) = self.area.bytes(d.addr, d.len) else {
+                self.stats.bad_desc += 1;
+                self.free.push(base);
+                continue;
+            };
+            match h.handle(now, side, frame) {
+                Disposition::Forward => {
+                    csum::complete_l4_checksum(frame);
+                    if Self::prepare(&mut self.ports[o], &mut self.stats, frame, at) {
+                        self.stats.forwarded += 1;
+                        self.ports[o].pending_tx.push(XdpDesc {
+                            addr: d.addr,
+                            len: d.len,
+                            options: 0,
+                        });
+                    } else {
+                        self.free.push(base);
+                    }
+                }
+                Disposition::Consumed => {
+                    self.stats.consumed += 1;
+                    self.free.push(base);
+                }
+                Disposition::ToKernel => {
+                    self.stats.to_kernel_dropped += 1;
+                    self.free.push(base);
+                }
+            }
+        }
+        n
+    }
+
+    fn send_emits(&mut self, emits: &mut Vec<(IfSide, Vec<u8>)>, at: Instant) {
+        for (side, bytes) in emits.drain(..) {
+            let o = usize::from(side == IfSide::Outside);
+            let Some(base) = self.free.pop() else {
+                self.stats.no_free_frame += 1;
+                continue;
+            };
+            let len = bytes.len().min(FRAME as usize);
+            let Some(frame) = self.area.bytes(base, len as u32) else {
+                self.free.push(base);
+                continue;
+            };
+            frame.copy_from_slice(&bytes[..len]);
+            if Self::prepare(&mut self.ports[o], &mut self.stats, frame, at) {
+                self.stats.emitted += 1;
+                self.ports[o].pending_tx.push(XdpDesc {
+                    addr: base,
+                    len: len as u32,
+                    options: 0,
+                });
+            } else {
+                self.free.push(base);
+            }
+        }
+    }
+
+    /// Put pending frames on the TX rings and kick until the kernel has taken them.
+    fn flush(&mut self) {
+        for i in 0..2 {
+            let p = &mut self.ports[i];
+            if p.pending_tx.is_empty() && p.tx.pending() == 0 {
+                continue;
+            }
+            let mut sent = 0usize;
+            {
+                let mut w = p.tx.transmit(p.pending_tx.len() as u32);
+                let cap = w.capacity() as usize;
+                sent = sent.max(w.insert(p.pending_tx.iter().take(cap).copied()) as usize);
+                w.commit();
+            }
+            for d in p.pending_tx.drain(sent..) {
+                self.stats.tx_ring_full += 1;
+                self.free.push(Self::frame_base(d.addr));
+            }
+            p.pending_tx.clear();
+            self.stats.tx[i] += sent as u64;
+            // Copy mode: each sendto moves at most 32 frames; kick until none is pending.
+            let mut kicks = 0;
+            while p.tx.pending() > 0 && kicks < MAX_KICKS {
+                p.tx.wake();
+                kicks += 1;
+            }
+        }
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.ports[0].rx.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.ports[1].rx.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as libc::c_int) };
+    }
+
+    /// Forward until `stop` is set. Calls `h.tick` about every `tick` interval.
+    pub fn run(&mut self, h: &mut dyn FrameHandler, stop: &AtomicBool, tick: Duration) {
+        let mut emits = Vec::new();
+        let mut last_tick = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let at = Instant::now();
+            let now = Timestamp::now();
+            let mut work = self.rx_side(0, h, now, at);
+            work += self.rx_side(1, h, now, at);
+            h.take_emits(&mut emits);
+            work += emits.len() as u32;
+            self.send_emits(&mut emits, at);
+            self.flush();
+            self.reap();
+            self.refill();
+            if at.duration_since(last_tick) >= tick {
+                h.tick(now, &self.stats);
+                last_tick = at;
+                h.take_emits(&mut emits);
+                self.send_emits(&mut emits, at);
+                self.flush();
+            }
+            if work == 0 {
+                self.wait(Duration::from_millis(10));
+            }
+        }
+        // Last emits (e.g. after the caller's shutdown) are sent by `flush_emits`.
+    }
+
+    /// Send whatever the handler still has (after its shutdown), then reap.
+    pub fn flush_emits(&mut self, h: &mut dyn FrameHandler) {
+        let mut emits = Vec::new();
+        h.take_emits(&mut emits);
+        self.send_emits(&mut emits, Instant::now());
+        self.flush();
+        self.reap();
+    }
+
+    /// Frames not in the free pool (in rings or in flight). For accounting checks.
+    pub fn frames_out(&self) -> usize {
+        FRAMES as usize - self.free.len()
+    }
+
+    #[doc(hidden)]
+    pub fn umem_frames(&self) -> u32 {
+        self.umem.len_frames()
+    }
+}

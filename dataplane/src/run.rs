@@ -1,0 +1,453 @@
+//! `natfw run --config CONFIG`: put the gateway in the path of real traffic.
+//!
+//! Order of events: load and validate the config; check the live system (interfaces up, EIPs
+//! on the outside interface, a default route out of it, no DNAT); start the flow-log writer and
+//! the engine; load the XDP program per interface with its maps filled; install the nftables
+//! masquerade for bypassed sources; open the AF_XDP sockets on a worker thread pinned to CPU 0,
+//! register them and attach XDP. The main thread then logs and waits for SIGINT/SIGTERM, after
+//! which XDP is detached, the worker stops, the engine shuts down (every flow ends with
+//! `shutdown`), the last emits go out, the flow log is flushed and the nftables table removed.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use natfw_policy::Config;
+
+use crate::afxdp::{AfXdp, Disposition, FrameHandler, IoStats, PortInfo};
+use crate::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
+use crate::flowlog::{spawn_writer, Rotation, Target};
+use crate::time::Timestamp;
+use crate::xdp::{IfSide, Steering, SteeringRules};
+
+/// Name of the nftables table `run` owns (created at start, deleted at exit).
+pub const NFT_TABLE: &str = "natfw";
+/// How often the engine is polled for timeouts.
+const POLL: Duration = Duration::from_millis(100);
+/// How often counters are logged.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Options of `natfw run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+}
+
+/// Why `run` could not start or ended badly. Display is the message for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error("prerequisite: {0}")]
+    Prerequisite(String),
+    #[error("{0}")]
+    Xdp(#[from] crate::xdp::XdpError),
+    #[error("AF_XDP: {0}")]
+    AfXdp(#[from] crate::afxdp::AfXdpError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Run until SIGINT/SIGTERM. Returns after a clean shutdown.
+pub fn run(opts: &RunOptions) -> Result<(), RunError> {
+    if crate::xdp::PROGRAM.is_empty() {
+        return Err(crate::xdp::XdpError::NotBuilt.into());
+    }
+    let cfg = load_config(&opts.config)?;
+    let sys = check_system(&cfg)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| RunError::Other(format!("installing signal handler: {e}")))?;
+    }
+
+    let (sink, writer) = spawn_writer(
+        Target::from_config(&cfg.logging.flow_log),
+        Rotation::from_config(&cfg.logging),
+    )
+    .map_err(|e| RunError::Other(format!("flow log {}: {e}", cfg.logging.flow_log)))?;
+    let opts = EngineOptions {
+        // Checksums are completed in full by the I/O layer for every forwarded frame
+        // (afxdp::csum), which also covers the partial checksums veth hands over.
+        full_checksums: false,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::with_options(&cfg, GeoDb::embedded(), Box::new(sink), opts)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    if cfg.geo.database.is_some() {
+        log("geo.database is not used by this build's engine yet; using the embedded database");
+    }
+
+    let rules = SteeringRules {
+        snat: cfg.gateway.snat.iter().map(|e| e.source).collect(),
+        bypass: cfg.gateway.bypass.clone(),
+        eips: cfg.gateway.eips.clone(),
+        gateway_addrs: sys.gateway_addrs.clone(),
+        kernel_ports: Some(sys.kernel_ports.0..=sys.kernel_ports.1),
+    };
+    let mut steer_in = Steering::load(&cfg.gateway.inside, IfSide::Inside, &rules)?;
+    let mut steer_out = Steering::load(&cfg.gateway.outside, IfSide::Outside, &rules)?;
+
+    let nft = Nft::install(&cfg, sys.kernel_ports)?;
+
+    // The worker owns the sockets (xdpilone's UMEM is not Send) and the engine.
+    let (fd_tx, fd_rx) = mpsc::channel();
+    let io_stats = Arc::new(Mutex::new(IoStats::default()));
+    let worker = {
+        let stop = Arc::clone(&stop);
+        let io_stats = Arc::clone(&io_stats);
+        let (inside, outside) = (sys.inside.clone(), sys.outside.clone());
+        std::thread::Builder::new()
+            .name("natfw-dataplane".into())
+            .spawn(move || worker(inside, outside, engine, &stop, &fd_tx, &io_stats))
+            .map_err(|e| RunError::Other(format!("spawning the data-path thread: {e}")))?
+    };
+    let fds = match fd_rx.recv() {
+        Ok(Ok(fds)) => fds,
+        Ok(Err(e)) => {
+            let _ = worker.join();
+            return Err(e.into());
+        }
+        Err(_) => return Err(RunError::Other("data-path thread died during setup".into())),
+    };
+    let attach = (|| -> Result<(), RunError> {
+        for (side, fd) in fds {
+            match side {
+                IfSide::Inside => steer_in.register_socket(0, fd)?,
+                IfSide::Outside => steer_out.register_socket(0, fd)?,
+            }
+        }
+        for s in [&mut steer_in, &mut steer_out] {
+            let mode = s.attach()?;
+            log(&format!("{}: XDP attached ({mode:?} mode)", s.iface()));
+        }
+        Ok(())
+    })();
+    if let Err(e) = attach {
+        stop.store(true, Ordering::Relaxed);
+        let _ = worker.join();
+        return Err(e);
+    }
+    log(&format!(
+        "forwarding {} <-> {} (EIPs {:?}); SIGINT/SIGTERM to stop",
+        cfg.gateway.inside, cfg.gateway.outside, cfg.gateway.eips
+    ));
+
+    let mut last_log = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if worker.is_finished() {
+            break;
+        }
+        if last_log.elapsed() >= LOG_EVERY {
+            last_log = Instant::now();
+            log_counters(&steer_in, &steer_out, &io_stats);
+        }
+    }
+    log("stopping");
+    log_counters(&steer_in, &steer_out, &io_stats);
+    // Detach first: from here on the kernel has the interfaces again.
+    drop(steer_in);
+    drop(steer_out);
+    stop.store(true, Ordering::Relaxed);
+    let stats = worker
+        .join()
+        .map_err(|_| RunError::Other("data-path thread panicked".into()))?;
+    let w = writer.finish();
+    drop(nft);
+    log(&format!(
+        "engine: {stats}; flow log: {} written, {} dropped{}",
+        w.written,
+        w.dropped,
+        w.error
+            .map(|e| format!(" (error: {e})"))
+            .unwrap_or_default()
+    ));
+    Ok(())
+}
+
+fn log(msg: &str) {
+    eprintln!("natfw: {msg}");
+}
+
+fn log_counters(a: &Steering, b: &Steering, io: &Mutex<IoStats>) {
+    for s in [a, b] {
+        match s.counters() {
+            Ok(c) => log(&format!("xdp {}: {c}", s.iface())),
+            Err(e) => log(&format!("xdp {}: counters: {e}", s.iface())),
+        }
+    }
+    if let Ok(io) = io.lock() {
+        log(&format!("io: {io:?}"));
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config, RunError> {
+    let loaded = natfw_policy::config::load_file(path)
+        .map_err(|d| RunError::Config(d.to_string().trim_end().to_string()))?;
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    let cfg = loaded.config;
+    if !cfg.gateway.dnat.is_empty() {
+        return Err(RunError::Config(
+            "DNAT entries are not supported by `natfw run`: remove gateway.dnat".into(),
+        ));
+    }
+    Ok(cfg)
+}
+
+/// What `run` learned about the live system.
+#[derive(Debug, Clone)]
+struct System {
+    inside: PortInfo,
+    outside: PortInfo,
+    gateway_addrs: Vec<IpAddr>,
+    kernel_ports: (u16, u16),
+}
+
+fn check_system(cfg: &Config) -> Result<System, RunError> {
+    let pre = RunError::Prerequisite;
+    let port = |name: &str, side| -> Result<PortInfo, RunError> {
+        let p = PortInfo::lookup(name, side).map_err(|e| pre(e.to_string()))?;
+        let l = crate::netlink::link(p.ifindex).map_err(|e| pre(format!("{name}: {e}")))?;
+        if !l.up {
+            return Err(pre(format!(
+                "interface {name} is down (ip link set {name} up)"
+            )));
+        }
+        Ok(p)
+    };
+    let inside = port(&cfg.gateway.inside, IfSide::Inside)?;
+    let outside = port(&cfg.gateway.outside, IfSide::Outside)?;
+    if inside.ifindex == outside.ifindex {
+        return Err(pre("inside and outside must be different interfaces".into()));
+    }
+    let addrs = crate::netlink::addresses().map_err(|e| pre(format!("listing addresses: {e}")))?;
+    for eip in &cfg.gateway.eips {
+        if !addrs.iter().any(|(i, a)| *i == outside.ifindex && a == eip) {
+            return Err(pre(format!(
+                "EIP {eip} is not configured on {} (ip addr add {eip}/32 dev {})",
+                outside.name, outside.name
+            )));
+        }
+    }
+    for v6 in [false, true] {
+        if !cfg.gateway.eips.iter().any(|e| e.is_ipv6() == v6) {
+            continue;
+        }
+        let routes =
+            crate::netlink::default_routes(v6).map_err(|e| pre(format!("reading routes: {e}")))?;
+        if !routes.iter().any(|r| r.oif == outside.ifindex) {
+            return Err(pre(format!(
+                "no IPv{} default route leads out of {} (ip route add default via ROUTER dev {})",
+                if v6 { 6 } else { 4 },
+                outside.name,
+                outside.name
+            )));
+        }
+    }
+    Ok(System {
+        inside,
+        outside,
+        gateway_addrs: addrs.into_iter().map(|(_, a)| a).collect(),
+        kernel_ports: local_port_range(),
+    })
+}
+
+/// The kernel's ephemeral port range: its own sockets and the masquerade of bypassed sources
+/// use it, so return traffic to those ports on an EIP stays with the kernel.
+fn local_port_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// The nftables table for bypassed sources: masqueraded by the kernel, uninspected. Deleted on
+/// drop.
+#[derive(Debug)]
+struct Nft {
+    installed: bool,
+}
+
+impl Nft {
+    fn install(cfg: &Config, ports: (u16, u16)) -> Result<Nft, RunError> {
+        // A table left by a crashed run goes first (an error here just means there was none).
+        let _ = nft(&format!("delete table inet {NFT_TABLE}"));
+        if cfg.gateway.bypass.is_empty() {
+            return Ok(Nft { installed: false });
+        }
+        let mut script = format!(
+            "table inet {NFT_TABLE} {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n"
+        );
+        for net in &cfg.gateway.bypass {
+            let fam = if net.addr().is_ipv4() { "ip" } else { "ip6" };
+            script.push_str(&format!(
+                "  oifname \"{}\" {fam} saddr {net} masquerade to :{}-{}\n",
+                cfg.gateway.outside, ports.0, ports.1
+            ));
+        }
+        script.push_str(" }\n}\n");
+        nft_script(&script).map_err(|e| {
+            RunError::Prerequisite(format!(
+                "installing the nftables masquerade for bypassed sources: {e}"
+            ))
+        })?;
+        Ok(Nft { installed: true })
+    }
+}
+
+impl Drop for Nft {
+    fn drop(&mut self) {
+        if self.installed {
+            if let Err(e) = nft(&format!("delete table inet {NFT_TABLE}")) {
+                log(&format!("removing nftables table {NFT_TABLE}: {e}"));
+            }
+        }
+    }
+}
+
+fn nft(cmd: &str) -> Result<(), String> {
+    let out = Command::new("nft")
+        .args(cmd.split_whitespace())
+        .output()
+        .map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+fn nft_script(script: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e} (install nftables)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| format!("nft: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Pin the calling thread to one CPU (the data path does not migrate).
+fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
+    // reads `size_of::<cpu_set_t>()` bytes of it for the calling thread (pid 0).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+type FdReply = Result<[(IfSide, i32); 2], crate::afxdp::AfXdpError>;
+
+/// The data-path thread: open sockets, report their fds, forward until stopped, shut the engine
+/// down. Returns the engine's final statistics as text.
+fn worker(
+    inside: PortInfo,
+    outside: PortInfo,
+    engine: Engine,
+    stop: &AtomicBool,
+    fds: &mpsc::Sender<FdReply>,
+    io_stats: &Mutex<IoStats>,
+) -> String {
+    if let Err(e) = pin_to_cpu(0) {
+        log(&format!(
+            "pinning the data path to CPU 0: {e} (continuing unpinned)"
+        ));
+    }
+    let mut x = match AfXdp::open(inside, outside) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = fds.send(Err(e));
+            return String::new();
+        }
+    };
+    let _ = fds.send(Ok(x.socket_fds()));
+    let mut h = EngineHandler {
+        engine,
+        emits: Vec::new(),
+        io_stats,
+        last: IoStats::default(),
+    };
+    x.run(&mut h, stop, POLL);
+    h.engine.shutdown(Timestamp::now());
+    x.flush_emits(&mut h);
+    if let Ok(mut s) = io_stats.lock() {
+        *s = x.stats();
+    }
+    format!("{:?}", h.engine.stats())
+}
+
+/// Adapts the engine to the I/O loop.
+struct EngineHandler<'a> {
+    engine: Engine,
+    emits: Vec<Emit>,
+    io_stats: &'a Mutex<IoStats>,
+    /// Last I/O counters published to the control thread.
+    last: IoStats,
+}
+
+fn side(s: IfSide) -> Side {
+    match s {
+        IfSide::Inside => Side::Inside,
+        IfSide::Outside => Side::Outside,
+    }
+}
+
+impl FrameHandler for EngineHandler<'_> {
+    fn handle(&mut self, now: Timestamp, s: IfSide, frame: &mut [u8]) -> Disposition {
+        match self.engine.process(now, side(s), frame) {
+            Verdict::Forward => Disposition::Forward,
+            Verdict::Drop(_) | Verdict::Held => Disposition::Consumed,
+            Verdict::ToKernel => Disposition::ToKernel,
+        }
+    }
+
+    fn take_emits(&mut self, out: &mut Vec<(IfSide, Vec<u8>)>) {
+        self.engine.drain_emits(&mut self.emits);
+        out.extend(self.emits.drain(..).map(|e| {
+            let s = match e.side {
+                Side::Inside => IfSide::Inside,
+                Side::Outside => IfSide::Outside,
+            };
+            (s, e.frame)
+        }));
+    }
+
+    fn tick(&mut self, now: Timestamp, io: &IoStats) {
+        self.engine.poll(now);
+        if *io != self.last {
+            self.last = *io;
+            if let Ok(mut s) = self.io_stats.lock() {
+                *s = *io;
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Packets the gateway originates: TCP resets and ICMP destination-unreachable errors.

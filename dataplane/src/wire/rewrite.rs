@@ -1,0 +1,405 @@
+//! In-place rewrites for NAT. Every function keeps the IPv4 header checksum and the L4 checksum
+//! valid (when they were valid before): incrementally (RFC 1624) by default, or by recomputing
+//! the L4 checksum over the whole segment with [`ChecksumMode::Full`] — needed on the AF_XDP
+//! path, where veth checksum offload hands us segments whose checksum is only partial.
+//!
+//! Old values are read from the frame itself, never from the [`PacketInfo`], so several
+//! rewrites can be applied in a row with the info from one [`parse`](super::parse). The info
+//! must describe this frame; a stale one gives `Err`, never a panic.
+
+use super::checksum::{self, get16, put16, Delta};
+use super::{icmp, proto, IcmpKind, PacketInfo, WireError, L3, L4};
+use std::net::IpAddr;
+
+/// How L4 checksums are brought up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChecksumMode {
+    /// Adjust the stored checksum by the difference of the rewritten words.
+    #[default]
+    Incremental,
+    /// Recompute from scratch over the segment and pseudo-header. Fragments fall back to
+    /// incremental (the rest of the datagram is not here).
+    Full,
+}
+
+/// Which endpoint of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    Src,
+    Dst,
+}
+
+/// Set the source address and, if given, the source port (TCP/UDP) or echo id (ICMP echo).
+pub fn set_src(
+    frame: &mut [u8],
+    info: &PacketInfo,
+    ip: IpAddr,
+    port: Option<u16>,
+    mode: ChecksumMode,
+) -> Result<(), WireError> {
+    set_endpoint(frame, info, End::Src, ip, port, mode)
+}
+
+/// Set the destination address and, if given, the destination port (TCP/UDP) or echo id
+/// (ICMP echo).
+pub fn set_dst(
+    frame: &mut [u8],
+    info: &PacketInfo,
+    ip: IpAddr,
+    port: Option<u16>,
+    mode: ChecksumMode,
+) -> Result<(), WireError> {
+    set_endpoint(frame, info, End::Dst, ip, port, mode)
+}
+
+/// Rewrite an ICMP echo request/reply identifier, fixing the ICMP checksum.
+pub fn set_icmp_echo_id(frame: &mut [u8], info: &PacketInfo, id: u16) -> Result<(), WireError> {
+    match info.l4 {
+        L4::Icmp {
+            kind: IcmpKind::EchoRequest { .. } | IcmpKind::EchoReply { .. },
+            ..
+        } => {}
+        _ => return Err(WireError::NotApplicable),
+    }
+    let mut d = Delta::new();
+    write16(frame, info.l4_offset + 4, id, &mut d)?;
+    fix16(frame, info.l4_offset + icmp::CHECKSUM_OFFSET, d, false)
+}
+
+/// Decrement the IPv4 TTL / IPv6 hop limit (fixing the IPv4 header checksum). Returns false,
+/// leaving the frame untouched, when the packet must not be forwarded (TTL would reach 0).
+pub fn decrement_ttl(frame: &mut [u8], info: &PacketInfo) -> bool {
+    let off = match info.l3 {
+        L3::V4 => info.l3_offset + 8,
+        L3::V6 => info.l3_offset + 7,
+    };
+    let Some(&ttl) = frame.get(off) else {
+        return false;
+    };
+    if ttl <= 1 {
+        return false;
+    }
+    match info.l3 {
+        L3::V6 => frame[off] = ttl - 1,
+        L3::V4 => {
+            let Some(old) = get16(frame, off) else {
+                return false;
+            };
+            let mut d = Delta::new();
+            if write16(frame, off, old - 0x100, &mut d).is_err()
+                || fix16(frame, info.l3_offset + 10, d, false).is_err()
+            {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Translate an ICMP error's embedded packet (and the outer header) for NAT.
+///
+/// `End::Src`: an error coming *in* about a packet we sent out translated — the embedded
+/// packet's source (and source port / echo id) becomes `ip`/`port` (the private host), and so
+/// does the outer destination. `End::Dst`: an error going *out* from a private host about a
+/// packet that came in — the embedded destination (and port) and the outer source become
+/// `ip`/`port` (the public address). The embedded IPv4 header checksum, the embedded L4 checksum
+/// (where present in the truncated copy), the ICMP checksum and the outer IPv4 header checksum
+/// are all kept consistent.
+pub fn rewrite_icmp_error_inner(
+    frame: &mut [u8],
+    info: &PacketInfo,
+    end: End,
+    ip: IpAddr,
+    port: u16,
+    mode: ChecksumMode,
+) -> Result<(), WireError> {
+    let L4::Icmp {
+        kind: IcmpKind::Error { inner, .. },
+        ..
+    } = info.l4
+    else {
+        return Err(WireError::NotApplicable);
+    };
+    let v6 = info.l3 == L3::V6;
+    if ip.is_ipv6() != v6 {
+        return Err(WireError::FamilyMismatch);
+    }
+    let end_limit = info.ip_end.min(frame.len());
+    // Difference for the outer ICMP checksum, which covers every embedded byte we touch.
+    let mut outer = Delta::new();
+
+    let mut d_addr = Delta::new();
+    let a_off = inner.l3_offset + addr_offset(info.l3, end);
+    write_addr(frame, a_off, ip, &mut d_addr)?;
+    outer.merge(d_addr);
+    if !v6 {
+        outer.merge(fix16_delta(
+            frame,
+            inner.l3_offset + 10,
+            d_addr,
+            false,
+            end_limit,
+        )?);
+    }
+
+    match inner.proto {
+        proto::TCP | proto::UDP if inner.has_ports => {
+            let mut d_port = Delta::new();
+            let p_off = inner.l4_offset + if end == End::Src { 0 } else { 2 };
+            write16_within(frame, p_off, port, &mut d_port, end_limit)?;
+            outer.merge(d_port);
+            let mut d = d_addr;
+            d.merge(d_port);
+            let (ck_off, udp) = if inner.proto == proto::TCP {
+                (inner.l4_offset + 16, false)
+            } else {
+                (inner.l4_offset + 6, true)
+            };
+            // The truncated copy may lack the checksum; a v4 UDP zero checksum stays zero.
+            if ck_off + 2 <= end_limit && !(udp && !v6 && get16(frame, ck_off) == Some(0)) {
+                outer.merge(fix16_delta(frame, ck_off, d, udp, end_limit)?);
+            }
+        }
+        proto::ICMP | proto::ICMPV6 if inner.has_ports => {
+            let mut d_id = Delta::new();
+            write16_within(frame, inner.l4_offset + 4, port, &mut d_id, end_limit)?;
+            outer.merge(d_id);
+            let mut d = d_id;
+            if v6 {
+                d.merge(d_addr); // ICMPv6 checksums cover the pseudo-header
+            }
+            outer.merge(fix16_delta(
+                frame,
+                inner.l4_offset + 2,
+                d,
+                false,
+                end_limit,
+            )?);
+        }
+        _ => {}
+    }
+    fix16(frame, info.l4_offset + icmp::CHECKSUM_OFFSET, outer, false)?;
+    let outer_end = match end {
+        End::Src => End::Dst,
+        End::Dst => End::Src,
+    };
+    set_endpoint(frame, info, outer_end, ip, None, mode)
+}
+
+fn addr_offset(l3: L3, end: End) -> usize {
+    match (l3, end) {
+        (L3::V4, End::Src) => 12,
+        (L3::V4, End::Dst) => 16,
+        (L3::V6, End::Src) => 8,
+        (L3::V6, End::Dst) => 24,
+    }
+}
+
+fn set_endpoint(
+    frame: &mut [u8],
+    info: &PacketInfo,
+    end: End,
+    ip: IpAddr,
+    port: Option<u16>,
+    mode: ChecksumMode,
+) -> Result<(), WireError> {
+    let v6 = info.l3 == L3::V6;
+    if ip.is_ipv6() != v6 {
+        return Err(WireError::FamilyMismatch);
+    }
+    if info.ip_end > frame.len() {
+        return Err(WireError::Truncated);
+    }
+    let mut d_addr = Delta::new();
+    write_addr(
+        frame,
+        info.l3_offset + addr_offset(info.l3, end),
+        ip,
+        &mut d_addr,
+    )?;
+    if !v6 {
+        match mode {
+            ChecksumMode::Incremental => fix16(frame, info.l3_offset + 10, d_addr, false)?,
+            ChecksumMode::Full => {
+                put16(frame, info.l3_offset + 10, 0);
+                let h = frame
+                    .get(info.l3_offset..info.l4_offset)
+                    .ok_or(WireError::Truncated)?;
+                let ck = checksum::checksum(h);
+                put16(frame, info.l3_offset + 10, ck);
+            }
+        }
+    }
+    if info.is_later_fragment() {
+        return if port.is_some() {
+            Err(WireError::NotApplicable)
+        } else {
+            Ok(())
+        };
+    }
+    let mode = if info.fragment.is_some() {
+        ChecksumMode::Incremental
+    } else {
+        mode
+    };
+    let l4 = info.l4_offset;
+    let mut d_port = Delta::new();
+    let (ck_off, pseudo, udp) = match info.l4 {
+        L4::Tcp { .. } => (l4 + 16, true, false),
+        L4::Udp { .. } => (l4 + 6, true, true),
+        L4::Icmp { .. } => (l4 + 2, v6, false),
+        L4::Other => {
+            return if port.is_some() {
+                Err(WireError::NotApplicable)
+            } else {
+                Ok(())
+            };
+        }
+    };
+    if let Some(p) = port {
+        let p_off = match info.l4 {
+            L4::Tcp { .. } | L4::Udp { .. } => l4 + if end == End::Src { 0 } else { 2 },
+            L4::Icmp {
+                kind: IcmpKind::EchoRequest { .. } | IcmpKind::EchoReply { .. },
+                ..
+            } => l4 + 4,
+            _ => return Err(WireError::NotApplicable),
+        };
+        write16(frame, p_off, p, &mut d_port)?;
+    }
+    if udp && !v6 && get16(frame, ck_off) == Some(0) {
+        return Ok(()); // IPv4 UDP without checksum: keep it that way
+    }
+    match mode {
+        ChecksumMode::Incremental => {
+            let mut d = d_port;
+            if pseudo {
+                d.merge(d_addr);
+            }
+            fix16(frame, ck_off, d, udp)
+        }
+        ChecksumMode::Full => {
+            let seg_end = if udp {
+                info.payload_offset + info.payload_len
+            } else {
+                info.ip_end
+            };
+            put16(frame, ck_off, 0);
+            let seg = frame.get(l4..seg_end).ok_or(WireError::Truncated)?;
+            let mut ck = if pseudo {
+                checksum::l4_checksum(
+                    info_src(frame, info),
+                    info_dst(frame, info),
+                    info.proto,
+                    seg,
+                )
+            } else {
+                checksum::checksum(seg)
+            };
+            if udp && ck == 0 {
+                ck = 0xffff;
+            }
+            put16(frame, ck_off, ck);
+            Ok(())
+        }
+    }
+}
+
+fn read_addr(frame: &[u8], off: usize, v6: bool) -> IpAddr {
+    if v6 {
+        let mut o = [0u8; 16];
+        if let Some(b) = frame.get(off..off + 16) {
+            o.copy_from_slice(b);
+        }
+        IpAddr::from(o)
+    } else {
+        let mut o = [0u8; 4];
+        if let Some(b) = frame.get(off..off + 4) {
+            o.copy_from_slice(b);
+        }
+        IpAddr::from(o)
+    }
+}
+
+/// Current source address in the frame (it may have been rewritten since parsing).
+fn info_src(frame: &[u8], info: &PacketInfo) -> IpAddr {
+    read_addr(
+        frame,
+        info.l3_offset + addr_offset(info.l3, End::Src),
+        info.l3 == L3::V6,
+    )
+}
+
+fn info_dst(frame: &[u8], info: &PacketInfo) -> IpAddr {
+    read_addr(
+        frame,
+        info.l3_offset + addr_offset(info.l3, End::Dst),
+        info.l3 == L3::V6,
+    )
+}
+
+fn write_addr(frame: &mut [u8], off: usize, ip: IpAddr, d: &mut Delta) -> Result<(), WireError> {
+    let (buf, n) = match ip {
+        IpAddr::V4(a) => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&a.octets());
+            (b, 4)
+        }
+        IpAddr::V6(a) => (a.octets(), 16),
+    };
+    let dst = frame.get_mut(off..off + n).ok_or(WireError::Truncated)?;
+    d.add(dst, &buf[..n]);
+    dst.copy_from_slice(&buf[..n]);
+    Ok(())
+}
+
+fn write16(frame: &mut [u8], off: usize, v: u16, d: &mut Delta) -> Result<(), WireError> {
+    let old = get16(frame, off).ok_or(WireError::Truncated)?;
+    d.add_u16(old, v);
+    put16(frame, off, v);
+    Ok(())
+}
+
+fn write16_within(
+    frame: &mut [u8],
+    off: usize,
+    v: u16,
+    d: &mut Delta,
+    limit: usize,
+) -> Result<(), WireError> {
+    if off + 2 > limit {
+        return Err(WireError::BadIcmpInner);
+    }
+    write16(frame, off, v, d)
+}
+
+/// Apply `d` to the checksum at `off`. UDP maps a computed 0 to 0xffff (0 means "none").
+fn fix16(frame: &mut [u8], off: usize, d: Delta, udp: bool) -> Result<(), WireError> {
+    let old = get16(frame, off).ok_or(WireError::Truncated)?;
+    let mut new = d.apply(old);
+    if udp && new == 0 {
+        new = 0xffff;
+    }
+    put16(frame, off, new);
+    Ok(())
+}
+
+/// Like [`fix16`] (bounded by `limit`), returning the difference the change makes to an
+/// enclosing checksum.
+fn fix16_delta(
+    frame: &mut [u8],
+    off: usize,
+    d: Delta,
+    udp: bool,
+    limit: usize,
+) -> Result<Delta, WireError> {
+    if off + 2 > limit {
+        return Err(WireError::BadIcmpInner);
+    }
+    let old = get16(frame, off).ok_or(WireError::Truncated)?;
+    fix16(frame, off, d, udp)?;
+    let new = get16(frame, off).ok_or(WireError::Truncated)?;
+    let mut out = Delta::new();
+    out.add_u16(old, new);
+    Ok(out)
+}

@@ -1,0 +1,109 @@
+//! TCP header view (RFC 9293).
+
+use super::WireError;
+
+/// Minimum header length.
+pub const MIN_HEADER_LEN: usize = 20;
+/// Offset of the checksum field.
+pub const CHECKSUM_OFFSET: usize = 16;
+
+/// TCP flags (the low 8 bits of the flags field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub fn fin(self) -> bool {
+        self.0 & Self::FIN != 0
+    }
+    pub fn syn(self) -> bool {
+        self.0 & Self::SYN != 0
+    }
+    pub fn rst(self) -> bool {
+        self.0 & Self::RST != 0
+    }
+    pub fn psh(self) -> bool {
+        self.0 & Self::PSH != 0
+    }
+    pub fn ack(self) -> bool {
+        self.0 & Self::ACK != 0
+    }
+}
+
+/// A zero-copy view of a TCP segment (header + payload to the end of the buffer).
+#[derive(Debug, Clone)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Validate the data offset against the buffer.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        let hl = usize::from(b[12] >> 4) * 4;
+        if hl < MIN_HEADER_LEN || hl > b.len() {
+            return Err(WireError::BadHeaderLen);
+        }
+        Ok(Packet { buffer })
+    }
+
+    fn b(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+
+    pub fn src_port(&self) -> u16 {
+        u16::from_be_bytes([self.b()[0], self.b()[1]])
+    }
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes([self.b()[2], self.b()[3]])
+    }
+    pub fn seq(&self) -> u32 {
+        let b = self.b();
+        u32::from_be_bytes([b[4], b[5], b[6], b[7]])
+    }
+    pub fn ack(&self) -> u32 {
+        let b = self.b();
+        u32::from_be_bytes([b[8], b[9], b[10], b[11]])
+    }
+    /// Header length in bytes (data offset × 4).
+    pub fn header_len(&self) -> usize {
+        usize::from(self.b()[12] >> 4) * 4
+    }
+    pub fn flags(&self) -> TcpFlags {
+        TcpFlags(self.b()[13])
+    }
+    pub fn window(&self) -> u16 {
+        u16::from_be_bytes([self.b()[14], self.b()[15]])
+    }
+    pub fn checksum(&self) -> u16 {
+        u16::from_be_bytes([self.b()[16], self.b()[17]])
+    }
+    /// Option bytes.
+    pub fn options(&self) -> &[u8] {
+        &self.b()[MIN_HEADER_LEN..self.header_len()]
+    }
+    /// Segment payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.b()[self.header_len()..]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    pub fn set_src_port(&mut self, p: u16) {
+        self.buffer.as_mut()[0..2].copy_from_slice(&p.to_be_bytes());
+    }
+    pub fn set_dst_port(&mut self, p: u16) {
+        self.buffer.as_mut()[2..4].copy_from_slice(&p.to_be_bytes());
+    }
+    pub fn set_checksum(&mut self, c: u16) {
+        self.buffer.as_mut()[16..18].copy_from_slice(&c.to_be_bytes());
+    }
+}

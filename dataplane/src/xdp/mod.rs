@@ -1,0 +1,283 @@
+//! The XDP steering program (`ebpf/natfw.bpf.c`): loading with aya, filling its maps from the
+//! configuration, registering AF_XDP sockets, attaching and reading counters.
+//!
+//! aya is pinned to 0.14.0: later releases need a newer rustc than the stable toolchain here.
+//! The object is loaded once per interface because an XSKMAP is keyed by RX queue and both
+//! interfaces use queue 0.
+
+pub mod maps;
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::os::fd::RawFd;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+use ipnet::IpNet;
+
+pub use maps::{AddrKey, Counter, Counters, IfSide, XdpConfig};
+
+/// The compiled XDP object (empty when the build had no clang).
+pub static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/natfw.bpf.o"));
+
+const PROGRAM_NAME: &str = "natfw_xdp";
+
+/// What the program steers, derived from the configuration and the live system.
+#[derive(Debug, Clone, Default)]
+pub struct SteeringRules {
+    /// SNAT source prefixes (inside: steer when the source is in one).
+    pub snat: Vec<IpNet>,
+    /// Sources that the kernel handles (inside: never steered).
+    pub bypass: Vec<IpNet>,
+    /// The EIPs (outside: steer when the destination is one).
+    pub eips: Vec<IpAddr>,
+    /// Every address of the gateway itself (inside: never steered).
+    pub gateway_addrs: Vec<IpAddr>,
+    /// TCP/UDP destination ports on an EIP that stay with the kernel (its own sockets and the
+    /// masquerade of bypassed sources).
+    pub kernel_ports: Option<RangeInclusive<u16>>,
+}
+
+/// Errors of loading, filling or attaching the program.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("built without the XDP program: install clang and libbpf-dev and rebuild")]
+    NotBuilt,
+    #[error("loading the XDP object for {iface}: {source}")]
+    Load {
+        iface: String,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error("XDP program for {iface}: {what}: {source}")]
+    Program {
+        iface: String,
+        what: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("XDP map {map} for {iface}: {source}")]
+    Map {
+        iface: String,
+        map: &'static str,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("XDP map {map} missing from the object")]
+    MissingMap { map: &'static str },
+    #[error("removing a stale XDP program from {iface}: {source}")]
+    Detach {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One loaded instance of the program for one interface. Dropping it detaches the program.
+#[derive(Debug)]
+pub struct Steering {
+    iface: String,
+    side: IfSide,
+    ebpf: Ebpf,
+    mode: Option<XdpMode>,
+}
+
+impl Steering {
+    /// Load the object for `iface` and fill its maps; not attached yet (register sockets first,
+    /// so no packet is steered before a socket is there to take it).
+    pub fn load(iface: &str, side: IfSide, rules: &SteeringRules) -> Result<Steering, XdpError> {
+        if PROGRAM.is_empty() {
+            return Err(XdpError::NotBuilt);
+        }
+        let ebpf = Ebpf::load(PROGRAM).map_err(|e| XdpError::Load {
+            iface: iface.into(),
+            source: Box::new(e),
+        })?;
+        let mut s = Steering {
+            iface: iface.into(),
+            side,
+            ebpf,
+            mode: None,
+        };
+        s.fill(rules)?;
+        let prog: &mut Xdp = s.program()?;
+        prog.load().map_err(|e| XdpError::Program {
+            iface: iface.into(),
+            what: "verifier rejected it",
+            source: Box::new(e),
+        })?;
+        Ok(s)
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, XdpError> {
+        let iface = self.iface.clone();
+        let p = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(XdpError::MissingMap { map: PROGRAM_NAME })?;
+        p.try_into().map_err(|e| XdpError::Program {
+            iface,
+            what: "not an XDP program",
+            source: Box::new(e),
+        })
+    }
+
+    fn map_err(&self, map: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError + '_ {
+        move |e| XdpError::Map {
+            iface: self.iface.clone(),
+            map,
+            source: Box::new(e),
+        }
+    }
+
+    fn fill(&mut self, rules: &SteeringRules) -> Result<(), XdpError> {
+        let (lo, hi) = rules
+            .kernel_ports
+            .as_ref()
+            .map_or((1, 0), |r| (*r.start(), *r.end()));
+        let cfg = XdpConfig {
+            side: self.side as u32,
+            kernel_port_lo: lo,
+            kernel_port_hi: hi,
+        };
+        {
+            let map = self
+                .ebpf
+                .map_mut("config")
+                .ok_or(XdpError::MissingMap { map: "config" })?;
+            let mut arr: Array<&mut MapData, XdpConfig> =
+                Array::try_from(map).map_err(self_map_err(&self.iface, "config"))?;
+            arr.set(0, cfg, 0)
+                .map_err(self_map_err(&self.iface, "config"))?;
+        }
+        self.fill_lpm("snat_v4", "snat_v6", &rules.snat)?;
+        self.fill_lpm("bypass_v4", "bypass_v6", &rules.bypass)?;
+        self.fill_addrs("eips", &rules.eips)?;
+        self.fill_addrs("gw_addrs", &rules.gateway_addrs)?;
+        Ok(())
+    }
+
+    fn fill_lpm(
+        &mut self,
+        v4: &'static str,
+        v6: &'static str,
+        nets: &[IpNet],
+    ) -> Result<(), XdpError> {
+        let iface = self.iface.clone();
+        let [m4, m6] = self.ebpf.maps_disjoint_mut([v4, v6]);
+        let m4 = m4.ok_or(XdpError::MissingMap { map: v4 })?;
+        let m6 = m6.ok_or(XdpError::MissingMap { map: v6 })?;
+        let mut t4: LpmTrie<&mut MapData, [u8; 4], u8> =
+            LpmTrie::try_from(m4).map_err(self_map_err(&iface, v4))?;
+        let mut t6: LpmTrie<&mut MapData, [u8; 16], u8> =
+            LpmTrie::try_from(m6).map_err(self_map_err(&iface, v6))?;
+        for net in nets {
+            match net.trunc() {
+                IpNet::V4(n) => t4
+                    .insert(&Key::new(n.prefix_len().into(), n.addr().octets()), 1, 0)
+                    .map_err(self_map_err(&iface, v4))?,
+                IpNet::V6(n) => t6
+                    .insert(&Key::new(n.prefix_len().into(), n.addr().octets()), 1, 0)
+                    .map_err(self_map_err(&iface, v6))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn fill_addrs(&mut self, name: &'static str, addrs: &[IpAddr]) -> Result<(), XdpError> {
+        let iface = self.iface.clone();
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(XdpError::MissingMap { map: name })?;
+        let mut h: HashMap<&mut MapData, AddrKey, u8> =
+            HashMap::try_from(map).map_err(self_map_err(&iface, name))?;
+        for a in addrs {
+            h.insert(AddrKey::from(*a), 1, 0)
+                .map_err(self_map_err(&iface, name))?;
+        }
+        Ok(())
+    }
+
+    /// Put an AF_XDP socket into the XSKMAP slot of RX queue `queue`.
+    pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
+        let iface = self.iface.clone();
+        let map = self
+            .ebpf
+            .map_mut("xsks")
+            .ok_or(XdpError::MissingMap { map: "xsks" })?;
+        let mut xsks: XskMap<&mut MapData> =
+            XskMap::try_from(map).map_err(self_map_err(&iface, "xsks"))?;
+        xsks.set(queue, fd, 0).map_err(self_map_err(&iface, "xsks"))
+    }
+
+    /// Attach in driver mode, falling back to generic (skb) mode with a log line. A program
+    /// left attached through netlink (a crashed run of another loader, `ip link ... xdp`) is
+    /// removed first; bpf_link attachments of a crashed natfw are gone with its process.
+    pub fn attach(&mut self) -> Result<XdpMode, XdpError> {
+        let ifindex = crate::netlink::if_index(&self.iface).map_err(|source| XdpError::Detach {
+            iface: self.iface.clone(),
+            source,
+        })?;
+        crate::netlink::detach_xdp(ifindex).map_err(|source| XdpError::Detach {
+            iface: self.iface.clone(),
+            source,
+        })?;
+        let iface = self.iface.clone();
+        let prog = self.program()?;
+        let mode = match prog.attach(&iface, XdpMode::Driver) {
+            Ok(_) => XdpMode::Driver,
+            Err(e) => {
+                eprintln!(
+                    "natfw: {iface}: driver-mode XDP unavailable ({e}); using generic (skb) mode"
+                );
+                prog.attach(&iface, XdpMode::Skb)
+                    .map_err(|e| XdpError::Program {
+                        iface: iface.clone(),
+                        what: "attach",
+                        source: Box::new(e),
+                    })?;
+                XdpMode::Skb
+            }
+        };
+        self.mode = Some(mode);
+        Ok(mode)
+    }
+
+    /// The mode the program is attached in, if attached.
+    pub fn mode(&self) -> Option<XdpMode> {
+        self.mode
+    }
+
+    /// The interface this instance is for.
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+
+    /// Current counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, XdpError> {
+        let map = self
+            .ebpf
+            .map("counters")
+            .ok_or(XdpError::MissingMap { map: "counters" })?;
+        let arr: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(self.map_err("counters"))?;
+        let mut out = Counters::default();
+        for c in Counter::ALL {
+            let v = arr.get(&(c as u32), 0).map_err(self.map_err("counters"))?;
+            out.0[c as usize] = v.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+fn self_map_err(iface: &str, map: &'static str) -> impl Fn(aya::maps::MapError) -> XdpError {
+    let iface = iface.to_string();
+    move |e| XdpError::Map {
+        iface: iface.clone(),
+        map,
+        source: Box::new(e),
+    }
+}

@@ -1,0 +1,293 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
+/*
+ * natfw XDP steering program.
+ *
+ * Attached to the inside and the outside interface (one object load per interface, because an
+ * XSKMAP is keyed by RX queue and both interfaces use queue 0). It decides per packet whether
+ * the natfw engine must see it (XDP_REDIRECT into the interface's AF_XDP socket) or whether the
+ * kernel keeps it (XDP_PASS):
+ *
+ *   inside:  IPv4/IPv6 whose source is in an SNAT entry, not in the bypass list, and whose
+ *            destination is neither a gateway address nor multicast/broadcast -> steer.
+ *   outside: IPv4/IPv6 whose destination is an EIP -> steer, except TCP/UDP to the kernel's own
+ *            port range (the gateway's own sockets and the nftables masquerade of bypassed
+ *            sources use it).
+ *   everything else (ARP, non-IP, IPv6 neighbour discovery, traffic for the gateway) -> pass.
+ *
+ * A packet the program steers never reaches the kernel, so anything the engine would hand to
+ * the kernel must be filtered here. A failed redirect (no socket bound yet) drops: passing an
+ * SNAT-bound packet to the kernel would forward it un-translated and uninspected.
+ *
+ * Layouts of keys, values and the config are mirrored by `dataplane/src/xdp/maps.rs`.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define NATFW_SIDE_INSIDE 0
+#define NATFW_SIDE_OUTSIDE 1
+
+/* Counter slots of `counters` (keep in sync with `xdp::maps::Counter`). */
+enum natfw_counter {
+	C_STEERED_INSIDE = 0,
+	C_STEERED_OUTSIDE,
+	C_PASS_ARP,
+	C_PASS_NON_IP,
+	C_PASS_GATEWAY,
+	C_PASS_BYPASS,
+	C_PASS_NOT_SNAT,
+	C_PASS_OTHER,
+	C_REDIRECT_FAILED,
+	C_MAX,
+};
+
+struct lpm_v4_key {
+	__u32 prefixlen;
+	__u8 addr[4]; /* network byte order */
+};
+
+struct lpm_v6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* An address of either family: IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d). */
+struct addr_key {
+	__u8 addr[16];
+};
+
+struct natfw_config {
+	__u32 side;            /* NATFW_SIDE_* */
+	__u16 kernel_port_lo;  /* host byte order; lo > hi = no kernel range */
+	__u16 kernel_port_hi;
+};
+
+#define LPM_MAX 1024
+#define ADDR_MAX 256
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, LPM_MAX);
+	__type(key, struct lpm_v4_key);
+	__type(value, __u8);
+} snat_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, LPM_MAX);
+	__type(key, struct lpm_v6_key);
+	__type(value, __u8);
+} snat_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, LPM_MAX);
+	__type(key, struct lpm_v4_key);
+	__type(value, __u8);
+} bypass_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, LPM_MAX);
+	__type(key, struct lpm_v6_key);
+	__type(value, __u8);
+} bypass_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ADDR_MAX);
+	__type(key, struct addr_key);
+	__type(value, __u8);
+} eips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ADDR_MAX);
+	__type(key, struct addr_key);
+	__type(value, __u8);
+} gw_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, C_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct natfw_config);
+} config SEC(".maps");
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+static __always_inline int count(__u32 slot, int action)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &slot);
+	if (c)
+		*c += 1;
+	return action;
+}
+
+static __always_inline void v4_mapped(struct addr_key *k, __be32 a)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->addr[10] = 0xff;
+	k->addr[11] = 0xff;
+	__builtin_memcpy(&k->addr[12], &a, 4);
+}
+
+static __always_inline int steer(struct xdp_md *ctx, __u32 side)
+{
+	/* Fallback action XDP_DROP (lower bits of flags): no socket -> drop, never leak. */
+	long r = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
+	if (r != XDP_REDIRECT)
+		return count(C_REDIRECT_FAILED, XDP_DROP);
+	return count(side == NATFW_SIDE_INSIDE ? C_STEERED_INSIDE : C_STEERED_OUTSIDE, XDP_REDIRECT);
+}
+
+/* Port range kept by the kernel on the outside (TCP/UDP destination port). */
+static __always_inline int kernel_port(const struct natfw_config *cfg, __u8 proto, void *l4,
+				       void *end)
+{
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	/* Both headers start with source port, destination port. */
+	__be16 *ports = l4;
+	if ((void *)(ports + 2) > end)
+		return 0;
+	__u16 dport = bpf_ntohs(ports[1]);
+	return dport >= cfg->kernel_port_lo && dport <= cfg->kernel_port_hi;
+}
+
+static __always_inline int handle_v4(struct xdp_md *ctx, const struct natfw_config *cfg,
+				     void *l3, void *end)
+{
+	struct iphdr *ip = l3;
+	if ((void *)(ip + 1) > end)
+		return count(C_PASS_OTHER, XDP_PASS);
+	struct addr_key dst;
+	v4_mapped(&dst, ip->daddr);
+
+	if (cfg->side == NATFW_SIDE_OUTSIDE) {
+		if (!bpf_map_lookup_elem(&eips, &dst))
+			return count(C_PASS_OTHER, XDP_PASS);
+		__u32 ihl = ip->ihl * 4;
+		/* Only the first fragment carries ports; later ones follow the engine. */
+		if (ihl >= sizeof(*ip) && !(ip->frag_off & bpf_htons(0x1fff)) &&
+		    kernel_port(cfg, ip->protocol, (void *)ip + ihl, end))
+			return count(C_PASS_GATEWAY, XDP_PASS);
+		return steer(ctx, cfg->side);
+	}
+
+	/* Multicast, limited broadcast and the gateway itself belong to the kernel. */
+	__u8 d0 = dst.addr[12];
+	if ((d0 & 0xf0) == 0xe0 || ip->daddr == 0xffffffff)
+		return count(C_PASS_OTHER, XDP_PASS);
+	if (bpf_map_lookup_elem(&gw_addrs, &dst))
+		return count(C_PASS_GATEWAY, XDP_PASS);
+
+	struct lpm_v4_key k = { .prefixlen = 32 };
+	__builtin_memcpy(k.addr, &ip->saddr, 4);
+	if (!bpf_map_lookup_elem(&snat_v4, &k))
+		return count(C_PASS_NOT_SNAT, XDP_PASS);
+	if (bpf_map_lookup_elem(&bypass_v4, &k))
+		return count(C_PASS_BYPASS, XDP_PASS);
+	return steer(ctx, cfg->side);
+}
+
+static __always_inline int handle_v6(struct xdp_md *ctx, const struct natfw_config *cfg,
+				     void *l3, void *end)
+{
+	struct ipv6hdr *ip = l3;
+	if ((void *)(ip + 1) > end)
+		return count(C_PASS_OTHER, XDP_PASS);
+	struct addr_key dst;
+	__builtin_memcpy(dst.addr, &ip->daddr, 16);
+
+	if (cfg->side == NATFW_SIDE_OUTSIDE) {
+		if (!bpf_map_lookup_elem(&eips, &dst))
+			return count(C_PASS_OTHER, XDP_PASS);
+		/* Extension headers are not walked: only a direct TCP/UDP header is checked. */
+		if (kernel_port(cfg, ip->nexthdr, ip + 1, end))
+			return count(C_PASS_GATEWAY, XDP_PASS);
+		return steer(ctx, cfg->side);
+	}
+
+	if (dst.addr[0] == 0xff)
+		return count(C_PASS_OTHER, XDP_PASS);
+	/* Neighbour discovery and router messages (ICMPv6 133..137) are the kernel's. */
+	if (ip->nexthdr == IPPROTO_ICMPV6) {
+		__u8 *type = (__u8 *)(ip + 1);
+		if ((void *)(type + 1) > end)
+			return count(C_PASS_OTHER, XDP_PASS);
+		if (*type >= 133 && *type <= 137)
+			return count(C_PASS_OTHER, XDP_PASS);
+	}
+	if (bpf_map_lookup_elem(&gw_addrs, &dst))
+		return count(C_PASS_GATEWAY, XDP_PASS);
+
+	struct lpm_v6_key k = { .prefixlen = 128 };
+	__builtin_memcpy(k.addr, &ip->saddr, 16);
+	if (!bpf_map_lookup_elem(&snat_v6, &k))
+		return count(C_PASS_NOT_SNAT, XDP_PASS);
+	if (bpf_map_lookup_elem(&bypass_v6, &k))
+		return count(C_PASS_BYPASS, XDP_PASS);
+	return steer(ctx, cfg->side);
+}
+
+SEC("xdp")
+int natfw_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+
+	const struct natfw_config *cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return XDP_PASS;
+
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return count(C_PASS_OTHER, XDP_PASS);
+	__be16 proto = eth->h_proto;
+	void *l3 = eth + 1;
+
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr *vh = l3;
+		if ((void *)(vh + 1) > end)
+			return count(C_PASS_OTHER, XDP_PASS);
+		proto = vh->proto;
+		l3 = vh + 1;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP))
+		return handle_v4(ctx, cfg, l3, end);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return handle_v6(ctx, cfg, l3, end);
+	if (proto == bpf_htons(ETH_P_ARP))
+		return count(C_PASS_ARP, XDP_PASS);
+	return count(C_PASS_NON_IP, XDP_PASS);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
