@@ -23,6 +23,18 @@ enum Command {
         #[command(subcommand)]
         cmd: crate::lab::cli::LabCmd,
     },
+    /// Run the engine over pcap/pcapng captures taken on the inside; write flow records.
+    Replay {
+        /// natfw.yaml (default: every private source SNAT-bound, no rules, accept).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// Write records to this file instead of stdout.
+        #[arg(long)]
+        flow_log: Option<std::path::PathBuf>,
+        /// Capture files, merged by time.
+        #[arg(required = true)]
+        captures: Vec<std::path::PathBuf>,
+    },
     /// Attach XDP, open AF_XDP sockets, forward and enforce until SIGINT/SIGTERM, then flush
     /// the flow log.
     Run {
@@ -37,10 +49,18 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => {
-            eprintln!("natfw check {}: not built yet", config.display());
-            2
+            crate::check::run(&config, &mut std::io::stdout(), &mut std::io::stderr())
         }
         Command::Lab { cmd } => crate::lab::cli::main(cmd),
+        Command::Replay {
+            config,
+            flow_log,
+            captures,
+        } => replay(crate::replay::ReplayOptions {
+            config,
+            flow_log,
+            captures,
+        }),
         Command::Run { config } => match crate::run::run(&crate::run::RunOptions { config }) {
             Ok(()) => 0,
             Err(e) => {
@@ -48,5 +68,21 @@ pub fn main() -> i32 {
                 1
             }
         },
+    }
+}
+
+fn replay(opts: crate::replay::ReplayOptions) -> i32 {
+    match crate::replay::run(opts) {
+        Ok(summary) => {
+            for w in &summary.warnings {
+                eprintln!("natfw replay: warning: {w}");
+            }
+            eprintln!("{summary}");
+            0
+        }
+        Err(e) => {
+            eprintln!("natfw replay: {e}");
+            1
+        }
     }
 }

@@ -1,12 +1,21 @@
 //! natfw-dataplane: the sans-I/O engine and the I/O around it.
 pub mod afxdp;
+pub mod check;
 pub mod cli;
+pub mod conntrack;
+pub mod dnscache;
 pub mod engine;
 pub mod flowlog;
 pub mod lab;
 pub mod neigh;
 pub mod netlink;
 pub mod run;
+pub mod frag;
+pub mod l7;
+pub mod pcap;
+pub mod reasm;
+pub mod replay;
+pub mod snat;
 pub mod stats;
 pub mod time;
 pub mod xdp;

@@ -132,6 +132,10 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         let _ = worker.join();
         return Err(e);
     }
+    // Have the routers' MACs ready before the first packet needs them.
+    for r in &sys.routers {
+        crate::neigh::probe(*r);
+    }
     log(&format!(
         "forwarding {} <-> {} (EIPs {:?}); SIGINT/SIGTERM to stop",
         cfg.gateway.inside, cfg.gateway.outside, cfg.gateway.eips
@@ -208,6 +212,8 @@ struct System {
     outside: PortInfo,
     gateway_addrs: Vec<IpAddr>,
     kernel_ports: (u16, u16),
+    /// Next hops of the default routes out of the outside interface.
+    routers: Vec<IpAddr>,
 }
 
 fn check_system(cfg: &Config) -> Result<System, RunError> {
@@ -236,12 +242,19 @@ fn check_system(cfg: &Config) -> Result<System, RunError> {
             )));
         }
     }
+    let mut routers = Vec::new();
     for v6 in [false, true] {
         if !cfg.gateway.eips.iter().any(|e| e.is_ipv6() == v6) {
             continue;
         }
         let routes =
             crate::netlink::default_routes(v6).map_err(|e| pre(format!("reading routes: {e}")))?;
+        routers.extend(
+            routes
+                .iter()
+                .filter(|r| r.oif == outside.ifindex)
+                .filter_map(|r| r.gateway),
+        );
         if !routes.iter().any(|r| r.oif == outside.ifindex) {
             return Err(pre(format!(
                 "no IPv{} default route leads out of {} (ip route add default via ROUTER dev {})",
@@ -256,6 +269,7 @@ fn check_system(cfg: &Config) -> Result<System, RunError> {
         outside,
         gateway_addrs: addrs.into_iter().map(|(_, a)| a).collect(),
         kernel_ports: local_port_range(),
+        routers,
     })
 }
 
@@ -290,9 +304,13 @@ impl Nft {
         );
         for net in &cfg.gateway.bypass {
             let fam = if net.addr().is_ipv4() { "ip" } else { "ip6" };
+            // Ports in the kernel's range, which the XDP program leaves to the kernel on the
+            // way back. (Replies without ports, ICMP, are steered: bypassed pings get none.)
             script.push_str(&format!(
-                "  oifname \"{}\" {fam} saddr {net} masquerade to :{}-{}\n",
-                cfg.gateway.outside, ports.0, ports.1
+                "  oifname \"{out}\" {fam} saddr {net} meta l4proto {{ tcp, udp }} masquerade to :{}-{}\n  oifname \"{out}\" {fam} saddr {net} masquerade\n",
+                ports.0,
+                ports.1,
+                out = cfg.gateway.outside,
             ));
         }
         script.push_str(" }\n}\n");

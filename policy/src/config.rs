@@ -705,10 +705,10 @@ impl Dec {
             .and_then(|n| self.string(n, "gateway.name"));
         let inside = self
             .required(&f, "inside")
-            .and_then(|n| self.string(n, "gateway.inside"));
+            .and_then(|n| self.interface(n, "gateway.inside"));
         let outside = self
             .required(&f, "outside")
-            .and_then(|n| self.string(n, "gateway.outside"));
+            .and_then(|n| self.interface(n, "gateway.outside"));
         if let (Some(i), Some(o), Some(on)) = (&inside, &outside, f.get("outside")) {
             if i == o {
                 self.err(
@@ -1010,7 +1010,44 @@ impl Dec {
                 _ => ok = false,
             }
         }
+        for (j, b) in out.iter().enumerate() {
+            for a in &out[..j] {
+                if a.name == b.name {
+                    self.err(
+                        n.pos,
+                        format!("gateway.dnat: duplicate DNAT entry name `{}`", b.name),
+                    );
+                    ok = false;
+                } else if (a.eip, a.protocol, a.port) == (b.eip, b.protocol, b.port) {
+                    self.err(
+                        n.pos,
+                        format!(
+                            "gateway.dnat: `{}` and `{}` both forward {} {}:{}",
+                            a.name,
+                            b.name,
+                            proto_name(b.protocol),
+                            b.eip,
+                            b.port
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
         ok.then_some(out)
+    }
+
+    /// A Linux interface name: 1 to 15 bytes, no `/`, no whitespace.
+    fn interface(&mut self, n: &Node, what: &str) -> Option<String> {
+        let s = self.string(n, what)?;
+        if s.len() > 15 || s.contains('/') || s.chars().any(char::is_whitespace) {
+            self.err(
+                n.pos,
+                format!("{what}: `{s}` is not a valid interface name (at most 15 characters, no `/` or spaces)"),
+            );
+            return None;
+        }
+        Some(s)
     }
 
     fn single_port(&mut self, n: &Node, what: &str) -> Option<u16> {
@@ -1156,8 +1193,11 @@ impl Dec {
             None => Some(Vec::new()),
             Some(n) => self.rules(n, &mut books),
         };
-        for (kind, name, pos) in books.unused() {
-            self.warn(pos, format!("{kind} address book `{name}` is never used"));
+        // With errors, a rule that failed early may not have marked its books used yet.
+        if !self.has_errors() {
+            for (kind, name, pos) in books.unused() {
+                self.warn(pos, format!("{kind} address book `{name}` is never used"));
+            }
         }
         let rules = rules?;
         if !self.has_errors() {

@@ -15,16 +15,16 @@
 //! give the same answer for every flow (a property test checks it).
 
 pub mod app;
+pub mod compile;
 pub mod config;
 pub mod countries;
-pub mod compile;
 pub mod domain;
 pub mod eval;
 pub mod geo;
 pub mod model;
-pub mod yaml;
 pub mod ports;
 pub mod prefix;
+pub mod yaml;
 
 pub use app::App;
 pub use eval::{naive_evaluate, DecidedBy, Evaluation, Fact, FlowFacts, Needs, Outcome};

@@ -623,3 +623,21 @@ fn continent_expansion_and_ambiguous_codes() {
     assert!(!cc.iter().any(|x| x.as_str() == "US"));
     assert!(cc.windows(2).all(|p| p[0] < p[1]));
 }
+
+#[test]
+fn gateway_interfaces_and_dnat_conflicts() {
+    let text = GW.replace("  outside: eth2", "  outside: eth1");
+    error_at(&text, 4, "eth1", "`eth1` is also the inside interface");
+    let text = GW.replace("  inside: eth1", "  inside: a-very-long-interface0");
+    error_at(&text, 3, "a-very", "not a valid interface name");
+    let text = GW.replace("firewall:\n  rules:\n", "firewall:\n  enabled: false\n").replace(
+        "  snat:",
+        "  dnat:\n    - {name: w, eip: 203.0.113.10, protocol: tcp, port: 80, to: 10.0.0.5}\n    - {name: v, eip: 203.0.113.10, protocol: tcp, port: 80, to: 10.0.0.6}\n  snat:",
+    );
+    error_at(
+        &text,
+        7,
+        "-",
+        "`w` and `v` both forward tcp 203.0.113.10:80",
+    );
+}

@@ -3,17 +3,16 @@
 //! frames to [`Engine::process`], sends what [`Engine::drain_emits`] returns and calls
 //! [`Engine::poll`] about every 100 ms.
 
-mod compat;
-
 use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use self::compat::{CompiledPolicy, GeoDb};
 use crate::flowlog::FlowSink;
 use crate::stats::EngineStats;
 use crate::time::Timestamp;
+pub use natfw_policy::compile::CompiledPolicy;
+pub use natfw_policy::geo::GeoDb;
 
 /// The interface a frame arrived on or leaves by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -198,6 +198,7 @@ enum Msg {
 pub struct ChannelSink {
     tx: Sender<Msg>,
     dropped: Arc<AtomicU64>,
+    lossless: bool,
 }
 
 impl fmt::Debug for Msg {
@@ -214,10 +215,23 @@ impl ChannelSink {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Waits for room instead of dropping: for offline producers (replay) whose pace is not
+    /// the wire's. Never use this on the data path.
+    pub fn lossless(mut self) -> ChannelSink {
+        self.lossless = true;
+        self
+    }
 }
 
 impl FlowSink for ChannelSink {
     fn record(&mut self, rec: FlowRecord) {
+        if self.lossless {
+            if self.tx.send(Msg::Record(Box::new(rec))).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
         match self.tx.try_send(Msg::Record(Box::new(rec))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -300,6 +314,7 @@ pub fn spawn_writer_with_capacity(
         ChannelSink {
             tx: tx.clone(),
             dropped: dropped.clone(),
+            lossless: false,
         },
         WriterHandle {
             tx,

@@ -256,6 +256,64 @@ impl Steering {
         &self.iface
     }
 
+    /// Run the loaded program once on `frame` in the kernel (`BPF_PROG_TEST_RUN`, no interface
+    /// needed) and return its XDP action (`XDP_DROP` = 1, `XDP_PASS` = 2, `XDP_REDIRECT` = 4).
+    /// A steered frame with no socket registered reports `XDP_DROP`. For tests and diagnostics.
+    pub fn test_run(&mut self, frame: &[u8]) -> std::io::Result<u32> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let prog = self
+            .program()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let fd = prog
+            .fd()
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .as_fd()
+            .as_raw_fd();
+        // `union bpf_attr`, the `test` member (linux/bpf.h), zero-padded.
+        #[repr(C)]
+        #[derive(Default)]
+        struct TestAttr {
+            prog_fd: u32,
+            retval: u32,
+            data_size_in: u32,
+            data_size_out: u32,
+            data_in: u64,
+            data_out: u64,
+            repeat: u32,
+            duration: u32,
+            ctx_size_in: u32,
+            ctx_size_out: u32,
+            ctx_in: u64,
+            ctx_out: u64,
+            flags: u32,
+            cpu: u32,
+            batch_size: u32,
+            _pad: [u32; 9],
+        }
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        let mut attr = TestAttr {
+            prog_fd: fd as u32,
+            data_size_in: frame.len() as u32,
+            data_in: frame.as_ptr() as u64,
+            repeat: 1,
+            ..TestAttr::default()
+        };
+        // SAFETY: bpf(2) with a zero-initialised attr of sufficient size; `data_in` points to
+        // `frame`, valid for `data_size_in` bytes during the call; no output buffers are given.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &mut attr as *mut TestAttr,
+                std::mem::size_of::<TestAttr>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(attr.retval)
+    }
+
     /// Current counters, summed over CPUs.
     pub fn counters(&self) -> Result<Counters, XdpError> {
         let map = self

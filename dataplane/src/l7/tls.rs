@@ -1,0 +1,352 @@
+//! TLS ClientHello extraction from the start of a client's TCP byte stream.
+//!
+//! The handshake message is reassembled across TLS records (clients may fragment it; the common
+//! single-record case is parsed in place without copying) and then walked with [`Reader`]:
+//! server_name, ALPN and encrypted_client_hello are the only extensions we look at.
+
+use std::net::IpAddr;
+
+use super::reader::Reader;
+use super::{ClientHelloInfo, Progress};
+
+/// Largest ClientHello handshake message (body + 4-byte header) we reassemble. Post-quantum
+/// ClientHellos are about 1.9 KB; 16 KiB leaves room for big session tickets.
+pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// TLSPlaintext.length limit (RFC 8446 §5.1).
+const MAX_RECORD: usize = 1 << 14;
+
+const CONTENT_HANDSHAKE: u8 = 22;
+const HS_CLIENT_HELLO: u8 = 1;
+const EXT_SERVER_NAME: u16 = 0;
+const EXT_ALPN: u16 = 16;
+const EXT_ECH: u16 = 0xfe0d;
+/// The draft ESNI extension, the ancestor of ECH: treated the same way.
+const EXT_ESNI: u16 = 0xffce;
+
+/// True when `client` starts like a TLS handshake record (content type 22, version 3.x). With
+/// fewer than 3 bytes this answers for the bytes present.
+pub fn looks_like_tls(client: &[u8]) -> bool {
+    match client {
+        [] => false,
+        [t] => *t == CONTENT_HANDSHAKE,
+        [t, 3] => *t == CONTENT_HANDSHAKE,
+        [t, 3, minor, ..] => *t == CONTENT_HANDSHAKE && *minor <= 4,
+        _ => false,
+    }
+}
+
+/// Parse the ClientHello at the start of `stream`, the client's TCP byte stream from its first
+/// byte (contiguous, as much as has arrived).
+///
+/// `NeedMore` until the whole handshake message is there; `Invalid` on anything that is not a
+/// well-formed ClientHello (other content types, lying lengths, over [`MAX_CLIENT_HELLO`]).
+pub fn client_hello(stream: &[u8]) -> Progress<ClientHelloInfo> {
+    let mut r = Reader::new(stream);
+    // Only allocated when the message spans records.
+    let mut acc: Vec<u8> = Vec::new();
+    loop {
+        let Some(hdr) = r.take(5) else {
+            return match stream.first() {
+                Some(&t) if t != CONTENT_HANDSHAKE => {
+                    Progress::Invalid("not a TLS handshake record")
+                }
+                _ => Progress::NeedMore,
+            };
+        };
+        if hdr[0] != CONTENT_HANDSHAKE {
+            return Progress::Invalid("not a TLS handshake record");
+        }
+        if hdr[1] != 3 || hdr[2] > 4 {
+            return Progress::Invalid("bad TLS record version");
+        }
+        let len = usize::from(u16::from_be_bytes([hdr[3], hdr[4]]));
+        if len == 0 {
+            return Progress::Invalid("empty handshake record");
+        }
+        if len > MAX_RECORD {
+            return Progress::Invalid("TLS record too long");
+        }
+        let Some(frag) = r.take(len) else {
+            // Reject early what the partial record already shows to be wrong.
+            if acc.is_empty() {
+                if let Err(e) = complete_message(r.peek_rest()) {
+                    return Progress::Invalid(e);
+                }
+            }
+            return Progress::NeedMore;
+        };
+        if acc.is_empty() {
+            match complete_message(frag) {
+                Ok(Some(body)) => return finish(parse_client_hello(body)),
+                Ok(None) => {}
+                Err(e) => return Progress::Invalid(e),
+            }
+        }
+        if acc.len() + frag.len() > MAX_CLIENT_HELLO + 4 + MAX_RECORD {
+            return Progress::Invalid("clienthello too large");
+        }
+        acc.extend_from_slice(frag);
+        match complete_message(&acc) {
+            Ok(Some(body)) => return finish(parse_client_hello(body)),
+            Ok(None) => {}
+            Err(e) => return Progress::Invalid(e),
+        }
+    }
+}
+
+fn finish(r: Result<ClientHelloInfo, &'static str>) -> Progress<ClientHelloInfo> {
+    match r {
+        Ok(info) => Progress::Done(info),
+        Err(e) => Progress::Invalid(e),
+    }
+}
+
+/// If `buf` (handshake bytes from the start) holds the whole ClientHello, its body.
+fn complete_message(buf: &[u8]) -> Result<Option<&[u8]>, &'static str> {
+    let mut r = Reader::new(buf);
+    let Some(typ) = r.u8() else { return Ok(None) };
+    if typ != HS_CLIENT_HELLO {
+        return Err("not a ClientHello");
+    }
+    let Some(len) = r.u24() else { return Ok(None) };
+    let len = len as usize;
+    if len + 4 > MAX_CLIENT_HELLO {
+        return Err("clienthello too large");
+    }
+    Ok(r.take(len))
+}
+
+/// Parse a ClientHello handshake body (after the 4-byte handshake header). Shared with QUIC,
+/// whose CRYPTO frames carry handshake messages without the record layer.
+pub fn parse_client_hello(body: &[u8]) -> Result<ClientHelloInfo, &'static str> {
+    const SHORT: &str = "truncated ClientHello";
+    let mut r = Reader::new(body);
+    let version = r.u16().ok_or(SHORT)?;
+    if version >> 8 != 3 {
+        return Err("bad ClientHello version");
+    }
+    r.skip(32).ok_or(SHORT)?; // random
+    let session_id = r.vec8().ok_or("session_id length overflows")?;
+    if session_id.len() > 32 {
+        return Err("session_id too long");
+    }
+    let suites = r.vec16().ok_or("cipher_suites length overflows")?;
+    if suites.is_empty() || suites.len() % 2 != 0 {
+        return Err("bad cipher_suites length");
+    }
+    let compression = r.vec8().ok_or("compression_methods length overflows")?;
+    if compression.is_empty() {
+        return Err("no compression methods");
+    }
+    let mut info = ClientHelloInfo::default();
+    if r.is_empty() {
+        return Ok(info); // no extensions at all (old clients)
+    }
+    let mut exts = Reader::new(r.vec16().ok_or("extensions length overflows")?);
+    if !r.is_empty() {
+        return Err("trailing bytes after extensions");
+    }
+    let (mut seen_sni, mut seen_alpn) = (false, false);
+    while !exts.is_empty() {
+        let typ = exts.u16().ok_or("truncated extension header")?;
+        let data = exts.vec16().ok_or("extension length overflows")?;
+        match typ {
+            EXT_SERVER_NAME => {
+                if std::mem::replace(&mut seen_sni, true) {
+                    return Err("duplicate server_name");
+                }
+                server_name(data, &mut info)?;
+            }
+            EXT_ALPN => {
+                if std::mem::replace(&mut seen_alpn, true) {
+                    return Err("duplicate ALPN");
+                }
+                info.alpn = alpn(data)?;
+            }
+            EXT_ECH | EXT_ESNI => info.ech = true,
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+fn server_name(data: &[u8], info: &mut ClientHelloInfo) -> Result<(), &'static str> {
+    let mut r = Reader::new(data);
+    let mut list = Reader::new(r.vec16().ok_or("server_name_list length overflows")?);
+    if !r.is_empty() || list.is_empty() {
+        return Err("bad server_name extension");
+    }
+    let mut host: Option<&[u8]> = None;
+    while !list.is_empty() {
+        let typ = list.u8().ok_or("truncated server_name")?;
+        let name = list.vec16().ok_or("host_name length overflows")?;
+        if typ == 0 {
+            if host.is_some() {
+                return Err("duplicate host_name");
+            }
+            host = Some(name);
+        }
+    }
+    let Some(host) = host else { return Ok(()) };
+    let host = std::str::from_utf8(host).map_err(|_| "server_name not UTF-8")?;
+    if is_ip_literal(host) {
+        info.sni_is_ip = true;
+        return Ok(());
+    }
+    info.sni = Some(natfw_policy::domain::normalize(host).ok_or("server_name not a host name")?);
+    Ok(())
+}
+
+/// `host` is an IPv4/IPv6 literal (IPv6 with or without brackets).
+pub(crate) fn is_ip_literal(host: &str) -> bool {
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    h.parse::<IpAddr>().is_ok()
+}
+
+fn alpn(data: &[u8]) -> Result<Vec<String>, &'static str> {
+    let mut r = Reader::new(data);
+    let mut list = Reader::new(r.vec16().ok_or("ALPN list length overflows")?);
+    if !r.is_empty() || list.is_empty() {
+        return Err("bad ALPN extension");
+    }
+    let mut out = Vec::new();
+    while !list.is_empty() {
+        let p = list.vec8().ok_or("ALPN name length overflows")?;
+        if p.is_empty() {
+            return Err("empty ALPN name");
+        }
+        out.push(String::from_utf8_lossy(p).into_owned());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::l7::testpcap::{synth_hello, tcp_flows};
+
+    fn hello(name: &str) -> Vec<Progress<ClientHelloInfo>> {
+        tcp_flows(name)
+            .iter()
+            .map(|f| client_hello(&f.client_stream))
+            .collect()
+    }
+
+    fn info(sni: Option<&str>, alpn: &[&str], ech: bool) -> ClientHelloInfo {
+        ClientHelloInfo {
+            sni: sni.map(str::to_owned),
+            sni_is_ip: false,
+            alpn: alpn.iter().map(|s| s.to_string()).collect(),
+            ech,
+        }
+    }
+
+    #[test]
+    fn curl() {
+        let want = info(Some("api.vendor.test"), &["h2", "http/1.1"], false);
+        assert_eq!(hello("https_curl.pcap"), vec![Progress::Done(want)]);
+    }
+
+    #[test]
+    fn openssl_without_alpn() {
+        let want = info(Some("updates.vendor.test"), &[], false);
+        assert_eq!(hello("https_openssl.pcap"), vec![Progress::Done(want)]);
+    }
+
+    #[test]
+    fn chromium_two_segments_pq_and_grease_ech() {
+        let flows = tcp_flows("https_chromium.pcap");
+        assert_eq!(flows.len(), 2);
+        let want = info(Some("www.pq.example.test"), &["h2", "http/1.1"], true);
+        for f in &flows {
+            assert!(f.client_segments >= 2);
+            assert_eq!(client_hello(&f.client_stream), Progress::Done(want.clone()));
+            // Every strict prefix of the 1927-byte record is undecided, never wrong.
+            let record = 5 + 1922;
+            for cut in [0, 1, 5, 9, 100, 1448, record - 1] {
+                assert_eq!(
+                    client_hello(&f.client_stream[..cut]),
+                    Progress::NeedMore,
+                    "{cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ip_literal_has_no_sni() {
+        let got = hello("https_ip_literal.pcap");
+        let want = info(None, &["h2", "http/1.1"], false);
+        assert_eq!(got, vec![Progress::Done(want)]);
+    }
+
+    #[test]
+    fn ip_literal_in_server_name_is_flagged() {
+        let mut ch = synth_hello(b"198.51.100.10", &[]);
+        let got = client_hello(&ch).done().unwrap();
+        assert!(got.sni_is_ip && got.sni.is_none());
+        ch = synth_hello(b"[2001:db8::1]", &[]);
+        assert!(client_hello(&ch).done().unwrap().sni_is_ip);
+    }
+
+    #[test]
+    fn out_of_order_segments_reassembled() {
+        let want = info(Some("ooo.vendor.test"), &["http/1.1"], false);
+        assert_eq!(hello("tls_out_of_order.pcap"), vec![Progress::Done(want)]);
+    }
+
+    #[test]
+    fn malformed_lengths_are_invalid() {
+        let got = hello("tls_malformed_lengths.pcap");
+        assert_eq!(got.len(), 5);
+        for g in got {
+            assert!(matches!(g, Progress::Invalid(_)), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn fragmented_across_records() {
+        let f = &tcp_flows("https_chromium.pcap")[0];
+        let msg = &f.client_stream[5..5 + 1926];
+        // Re-frame the handshake message as records of 1, 700 and the rest bytes.
+        let mut s = Vec::new();
+        for part in [&msg[..1], &msg[1..701], &msg[701..]] {
+            s.extend_from_slice(&[22, 3, 1]);
+            s.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            s.extend_from_slice(part);
+        }
+        let want = info(Some("www.pq.example.test"), &["h2", "http/1.1"], true);
+        assert_eq!(client_hello(&s), Progress::Done(want));
+        assert_eq!(client_hello(&s[..s.len() - 1]), Progress::NeedMore);
+        // An alert record in the middle of the handshake is not a ClientHello.
+        let mut bad = s[..6].to_vec();
+        bad.extend_from_slice(&[21, 3, 3, 0, 2, 2, 40]);
+        assert!(matches!(client_hello(&bad), Progress::Invalid(_)));
+    }
+
+    #[test]
+    fn too_large_and_not_tls() {
+        // Handshake length of 1 MiB: rejected before waiting for it.
+        let s = [22, 3, 1, 0x40, 0, 1, 0x10, 0, 0];
+        assert_eq!(client_hello(&s), Progress::Invalid("clienthello too large"));
+        assert!(matches!(
+            client_hello(b"GET / HTTP/1.1\r\n"),
+            Progress::Invalid(_)
+        ));
+        assert_eq!(client_hello(&[22, 3]), Progress::NeedMore);
+        assert!(looks_like_tls(&[22, 3, 1]) && !looks_like_tls(b"SSH-"));
+        // Endless 1-byte records never exceed the bound.
+        let mut s = vec![22, 3, 1, 0, 4, 1, 0, 0x3f, 0];
+        for _ in 0..20_000 {
+            s.extend_from_slice(&[22, 3, 1, 0, 1, 0]);
+        }
+        assert!(matches!(
+            client_hello(&s),
+            Progress::Done(_) | Progress::Invalid(_)
+        ));
+    }
+}

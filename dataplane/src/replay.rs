@@ -1,0 +1,384 @@
+//! `natfw replay`: run the engine over capture files, as the gateway would have seen them.
+//!
+//! Captures are taken on the inside, so each frame is classified by address:
+//! - source in an SNAT entry: an outbound packet, handed to the engine as [`Side::Inside`];
+//! - destination in an SNAT entry (a server's reply to a private host): rewritten by
+//!   [`Engine::to_outside_view`] into what arrives at the outside interface (addressed to the EIP
+//!   and port the engine chose), then handed in as [`Side::Outside`] — so replay exercises the
+//!   same SNAT and reverse-NAT paths as the live gateway;
+//! - destination an EIP (a capture taken on the outside): [`Side::Outside`] as is;
+//! - anything else (ARP, traffic between public hosts): skipped and counted.
+//!
+//! Several captures are merged by timestamp (each is read as a stream; frames within one file
+//! keep their file order). The engine's clock is the capture time, never moving backwards; its
+//! timers run every [`POLL_EVERY`] of capture time.
+
+use std::fmt;
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use natfw_policy::Config;
+
+use crate::engine::{Engine, EngineError, GeoDb, Side, Verdict};
+use crate::flowlog::{self, FlowRecord, FlowSink, Rotation, Target};
+use crate::pcap::{self, CaptureError, CaptureReader, Frame};
+use crate::time::Timestamp;
+use crate::wire;
+
+/// How often (in capture time) the engine's timers run, as on the live path.
+pub const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// What to replay and where the records go.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// natfw.yaml; `None` = [`natfw_policy::config::embedded_default`].
+    pub config: Option<PathBuf>,
+    /// Flow-log file (created or truncated); `None` = stdout.
+    pub flow_log: Option<PathBuf>,
+    /// pcap / pcapng files, merged by time.
+    pub captures: Vec<PathBuf>,
+}
+
+/// Counters of one replay.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplaySummary {
+    /// Frames read from the captures.
+    pub packets: u64,
+    /// Flow records the engine produced.
+    pub flows: u64,
+    /// Of those, with action `accept`.
+    pub accepted: u64,
+    /// Of those, with action `drop`.
+    pub dropped: u64,
+    /// Records the flow-log writer lost (0 for replay unless writing failed).
+    pub log_dropped: u64,
+    /// Captures that ended in a format error (truncated, corrupt); frames before it were used.
+    pub parse_errors: u64,
+    /// Frames that are not IPv4/IPv6 or do not parse.
+    pub unparsable: u64,
+    /// Frames neither from nor to an SNAT source nor to an EIP.
+    pub not_snat: u64,
+    /// Replies to a private host that match no flow the engine knows (e.g. its flow was
+    /// dropped or evicted).
+    pub unmatched_replies: u64,
+    /// Frames the engine emitted (released held payload, RSTs, ICMP errors).
+    pub emitted: u64,
+    /// Skipped capture content: frames of other link types, other pcapng blocks.
+    pub skipped: u64,
+    /// Human-readable problems met on the way (config warnings, capture errors).
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Display for ReplaySummary {
+    /// The one-line summary `natfw replay` prints on stderr.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "replay: {} packets, {} flows, {} accepted, {} dropped, {} log records dropped",
+            self.packets, self.flows, self.accepted, self.dropped, self.log_dropped
+        )?;
+        for (n, what) in [
+            (self.parse_errors, "parse errors"),
+            (self.unparsable, "non-IP or unparsable frames"),
+            (self.not_snat, "frames not SNAT-bound"),
+            (self.unmatched_replies, "replies without a flow"),
+            (self.skipped, "skipped capture records"),
+        ] {
+            if n > 0 {
+                write!(f, ", {n} {what}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a replay could not run.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// The config did not load (every diagnostic, one per line).
+    Config(String),
+    /// A capture could not be opened or is not a capture at all.
+    Capture(CaptureError),
+    /// The flow log could not be opened.
+    FlowLog(io::Error),
+    /// The engine refused the config.
+    Engine(EngineError),
+    /// No capture given.
+    NoInput,
+}
+
+impl fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayError::Config(m) => write!(f, "config: {m}"),
+            ReplayError::Capture(e) => write!(f, "{e}"),
+            ReplayError::FlowLog(e) => write!(f, "flow log: {e}"),
+            ReplayError::Engine(e) => write!(f, "engine: {e}"),
+            ReplayError::NoInput => f.write_str("no capture file given"),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
+/// Loads `path`, or the embedded default; warnings go into `warnings`.
+pub fn load_config(path: Option<&Path>, warnings: &mut Vec<String>) -> Result<Config, ReplayError> {
+    let Some(path) = path else {
+        return Ok(natfw_policy::config::embedded_default());
+    };
+    match natfw_policy::config::load_file(path) {
+        Ok(loaded) => {
+            warnings.extend(loaded.warnings.iter().map(|w| w.to_string()));
+            Ok(loaded.config)
+        }
+        Err(diags) => Err(ReplayError::Config(
+            diags.to_string().trim_end().to_string(),
+        )),
+    }
+}
+
+/// `natfw replay`: loads the config, replays the captures, writes the records.
+pub fn run(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
+    let mut warnings = Vec::new();
+    let cfg = load_config(opts.config.as_deref(), &mut warnings)?;
+    let target = match &opts.flow_log {
+        None => Target::Stdout,
+        Some(p) => {
+            // A replay's log is its result: start from an empty file, not after an old run.
+            std::fs::File::create(p).map_err(|e| {
+                ReplayError::FlowLog(io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+            })?;
+            Target::File(p.clone())
+        }
+    };
+    let rotation = if opts.flow_log.is_some() {
+        Rotation::from_config(&cfg.logging)
+    } else {
+        Rotation::default()
+    };
+    let (sink, writer) = flowlog::spawn_writer(target, rotation).map_err(ReplayError::FlowLog)?;
+    let result = replay_into(&cfg, &opts.captures, Box::new(sink.lossless()));
+    let stats = writer.finish();
+    let mut summary = result?;
+    summary.log_dropped = stats.dropped;
+    if let Some(e) = stats.error {
+        summary.warnings.push(format!("flow log: {e}"));
+    }
+    warnings.append(&mut summary.warnings);
+    summary.warnings = warnings;
+    Ok(summary)
+}
+
+/// Replays `captures` through an engine built from `cfg`, returning the records in memory
+/// (tests, tools). Same classification and timing as [`run`].
+pub fn replay_records(
+    cfg: &Config,
+    captures: &[PathBuf],
+) -> Result<(Vec<FlowRecord>, ReplaySummary), ReplayError> {
+    let shared = SharedVec::default();
+    let summary = replay_into(cfg, captures, Box::new(shared.clone()))?;
+    let records = std::mem::take(&mut *shared.0.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok((records, summary))
+}
+
+/// A sink that can be read after the engine (which owns its box) is gone.
+#[derive(Debug, Clone, Default)]
+struct SharedVec(Arc<Mutex<Vec<FlowRecord>>>);
+
+impl FlowSink for SharedVec {
+    fn record(&mut self, rec: FlowRecord) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(rec);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    flows: AtomicU64,
+    accepted: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// Counts records by action on their way to the real sink.
+struct CountingSink {
+    inner: Box<dyn FlowSink>,
+    counts: Arc<Counts>,
+}
+
+impl FlowSink for CountingSink {
+    fn record(&mut self, rec: FlowRecord) {
+        self.counts.flows.fetch_add(1, Ordering::Relaxed);
+        match rec.action.as_str() {
+            "accept" => self.counts.accepted.fetch_add(1, Ordering::Relaxed),
+            _ => self.counts.dropped.fetch_add(1, Ordering::Relaxed),
+        };
+        self.inner.record(rec);
+    }
+}
+
+/// Which side a captured frame belongs to; see the module docs.
+#[derive(Debug, Clone)]
+struct Classifier {
+    snat: Vec<IpNet>,
+    eips: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Outbound,
+    /// A reply captured on the inside: needs `to_outside_view`.
+    InsideReply,
+    /// Already addressed to an EIP.
+    ToEip,
+    NotOurs,
+    Unparsable,
+}
+
+impl Classifier {
+    fn new(cfg: &Config) -> Classifier {
+        Classifier {
+            snat: cfg.gateway.snat.iter().map(|s| s.source).collect(),
+            eips: cfg.gateway.eips.clone(),
+        }
+    }
+
+    fn classify(&self, frame: &[u8]) -> Class {
+        let Ok(info) = wire::parse(frame) else {
+            return Class::Unparsable;
+        };
+        let in_snat = |ip: IpAddr| self.snat.iter().any(|n| n.contains(&ip));
+        if in_snat(info.src) {
+            Class::Outbound
+        } else if in_snat(info.dst) {
+            Class::InsideReply
+        } else if self.eips.contains(&info.dst) {
+            Class::ToEip
+        } else {
+            Class::NotOurs
+        }
+    }
+}
+
+/// Streams several captures merged by timestamp.
+struct Merge {
+    inputs: Vec<(CaptureReader<io::BufReader<std::fs::File>>, Option<Frame>)>,
+}
+
+impl Merge {
+    fn open(paths: &[PathBuf]) -> Result<Merge, ReplayError> {
+        let inputs = paths
+            .iter()
+            .map(|p| pcap::open(p).map(|r| (r, None)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ReplayError::Capture)?;
+        Ok(Merge { inputs })
+    }
+
+    /// The next frame of the earliest input; format errors are reported and end that input.
+    fn next(&mut self, summary: &mut ReplaySummary) -> Option<Frame> {
+        for (reader, head) in &mut self.inputs {
+            if head.is_none() {
+                match reader.next() {
+                    Some(Ok(f)) => *head = Some(f),
+                    Some(Err(e)) => {
+                        summary.parse_errors += 1;
+                        summary.warnings.push(e.to_string());
+                    }
+                    None => {}
+                }
+            }
+        }
+        let (_, head) = self
+            .inputs
+            .iter_mut()
+            .filter(|(_, h)| h.is_some())
+            .min_by_key(|(_, h)| h.as_ref().map(|f| f.ts))?;
+        head.take()
+    }
+
+    fn skipped(&self) -> u64 {
+        self.inputs
+            .iter()
+            .map(|(r, _)| {
+                let s = r.stats();
+                s.skipped_linktype + s.skipped_blocks + s.skipped_short
+            })
+            .sum()
+    }
+}
+
+/// The replay loop, into any sink.
+pub fn replay_into(
+    cfg: &Config,
+    captures: &[PathBuf],
+    sink: Box<dyn FlowSink>,
+) -> Result<ReplaySummary, ReplayError> {
+    if captures.is_empty() {
+        return Err(ReplayError::NoInput);
+    }
+    let mut inputs = Merge::open(captures)?;
+    let counts = Arc::new(Counts::default());
+    let sink = CountingSink {
+        inner: sink,
+        counts: counts.clone(),
+    };
+    let mut engine =
+        Engine::new(cfg, GeoDb::embedded(), Box::new(sink)).map_err(ReplayError::Engine)?;
+    let classifier = Classifier::new(cfg);
+    let mut summary = ReplaySummary::default();
+    let mut emits = Vec::new();
+    let mut now: Option<Timestamp> = None;
+    let mut last_poll = Timestamp(0);
+
+    while let Some(mut frame) = inputs.next(&mut summary) {
+        summary.packets += 1;
+        // The engine's clock never goes backwards, whatever the capture says.
+        let ts = now.map_or(frame.ts, |n| n.max(frame.ts));
+        if now.is_none() {
+            last_poll = ts;
+        }
+        now = Some(ts);
+        if ts.since(last_poll) >= POLL_EVERY {
+            engine.poll(ts);
+            last_poll = ts;
+        }
+        let side = match classifier.classify(&frame.data) {
+            Class::Outbound => Side::Inside,
+            Class::ToEip => Side::Outside,
+            Class::InsideReply => {
+                if !engine.to_outside_view(&mut frame.data) {
+                    summary.unmatched_replies += 1;
+                    continue;
+                }
+                Side::Outside
+            }
+            Class::NotOurs => {
+                summary.not_snat += 1;
+                continue;
+            }
+            Class::Unparsable => {
+                summary.unparsable += 1;
+                continue;
+            }
+        };
+        let _: Verdict = engine.process(ts, side, &mut frame.data);
+        engine.drain_emits(&mut emits);
+        summary.emitted += emits.len() as u64;
+        emits.clear();
+    }
+    if let Some(ts) = now {
+        engine.shutdown(ts);
+        engine.drain_emits(&mut emits);
+        summary.emitted += emits.len() as u64;
+    }
+    drop(engine); // releases the sink
+    summary.skipped = inputs.skipped();
+    summary.flows = counts.flows.load(Ordering::Relaxed);
+    summary.accepted = counts.accepted.load(Ordering::Relaxed);
+    summary.dropped = counts.dropped.load(Ordering::Relaxed);
+    Ok(summary)
+}
