@@ -250,6 +250,42 @@ fn item(what: &str, i: usize) -> String {
     format!("{what}[{i}]")
 }
 
+/// `what` for item `i` of `n`: indexed when `n` is a list, plain when it is a single value.
+fn item_of(n: &Node, what: &str, i: usize) -> String {
+    if matches!(n.value, Value::Seq(_)) {
+        item(what, i)
+    } else {
+        what.to_string()
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints (short strings only).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// ` (did you mean `x`?)` when one of `known` is close to `s`, else nothing.
+fn did_you_mean<'k>(s: &str, known: impl IntoIterator<Item = &'k str>) -> String {
+    let s = s.to_ascii_lowercase();
+    known
+        .into_iter()
+        .map(|k| (distance(&s, &k.to_ascii_lowercase()), k))
+        // Two edits on a short word is another word (`sctp` is not `icmp`).
+        .filter(|(d, k)| *d <= if k.len() > 4 { 2 } else { 1 })
+        .min()
+        .map_or(String::new(), |(_, k)| format!(" (did you mean `{k}`?)"))
+}
+
 /// Iterate a value that may be one item or a list of items.
 fn one_or_many(n: &Node) -> Vec<&Node> {
     match &n.value {
@@ -272,10 +308,11 @@ impl Dec {
     }
 
     fn wrong_type(&mut self, n: &Node, what: &str, expected: &str) {
-        self.err(
-            n.pos,
-            format!("{what}: expected {expected}, found {}", n.kind()),
-        );
+        let found = match n.as_str() {
+            Some(s) => format!("`{s}`"),
+            None => n.kind().to_string(),
+        };
+        self.err(n.pos, format!("{what}: expected {expected}, found {found}"));
     }
 
     /// A mapping whose keys must all be in `allowed`.
@@ -293,7 +330,8 @@ impl Dec {
                 self.err(
                     k.pos,
                     format!(
-                        "unknown key `{key}` in {what}; allowed keys: {}",
+                        "unknown key `{key}` in {what}{}; allowed keys: {}",
+                        did_you_mean(key, allowed.iter().copied()),
                         allowed.join(", ")
                     ),
                 );
@@ -428,7 +466,7 @@ impl Dec {
         let mut ok = true;
         let mut out = Vec::new();
         for (i, it) in items.into_iter().enumerate() {
-            match self.net(it, &item(what, i)) {
+            match self.net(it, &item_of(n, what, i)) {
                 Some(net) => out.push(net),
                 None => ok = false,
             }
@@ -480,7 +518,7 @@ impl Dec {
         let mut ok = true;
         let mut out = Vec::new();
         for (i, it) in items.into_iter().enumerate() {
-            match self.port_range(it, &item(what, i)) {
+            match self.port_range(it, &item_of(n, what, i)) {
                 Some(r) => out.push(r),
                 None => ok = false,
             }
@@ -500,7 +538,8 @@ impl Dec {
         self.err(
             n.pos,
             format!(
-                "{what}: bad value `{s}`; expected one of: {}",
+                "{what}: bad value `{s}`{}; expected one of: {}",
+                did_you_mean(s, names.iter().copied()),
                 names.join(", ")
             ),
         );
@@ -549,7 +588,7 @@ impl Dec {
         let mut ok = true;
         let mut out = Vec::new();
         for (i, it) in items.into_iter().enumerate() {
-            match self.domain(it, &item(what, i)) {
+            match self.domain(it, &item_of(n, what, i)) {
                 Some(p) => out.push(p),
                 None => ok = false,
             }
@@ -567,7 +606,7 @@ impl Dec {
         let mut ok = true;
         let mut out = Vec::new();
         for (i, it) in items.into_iter().enumerate() {
-            let what = item(what, i);
+            let what = item_of(n, what, i);
             let Some(s) = it.as_str() else {
                 self.wrong_type(it, &what, "a country code or continent");
                 ok = false;
@@ -844,7 +883,7 @@ impl Dec {
                 (Some(en), _) => {
                     let mut v = Vec::new();
                     for (j, e) in one_or_many(en).into_iter().enumerate() {
-                        let ewhat = format!("{what}.eips[{j}]");
+                        let ewhat = item_of(en, &format!("{what}.eips"), j);
                         let Some(ip) = self.ip(e, &ewhat) else {
                             ok = false;
                             continue;
@@ -1308,7 +1347,7 @@ impl Dec {
             names.insert(s.clone(), n.pos);
             Some(s)
         });
-        let what = match &name {
+        let what = match f.get("name").and_then(Node::as_str) {
             Some(s) => format!("rule `{s}`"),
             None => format!("firewall.rules[{index}]"),
         };
@@ -1480,7 +1519,8 @@ impl Dec {
                     self.err(
                         it.pos,
                         format!(
-                            "{what}: unknown {kind} address book `{name}` (defined: {})",
+                            "{what}: unknown {kind} address book `{name}`{} (defined: {})",
+                            did_you_mean(name, known.iter().copied()),
                             if known.is_empty() {
                                 "none".to_string()
                             } else {
@@ -1787,6 +1827,36 @@ admin: {listen: \"127.0.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}
         assert_eq!(c.logging.rotate_bytes, Some(1_000_000));
         assert_eq!(c.geo.database.as_deref(), Some("/x.mmdb"));
         assert_eq!(c.admin.unwrap().tls_key.as_deref(), Some("/k"));
+    }
+
+    #[test]
+    fn hints_for_near_misses() {
+        assert_eq!(distance("enabeld", "enabled"), 2);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(
+            did_you_mean("strickt", ["loose", "strict"]),
+            " (did you mean `strict`?)"
+        );
+        assert_eq!(did_you_mean("zzz", ["loose", "strict"]), "");
+        assert_eq!(
+            did_you_mean("ab", ["xy"]),
+            "",
+            "a hint must share something"
+        );
+        assert_eq!(
+            did_you_mean("sctp", ["tcp", "udp", "icmp"]),
+            "",
+            "two edits on a short word"
+        );
+        assert_eq!(
+            did_you_mean("tpc", ["tcp", "udp"]),
+            "",
+            "a swap is two edits"
+        );
+        assert_eq!(
+            did_you_mean("udpp", ["tcp", "udp"]),
+            " (did you mean `udp`?)"
+        );
     }
 
     #[test]

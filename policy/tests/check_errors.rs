@@ -121,13 +121,13 @@ fn unknown_key_nested() {
         &text,
         7,
         "eip:",
-        "unknown key `eip` in gateway.snat[0]; allowed keys: name, source, eips",
+        "unknown key `eip` in gateway.snat[0] (did you mean `eips`?); allowed keys: name, source, eips",
     );
     rules_error_at(
         "    - {name: r, action: accept, port: 80}\n",
         10,
         "port:",
-        "unknown key `port` in firewall.rules[0]; allowed keys: name, description",
+        "unknown key `port` in firewall.rules[0] (did you mean `ports`?); allowed keys: name, description",
     );
     rules_error_at(
         "    - {name: r, action: accept, destination: {domains: [a.com]}}\n",
