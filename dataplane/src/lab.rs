@@ -582,9 +582,6 @@ impl Lab {
     /// Replace the nftables table of every gateway with the one `mode` needs.
     pub fn set_gateway_mode(&self, mode: GatewayMode) -> Result<(), LabError> {
         for g in &self.plan.gateways {
-            let rules = gateway_nft(g, mode);
-            let path = self.dir.join(format!("nft-{}.conf", g.name));
-            std::fs::write(&path, rules).map_err(|e| err("write nft rules", e))?;
             let _ = run_timeout(
                 Command::new("ip").args([
                     "netns",
@@ -598,6 +595,11 @@ impl Lab {
                 ]),
                 CMD_TIMEOUT,
             );
+            let Some(rules) = gateway_nft(g, mode) else {
+                continue;
+            };
+            let path = self.dir.join(format!("nft-{}.conf", g.name));
+            std::fs::write(&path, rules).map_err(|e| err("write nft rules", e))?;
             ns_must(&g.ns, &["nft", "-f", &path.display().to_string()])?;
         }
         Ok(())
@@ -803,8 +805,8 @@ pub fn server_addrs() -> Vec<Ipv4Addr> {
 /// Kernel: drop unsolicited traffic to the gateway from outside, forward only inside → outside
 /// (plus replies), reject the blocked server with a TCP reset (the L3/L4 equivalent of the lab
 /// policy's domain rule) except for bypassed sources, SNAT each entry's source to its EIP.
-/// Natfw: natfw owns SNAT-bound traffic; the kernel only SNATs the bypass list.
-pub fn gateway_nft(g: &GatewaySpec, mode: GatewayMode) -> String {
+/// Natfw: none (`natfw run` owns SNAT and installs the bypass list's masquerade itself).
+pub fn gateway_nft(g: &GatewaySpec, mode: GatewayMode) -> Option<String> {
     let blocked = plan::WEB_NAMES
         .iter()
         .find(|w| w.name == plan::BLOCKED_NAME)
@@ -850,18 +852,12 @@ pub fn gateway_nft(g: &GatewaySpec, mode: GatewayMode) -> String {
             }
             s.push_str("  }\n");
         }
-        GatewayMode::Natfw => {
-            s.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
-            for b in &g.bypass {
-                if let Some(e) = eip_of_bypass(b) {
-                    let _ = writeln!(s, "    oifname \"outside0\" ip saddr {b} snat to {e}");
-                }
-            }
-            s.push_str("  }\n");
-        }
+        // `natfw run` installs its own masquerade for the bypass list (restricted to the
+        // kernel's port range so return traffic stays apart from natfw's SNAT ports).
+        GatewayMode::Natfw => return None,
     }
     s.push_str("}\n");
-    s
+    Some(s)
 }
 
 /// `natfw lab status`: every lab namespace with addresses and processes.
@@ -915,10 +911,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kernel_ruleset_snats_every_entry_and_natfw_ruleset_only_bypass() {
+    fn kernel_ruleset_snats_every_entry_and_natfw_mode_leaves_nat_to_natfw() {
         let p = plan(Scenario::VSwitches, "x");
         let g = &p.gateways[0];
-        let k = gateway_nft(g, GatewayMode::Kernel);
+        let k = gateway_nft(g, GatewayMode::Kernel).expect("kernel rules");
         for e in &g.snat {
             assert!(
                 k.contains(&format!("ip saddr {} snat to {}", e.source, e.eip)),
@@ -926,12 +922,11 @@ mod tests {
             );
         }
         assert!(k.contains("reject with tcp reset"));
-        let n = gateway_nft(g, GatewayMode::Natfw);
         assert!(
-            n.contains("ip saddr 10.30.9.10/32 snat to 198.51.100.31"),
-            "{n}"
+            k.contains("ip saddr 10.30.9.10/32 snat to 198.51.100.31"),
+            "{k}"
         );
-        assert!(!n.contains("10.30.1.0/24"));
+        assert!(gateway_nft(g, GatewayMode::Natfw).is_none());
         assert_eq!(k.matches('{').count(), k.matches('}').count());
     }
 
@@ -1092,5 +1087,47 @@ impl Capture {
         let f = self.file.display().to_string();
         let out = must(&["tcpdump", "-nn", "-r", &f])?;
         Ok(out.lines().map(str::to_owned).collect())
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+    use natfw_policy::config::load_str;
+
+    /// The embedded configs load without errors or warnings and describe exactly the gateways
+    /// the topology builds (interfaces, EIPs, SNAT entries, bypass list).
+    #[test]
+    fn embedded_configs_load_and_match_the_topology() {
+        for s in Scenario::ALL {
+            for g in &plan(s, "x").gateways {
+                let text = gateway_config_text(g).expect("config");
+                let loaded = load_str(&g.config, text).unwrap_or_else(|d| panic!("{d}"));
+                assert!(
+                    loaded.warnings.is_empty(),
+                    "{}: {:?}",
+                    g.config,
+                    loaded.warnings
+                );
+                let gw = &loaded.config.gateway;
+                assert_eq!(
+                    (gw.inside.as_str(), gw.outside.as_str()),
+                    ("inside0", "outside0")
+                );
+                let eips: Vec<std::net::IpAddr> = g.eips.iter().map(|e| (*e).into()).collect();
+                assert_eq!(gw.eips, eips, "{}", g.config);
+                assert_eq!(gw.snat.len(), g.snat.len(), "{}", g.config);
+                for (c, p) in gw.snat.iter().zip(&g.snat) {
+                    assert_eq!(c.source, ipnet::IpNet::V4(p.source), "{}", g.config);
+                    assert_eq!(c.eips, vec![std::net::IpAddr::V4(p.eip)], "{}", g.config);
+                }
+                let bypass: Vec<ipnet::IpNet> = g.bypass.iter().map(|b| (*b).into()).collect();
+                assert_eq!(gw.bypass, bypass, "{}", g.config);
+                assert_eq!(
+                    loaded.config.logging.flow_log,
+                    format!("flow-{}.jsonl", g.name)
+                );
+            }
+        }
     }
 }
