@@ -28,7 +28,12 @@ pub struct RttStats {
     pub p99_us: Option<f64>,
 }
 
-/// `count` sequential echo round trips of `size` bytes to `to`, each waiting at most `timeout`.
+/// Consecutive lost probes after which [`udp_rtt`] gives up (the path is down: do not spend
+/// `count × timeout` finding out).
+const MAX_CONSECUTIVE_LOSSES: u32 = 20;
+
+/// `count` sequential echo round trips of `size` bytes to `to`, each waiting at most `timeout`;
+/// stops early after [`MAX_CONSECUTIVE_LOSSES`] losses in a row (`sent` says how many went).
 pub fn udp_rtt(to: SocketAddr, count: u32, size: usize, timeout: Duration) -> io::Result<RttStats> {
     let sock = UdpSocket::bind(("0.0.0.0", 0))?;
     sock.connect(to)?;
@@ -36,8 +41,13 @@ pub fn udp_rtt(to: SocketAddr, count: u32, size: usize, timeout: Duration) -> io
     let size = size.clamp(8, 1400);
     let mut out = vec![0u8; size];
     let mut buf = [0u8; 2048];
-    let mut samples = Vec::with_capacity(count as usize);
+    let mut samples = Vec::with_capacity(count.min(1 << 20) as usize);
+    let (mut sent, mut losses) = (0u32, 0u32);
     for seq in 0..count {
+        if losses >= MAX_CONSECUTIVE_LOSSES {
+            break;
+        }
+        sent += 1;
         out[..4].copy_from_slice(&seq.to_be_bytes());
         let t0 = Instant::now();
         sock.send(&out)?;
@@ -46,17 +56,21 @@ pub fn udp_rtt(to: SocketAddr, count: u32, size: usize, timeout: Duration) -> io
             match sock.recv(&mut buf) {
                 Ok(n) if n >= 4 && buf[..4] == seq.to_be_bytes() => {
                     samples.push(t0.elapsed().as_secs_f64() * 1e6);
+                    losses = 0;
                     break;
                 }
                 Ok(_) => continue,
-                Err(e) if is_timeout(&e) => break,
+                Err(e) if is_timeout(&e) => {
+                    losses += 1;
+                    break;
+                }
                 Err(e) => return Err(e),
             }
         }
     }
     samples.sort_by(f64::total_cmp);
     Ok(RttStats {
-        sent: count,
+        sent,
         received: samples.len() as u32,
         p50_us: percentile(&samples, 0.50),
         p99_us: percentile(&samples, 0.99),
@@ -181,5 +195,21 @@ mod tests {
         assert_eq!(r.sent, 50);
         assert!(r.received >= 45, "{r:?}");
         assert!(r.p50_us.unwrap() <= r.p99_us.unwrap());
+    }
+
+    #[test]
+    fn rtt_gives_up_on_a_dead_path() {
+        // A bound socket that never answers.
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let r = udp_rtt(
+            silent.local_addr().unwrap(),
+            1000,
+            64,
+            Duration::from_millis(5),
+        )
+        .unwrap();
+        assert_eq!(r.received, 0);
+        assert_eq!(r.sent, MAX_CONSECUTIVE_LOSSES);
+        assert_eq!(r.p50_us, None);
     }
 }
