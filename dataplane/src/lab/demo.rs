@@ -155,6 +155,16 @@ pub fn expected_allowed(scenario: Scenario, mode: GatewayMode, host: &HostSpec, 
     }
 }
 
+/// Does what was observed meet the expectation? A denied HTTP/HTTPS/TLS check must end in a
+/// TCP reset (natfw decides after the name is known and resets both ends; the kernel baseline
+/// rejects with a reset), not in silence.
+pub fn matches_expectation(want_allowed: bool, c: &Check, o: &Observed) -> bool {
+    if want_allowed || o.allowed {
+        return want_allowed == o.allowed;
+    }
+    c.web_name().is_none() || o.reset
+}
+
 /// What one check observed.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -164,6 +174,19 @@ pub struct Observed {
     pub detail: String,
     /// Source addresses nginx logged for this check's requests (HTTP/HTTPS/TLS checks).
     pub server_saw: Vec<String>,
+    /// Blocked with a TCP reset (connection refused or reset by peer), not by silence.
+    pub reset: bool,
+}
+
+impl Observed {
+    /// `allowed`, `reset` or `dropped` (no answer).
+    pub fn verdict(&self) -> &'static str {
+        match (self.allowed, self.reset) {
+            (true, _) => "allowed",
+            (false, true) => "reset",
+            (false, false) => "dropped",
+        }
+    }
 }
 
 fn tail_line(s: &str) -> String {
@@ -198,14 +221,8 @@ pub fn run_check(lab: &Lab, host: &HostSpec, c: &Check) -> Result<Observed, LabE
             )?;
             let out = String::from_utf8_lossy(&o.stdout).trim().to_owned();
             let want = web_addr(name).to_string();
-            (
-                o.status.success() && out == want,
-                if out.is_empty() {
-                    tail_line(&String::from_utf8_lossy(&o.stdout))
-                } else {
-                    out
-                },
-            )
+            let ok = o.status.success() && out == want;
+            (ok, if ok { out } else { tail_line(&out) })
         }
         Kind::Https(name) | Kind::Http(name) => {
             let (scheme, port) = if matches!(c.kind, Kind::Https(_)) {
@@ -354,10 +371,14 @@ pub fn run_check(lab: &Lab, host: &HostSpec, c: &Check) -> Result<Observed, LabE
     } else {
         Vec::new()
     };
+    let d = detail.to_ascii_lowercase();
+    let reset =
+        !allowed && (d.contains("reset") || d.contains("refused") || d.starts_with("curl exit 7:"));
     Ok(Observed {
         allowed,
         detail,
         server_saw,
+        reset,
     })
 }
 
@@ -471,11 +492,15 @@ fn demo_body(lab: &mut Lab, scenario: Scenario, mode: GatewayMode) -> i32 {
         "host", "check", "expect", "got", "ok", "server saw"
     );
     for (host, c, want, o) in &rows {
-        let ok = *want == o.allowed;
+        let ok = matches_expectation(*want, c, o);
         if !ok {
             mismatches += 1;
         }
-        let verdict = |b: bool| if b { "allowed" } else { "blocked" };
+        let verdict = |b: bool| match (b, c.web_name().is_some()) {
+            (true, _) => "allowed",
+            (false, true) => "reset",
+            (false, false) => "blocked",
+        };
         let saw = if o.server_saw.is_empty() {
             "-".to_string()
         } else {
@@ -487,7 +512,7 @@ fn demo_body(lab: &mut Lab, scenario: Scenario, mode: GatewayMode) -> i32 {
             host.name,
             c.label,
             verdict(*want),
-            verdict(o.allowed),
+            o.verdict(),
             if ok { "yes" } else { "NO" },
             saw,
             o.detail
