@@ -12,7 +12,8 @@
  *   outside: IPv4/IPv6 whose destination is an EIP -> steer, except TCP/UDP to the kernel's own
  *            port range (the gateway's own sockets and the nftables masquerade of bypassed
  *            sources use it).
- *   everything else (ARP, non-IP, IPv6 neighbour discovery, traffic for the gateway) -> pass.
+ *   everything else (ARP, non-IP, IPv6 neighbour discovery on either side, traffic for the
+ *   gateway) -> pass.
  *
  * A packet the program steers never reaches the kernel, so anything the engine would hand to
  * the kernel must be filtered here. A failed redirect (no socket bound yet) drops: passing an
@@ -225,6 +226,16 @@ static __always_inline int handle_v6(struct xdp_md *ctx, const struct natfw_conf
 	struct addr_key dst;
 	__builtin_memcpy(dst.addr, &ip->daddr, 16);
 
+	/* Neighbour discovery and router messages (ICMPv6 133..137) are the kernel's on both
+	 * sides: a neighbour advertisement to an EIP answers the gateway's own solicitation. */
+	if (ip->nexthdr == IPPROTO_ICMPV6) {
+		__u8 *type = (__u8 *)(ip + 1);
+		if ((void *)(type + 1) > end)
+			return count(C_PASS_OTHER, XDP_PASS);
+		if (*type >= 133 && *type <= 137)
+			return count(C_PASS_OTHER, XDP_PASS);
+	}
+
 	if (cfg->side == NATFW_SIDE_OUTSIDE) {
 		if (!bpf_map_lookup_elem(&eips, &dst))
 			return count(C_PASS_OTHER, XDP_PASS);
@@ -236,14 +247,6 @@ static __always_inline int handle_v6(struct xdp_md *ctx, const struct natfw_conf
 
 	if (dst.addr[0] == 0xff)
 		return count(C_PASS_OTHER, XDP_PASS);
-	/* Neighbour discovery and router messages (ICMPv6 133..137) are the kernel's. */
-	if (ip->nexthdr == IPPROTO_ICMPV6) {
-		__u8 *type = (__u8 *)(ip + 1);
-		if ((void *)(type + 1) > end)
-			return count(C_PASS_OTHER, XDP_PASS);
-		if (*type >= 133 && *type <= 137)
-			return count(C_PASS_OTHER, XDP_PASS);
-	}
 	if (bpf_map_lookup_elem(&gw_addrs, &dst))
 		return count(C_PASS_GATEWAY, XDP_PASS);
 

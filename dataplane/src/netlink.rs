@@ -102,6 +102,48 @@ pub fn link(index: u32) -> io::Result<LinkInfo> {
     )))
 }
 
+/// Active RX queues of interface `name` (ethtool channels: rx + combined), `None` when the
+/// driver does not report channels. Netlink's IFLA_NUM_RX_QUEUES is the allocated number
+/// (veth allocates one per CPU but activates one), so the ethtool ioctl is asked instead.
+pub fn active_rx_queues(name: &str) -> io::Result<Option<u32>> {
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    // struct ethtool_channels: cmd, max_rx, max_tx, max_other, max_combined, rx_count,
+    // tx_count, other_count, combined_count.
+    let mut ch = [0u32; 9];
+    ch[0] = ETHTOOL_GCHANNELS;
+    let bytes = name.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface name too long",
+        ));
+    }
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = ch.as_mut_ptr().cast();
+    // SAFETY: plain socket(2); checked below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is ours; the descriptor is closed by OwnedFd.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCETHTOOL with a valid ifreq whose data points to a live ethtool_channels
+    // (`ch`, 9 u32) for the duration of the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(ch[5] + ch[8]))
+}
+
 /// Every address configured on the system, with its interface index.
 pub fn addresses() -> io::Result<Vec<(u32, IpAddr)>> {
     let mut out = Vec::new();
@@ -416,5 +458,8 @@ mod tests {
             .any(|(i, a)| *i == idx && a.is_loopback()));
         let r = route_get("127.0.0.1".parse().unwrap()).unwrap();
         assert_eq!(r.oif, idx);
+        // Loopback reports no ethtool channels.
+        assert_eq!(active_rx_queues("lo").unwrap(), None);
+        assert!(active_rx_queues("no-such-if0").is_err());
     }
 }

@@ -76,23 +76,30 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         full_checksums: false,
         ..EngineOptions::default()
     };
-    let engine = Engine::with_options(&cfg, GeoDb::embedded(), Box::new(sink), opts)
+    let geo = match &cfg.geo.database {
+        Some(p) => Arc::new(
+            GeoDb::open(Path::new(p))
+                .map_err(|e| RunError::Config(format!("geo.database {p}: {e}")))?,
+        ),
+        None => GeoDb::embedded(),
+    };
+    let engine = Engine::with_options(&cfg, geo, Box::new(sink), opts)
         .map_err(|e| RunError::Config(e.to_string()))?;
-    if cfg.geo.database.is_some() {
-        log("geo.database is not used by this build's engine yet; using the embedded database");
-    }
 
     let rules = SteeringRules {
         snat: cfg.gateway.snat.iter().map(|e| e.source).collect(),
         bypass: cfg.gateway.bypass.clone(),
         eips: cfg.gateway.eips.clone(),
         gateway_addrs: sys.gateway_addrs.clone(),
-        kernel_ports: Some(sys.kernel_ports.0..=sys.kernel_ports.1),
+        // Everything to an EIP is the engine's: it keeps clients' source ports, so any port
+        // range left to the kernel would catch SNAT replies. The kernel's own traffic (and the
+        // bypass masquerade) uses the outside interface's non-EIP addresses instead.
+        kernel_ports: None,
     };
     let mut steer_in = Steering::load(&cfg.gateway.inside, IfSide::Inside, &rules)?;
     let mut steer_out = Steering::load(&cfg.gateway.outside, IfSide::Outside, &rules)?;
 
-    let nft = Nft::install(&cfg, sys.kernel_ports)?;
+    let nft = Nft::install(&cfg, &sys.kernel_addrs)?;
 
     // The worker owns the sockets (xdpilone's UMEM is not Send) and the engine.
     let (fd_tx, fd_rx) = mpsc::channel();
@@ -211,7 +218,9 @@ struct System {
     inside: PortInfo,
     outside: PortInfo,
     gateway_addrs: Vec<IpAddr>,
-    kernel_ports: (u16, u16),
+    /// Addresses of the outside interface that are not EIPs (bypassed sources are SNATed to
+    /// them by the kernel).
+    kernel_addrs: Vec<IpAddr>,
     /// Next hops of the default routes out of the outside interface.
     routers: Vec<IpAddr>,
 }
@@ -221,6 +230,15 @@ fn check_system(cfg: &Config) -> Result<System, RunError> {
     let port = |name: &str, side| -> Result<PortInfo, RunError> {
         let p = PortInfo::lookup(name, side).map_err(|e| pre(e.to_string()))?;
         let l = crate::netlink::link(p.ifindex).map_err(|e| pre(format!("{name}: {e}")))?;
+        // One AF_XDP socket per interface, on queue 0: frames the NIC spreads onto other
+        // queues would find no socket (the program drops them, fail-closed).
+        let queues = crate::netlink::active_rx_queues(name)
+            .map_err(|e| pre(format!("{name}: reading RX queues: {e}")))?;
+        if let Some(q @ 2..) = queues {
+            return Err(pre(format!(
+                "{name} has {q} RX queues; natfw run uses one (ethtool -L {name} rx 1 or combined 1)"
+            )));
+        }
         if !l.up {
             return Err(pre(format!(
                 "interface {name} is down (ip link set {name} up)"
@@ -264,25 +282,19 @@ fn check_system(cfg: &Config) -> Result<System, RunError> {
             )));
         }
     }
+    let kernel_addrs = addrs
+        .iter()
+        .filter(|(i, a)| *i == outside.ifindex && !cfg.gateway.eips.contains(a))
+        .filter(|(_, a)| !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .map(|(_, a)| *a)
+        .collect();
     Ok(System {
         inside,
         outside,
         gateway_addrs: addrs.into_iter().map(|(_, a)| a).collect(),
-        kernel_ports: local_port_range(),
+        kernel_addrs,
         routers,
     })
-}
-
-/// The kernel's ephemeral port range: its own sockets and the masquerade of bypassed sources
-/// use it, so return traffic to those ports on an EIP stays with the kernel.
-fn local_port_range() -> (u16, u16) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .unwrap_or((32768, 60999))
 }
 
 /// The nftables table for bypassed sources: masqueraded by the kernel, uninspected. Deleted on
@@ -293,7 +305,7 @@ struct Nft {
 }
 
 impl Nft {
-    fn install(cfg: &Config, ports: (u16, u16)) -> Result<Nft, RunError> {
+    fn install(cfg: &Config, kernel_addrs: &[IpAddr]) -> Result<Nft, RunError> {
         // A table left by a crashed run goes first (an error here just means there was none).
         let _ = nft(&format!("delete table inet {NFT_TABLE}"));
         if cfg.gateway.bypass.is_empty() {
@@ -303,14 +315,21 @@ impl Nft {
             "table inet {NFT_TABLE} {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n"
         );
         for net in &cfg.gateway.bypass {
-            let fam = if net.addr().is_ipv4() { "ip" } else { "ip6" };
-            // Ports in the kernel's range, which the XDP program leaves to the kernel on the
-            // way back. (Replies without ports, ICMP, are steered: bypassed pings get none.)
+            let v4 = net.addr().is_ipv4();
+            // Not an EIP: replies to an EIP are steered to the engine, which does not know
+            // the kernel's connections.
+            let to = kernel_addrs.iter().find(|a| a.is_ipv4() == v4).ok_or_else(|| {
+                RunError::Prerequisite(format!(
+                    "bypass {net}: {} has no IPv{} address besides the EIPs for the kernel to SNAT bypassed sources to (ip addr add ADDR dev {})",
+                    cfg.gateway.outside,
+                    if v4 { 4 } else { 6 },
+                    cfg.gateway.outside
+                ))
+            })?;
+            let fam = if v4 { "ip" } else { "ip6" };
             script.push_str(&format!(
-                "  oifname \"{out}\" {fam} saddr {net} meta l4proto {{ tcp, udp }} masquerade to :{}-{}\n  oifname \"{out}\" {fam} saddr {net} masquerade\n",
-                ports.0,
-                ports.1,
-                out = cfg.gateway.outside,
+                "  oifname \"{}\" {fam} saddr {net} snat {fam} to {to}\n",
+                cfg.gateway.outside
             ));
         }
         script.push_str(" }\n}\n");

@@ -226,6 +226,8 @@ fn outside_steers_traffic_to_eips_except_kernel_ports() {
     let Some(mut s) = load(IfSide::Outside) else {
         return;
     };
+    let mut na = vec![136, 0, 0, 0, 0x60, 0, 0, 0];
+    na.extend_from_slice(&[0; 16]);
     check(
         &mut s,
         &[
@@ -271,10 +273,25 @@ fn outside_steers_traffic_to_eips_except_kernel_ports() {
                 v6("2001:db8:ffff::1", "2001:db8::1", 17, &ports(53, 61000)),
                 XDP_PASS,
             ),
+            (
+                "v6 neighbour advertisement to the EIP",
+                v6("2001:db8:ffff::1", "2001:db8::1", 58, &na),
+                XDP_PASS,
+            ),
+            (
+                "v6 echo reply to the EIP",
+                v6(
+                    "2001:db8:ffff::1",
+                    "2001:db8::1",
+                    58,
+                    &[129, 0, 0, 0, 0, 1, 0, 1],
+                ),
+                STEER,
+            ),
         ],
     );
     let c = s.counters().unwrap();
-    assert_eq!(c.get(Counter::RedirectFailed), 4, "{c}");
+    assert_eq!(c.get(Counter::RedirectFailed), 5, "{c}");
     assert_eq!(c.get(Counter::PassGateway), 2, "{c}");
-    assert_eq!(c.get(Counter::PassOther), 1, "{c}");
+    assert_eq!(c.get(Counter::PassOther), 2, "{c}");
 }

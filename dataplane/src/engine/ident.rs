@@ -1,0 +1,273 @@
+//! L7 identification state, kept in a side table only for flows still being identified (or
+//! holding payload), and the analysis that turns bytes into facts.
+
+use natfw_policy::eval::IpProto;
+use natfw_policy::App;
+
+use super::flow::{
+    DomainSrc, FactState, FlowData, WHY_DNS_QUERY, WHY_NOT_TLS_HTTP, WHY_NO_NAME_PROTO,
+    WHY_UDP_NO_NAME,
+};
+use crate::conntrack::FlowRef;
+use crate::l7::quic::{self, InitialAssembler};
+use crate::l7::{self, classify::classify, classify::classify_tls, ClientHelloInfo, Progress};
+use crate::reasm::{PushResult, StreamBuf};
+use crate::time::Timestamp;
+
+/// Server bytes kept for classification (server-speaks-first protocols).
+pub(crate) const SERVER_PEEK: usize = 512;
+
+/// One flow's identification state.
+#[derive(Debug)]
+pub(crate) struct Ident {
+    pub flow: FlowRef,
+    /// Client → server stream (TCP).
+    pub stream: Option<StreamBuf>,
+    /// First server bytes, in order (TCP), or the first server datagram (UDP).
+    pub server: Vec<u8>,
+    /// Next expected server sequence number.
+    pub server_next: u32,
+    /// Held frames (already translated), with their relative sequence (TCP) or arrival index.
+    pub held: Vec<(u32, Vec<u8>)>,
+    /// Bytes accounted to this entry in the global budget.
+    pub bytes: usize,
+    /// QUIC Initial reassembly (UDP flows that started with a QUIC Initial).
+    pub quic: Option<Box<InitialAssembler>>,
+    /// When identification started (pending deadline).
+    pub started: Timestamp,
+}
+
+/// Slab of [`Ident`]s with a global byte budget.
+#[derive(Debug, Default)]
+pub(crate) struct IdentTable {
+    slots: Vec<Option<Ident>>,
+    free: Vec<u32>,
+    /// Bytes held across all entries (held frames + reassembly buffers).
+    pub bytes: usize,
+}
+
+impl IdentTable {
+    pub(crate) fn insert(&mut self, id: Ident) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(id);
+                i
+            }
+            None => {
+                self.slots.push(Some(id));
+                (self.slots.len() - 1) as u32
+            }
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, i: u32) -> Option<&mut Ident> {
+        self.slots.get_mut(i as usize).and_then(Option::as_mut)
+    }
+
+    pub(crate) fn get(&self, i: u32) -> Option<&Ident> {
+        self.slots.get(i as usize).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn remove(&mut self, i: u32) -> Option<Ident> {
+        let id = self.slots.get_mut(i as usize)?.take()?;
+        self.free.push(i);
+        self.bytes = self.bytes.saturating_sub(id.bytes);
+        Some(id)
+    }
+
+    /// Re-account an entry's bytes after it changed.
+    pub(crate) fn recount(&mut self, i: u32) {
+        let Some(Some(id)) = self.slots.get_mut(i as usize) else {
+            return;
+        };
+        let now = id.held.iter().map(|(_, f)| f.len()).sum::<usize>()
+            + id.stream.as_ref().map_or(0, StreamBuf::held)
+            + id.server.len();
+        self.bytes = self.bytes.saturating_sub(id.bytes) + now;
+        id.bytes = now;
+    }
+}
+
+fn apply_hello(f: &mut FlowData, info: &ClientHelloInfo, src: DomainSrc) {
+    f.ech |= info.ech;
+    match &info.sni {
+        Some(name) => f.set_sent_domain(name, src),
+        None => {
+            f.domain_fact = FactState::Unidentifiable;
+            f.why.get_or_insert(if info.sni_is_ip {
+                "IP literal in SNI"
+            } else if info.ech {
+                "ECH without a usable outer SNI"
+            } else if src == DomainSrc::QuicSni {
+                "QUIC ClientHello without SNI"
+            } else {
+                "TLS ClientHello without SNI"
+            });
+        }
+    }
+}
+
+fn set_app(f: &mut FlowData, app: App) {
+    f.app = Some(app);
+    f.app_fact = FactState::Known;
+}
+
+fn is_http_method_prefix(c: &[u8]) -> bool {
+    const M: [&[u8]; 9] = [
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"OPTIONS ",
+        b"PATCH ",
+        b"CONNECT ",
+        b"TRACE ",
+    ];
+    M.iter()
+        .any(|m| c.starts_with(m) || (c.len() < m.len() && m.starts_with(c)))
+}
+
+/// Analyse the client stream and server bytes of a TCP flow; updates pending facts.
+pub(crate) fn analyse_tcp(f: &mut FlowData, id: &Ident, dport: u16) {
+    let client = id.stream.as_ref().map_or(&[][..], StreamBuf::contiguous);
+    if f.domain_fact == FactState::Pending && !client.is_empty() {
+        if l7::tls::looks_like_tls(client) {
+            match l7::tls::client_hello(client) {
+                Progress::Done(info) => {
+                    apply_hello(f, &info, DomainSrc::Sni);
+                    if f.app_fact == FactState::Pending {
+                        set_app(f, classify_tls(&info, Some(dport)));
+                    }
+                }
+                Progress::NeedMore => {}
+                Progress::Invalid(why) => {
+                    f.domain_fact = FactState::Unidentifiable;
+                    f.why.get_or_insert(why);
+                }
+            }
+        } else {
+            match l7::http::request(client) {
+                Progress::Done(req) => match req.host {
+                    Some(h) => f.set_sent_domain(&h, DomainSrc::Host),
+                    None => {
+                        f.domain_fact = FactState::Unidentifiable;
+                        f.why.get_or_insert(if req.host_is_ip {
+                            "IP literal in HTTP Host"
+                        } else {
+                            "HTTP request without Host"
+                        });
+                    }
+                },
+                Progress::NeedMore if is_http_method_prefix(client) => {}
+                _ => {
+                    f.domain_fact = FactState::Unidentifiable;
+                    f.why.get_or_insert(WHY_NOT_TLS_HTTP);
+                }
+            }
+        }
+    }
+    if f.app_fact == FactState::Pending {
+        match classify(IpProto::Tcp, Some(dport), client, &id.server) {
+            Progress::Done(app) => set_app(f, app),
+            Progress::NeedMore => {}
+            Progress::Invalid(why) => {
+                f.app_fact = FactState::Unidentifiable;
+                f.why.get_or_insert(why);
+            }
+        }
+    }
+    // A server that speaks first (SSH, SMTP...) settles the domain question: no name is coming.
+    if f.domain_fact == FactState::Pending && client.is_empty() && f.app_fact == FactState::Known {
+        f.domain_fact = FactState::Unidentifiable;
+        f.why.get_or_insert(WHY_NO_NAME_PROTO);
+    }
+}
+
+/// Analyse one client UDP datagram; updates pending facts. `quic` is the flow's QUIC
+/// assembler, created here when the datagram is a QUIC Initial. Returns the DNS query name, if
+/// any.
+pub(crate) fn analyse_udp(
+    f: &mut FlowData,
+    quic_state: &mut Option<Box<InitialAssembler>>,
+    dport: u16,
+    payload: &[u8],
+) -> Option<String> {
+    if !f.facts_pending() {
+        return None;
+    }
+    if quic_state.is_none() && quic::is_long_header_initial(payload) {
+        *quic_state = Some(Box::new(InitialAssembler::new()));
+    }
+    if let Some(q) = quic_state.as_mut() {
+        if f.app_fact == FactState::Pending {
+            set_app(f, App::Quic);
+        }
+        match q.push(payload) {
+            Progress::Done(info) => apply_hello(f, &info, DomainSrc::QuicSni),
+            Progress::NeedMore => {}
+            Progress::Invalid(why) => {
+                f.domain_fact = FactState::Unidentifiable;
+                f.why.get_or_insert(why);
+            }
+        }
+        return None;
+    }
+    if let Ok(msg) = l7::dns::parse(payload) {
+        if !msg.is_response {
+            set_app(f, App::Dns);
+            f.dns_only = true;
+            if f.domain_fact == FactState::Pending {
+                f.domain_fact = FactState::Unidentifiable;
+                f.why.get_or_insert(WHY_DNS_QUERY);
+            }
+            return msg.qname.filter(|q| !q.is_empty());
+        }
+    }
+    if f.app_fact == FactState::Pending {
+        match classify(IpProto::Udp, Some(dport), payload, &[]) {
+            Progress::Done(app) => set_app(f, app),
+            Progress::NeedMore | Progress::Invalid(_) => set_app(f, App::Unknown),
+        }
+    }
+    if f.domain_fact == FactState::Pending {
+        f.domain_fact = FactState::Unidentifiable;
+        f.why.get_or_insert(WHY_UDP_NO_NAME);
+    }
+    None
+}
+
+/// Outcome of feeding a client segment to the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fed {
+    /// New bytes (or nothing to store).
+    New,
+    /// Exact duplicate of stored bytes.
+    Duplicate,
+    /// Conflicting overlap.
+    Conflict,
+    /// Over the per-flow limit.
+    Full,
+}
+
+pub(crate) fn feed_client(id: &mut Ident, seq: u32, payload: &[u8]) -> Fed {
+    let Some(s) = id.stream.as_mut() else {
+        return Fed::New;
+    };
+    match s.push(seq, payload) {
+        PushResult::Ok => Fed::New,
+        PushResult::Retransmission => Fed::Duplicate,
+        PushResult::Conflict => Fed::Conflict,
+        PushResult::Full => Fed::Full,
+        // Before the start: an old retransmission of nothing we hold.
+        PushResult::OutOfWindow => Fed::Duplicate,
+    }
+}
+
+pub(crate) fn feed_server(id: &mut Ident, seq: u32, payload: &[u8]) {
+    if seq == id.server_next && id.server.len() < SERVER_PEEK {
+        let n = payload.len().min(SERVER_PEEK - id.server.len());
+        id.server.extend_from_slice(&payload[..n]);
+        id.server_next = id.server_next.wrapping_add(payload.len() as u32);
+    }
+}

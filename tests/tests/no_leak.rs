@@ -1,0 +1,542 @@
+//! "No application payload byte reaches the outside before the verdict is final": real captures
+//! driven through the engine frame by frame, every frame the engine forwards or emits inspected.
+//!
+//! Captures were taken on the inside, so server replies are first turned into what arrives at the
+//! outside (`Engine::to_outside_view`), as `natfw replay` does.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use natfw_dataplane::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
+use natfw_dataplane::flowlog::{FlowRecord, FlowSink};
+use natfw_dataplane::time::Timestamp;
+use natfw_dataplane::wire::{self, PacketInfo, L4};
+use natfw_policy::{
+    Action, Config, Destination, DomainMode, DomainPattern, Mode, Protocol, Rule, RuleAction,
+};
+
+fn corpus(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/corpus")
+        .join(name)
+}
+
+fn frames(name: &str) -> Vec<(Timestamp, Vec<u8>)> {
+    natfw_dataplane::pcap::open(&corpus(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .map(|f| {
+            let f = f.unwrap_or_else(|e| panic!("{name}: {e}"));
+            (f.ts, f.data)
+        })
+        .collect()
+}
+
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<FlowRecord>>>);
+
+impl FlowSink for Sink {
+    fn record(&mut self, rec: FlowRecord) {
+        self.0.lock().unwrap().push(rec);
+    }
+}
+
+/// A frame that left the engine: by which side, and whether it was a release/RST (emit).
+#[derive(Debug)]
+struct Out {
+    side: Side,
+    frame: Vec<u8>,
+    emitted: bool,
+}
+
+struct Rig {
+    engine: Engine,
+    sink: Sink,
+    out: Vec<Out>,
+    verdicts: Vec<Verdict>,
+}
+
+fn private(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(a) if a.octets()[0] == 10)
+}
+
+impl Rig {
+    fn new(cfg: &Config, opts: EngineOptions) -> Rig {
+        let sink = Sink::default();
+        let engine =
+            Engine::with_options(cfg, GeoDb::embedded(), Box::new(sink.clone()), opts).unwrap();
+        Rig {
+            engine,
+            sink,
+            out: Vec::new(),
+            verdicts: Vec::new(),
+        }
+    }
+
+    /// Feed one captured frame at `t`: outbound as is, replies as seen at the outside.
+    fn feed(&mut self, t: Timestamp, frame: &[u8]) -> Verdict {
+        let mut f = frame.to_vec();
+        let Ok(info) = wire::parse(&f) else {
+            // ARP and friends: the kernel's.
+            let v = self.engine.process(t, Side::Inside, &mut f);
+            assert_eq!(v, Verdict::ToKernel);
+            return v;
+        };
+        let side = if private(info.src) {
+            Side::Inside
+        } else {
+            assert!(self.engine.to_outside_view(&mut f), "reply without a flow");
+            Side::Outside
+        };
+        self.engine.poll(t);
+        let v = self.engine.process(t, side, &mut f);
+        if v == Verdict::Forward {
+            self.out.push(Out {
+                side: side.other(),
+                frame: f,
+                emitted: false,
+            });
+        }
+        self.drain();
+        self.verdicts.push(v);
+        v
+    }
+
+    fn drain(&mut self) {
+        let mut emits: Vec<Emit> = Vec::new();
+        self.engine.drain_emits(&mut emits);
+        self.out.extend(emits.into_iter().map(|e| Out {
+            side: e.side,
+            frame: e.frame,
+            emitted: true,
+        }));
+    }
+
+    fn run(&mut self, name: &str) {
+        let fs = frames(name);
+        let last = fs.last().map_or(Timestamp(0), |f| f.0);
+        for (t, f) in &fs {
+            self.feed(*t, f);
+        }
+        self.finish(last);
+    }
+
+    fn finish(&mut self, last: Timestamp) {
+        self.engine
+            .shutdown(last.add(std::time::Duration::from_secs(1)));
+        self.drain();
+    }
+
+    fn records(&self) -> Vec<FlowRecord> {
+        self.sink.0.lock().unwrap().clone()
+    }
+}
+
+fn tcp(info: &PacketInfo) -> (u32, u8) {
+    match info.l4 {
+        L4::Tcp { seq, flags, .. } => (seq, flags.0),
+        _ => panic!("not tcp"),
+    }
+}
+
+const RST: u8 = 0x04;
+
+fn rule(name: &str, domain: &str, action: RuleAction) -> Rule {
+    let pattern = match domain.strip_prefix("*.") {
+        Some(s) => DomainPattern::Wildcard(s.into()),
+        None => DomainPattern::Exact(domain.into()),
+    };
+    Rule {
+        name: name.into(),
+        description: String::new(),
+        source: None,
+        destination: Destination::Domains(vec![pattern]),
+        domain_mode: DomainMode::Fqdn,
+        protocol: Protocol::Any,
+        ports: None,
+        applications: None,
+        action,
+        enabled: true,
+        pos: Default::default(),
+    }
+}
+
+fn config(rules: Vec<Rule>, default_action: Action, mode: Mode) -> Config {
+    let mut cfg = natfw_policy::config::embedded_default();
+    cfg.firewall.rules = rules;
+    cfg.firewall.default_action = default_action;
+    cfg.firewall.mode = mode;
+    cfg
+}
+
+fn eip() -> IpAddr {
+    "192.0.2.1".parse().unwrap()
+}
+
+/// Drop a domain: no payload byte of the flow ever leaves by the outside, both ends get RSTs,
+/// the record says drop.
+fn assert_dropped(capture: &str, domain: &str, server: &str, proto: &str) {
+    let cfg = config(
+        vec![rule("block", domain, RuleAction::Drop)],
+        Action::Accept,
+        Mode::Loose,
+    );
+    let mut rig = Rig::new(&cfg, EngineOptions::default());
+    rig.run(capture);
+    let server: IpAddr = server.parse().unwrap();
+    let mut rst_in = 0;
+    let mut rst_out = 0;
+    for o in &rig.out {
+        let info = wire::parse(&o.frame).unwrap();
+        assert!(wire::verify_checksums(&o.frame, &info), "bad checksum");
+        match o.side {
+            Side::Outside => {
+                assert_eq!(info.dst, server);
+                assert_eq!(info.src, eip(), "left untranslated");
+                assert_eq!(info.payload_len, 0, "{capture}: payload leaked: {o:?}");
+                if proto == "tcp" && tcp(&info).1 & RST != 0 && o.emitted {
+                    rst_out += 1;
+                }
+            }
+            Side::Inside => {
+                if proto == "tcp" && tcp(&info).1 & RST != 0 && o.emitted {
+                    assert_eq!(info.src, server);
+                    assert!(private(info.dst));
+                    rst_in += 1;
+                }
+            }
+        }
+    }
+    let recs = rig.records();
+    let flows: Vec<_> = recs
+        .iter()
+        .filter(|r| r.dst_ip == server.to_string() && r.ip_protocol == proto)
+        .collect();
+    assert!(!flows.is_empty());
+    for r in &flows {
+        assert_eq!(r.action, "drop", "{r:?}");
+        assert_eq!(r.end_reason, "denied", "{r:?}");
+        assert_eq!(r.acl_rule_id.as_deref(), Some("block"));
+        assert_eq!(r.app_dpi_state, "policy_discard");
+        assert!(
+            r.reason.starts_with("matched rule block (domain "),
+            "{}",
+            r.reason
+        );
+    }
+    if proto == "tcp" {
+        assert_eq!(rst_in, flows.len(), "{capture}: one RST to each client");
+        assert_eq!(rst_out, flows.len(), "{capture}: one RST to each server");
+    }
+    assert_eq!(rig.engine.flow_count(), 0);
+}
+
+#[test]
+fn dropped_tls_sni_never_leaks() {
+    assert_dropped("https_curl.pcap", "api.vendor.test", "203.0.113.10", "tcp");
+}
+
+#[test]
+fn dropped_two_segment_chromium_hello_never_leaks() {
+    assert_dropped(
+        "https_chromium.pcap",
+        "*.example.test",
+        "198.51.100.10",
+        "tcp",
+    );
+}
+
+#[test]
+fn dropped_out_of_order_hello_never_leaks() {
+    assert_dropped(
+        "tls_out_of_order.pcap",
+        "ooo.vendor.test",
+        "203.0.113.31",
+        "tcp",
+    );
+}
+
+#[test]
+fn dropped_http_host_never_leaks() {
+    assert_dropped(
+        "http_curl.pcap",
+        "shop.example.test",
+        "198.51.100.10",
+        "tcp",
+    );
+}
+
+#[test]
+fn dropped_quic_sni_never_leaks() {
+    assert_dropped(
+        "quic_aioquic.pcap",
+        "h3.example.test",
+        "198.51.100.30",
+        "udp",
+    );
+}
+
+/// Accept a domain under a default drop (so the verdict is pending until the name is seen): the
+/// payload that leaves is exactly the client's stream, held bytes released once and in order.
+fn assert_released_exactly(capture: &str, domain: &str, server: &str, expect_hold: bool) {
+    let cfg = config(
+        vec![rule("allow", domain, RuleAction::Accept)],
+        Action::Drop,
+        Mode::Loose,
+    );
+    let mut rig = Rig::new(&cfg, EngineOptions::default());
+    let fs = frames(capture);
+    let server: IpAddr = server.parse().unwrap();
+
+    // The client streams per source port, from the capture: (isn, bytes by offset).
+    let mut expected: std::collections::BTreeMap<u16, (u32, Vec<Option<u8>>)> = Default::default();
+    for (_, f) in &fs {
+        let Ok(info) = wire::parse(f) else { continue };
+        let L4::Tcp {
+            sport, seq, flags, ..
+        } = info.l4
+        else {
+            continue;
+        };
+        if !private(info.src) {
+            continue;
+        }
+        if flags.syn() {
+            expected.insert(sport, (seq.wrapping_add(1), Vec::new()));
+        }
+        let (isn, bytes) = expected.get_mut(&sport).unwrap();
+        let off = seq.wrapping_sub(*isn) as usize;
+        for (i, b) in info.payload(f).iter().enumerate() {
+            if bytes.len() <= off + i {
+                bytes.resize(off + i + 1, None);
+            }
+            bytes[off + i] = Some(*b);
+        }
+    }
+
+    let mut held_any = false;
+    for (t, f) in &fs {
+        if rig.feed(*t, f) == Verdict::Held {
+            held_any = true;
+        }
+    }
+    rig.finish(fs.last().unwrap().0);
+    // Held only when identification needs more than the segment at hand.
+    assert_eq!(held_any, expect_hold, "{capture}");
+
+    // What left by the outside, per translated source port.
+    let recs = rig.records();
+    for r in recs.iter().filter(|r| r.dst_ip == server.to_string()) {
+        assert_eq!(r.action, "accept", "{r:?}");
+        assert_eq!(r.acl_rule_id.as_deref(), Some("allow"));
+        let (isn, want) = &expected[&r.src_port.unwrap()];
+        let snat_port = r.snat_port.unwrap();
+        let mut got: Vec<Option<u8>> = Vec::new();
+        let mut released: Vec<(u32, usize)> = Vec::new();
+        for o in rig.out.iter().filter(|o| o.side == Side::Outside) {
+            let info = wire::parse(&o.frame).unwrap();
+            assert!(wire::verify_checksums(&o.frame, &info));
+            let L4::Tcp { sport, seq, .. } = info.l4 else {
+                continue;
+            };
+            if sport != snat_port || info.payload_len == 0 {
+                continue;
+            }
+            assert_eq!(info.src, eip());
+            let off = seq.wrapping_sub(*isn) as usize;
+            if o.emitted {
+                released.push((seq.wrapping_sub(*isn), info.payload_len));
+            }
+            for (i, b) in info.payload(&o.frame).iter().enumerate() {
+                if got.len() <= off + i {
+                    got.resize(off + i + 1, None);
+                }
+                if let Some(prev) = got[off + i] {
+                    assert_eq!(prev, *b, "{capture}: different bytes at offset {}", off + i);
+                }
+                got[off + i] = Some(*b);
+            }
+        }
+        assert_eq!(!released.is_empty(), expect_hold, "{capture}: {released:?}");
+        // Released in order, each byte once.
+        for w in released.windows(2) {
+            assert!(
+                w[0].0 as usize + w[0].1 <= w[1].0 as usize,
+                "{capture}: {released:?}"
+            );
+        }
+        assert_eq!(&got, want, "{capture}: the outside saw a different stream");
+    }
+}
+
+#[test]
+fn accepted_tls_released_exactly_once_in_order() {
+    assert_released_exactly("https_curl.pcap", "api.vendor.test", "203.0.113.10", false);
+}
+
+#[test]
+fn accepted_chromium_two_segments_released_in_order() {
+    assert_released_exactly(
+        "https_chromium.pcap",
+        "www.pq.example.test",
+        "198.51.100.10",
+        true,
+    );
+}
+
+#[test]
+fn accepted_out_of_order_hello_released_in_order() {
+    assert_released_exactly(
+        "tls_out_of_order.pcap",
+        "ooo.vendor.test",
+        "203.0.113.31",
+        true,
+    );
+}
+
+#[test]
+fn accepted_http_released_exactly() {
+    assert_released_exactly(
+        "http_curl.pcap",
+        "shop.example.test",
+        "198.51.100.10",
+        false,
+    );
+}
+
+/// 20,000 SYNs with no replies, while an established TLS flow is in the middle of its life:
+/// the table stays bounded, the flood ages out, the established flow keeps working, and every
+/// flow gets exactly one record.
+#[test]
+fn syn_flood_bounded_established_flow_survives() {
+    let cfg = config(vec![], Action::Accept, Mode::Loose);
+    let opts = EngineOptions {
+        max_flows: 4_096,
+        ..EngineOptions::default()
+    };
+    let mut rig = Rig::new(&cfg, opts);
+    let curl = frames("https_curl.pcap");
+    let flood = frames("syn_flood.pcap");
+    assert_eq!(flood.len(), 20_000);
+    let t0 = Timestamp::from_secs(1_000_000);
+    let mut t = t0;
+    let tick = |t: &mut Timestamp| {
+        *t = t.add(std::time::Duration::from_micros(50));
+        *t
+    };
+    // Handshake and ClientHello of the curl flow first.
+    let (head, tail) = curl.split_at(4);
+    for (_, f) in head {
+        let now = tick(&mut t);
+        assert_eq!(rig.feed(now, f), Verdict::Forward);
+    }
+    let mut max_flows = 0;
+    for (_, f) in &flood {
+        let now = tick(&mut t);
+        rig.feed(now, f);
+        max_flows = max_flows.max(rig.engine.flow_count());
+    }
+    assert!(max_flows <= 4_096);
+    let st = rig.engine.stats();
+    assert!(st.evictions >= 15_000, "{st:?}");
+    for (_, f) in tail {
+        let now = tick(&mut t);
+        assert_eq!(
+            rig.feed(now, f),
+            Verdict::Forward,
+            "established flow broken"
+        );
+    }
+    // The flood's embryonic flows time out.
+    rig.engine.poll(t.add(std::time::Duration::from_secs(31)));
+    let recs = rig.records();
+    let curl_recs: Vec<_> = recs.iter().filter(|r| r.dst_ip == "203.0.113.10").collect();
+    assert_eq!(curl_recs.len(), 1);
+    assert_eq!(curl_recs[0].domain.as_deref(), Some("api.vendor.test"));
+    assert_eq!(curl_recs[0].action, "accept");
+    let flood_recs: Vec<_> = recs.iter().filter(|r| r.dst_ip == "203.0.113.5").collect();
+    let s = rig.engine.stats();
+    // A few random SYNs repeat a tuple while it is still tracked (a retransmission, no new flow).
+    assert!(s.flows_created > 19_900);
+    assert_eq!(
+        flood_recs.len() as u64 + 1,
+        s.flows_created,
+        "one record per flow"
+    );
+    assert!(flood_recs.iter().all(
+        |r| r.app_dpi_state == "tcp_not_establish" && r.app_name.as_deref() == Some("Unknown")
+    ));
+    assert!(flood_recs
+        .iter()
+        .all(|r| r.end_reason == "evicted" || r.end_reason == "timeout"));
+    assert_eq!(rig.engine.flow_count(), 0);
+    assert_eq!(
+        s.flows_ended_evicted + s.flows_ended_timeout + s.flows_ended_fin + s.flows_ended_rst,
+        s.flows_created
+    );
+}
+
+/// A ClientHello whose second segment never arrives: the flow is pending, its payload held; at
+/// the identification timeout the domain is unidentifiable and the mode decides.
+#[test]
+fn incomplete_hello_times_out_into_unidentifiable() {
+    for (mode, state) in [
+        (Mode::Loose, "unknown_loose"),
+        (Mode::Strict, "unknown_strict"),
+    ] {
+        let cfg = config(
+            vec![rule("allow", "www.pq.example.test", RuleAction::Accept)],
+            Action::Drop,
+            mode,
+        );
+        let mut rig = Rig::new(&cfg, EngineOptions::default());
+        let fs = frames("https_chromium.pcap");
+        // The first connection's handshake and the first ClientHello segment only.
+        let first = wire::parse(&fs[0].1).unwrap();
+        let L4::Tcp { sport, .. } = first.l4 else {
+            panic!()
+        };
+        let mut fed_payload = 0;
+        let mut last = fs[0].0;
+        for (t, f) in &fs {
+            let Ok(info) = wire::parse(f) else { continue };
+            let L4::Tcp {
+                sport: s, dport, ..
+            } = info.l4
+            else {
+                continue;
+            };
+            if s != sport && dport != sport {
+                continue;
+            }
+            if info.payload_len > 0 {
+                if fed_payload == 1 || !private(info.src) {
+                    break;
+                }
+                fed_payload += 1;
+                assert_eq!(rig.feed(*t, f), Verdict::Held);
+            } else {
+                rig.feed(*t, f);
+            }
+            last = *t;
+        }
+        assert_eq!(fed_payload, 1);
+        assert!(rig.records().is_empty(), "decided too early");
+        rig.engine.poll(last.add(std::time::Duration::from_secs(6)));
+        rig.drain();
+        let recs = rig.records();
+        assert_eq!(recs.len(), 1, "{recs:?}");
+        let r = &recs[0];
+        assert_eq!(r.action, "drop");
+        assert_eq!(r.domain, None);
+        assert!(r.reason.contains("timed out"), "{}", r.reason);
+        assert_eq!(r.app_dpi_state, state, "{r:?}");
+        assert!(rig
+            .out
+            .iter()
+            .all(|o| o.side == Side::Inside || wire::parse(&o.frame).unwrap().payload_len == 0));
+        // Both ends were reset.
+        let rsts = rig.out.iter().filter(|o| o.emitted).count();
+        assert_eq!(rsts, 2);
+    }
+}
