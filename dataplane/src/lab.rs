@@ -349,7 +349,7 @@ impl Lab {
             }
         }
         for g in &self.plan.gateways {
-            for e in g.eips.iter().skip(1) {
+            for e in &g.eips {
                 let a = format!("{e}/{}", plan::INET_PREFIX_LEN);
                 must(&["ip", "-n", &g.ns, "addr", "add", &a, "dev", "outside0"])?;
             }
@@ -741,10 +741,11 @@ impl Lab {
             let eips: Vec<String> = g.eips.iter().map(Ipv4Addr::to_string).collect();
             let _ = writeln!(
                 s,
-                "  gateway {:<5} ns {:<22} EIPs {}",
+                "  gateway {:<5} ns {:<22} EIPs {} (own address {})",
                 g.name,
                 g.ns,
-                eips.join(", ")
+                eips.join(", "),
+                g.own_addr
             );
             for e in &g.snat {
                 let _ = writeln!(s, "    snat {:<9} {:<15} -> {}", e.name, e.source, e.eip);
@@ -812,7 +813,6 @@ pub fn gateway_nft(g: &GatewaySpec, mode: GatewayMode) -> Option<String> {
         .find(|w| w.name == plan::BLOCKED_NAME)
         .map(|w| w.addr)
         .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    let eip_of_bypass = |b: &ipnet::Ipv4Net| g.eip_for(b.addr()).or(g.eips.first().copied());
     let mut s = String::from("table ip natfw_lab {\n");
     match mode {
         GatewayMode::Kernel => {
@@ -838,10 +838,13 @@ pub fn gateway_nft(g: &GatewaySpec, mode: GatewayMode) -> Option<String> {
             let _ = writeln!(s, "    iifname \"inside0\" ip daddr {blocked} drop");
             s.push_str("    iifname \"inside0\" oifname \"outside0\" accept\n  }\n");
             s.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
+            // Bypassed sources leave from the gateway's own address, as under natfw.
             for b in &g.bypass {
-                if let Some(e) = eip_of_bypass(b) {
-                    let _ = writeln!(s, "    oifname \"outside0\" ip saddr {b} snat to {e}");
-                }
+                let _ = writeln!(
+                    s,
+                    "    oifname \"outside0\" ip saddr {b} snat to {}",
+                    g.own_addr
+                );
             }
             for e in &g.snat {
                 let _ = writeln!(
@@ -923,7 +926,7 @@ mod tests {
         }
         assert!(k.contains("reject with tcp reset"));
         assert!(
-            k.contains("ip saddr 10.30.9.10/32 snat to 198.51.100.31"),
+            k.contains("ip saddr 10.30.9.10/32 snat to 198.51.100.130"),
             "{k}"
         );
         assert!(gateway_nft(g, GatewayMode::Natfw).is_none());

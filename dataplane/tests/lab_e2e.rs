@@ -240,7 +240,7 @@ fn bypassed_host_goes_out_uninspected_and_vswitches_use_their_own_eip() {
     };
     let mgmt = run(&lab, "mgmt", Kind::Https(plan::BLOCKED_NAME));
     assert!(mgmt.allowed, "bypassed host was filtered: {mgmt:?}");
-    assert_eq!(mgmt.server_saw, vec!["198.51.100.31".to_string()]);
+    assert_eq!(mgmt.server_saw, vec!["198.51.100.130".to_string()]);
     assert!(!run(&lab, "vsw1", Kind::Https(plan::BLOCKED_NAME)).allowed);
     for (host, eip) in [
         ("vsw1", "198.51.100.31"),

@@ -204,7 +204,7 @@ fn vswitches_use_their_own_eip_and_the_bypassed_host_is_not_filtered() {
         ("vsw1", "198.51.100.31"),
         ("vsw2", "198.51.100.32"),
         ("vsw3", "198.51.100.33"),
-        ("mgmt", "198.51.100.31"),
+        ("mgmt", "198.51.100.130"),
     ] {
         let o = run(&lab, host, Kind::Http("updates.vendor.test"));
         assert!(o.allowed, "{host}: {o:?}");
@@ -214,7 +214,7 @@ fn vswitches_use_their_own_eip_and_the_bypassed_host_is_not_filtered() {
     assert!(!run(&lab, "vsw1", Kind::Https(plan::BLOCKED_NAME)).allowed);
     let o = run(&lab, "mgmt", Kind::Https(plan::BLOCKED_NAME));
     assert!(o.allowed, "{o:?}");
-    assert_eq!(o.server_saw, vec!["198.51.100.31".to_string()]);
+    assert_eq!(o.server_saw, vec!["198.51.100.130".to_string()]);
 }
 
 #[test]

@@ -167,6 +167,10 @@ pub struct GatewaySpec {
     /// Short name (`prod`, `dmz`, `vpc`), also used for config and flow-log file names.
     pub name: String,
     pub ns: String,
+    /// The gateway's own address on `outside0` (primary, not an EIP): the kernel's traffic
+    /// (neighbour probes) and the SNAT of bypassed sources use it, since everything to an EIP
+    /// belongs to natfw.
+    pub own_addr: Ipv4Addr,
     pub eips: Vec<Ipv4Addr>,
     pub snat: Vec<SnatSpec>,
     /// Sources SNATed by the kernel, not inspected (natfw's bypass list).
@@ -270,6 +274,7 @@ impl Builder {
     fn gateway(
         &mut self,
         name: &str,
+        own_addr: Ipv4Addr,
         eips: &[Ipv4Addr],
         snat: &[(&str, Ipv4Net, Ipv4Addr)],
         bypass: &[Ipv4Net],
@@ -280,7 +285,7 @@ impl Builder {
         self.plan.links.push(Link {
             a_ns: ns.clone(),
             a_if: "outside0".into(),
-            a_addr: eips.first().map(|e| net(*e, INET_PREFIX_LEN)),
+            a_addr: Some(net(own_addr, INET_PREFIX_LEN)),
             b_ns: inet,
             b_if: format!("to-{name}"),
             b_addr: None,
@@ -290,6 +295,7 @@ impl Builder {
         self.plan.gateways.push(GatewaySpec {
             name: name.into(),
             ns: ns.clone(),
+            own_addr,
             eips: eips.to_vec(),
             snat: snat
                 .iter()
@@ -346,6 +352,7 @@ pub fn plan(scenario: Scenario, tag: &str) -> Plan {
             let test_eip = ip(198, 51, 100, 12);
             let (gp, gp_ns) = b.gateway(
                 "prod",
+                ip(198, 51, 100, 111),
                 &[prod_eip],
                 &[("prod-vpc", net(ip(10, 10, 0, 0), 16), prod_eip)],
                 &[],
@@ -353,6 +360,7 @@ pub fn plan(scenario: Scenario, tag: &str) -> Plan {
             );
             let (gt, gt_ns) = b.gateway(
                 "test",
+                ip(198, 51, 100, 112),
                 &[test_eip],
                 &[("test-vpc", net(ip(10, 20, 0, 0), 16), test_eip)],
                 &[],
@@ -375,6 +383,7 @@ pub fn plan(scenario: Scenario, tag: &str) -> Plan {
                 .collect();
             let (g, g_ns) = b.gateway(
                 "dmz",
+                ip(198, 51, 100, 120),
                 &[eip_a, eip_b],
                 &snat,
                 &[],
@@ -406,6 +415,7 @@ pub fn plan(scenario: Scenario, tag: &str) -> Plan {
             let mgmt = ip(10, 30, 9, 10);
             let (g, g_ns) = b.gateway(
                 "vpc",
+                ip(198, 51, 100, 130),
                 &eips,
                 &[
                     ("vsw1", net(ip(10, 30, 1, 0), 24), eips[0]),
@@ -454,6 +464,16 @@ impl Plan {
     pub fn expected_eip(&self, host: &HostSpec) -> Option<Ipv4Addr> {
         self.gateway_of(host).eip_for(host.addr)
     }
+
+    /// The source address the internet sees for a host: its EIP, or for a bypassed host the
+    /// gateway's own address (the kernel SNATs it; EIPs belong to natfw).
+    pub fn expected_source(&self, host: &HostSpec) -> Option<Ipv4Addr> {
+        if host.bypassed {
+            Some(self.gateway_of(host).own_addr)
+        } else {
+            self.expected_eip(host)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -490,6 +510,21 @@ mod tests {
                 let eip = p.expected_eip(h).expect("host not SNAT-bound");
                 assert!(g.eips.contains(&eip));
                 assert_eq!(h.bypassed, g.bypass.iter().any(|b| b.contains(&h.addr)));
+            }
+        }
+    }
+
+    #[test]
+    fn gateway_own_addresses_are_distinct_and_not_eips() {
+        let mut seen = HashSet::new();
+        for s in Scenario::ALL {
+            let p = plan(s, "x");
+            for g in &p.gateways {
+                assert!(!g.eips.contains(&g.own_addr), "{}", g.name);
+                assert!(seen.insert(g.own_addr), "{}", g.own_addr);
+            }
+            for h in p.hosts.iter().filter(|h| h.bypassed) {
+                assert_eq!(p.expected_source(h), Some(p.gateway_of(h).own_addr));
             }
         }
     }
