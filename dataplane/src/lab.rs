@@ -27,6 +27,16 @@ pub use plan::{plan, GatewaySpec, HostSpec, Plan, Role, Scenario};
 /// Where lab state (configs, certificates, keys, server logs, flow logs) lives, per tag.
 pub const STATE_ROOT: &str = "/run/natfw-lab";
 
+/// What `natfw run` prints (stderr) once it forwards.
+const NATFW_READY_MARK: &str = "SIGINT/SIGTERM to stop";
+/// How long `natfw run` may take to get ready.
+const NATFW_READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn tail_lines(s: &str, n: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(n)..].join("\n")
+}
+
 /// Default timeout of one command the lab runs.
 const CMD_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -646,7 +656,8 @@ impl Lab {
     }
 
     /// Write gateway `gi`'s config into the state dir (flow log `flow-<name>.jsonl` relative to
-    /// it) and start `natfw run --config` in its namespace. Fails if natfw exits within 1.5 s.
+    /// it) and start `natfw run --config` in its namespace; returns once it reports that it
+    /// forwards. Fails (with the end of its output) if it exits or is not ready in 15 s.
     pub fn start_natfw(&mut self, gi: usize) -> Result<(), LabError> {
         let g = self
             .plan
@@ -673,23 +684,36 @@ impl Lab {
             .spawn()
             .map_err(|e| err("spawn natfw run", e))?;
         self.natfw.push(NatfwProc { gateway: gi, child });
-        let deadline = Instant::now() + Duration::from_millis(1500);
-        while Instant::now() < deadline {
-            if let Some(p) = self.natfw.last_mut() {
-                if let Ok(Some(st)) = p.child.try_wait() {
-                    self.natfw.pop();
-                    let out = std::fs::read_to_string(self.dir.join(&log_name)).unwrap_or_default();
-                    let tail: Vec<&str> = out.lines().rev().take(8).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    return Err(err(
-                        format!("natfw run in {} exited at start ({st})", g.ns),
-                        tail.join("\n"),
-                    ));
-                }
+        // Ready when it says it forwards (XDP attached, sockets registered, router neighbours
+        // probed); traffic sent before that would be lost.
+        let deadline = Instant::now() + NATFW_READY_TIMEOUT;
+        loop {
+            let out = std::fs::read_to_string(self.dir.join(&log_name)).unwrap_or_default();
+            let exited = self
+                .natfw
+                .last_mut()
+                .and_then(|p| p.child.try_wait().ok().flatten());
+            if let Some(st) = exited {
+                self.natfw.pop();
+                return Err(err(
+                    format!("natfw run in {} exited at start ({st})", g.ns),
+                    tail_lines(&out, 8),
+                ));
+            }
+            if out.contains(NATFW_READY_MARK) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(err(
+                    format!(
+                        "natfw run in {} not ready after {NATFW_READY_TIMEOUT:?}",
+                        g.ns
+                    ),
+                    tail_lines(&out, 8),
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(())
     }
 
     /// SIGTERM every natfw this lab started and wait (5 s, then SIGKILL); returns

@@ -295,7 +295,7 @@ fn policy_matrix(s: Scenario, tag: &str) {
         if h.bypassed {
             continue;
         }
-        let rs = records_for(&recs, h.addr, c.target(), c.port());
+        let rs = demo::records_for_check(&recs, h.addr, c);
         let action = if want { "accept" } else { "drop" };
         if !rs.iter().any(|r| field(r, "action") == action) {
             failures.push(format!(

@@ -60,6 +60,15 @@ impl Check {
         }
     }
 
+    /// Flow-log `ip_protocol` of the traffic this check sends.
+    pub fn protocol(&self) -> &'static str {
+        match self.kind {
+            Kind::Dns(_) | Kind::UdpEcho => "udp",
+            Kind::Ping(_) => "icmp",
+            _ => "tcp",
+        }
+    }
+
     /// The web name involved, for HTTP(S)/TLS checks (what nginx logs as `$host`).
     pub fn web_name(&self) -> Option<&'static str> {
         match self.kind {
@@ -396,6 +405,14 @@ pub fn flow_records(lab: &Lab) -> Vec<Value> {
         .collect()
 }
 
+/// Records of `check`'s traffic from `src` (destination, protocol and port).
+pub fn records_for_check<'a>(recs: &'a [Value], src: Ipv4Addr, c: &Check) -> Vec<&'a Value> {
+    records_for(recs, src, c.target(), c.port())
+        .into_iter()
+        .filter(|r| r.get("ip_protocol").and_then(Value::as_str) == Some(c.protocol()))
+        .collect()
+}
+
 /// Records for traffic from `src` to `dst` (`dst_port` when given).
 pub fn records_for(
     recs: &[Value],
@@ -518,7 +535,7 @@ fn demo_body(lab: &mut Lab, scenario: Scenario, mode: GatewayMode) -> i32 {
             o.detail
         );
         if mode == GatewayMode::Natfw && !host.bypassed {
-            let rs = records_for(&recs, host.addr, c.target(), c.port());
+            let rs = records_for_check(&recs, host.addr, c);
             if rs.is_empty() {
                 let _ = writeln!(t, "{:>12} flow log: no record", "");
             }
