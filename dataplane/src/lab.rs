@@ -30,7 +30,7 @@ pub const STATE_ROOT: &str = "/run/natfw-lab";
 /// What `natfw run` prints (stderr) once it forwards.
 const NATFW_READY_MARK: &str = "SIGINT/SIGTERM to stop";
 /// How long `natfw run` may take to get ready.
-const NATFW_READY_TIMEOUT: Duration = Duration::from_secs(15);
+const NATFW_READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn tail_lines(s: &str, n: usize) -> String {
     let v: Vec<&str> = s.lines().collect();
@@ -657,7 +657,8 @@ impl Lab {
 
     /// Write gateway `gi`'s config into the state dir (flow log `flow-<name>.jsonl` relative to
     /// it) and start `natfw run --config` in its namespace; returns once it reports that it
-    /// forwards. Fails (with the end of its output) if it exits or is not ready in 15 s.
+    /// forwards. Fails (with the end of its output) if it exits or is not ready in 90 s (a debug
+    /// build needs ~13 s alone; parallel tests on 2 cores several times that).
     pub fn start_natfw(&mut self, gi: usize) -> Result<(), LabError> {
         let g = self
             .plan

@@ -380,9 +380,13 @@ pub fn run_check(lab: &Lab, host: &HostSpec, c: &Check) -> Result<Observed, LabE
     } else {
         Vec::new()
     };
+    // ECONNRESET / ECONNREFUSED as curl and openssl word them (errno 104 = ECONNRESET).
     let d = detail.to_ascii_lowercase();
-    let reset =
-        !allowed && (d.contains("reset") || d.contains("refused") || d.starts_with("curl exit 7:"));
+    let reset = !allowed
+        && (d.contains("reset")
+            || d.contains("refused")
+            || d.contains("errno=104")
+            || d.starts_with("curl exit 7:"));
     Ok(Observed {
         allowed,
         detail,
