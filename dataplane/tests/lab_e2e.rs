@@ -2,10 +2,9 @@
 //! clients in VPC namespaces, real servers in the internet namespace, checked from the server
 //! side (nginx access log, tcpdump on the server's segment) and in the flow log.
 //!
-//! Root only (prints `SKIP` otherwise). Until `natfw run` forwards, these tests FAIL (they do
-//! not pass vacuously), so they are `#[ignore]`d until it lands: run them with
-//! `cargo test -p natfw-dataplane --test lab_e2e -- --ignored`. The kernel-baseline topology
-//! tests live in `lab_topology.rs`. Each test
+//! Root only (prints `SKIP` otherwise). If `natfw run` cannot start or forward, these tests
+//! fail (they never pass vacuously); the kernel-baseline topology tests live in
+//! `lab_topology.rs`. Each test
 //! has its own namespace tag (`natfw-n<N>-*`) and a guard that tears the lab down on panic;
 //! parallel runs work, `--test-threads=1` is gentler on a 2-core machine.
 
@@ -80,7 +79,6 @@ fn one_record<'a>(recs: &'a [Value], src: &str, dst: &str, port: Option<u16>) ->
 }
 
 #[test]
-#[ignore = "needs `natfw run` (branch xdp); run with --ignored"]
 fn allowed_domain_over_https_and_http_reaches_the_server_from_the_eip() {
     let Some(mut lab) = up(Scenario::ProdTest, "n1") else {
         return;
@@ -105,7 +103,6 @@ fn allowed_domain_over_https_and_http_reaches_the_server_from_the_eip() {
 }
 
 #[test]
-#[ignore = "needs `natfw run` (branch xdp); run with --ignored"]
 fn denied_domain_gets_a_reset_and_no_payload_byte_reaches_the_server() {
     let Some(mut lab) = up(Scenario::ProdTest, "n2") else {
         return;
@@ -154,7 +151,6 @@ fn denied_domain_gets_a_reset_and_no_payload_byte_reaches_the_server() {
 }
 
 #[test]
-#[ignore = "needs `natfw run` (branch xdp); run with --ignored"]
 fn dns_and_ping_work_through_snat() {
     let Some(mut lab) = up(Scenario::ProdTest, "n3") else {
         return;
@@ -186,7 +182,6 @@ fn dns_and_ping_work_through_snat() {
 }
 
 #[test]
-#[ignore = "needs `natfw run` (branch xdp); run with --ignored"]
 fn unsolicited_traffic_to_an_eip_is_dropped() {
     let Some(lab) = up(Scenario::ProdTest, "n4") else {
         return;
@@ -233,7 +228,6 @@ fn unsolicited_traffic_to_an_eip_is_dropped() {
 }
 
 #[test]
-#[ignore = "needs `natfw run` (branch xdp); run with --ignored"]
 fn bypassed_host_goes_out_uninspected_and_vswitches_use_their_own_eip() {
     let Some(mut lab) = up(Scenario::VSwitches, "n5") else {
         return;
@@ -308,19 +302,16 @@ fn policy_matrix(s: Scenario, tag: &str) {
 }
 
 #[test]
-#[ignore = "needs `natfw run` (branch xdp); run with --ignored"]
 fn scenario_1_policy_matrix_and_flow_log() {
     policy_matrix(Scenario::ProdTest, "n7");
 }
 
 #[test]
-#[ignore = "needs `natfw run` (branch xdp); run with --ignored"]
 fn scenario_2_policy_matrix_and_flow_log() {
     policy_matrix(Scenario::SharedDmz, "n8");
 }
 
 #[test]
-#[ignore = "needs `natfw run` (branch xdp); run with --ignored"]
 fn scenario_3_policy_matrix_and_flow_log() {
     policy_matrix(Scenario::VSwitches, "n9");
 }

@@ -1,4 +1,4 @@
-//! Lab throughput harness: the same namespace topology (lab scenario 1, prod VPC host → prod
+//! Lab throughput harness: the same namespace topology (lab scenario 1, test VPC host → test
 //! gateway → internet servers), measured in the same run with the gateway as
 //! (a) kernel forwarding + nftables SNAT and an equivalent L3/L4 ruleset, and (b) `natfw run`.
 //!
@@ -22,7 +22,10 @@ use natfw_dataplane::lab::{self, plan, GatewayMode, Lab, LabGuard, Options, Scen
 use serde_json::{json, Value};
 
 const TAG: &str = "bench";
-const HOST: &str = "prod";
+/// The test VPC: its policy (`examples/lab/scenario-1-test.yaml`: default accept, the blocked
+/// and payment domains denied) lets every benchmark flow through after inspection, like the
+/// baseline's ruleset (everything but the blocked server's address).
+const HOST: &str = "test";
 
 #[derive(Debug)]
 struct Args {
@@ -203,7 +206,8 @@ fn measure(lab: &mut Lab, mode: GatewayMode, a: &Args, s: &mut Samples, errors: 
         return;
     }
     if mode == GatewayMode::Natfw {
-        if let Err(e) = lab.start_natfw(0) {
+        let gi = lab.plan.host(HOST).map_or(0, |h| h.gateway);
+        if let Err(e) = lab.start_natfw(gi) {
             errors.push(format!("{name}: {e}"));
             return;
         }
@@ -322,7 +326,7 @@ fn main() -> ExitCode {
 
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{x:.2}"));
     println!(
-        "\nlab_harness: scenario 1 prod host -> gateway -> internet; {} repeats (ABBA), medians; \
+        "\nlab_harness: scenario 1 test host -> gateway -> internet; {} repeats (ABBA), medians; \
          iperf3 {} s; HTTP 4 threads; UDP 3000 x 64 B round trips; tx csum offload {}",
         a.repeats,
         a.seconds,
@@ -377,7 +381,7 @@ fn main() -> ExitCode {
     if let Some(path) = &a.json {
         let doc = json!({
             "harness": "lab_harness",
-            "topology": "lab scenario 1 (prod host -> prod gateway -> internet namespace)",
+            "topology": "lab scenario 1 (test host -> test gateway -> internet namespace)",
             "repeats": a.repeats,
             "iperf_seconds": a.seconds,
             "tx_csum_off": a.tx_csum_off,
