@@ -42,6 +42,69 @@ enum Command {
         #[arg(long)]
         config: std::path::PathBuf,
     },
+    /// Search flow logs.
+    Logs {
+        /// Flow-log files (JSON lines; `-` = stdin).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Source IP or CIDR.
+        #[arg(long)]
+        src: Option<String>,
+        /// Destination IP or CIDR.
+        #[arg(long)]
+        dst: Option<String>,
+        /// Domain: exact name, or *.suffix for any name under it.
+        #[arg(long)]
+        domain: Option<String>,
+        /// accept or drop.
+        #[arg(long)]
+        action: Option<String>,
+        /// Flows active at or after this time (RFC 3339, UTC if no zone).
+        #[arg(long)]
+        since: Option<String>,
+        /// Flows started at or before this time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print matching records as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Outbound ranking per private source IP (top talkers).
+    Top {
+        /// Flow-log files (JSON lines; `-` = stdin).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Rank by total bytes or by number of flows.
+        #[arg(long, value_enum, default_value = "bytes")]
+        by: TopByArg,
+        /// Sources to show.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Traffic per interval against the protected bandwidth.
+    Overview {
+        /// Flow-log files (JSON lines; `-` = stdin).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Interval length: 30s, 1m, 5m, 1h, 1d.
+        #[arg(long, default_value = "1m")]
+        interval: String,
+        /// Protected bandwidth in Mbit/s (default: the config's gateway.protected_bandwidth_mbps).
+        #[arg(long, conflicts_with = "config")]
+        bandwidth_mbps: Option<f64>,
+        /// natfw.yaml to read the protected bandwidth from.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// Also write an SVG line chart here.
+        #[arg(long)]
+        chart: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TopByArg {
+    Bytes,
+    Flows,
 }
 
 /// Run the CLI; returns the process exit code.
@@ -68,6 +131,24 @@ pub fn main() -> i32 {
                 1
             }
         },
+        Command::Logs {
+            files,
+            src,
+            dst,
+            domain,
+            action,
+            since,
+            until,
+            json,
+        } => view_exit(logs(files, src, dst, domain, action, since, until, json)),
+        Command::Top { files, by, limit } => view_exit(top(files, by, limit)),
+        Command::Overview {
+            files,
+            interval,
+            bandwidth_mbps,
+            config,
+            chart,
+        } => view_exit(overview(files, interval, bandwidth_mbps, config, chart)),
     }
 }
 
@@ -85,4 +166,111 @@ fn replay(opts: crate::replay::ReplayOptions) -> i32 {
             1
         }
     }
+}
+
+use crate::views::{self, ViewError};
+
+fn view_exit(r: Result<views::InputStats, ViewError>) -> i32 {
+    match r {
+        Ok(stats) => {
+            if let Some(w) = stats.warning() {
+                eprintln!("natfw: warning: {w}");
+            }
+            0
+        }
+        // A closed pipe (`natfw logs ... | head`) is not an error.
+        Err(ViewError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("natfw: {e}");
+            1
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn logs(
+    files: Vec<std::path::PathBuf>,
+    src: Option<String>,
+    dst: Option<String>,
+    domain: Option<String>,
+    action: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    json: bool,
+) -> Result<views::InputStats, ViewError> {
+    use views::logs::{parse_net, DomainQuery, LogFilter, LogFormat};
+    let action = match action.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some(a @ ("accept" | "drop")) => Some(a.to_string()),
+        Some(other) => {
+            return Err(ViewError::Usage(format!(
+                "bad action `{other}`: accept or drop"
+            )))
+        }
+    };
+    let filter = LogFilter {
+        src: src.as_deref().map(parse_net).transpose()?,
+        dst: dst.as_deref().map(parse_net).transpose()?,
+        domain: domain.as_deref().map(DomainQuery::parse).transpose()?,
+        action,
+        since: since.as_deref().map(views::parse_time).transpose()?,
+        until: until.as_deref().map(views::parse_time).transpose()?,
+    };
+    let format = if json {
+        LogFormat::Json
+    } else {
+        LogFormat::Table
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let (stats, _) = views::logs::logs(&files, &filter, format, &mut out)?;
+    std::io::Write::flush(&mut out)?;
+    Ok(stats)
+}
+
+fn top(
+    files: Vec<std::path::PathBuf>,
+    by: TopByArg,
+    limit: usize,
+) -> Result<views::InputStats, ViewError> {
+    let by = match by {
+        TopByArg::Bytes => views::top::TopBy::Bytes,
+        TopByArg::Flows => views::top::TopBy::Flows,
+    };
+    let (talkers, stats) = views::top::top(&files, by)?;
+    let mut out = std::io::stdout().lock();
+    views::top::print_top(&talkers, limit, &mut out)?;
+    Ok(stats)
+}
+
+fn overview(
+    files: Vec<std::path::PathBuf>,
+    interval: String,
+    bandwidth_mbps: Option<f64>,
+    config: Option<std::path::PathBuf>,
+    chart: Option<std::path::PathBuf>,
+) -> Result<views::InputStats, ViewError> {
+    let interval = views::parse_interval(&interval)?;
+    let bandwidth = match (bandwidth_mbps, config) {
+        (Some(b), _) if !(b.is_finite() && b > 0.0) => {
+            return Err(ViewError::Usage(format!("bad --bandwidth-mbps {b}")))
+        }
+        (Some(b), _) => Some(b),
+        (None, Some(path)) => {
+            let mut warnings = Vec::new();
+            let cfg = crate::replay::load_config(Some(&path), &mut warnings)
+                .map_err(|e| ViewError::Usage(e.to_string()))?;
+            cfg.gateway.protected_bandwidth_mbps.map(|b| b as f64)
+        }
+        (None, None) => None,
+    };
+    let (o, stats) = views::overview::overview(&files, interval, bandwidth)?;
+    let mut out = std::io::stdout().lock();
+    views::overview::print_overview(&o, &mut out)?;
+    if let Some(path) = chart {
+        let title = format!("natfw traffic ({}s intervals)", interval.as_secs());
+        std::fs::write(&path, views::svg::overview_chart(&o, &title))
+            .map_err(|e| ViewError::Usage(format!("{}: {e}", path.display())))?;
+    }
+    Ok(stats)
 }

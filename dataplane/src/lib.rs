@@ -18,5 +18,6 @@ pub mod run;
 pub mod snat;
 pub mod stats;
 pub mod time;
+pub mod views;
 pub mod wire;
 pub mod xdp;

@@ -108,6 +108,8 @@ pub enum ReplayError {
     FlowLog(io::Error),
     /// The engine refused the config.
     Engine(EngineError),
+    /// The configured country database could not be opened.
+    Geo(String),
     /// No capture given.
     NoInput,
 }
@@ -119,6 +121,7 @@ impl fmt::Display for ReplayError {
             ReplayError::Capture(e) => write!(f, "{e}"),
             ReplayError::FlowLog(e) => write!(f, "flow log: {e}"),
             ReplayError::Engine(e) => write!(f, "engine: {e}"),
+            ReplayError::Geo(m) => write!(f, "geo: {m}"),
             ReplayError::NoInput => f.write_str("no capture file given"),
         }
     }
@@ -326,8 +329,13 @@ pub fn replay_into(
         inner: sink,
         counts: counts.clone(),
     };
-    let mut engine =
-        Engine::new(cfg, GeoDb::embedded(), Box::new(sink)).map_err(ReplayError::Engine)?;
+    let geo = match &cfg.geo.database {
+        None => GeoDb::embedded(),
+        Some(path) => Arc::new(
+            GeoDb::open(Path::new(path)).map_err(|e| ReplayError::Geo(format!("{path}: {e}")))?,
+        ),
+    };
+    let mut engine = Engine::new(cfg, geo, Box::new(sink)).map_err(ReplayError::Engine)?;
     let classifier = Classifier::new(cfg);
     let mut summary = ReplaySummary::default();
     let mut emits = Vec::new();
@@ -381,4 +389,190 @@ pub fn replay_into(
     summary.accepted = counts.accepted.load(Ordering::Relaxed);
     summary.dropped = counts.dropped.load(Ordering::Relaxed);
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/corpus")
+            .join(name)
+    }
+
+    /// A little-endian µs pcap of Ethernet frames at the given times (ms).
+    fn write_pcap(path: &Path, frames: &[(u64, Vec<u8>)]) {
+        let mut v = Vec::new();
+        for x in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        for (ms, f) in frames {
+            for x in [
+                (ms / 1000) as u32,
+                ((ms % 1000) * 1000) as u32,
+                f.len() as u32,
+                f.len() as u32,
+            ] {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+            v.extend_from_slice(f);
+        }
+        std::fs::write(path, v).unwrap();
+    }
+
+    fn udp(src: [u8; 4], dst: [u8; 4], tag: u8) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        let mut ip = vec![0x45, 0, 0, 29, 0, 0, 0x40, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let sum = ip
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum::<u32>();
+        let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&[0x30, 0x39, 0, 53, 0, 9, 0, 0, tag]);
+        f
+    }
+
+    #[test]
+    fn classifies_by_snat_source_reply_and_eip() {
+        let c = Classifier::new(&natfw_policy::config::embedded_default());
+        let out = udp([10, 0, 1, 10], [198, 51, 100, 53], 0);
+        let reply = udp([198, 51, 100, 53], [10, 0, 1, 10], 0);
+        let to_eip = udp([198, 51, 100, 53], [192, 0, 2, 1], 0);
+        let public = udp([198, 51, 100, 53], [203, 0, 113, 9], 0);
+        assert_eq!(c.classify(&out), Class::Outbound);
+        assert_eq!(c.classify(&reply), Class::InsideReply);
+        assert_eq!(c.classify(&to_eip), Class::ToEip);
+        assert_eq!(c.classify(&public), Class::NotOurs);
+        assert_eq!(c.classify(&out[..20]), Class::Unparsable);
+
+        // Every frame of a real capture is either the client's or a reply to it.
+        for f in pcap::open(&corpus("https_curl.pcap")).unwrap() {
+            let f = f.unwrap();
+            assert!(matches!(
+                c.classify(&f.data),
+                Class::Outbound | Class::InsideReply
+            ));
+        }
+    }
+
+    #[test]
+    fn merges_captures_by_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.pcap"), dir.path().join("b.pcap"));
+        let f = |tag| udp([10, 0, 1, 10], [198, 51, 100, 53], tag);
+        write_pcap(&a, &[(1_000, f(1)), (3_000, f(3)), (3_000, f(4))]);
+        write_pcap(&b, &[(2_000, f(2)), (5_000, f(5))]);
+        let mut m = Merge::open(&[a, b]).unwrap();
+        let mut s = ReplaySummary::default();
+        let mut tags = vec![];
+        while let Some(fr) = m.next(&mut s) {
+            tags.push(*fr.data.last().unwrap());
+        }
+        assert_eq!(tags, [1, 2, 3, 4, 5]);
+        assert_eq!(s.parse_errors, 0);
+    }
+
+    #[test]
+    fn summary_counts_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.pcap");
+        let out = udp([10, 0, 1, 10], [198, 51, 100, 53], 0);
+        let public = udp([198, 51, 100, 53], [203, 0, 113, 9], 0);
+        write_pcap(&p, &[(1_000, out), (1_500, public), (2_000, vec![0; 20])]);
+        let (_, s) = replay_records(&natfw_policy::config::embedded_default(), &[p]).unwrap();
+        assert_eq!((s.packets, s.not_snat, s.unparsable), (3, 1, 1));
+        let line = s.to_string();
+        assert!(line.starts_with("replay: 3 packets, "), "{line}");
+        assert!(line.contains("1 frames not SNAT-bound"), "{line}");
+        assert!(matches!(
+            replay_records(&natfw_policy::config::embedded_default(), &[]),
+            Err(ReplayError::NoInput)
+        ));
+    }
+
+    /// The same capture as pcapng (ns resolution, two interfaces, frames interleaved with a
+    /// statistics block) gives the same flow records as the pcap.
+    #[test]
+    fn pcapng_replays_like_pcap() {
+        let cfg = natfw_policy::config::embedded_default();
+        let src = corpus("https_curl.pcap");
+        let (want, _) = replay_records(&cfg, std::slice::from_ref(&src)).unwrap();
+        assert!(!want.is_empty());
+
+        let block = |out: &mut Vec<u8>, btype: u32, mut body: Vec<u8>| {
+            while body.len() % 4 != 0 {
+                body.push(0);
+            }
+            let len = (body.len() + 12) as u32;
+            out.extend_from_slice(&btype.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(&len.to_le_bytes());
+        };
+        let idb = |tsresol: u8| {
+            let mut b = vec![1, 0, 0, 0, 0, 0, 0, 0]; // Ethernet, snaplen 0
+            b.extend_from_slice(&[9, 0, 1, 0, tsresol, 0, 0, 0, 0, 0, 0, 0]);
+            b
+        };
+        let mut ng = Vec::new();
+        let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        block(&mut ng, 0x0a0d_0d0a, shb);
+        block(&mut ng, 1, idb(6)); // µs
+        block(&mut ng, 1, idb(9)); // ns
+        for (i, f) in pcap::open(&src).unwrap().enumerate() {
+            let f = f.unwrap();
+            let iface = (i % 2) as u32;
+            let ticks = if iface == 0 {
+                f.ts.as_nanos() / 1000
+            } else {
+                f.ts.as_nanos()
+            };
+            let mut b = Vec::new();
+            for x in [
+                iface,
+                (ticks >> 32) as u32,
+                ticks as u32,
+                f.data.len() as u32,
+                f.orig_len,
+            ] {
+                b.extend_from_slice(&x.to_le_bytes());
+            }
+            b.extend_from_slice(&f.data);
+            block(&mut ng, 6, b);
+            block(&mut ng, 5, vec![0; 12]); // interface statistics: skipped
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("https_curl.pcapng");
+        std::fs::write(&path, ng).unwrap();
+        let (got, summary) = replay_records(&cfg, &[path]).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(summary.skipped, summary.packets);
+    }
+
+    /// Corrupted captures end in errors or odd frames, never a panic, and what was read before
+    /// the damage is still replayed.
+    #[test]
+    fn corrupted_captures_never_panic() {
+        let cfg = natfw_policy::config::embedded_default();
+        let whole = std::fs::read(corpus("http_curl.pcap")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.pcap");
+        for i in (24..whole.len()).step_by(11) {
+            for v in [0x00, 0xff] {
+                let mut b = whole.clone();
+                b[i] = v;
+                std::fs::write(&path, &b).unwrap();
+                let (_, s) = replay_records(&cfg, std::slice::from_ref(&path)).unwrap();
+                assert!(s.packets <= 12);
+            }
+            std::fs::write(&path, &whole[..i]).unwrap();
+            let _ = replay_records(&cfg, std::slice::from_ref(&path)).unwrap();
+        }
+    }
 }

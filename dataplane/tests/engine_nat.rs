@@ -564,3 +564,131 @@ fn rst_ends_the_flow_at_once() {
     // The port is free again.
     assert_eq!(open(&mut e, t(2), [10, 0, 0, 2], 2000, 443), 2000);
 }
+
+fn dns_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in name.split('.') {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    m.extend(dns_name(name));
+    m.extend_from_slice(&[0, 1, 0, 1]);
+    m
+}
+
+fn dns_answer(name: &str, addr: [u8; 4]) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    m.extend(dns_name(name));
+    m.extend_from_slice(&[0, 1, 0, 1]);
+    m.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4]);
+    m.extend_from_slice(&addr);
+    m
+}
+
+/// DNS answers crossing the gateway: the query flow carries its name, a later flow of the
+/// same client to the answer's address carries it too (`dns`), and `dns`-mode rules match it.
+#[test]
+fn dns_answers_name_later_flows_and_feed_dns_rules() {
+    let resolver = [198, 51, 100, 53];
+    let mut c = cfg();
+    c.firewall.rules = vec![Rule {
+        destination: Destination::Domains(vec![natfw_policy::DomainPattern::Exact(
+            "shop.example.test".into(),
+        )]),
+        domain_mode: natfw_policy::DomainMode::Dns,
+        protocol: Protocol::Any,
+        ports: None,
+        name: "no-shop".into(),
+        ..drop_port_rule(0)
+    }];
+    let (mut e, sink) = engine_with(&c, EngineOptions::default());
+    let mut q = udp(
+        [10, 0, 0, 7],
+        resolver,
+        5000,
+        53,
+        &dns_query("shop.example.test"),
+    );
+    assert_eq!(e.process(t(0), Side::Inside, &mut q), Verdict::Forward);
+    let (_, qport, _, _) = tuple(&q);
+    let mut a = udp(
+        resolver,
+        EIP,
+        53,
+        qport,
+        &dns_answer("shop.example.test", SERVER),
+    );
+    assert_eq!(e.process(t(1), Side::Outside, &mut a), Verdict::Forward);
+    assert_eq!(e.stats().dns_answers_learned, 1);
+    // Another client's flow to that address: denied by the dns-mode rule (global knowledge),
+    // but its log shows no name (it did not resolve it itself).
+    let mut f = tcp([10, 0, 0, 8], SERVER, 6000, 443, 1, Tcp::Syn, &[]);
+    assert_eq!(
+        e.process(t(2), Side::Inside, &mut f),
+        Verdict::Drop(DropReason::Policy)
+    );
+    // The asking client's flow: same verdict, named from its own answer.
+    let mut g = tcp([10, 0, 0, 7], SERVER, 6001, 443, 1, Tcp::Syn, &[]);
+    assert_eq!(
+        e.process(t(3), Side::Inside, &mut g),
+        Verdict::Drop(DropReason::Policy)
+    );
+    e.shutdown(t(4));
+    let recs = sink.take();
+    let by_src = |ip: &str, proto: &str| {
+        recs.iter()
+            .find(|r| r.src_ip == ip && r.ip_protocol == proto)
+            .unwrap_or_else(|| panic!("{ip} {proto}: {recs:?}"))
+            .clone()
+    };
+    let q = by_src("10.0.0.7", "udp");
+    assert_eq!(q.domain.as_deref(), Some("shop.example.test"));
+    assert_eq!(q.domain_source.as_deref(), Some("dns"));
+    assert_eq!(q.app_name.as_deref(), Some("DNS"));
+    let other = by_src("10.0.0.8", "tcp");
+    assert_eq!(other.domain, None);
+    assert_eq!(other.acl_rule_id.as_deref(), Some("no-shop"));
+    let same = by_src("10.0.0.7", "tcp");
+    assert_eq!(same.domain.as_deref(), Some("shop.example.test"));
+    assert_eq!(same.domain_source.as_deref(), Some("dns"));
+    assert_eq!(same.action, "drop");
+}
+
+#[test]
+fn icmp_error_from_inside_is_translated_out() {
+    let (mut e, _sink) = engine();
+    let mut a = udp([10, 0, 0, 1], SERVER, 5353, 9999, b"x");
+    assert_eq!(e.process(t(0), Side::Inside, &mut a), Verdict::Forward);
+    let mut b = udp([10, 0, 0, 2], SERVER, 5353, 9999, b"y");
+    assert_eq!(e.process(t(0), Side::Inside, &mut b), Verdict::Forward);
+    let (_, pb, _, _) = tuple(&b);
+    // The server's reply to host 2, as host 2 received it, quoted in host 2's port unreachable.
+    let mut reply = udp(SERVER, EIP, 9999, pb, b"reply");
+    assert_eq!(e.process(t(1), Side::Outside, &mut reply), Verdict::Forward);
+    let quoted = reply[14..14 + 28].to_vec();
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4([10, 0, 0, 2], SERVER, 64)
+        .icmpv4_raw(3, 3, [0; 4])
+        .write(&mut err, &quoted)
+        .unwrap();
+    assert_eq!(e.process(t(2), Side::Inside, &mut err), Verdict::Forward);
+    let info = wire::parse(&err).unwrap();
+    assert!(wire::verify_checksums(&err, &info));
+    assert_eq!((info.src, info.dst), (ip(EIP), ip(SERVER)));
+    let L4::Icmp {
+        kind: IcmpKind::Error { inner, .. },
+        ..
+    } = info.l4
+    else {
+        panic!("not an icmp error")
+    };
+    assert_eq!((inner.dst, inner.dport), (ip(EIP), pb));
+    assert_eq!((inner.src, inner.sport), (ip(SERVER), 9999));
+}

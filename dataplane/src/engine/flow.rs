@@ -417,3 +417,16 @@ impl FlowData {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::Entry;
+
+    /// Per-flow state is what makes 1,000,000 flows fit: keep an eye on it.
+    #[test]
+    fn per_flow_state_is_compact() {
+        let entry = std::mem::size_of::<Entry<FlowData>>();
+        assert!(entry <= 224, "conntrack entry grew to {entry} bytes");
+    }
+}

@@ -482,6 +482,10 @@ impl Engine {
                 dport: id,
                 proto: info.proto,
             },
+            L4::Icmp {
+                kind: IcmpKind::Error { inner, .. },
+                ..
+            } => return self.outbound_icmp_error(now, inner, frame, info),
             _ => return Verdict::Drop(DropReason::Unsupported),
         };
         let r = match self.table.lookup(&key) {
@@ -1115,6 +1119,51 @@ impl Engine {
         }
         self.idents.recount(idx);
         self.after_analysis(r);
+    }
+
+    /// An ICMP error from a private host about a packet of one of its flows that came in (port
+    /// unreachable, packet too big): the quoted packet and the outer source get the EIP side.
+    fn outbound_icmp_error(
+        &mut self,
+        now: Timestamp,
+        inner: wire::InnerTuple,
+        frame: &mut [u8],
+        info: &PacketInfo,
+    ) -> Verdict {
+        if !inner.has_ports || inner.dst != info.src {
+            return Verdict::Drop(DropReason::Unsupported);
+        }
+        // The quoted packet went remote → private host: the flow's reverse direction.
+        let key = FlowKey {
+            src: inner.dst,
+            dst: inner.src,
+            sport: inner.dport,
+            dport: inner.sport,
+            proto: inner.proto,
+        };
+        let Some(r) = self.table.lookup(&key) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let len = frame.len();
+        let Some(e) = self.table.get_mut(r) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let Some((eip, eport)) = e.snat else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        if e.data.verdict == FlowVerdict::Drop {
+            return Verdict::Drop(DropReason::Policy);
+        }
+        if !e.data.recorded {
+            e.data.out.add(len);
+            let class = e.class;
+            self.table.touch(r, class, now);
+        }
+        match rewrite::rewrite_icmp_error_inner(frame, info, End::Dst, eip, eport, self.ck) {
+            Ok(()) if rewrite::decrement_ttl(frame, info) => Verdict::Forward,
+            Ok(()) => Verdict::Drop(DropReason::TtlExceeded),
+            Err(_) => Verdict::Drop(DropReason::Malformed),
+        }
     }
 
     fn inbound_icmp_error(
