@@ -298,7 +298,49 @@ fn policy_matrix(s: Scenario, tag: &str) {
             ));
         }
     }
+    // The operator's search finds each host's flows by source IP, and only those.
+    let logs: Vec<PathBuf> = lab.plan.gateways.iter().map(|g| lab.flow_log(g)).collect();
+    for h in lab.plan.hosts.iter().filter(|h| !h.bypassed) {
+        let found = natfw_logs(&logs, &["--src", &h.addr.to_string()]);
+        let want = recs
+            .iter()
+            .filter(|r| field(r, "src_ip") == h.addr.to_string().as_str());
+        if found.len() != want.count() || found.is_empty() {
+            failures.push(format!(
+                "natfw logs --src {}: {} records",
+                h.addr,
+                found.len()
+            ));
+        }
+        if found
+            .iter()
+            .any(|r| field(r, "src_ip") != h.addr.to_string().as_str())
+        {
+            failures.push(format!("natfw logs --src {}: other sources listed", h.addr));
+        }
+    }
     assert!(failures.is_empty(), "{s}:\n{}", failures.join("\n"));
+}
+
+/// `natfw logs FILES... ARGS --json`, parsed.
+fn natfw_logs(files: &[PathBuf], args: &[&str]) -> Vec<Value> {
+    let present: Vec<&PathBuf> = files.iter().filter(|f| f.exists()).collect();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_natfw"))
+        .arg("logs")
+        .args(present)
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("natfw logs");
+    assert!(
+        o.status.success(),
+        "natfw logs: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
 }
 
 #[test]
