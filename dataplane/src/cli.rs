@@ -18,6 +18,11 @@ enum Command {
         /// Path to natfw.yaml.
         config: std::path::PathBuf,
     },
+    /// The network-namespace lab: VPC hosts, NAT gateways, internet servers.
+    Lab {
+        #[command(subcommand)]
+        cmd: crate::lab::cli::LabCmd,
+    },
     /// Run the engine over pcap/pcapng captures taken on the inside; write flow records.
     Replay {
         /// natfw.yaml (default: every private source SNAT-bound, no rules, accept).
@@ -109,6 +114,7 @@ pub fn main() -> i32 {
         Command::Check { config } => {
             crate::check::run(&config, &mut std::io::stdout(), &mut std::io::stderr())
         }
+        Command::Lab { cmd } => crate::lab::cli::main(cmd),
         Command::Replay {
             config,
             flow_log,

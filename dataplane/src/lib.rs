@@ -8,6 +8,7 @@ pub mod engine;
 pub mod flowlog;
 pub mod frag;
 pub mod l7;
+pub mod lab;
 pub mod neigh;
 pub mod netlink;
 pub mod pcap;
