@@ -38,7 +38,10 @@ impl Rng {
     }
 }
 
-const COUNTRIES: [&str; 8] = ["CN", "RU", "DE", "US", "FR", "BR", "IN", "JP"];
+const COUNTRIES: [&str; 24] = [
+    "CN", "RU", "DE", "US", "FR", "BR", "IN", "JP", "GB", "NL", "SE", "IT", "ES", "PL", "KR", "SG",
+    "AU", "CA", "MX", "ZA", "NG", "EG", "TR", "AR",
+];
 const TLDS: [&str; 4] = ["com", "net", "org", "io"];
 
 /// The `i`-th synthetic service name, e.g. `svc123.zone7.com` (3 labels).
@@ -69,16 +72,16 @@ fn public_v6(rng: &mut Rng) -> Ipv6Addr {
     Ipv6Addr::from(0x2400_u128 << 112 | u128::from(rng.next_u64()) << 48)
 }
 
-/// A firewall of `n` enabled rules mixing every condition kind the data path sees:
-/// ~40 % destination CIDRs (v4 and v6, /16 to /28), ~25 % domains (all modes), ~15 %
-/// countries, ~20 % protocol/port-only; some with sources, ports or applications; mostly
-/// `accept`, some `drop`, a few `log`. Loose mode, default drop.
+/// A firewall of `n` enabled rules shaped like a large real allow-list: ~55 % destination
+/// CIDRs (v4 and v6, /16 to /28), ~35 % domains (all modes), ~3 % countries, ~7 % port-only
+/// rules for one source subnet; some with sources, ports or applications; mostly `accept`,
+/// some `drop`, a few `log`. Loose mode, default drop.
 pub fn synthetic_firewall(n: usize, seed: u64) -> Firewall {
     let mut rng = Rng::new(seed);
     let rules = (0..n as u64)
         .map(|i| {
             let kind = rng.below(100);
-            let destination = if kind < 40 {
+            let destination = if kind < 55 {
                 let net = if rng.pct(80) {
                     let len = 16 + rng.below(13) as u8;
                     ipnet::IpNet::new(public_v4(&mut rng).into(), len)
@@ -87,14 +90,14 @@ pub fn synthetic_firewall(n: usize, seed: u64) -> Firewall {
                     ipnet::IpNet::new(public_v6(&mut rng).into(), len)
                 };
                 Destination::Cidrs(vec![net.expect("valid prefix length").trunc()])
-            } else if kind < 65 {
+            } else if kind < 90 {
                 let name = service_name(rng.below(n as u64 * 4));
                 Destination::Domains(vec![if rng.pct(70) {
                     DomainPattern::Exact(name)
                 } else {
                     DomainPattern::Wildcard(name)
                 }])
-            } else if kind < 80 {
+            } else if kind < 93 {
                 let c = COUNTRIES[rng.below(COUNTRIES.len() as u64) as usize];
                 Destination::Location(vec![CountryCode::new(c).expect("two letters")])
             } else {
@@ -105,7 +108,7 @@ pub fn synthetic_firewall(n: usize, seed: u64) -> Firewall {
                 1 | 2 => Protocol::Tcp,
                 _ => Protocol::Udp,
             };
-            let ports = if kind >= 80 || rng.pct(40) {
+            let ports = if kind >= 93 || rng.pct(40) {
                 let p =
                     [22u16, 25, 53, 80, 443, 993, 3306, 5432, 6379, 8080][rng.below(10) as usize];
                 Some(if rng.pct(80) {
@@ -116,7 +119,7 @@ pub fn synthetic_firewall(n: usize, seed: u64) -> Firewall {
             } else {
                 None
             };
-            let source = rng.pct(20).then(|| {
+            let source = (kind >= 93 || rng.pct(20)).then(|| {
                 let a = Ipv4Addr::new(10, rng.below(256) as u8, 0, 0);
                 vec![ipnet::IpNet::new(a.into(), 16).expect("valid prefix length")]
             });
@@ -206,7 +209,8 @@ pub fn synthetic_flows(fw: &Firewall, count: usize, seed: u64) -> Vec<SyntheticF
             let mut domain = rng
                 .pct(60)
                 .then(|| service_name(rng.next_u64() % 1_000_000));
-            let mut country = CountryCode::new(COUNTRIES[rng.below(8) as usize]);
+            let mut country =
+                CountryCode::new(COUNTRIES[rng.below(COUNTRIES.len() as u64) as usize]);
             if !fw.rules.is_empty() && rng.pct(50) {
                 let r = &fw.rules[rng.below(fw.rules.len() as u64) as usize];
                 match &r.destination {

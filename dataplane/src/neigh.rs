@@ -7,7 +7,7 @@
 //! frame that needed it is dropped (counted) and the sender's retransmission finds the entry.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// How long a learned MAC is trusted before the kernel is asked again.
@@ -79,7 +79,7 @@ impl NextHops {
             }
             Ok(None) | Err(_) => {
                 self.stats.probes += 1;
-                probe(hop);
+                probe(hop, self.ifindex);
                 self.cache.insert(
                     dst,
                     Entry::Probing {
@@ -92,14 +92,26 @@ impl NextHops {
     }
 }
 
-/// Make the kernel resolve `hop`: any datagram routed to it starts neighbour discovery.
-pub fn probe(hop: IpAddr) {
-    let bind: SocketAddr = match hop {
-        IpAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
-        IpAddr::V6(_) => ([0u16; 8], 0).into(),
+/// Make the kernel resolve `hop` (reached through interface `ifindex`): any datagram routed to
+/// it starts neighbour discovery. IPv6 link-local next hops (common for default routes) need
+/// the interface as scope.
+pub fn probe(hop: IpAddr, ifindex: u32) {
+    let (bind, to): (SocketAddr, SocketAddr) = match hop {
+        IpAddr::V4(_) => (([0, 0, 0, 0], 0).into(), (hop, 9).into()),
+        IpAddr::V6(v6) => {
+            let scope = if v6.is_unicast_link_local() {
+                ifindex
+            } else {
+                0
+            };
+            (
+                ([0u16; 8], 0).into(),
+                SocketAddr::V6(SocketAddrV6::new(v6, 9, 0, scope)),
+            )
+        }
     };
     if let Ok(s) = UdpSocket::bind(bind) {
         // Port 9 (discard). Failure (no route) just means no resolution; the caller counts.
-        let _ = s.send_to(&[], (hop, 9));
+        let _ = s.send_to(&[], to);
     }
 }

@@ -61,7 +61,9 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
+        // The first signal asks for a clean stop; a second one while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
             .map_err(|e| RunError::Other(format!("installing signal handler: {e}")))?;
     }
 
@@ -141,7 +143,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     }
     // Have the routers' MACs ready before the first packet needs them.
     for r in &sys.routers {
-        crate::neigh::probe(*r);
+        crate::neigh::probe(*r, sys.outside.ifindex);
     }
     log(&format!(
         "forwarding {} <-> {} (EIPs {:?}); SIGINT/SIGTERM to stop",

@@ -76,6 +76,21 @@ fn write_fuzz_seeds() {
         .collect();
     let quic_refs: Vec<&[u8]> = quic.iter().map(Vec::as_slice).collect();
     write("quic", "aioquic_client", &records(0, &quic_refs));
+    let chromium: Vec<Vec<u8>> = testpcap::udp_datagrams("captures/quic_chromium.pcap")
+        .into_iter()
+        .map(|d| d.2)
+        .take(2)
+        .collect();
+    write(
+        "quic",
+        "chromium_two_initials",
+        &records(0, &[&chromium[0], &chromium[1]]),
+    );
+    write(
+        "classify",
+        "quic_chromium",
+        &classify_input(1, 443, &chromium[0], b""),
+    );
     write(
         "classify",
         "quic_aioquic",

@@ -329,6 +329,8 @@ fn afxdp_io_forwards_tcp_v4_v6_and_ping_with_static_nat() {
             return;
         }
     };
+    // A smaller MTU outside: too-big packets from the inside get an ICMP answer.
+    ip(&["-n", &net.gw, "link", "set", "out0", "mtu", "1400"]).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let fwd = {
@@ -393,6 +395,49 @@ fn afxdp_io_forwards_tcp_v4_v6_and_ping_with_static_nat() {
     }
     check_snat_path(&net, 7000);
     check_snat_path_v6(&net, 7001);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.client,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+        ])
+        .args(["-s", "1400", "203.0.113.2"])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From 10.0.1.1") && text.contains("mtu = 1400"),
+        "fragmentation needed from the gateway: {text}"
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.client,
+            "ping",
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+        ])
+        .args(["-s", "1400", "2001:db8:1::2"])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From fd00:1::1") && text.contains("mtu=1400"),
+        "packet too big from the gateway: {text}"
+    );
     stop.store(true, Ordering::Relaxed);
     let (io, (cin, cout), out) = fwd.join().expect("forwarder").expect("ran");
     eprintln!("io: {io:?}\nin0: {cin}\nout0: {cout}");
@@ -408,6 +453,8 @@ fn afxdp_io_forwards_tcp_v4_v6_and_ping_with_static_nat() {
     assert_eq!(cin.get(Counter::RedirectFailed), 0);
     assert_eq!(io.bad_desc, 0);
     assert!(io.forwarded >= 10, "{io:?}");
+    assert_eq!(io.too_big, 2, "{io:?}");
+    assert_eq!(io.emitted, 2, "the ICMP answers: {io:?}");
     // Every frame is back in the pool or in a ring: none leaked.
     assert_eq!(out, 0, "frames unaccounted for");
 }
@@ -491,9 +538,10 @@ fn config(inside: &str, eip: &str, flow_log: &std::path::Path) -> String {
   name: test-gw
   inside: {inside}
   outside: out0
-  eips: [{eip}]
+  eips: [{eip}, \"2001:db8:1::1\"]
   snat:
     - {{name: lab, source: 10.0.1.0/24}}
+    - {{name: lab6, source: \"fd00:1::/64\"}}
   bypass: [10.0.1.200/32]
 firewall: {{enabled: true, mode: loose, default_action: accept, rules: []}}
 logging: {{flow_log: {}}}
@@ -532,21 +580,12 @@ fn nft_table_exists(ns: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// `natfw run` (the real binary) in the gateway namespace, its whole life: prerequisite
+/// errors, replacing a stale program, attach, SNAT of TCP and ping through the engine,
+/// unsolicited traffic to the EIP dropped, bypassed sources SNATed by the kernel, SIGTERM,
+/// detach, nftables table removed, the flow record written.
 #[test]
-fn natfw_run_lifecycle_checks_attaches_replaces_and_detaches() {
-    natfw_run_scenario(false);
-}
-
-#[test]
-#[ignore = "needs the engine's SNAT (skeleton engine merged so far); run with --ignored"]
 fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
-    natfw_run_scenario(true);
-}
-
-/// Start `natfw run` in the gateway namespace and check its whole life: prerequisite errors,
-/// replacing a stale program, attach, nftables, unsolicited traffic dropped, SIGTERM, detach.
-/// With `snat`, also the SNAT path through the engine and its flow record.
-fn natfw_run_scenario(snat: bool) {
     if let Some(why) = skip_reason() {
         eprintln!("skipped: {why}");
         return;
@@ -643,9 +682,8 @@ fn natfw_run_scenario(snat: bool) {
         "masquerade table for bypassed sources"
     );
 
-    if snat {
-        check_snat_path(&net, 7100);
-    }
+    check_snat_path(&net, 7100);
+    check_snat_path_v6(&net, 7101);
     // The gateway's own address is never steered: the kernel answers.
     assert!(
         ping(&net.client, "10.0.1.1".parse().unwrap()),
@@ -688,9 +726,6 @@ fn natfw_run_scenario(snat: bool) {
     );
     assert!(!nft_table_exists(&net.gw), "nftables table removed on exit");
 
-    if !snat {
-        return;
-    }
     // The flow log has the TCP flow, before and after SNAT.
     let text = std::fs::read_to_string(&flows).unwrap_or_default();
     let found = text
@@ -704,4 +739,66 @@ fn natfw_run_scenario(snat: bool) {
                 && r["ip_protocol"] == "tcp"
         });
     assert!(found, "flow record for the TCP connection:\n{text}\n{log}");
+}
+
+/// Next-hop resolution through a link-local IPv6 router (the usual form of an IPv6 default
+/// route): the first lookup probes, a later one finds the router's MAC.
+#[test]
+fn next_hop_via_link_local_router_is_resolved() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let net = match NetNsGuard::new("n") {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("skipped: cannot build namespaces: {e}");
+            return;
+        }
+    };
+    let (router_ll, router_mac) = in_netns(&net.server, || {
+        let idx = natfw_dataplane::netlink::if_index("eth0").unwrap();
+        let mac = natfw_dataplane::netlink::link(idx).unwrap().mac;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ll = natfw_dataplane::netlink::addresses()
+                .unwrap()
+                .into_iter()
+                .find(|(i, a)| {
+                    *i == idx && matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local())
+                });
+            if let Some((_, a)) = ll {
+                return (a, mac);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no link-local address on the server"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .join()
+    .unwrap();
+    let ll = router_ll.to_string();
+    ip(&[
+        "-n", &net.gw, "-6", "route", "replace", "default", "via", &ll, "dev", "out0",
+    ])
+    .unwrap();
+    let got = in_netns(&net.gw, || {
+        let idx = natfw_dataplane::netlink::if_index("out0").unwrap();
+        let mut hops = natfw_dataplane::neigh::NextHops::new(idx);
+        let remote: IpAddr = "2001:db8:ffff::7".parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(mac) = hops.resolve(remote, Instant::now()) {
+                return (mac, hops.stats);
+            }
+            assert!(Instant::now() < deadline, "not resolved: {:?}", hops.stats);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got.0, router_mac);
+    assert!(got.1.probes >= 1, "{:?}", got.1);
 }

@@ -8,7 +8,10 @@
 //! rules are walked, in rule order, through the very same per-rule evaluation and walk as the
 //! reference ([`rule_tri`], [`Walk`]). The index is conservative: it may let through a rule that
 //! turns out false (that rule is then skipped by `rule_tri`), never drop one that is not false,
-//! so the semantics cannot drift from the reference.
+//! so the semantics cannot drift from the reference. One refinement: in loose mode a rule
+//! whose truth is definitely *unknown* (its name or application will never be identified, and
+//! no other condition is pending) is also left out, since the walk skips it exactly like a
+//! false one; otherwise every flow without an SNI would walk all domain rules.
 
 use rustc_hash::FxHashMap;
 
@@ -60,6 +63,48 @@ impl Bits {
     }
 }
 
+/// The rule ids behind one matcher entry (a prefix, a port range, a pattern, a country): a
+/// short list, or a bitset once the list is long enough that OR-ing whole words is cheaper
+/// than setting bits one at a time (a broad range shared by many rules).
+#[derive(Debug, Clone)]
+enum Hits {
+    Sparse(Box<[u32]>),
+    Dense(Bits),
+}
+
+impl Hits {
+    fn new(ids: &[u32], words: usize) -> Hits {
+        if ids.len() >= (words / 2).max(8) {
+            let mut b = Bits::new(words);
+            b.set_all(ids);
+            Hits::Dense(b)
+        } else {
+            Hits::Sparse(ids.into())
+        }
+    }
+
+    #[inline]
+    fn add_to(&self, into: &mut Bits) {
+        match self {
+            Hits::Sparse(ids) => into.set_all(ids),
+            Hits::Dense(b) => into.or_with(&b.0),
+        }
+    }
+}
+
+fn hits_map<K: std::hash::Hash + Eq>(
+    m: FxHashMap<K, Vec<u32>>,
+    words: usize,
+) -> FxHashMap<K, Hits> {
+    m.into_iter()
+        .map(|(k, mut ids)| {
+            ids.sort_unstable();
+            ids.dedup();
+            (k, Hits::new(&ids, words))
+        })
+        .collect()
+}
+
 /// Flow protocol classes, the index of [`CompiledPolicy::proto`].
 fn proto_class(p: IpProto) -> usize {
     match p {
@@ -88,33 +133,149 @@ pub struct CompiledPolicy {
     /// Per flow protocol class (TCP, UDP, ICMP, other): enabled rules whose protocol
     /// condition holds. Every other bitset is AND-ed into a copy of one of these.
     proto: [Bits; 4],
-    /// Source: rules without a source condition, and the prefix index. `None` when no
-    /// enabled rule has a source condition (the dimension cannot exclude anything).
-    src: Option<(Bits, PrefixSet)>,
-    /// Destination port: rules without a port condition, and the range index.
-    port: Option<(Bits, PortSet)>,
+    /// Source. `None` when no enabled rule has a source condition (the dimension cannot
+    /// exclude anything); likewise for the other dimensions.
+    src: Option<RangeDim<PrefixSet>>,
+    /// Destination port.
+    port: Option<RangeDim<PortSet>>,
     dst: Option<DstIndex>,
     app: Option<AppIndex>,
+}
+
+/// A dimension indexed by a range matcher: rules without a condition there, and the hits.
+#[derive(Debug, Clone)]
+struct RangeDim<S> {
+    any: Bits,
+    hits: RangeHits<S>,
+}
+
+/// What a range matcher ([`PrefixSet`], [`PortSet`]) needs to expose for [`RangeHits`].
+trait RangeMatcher {
+    type Key: Copy;
+    fn slot_of(&self, k: Self::Key) -> Option<u32>;
+    fn slots(&self) -> usize;
+    fn for_each_slot_range(&self, slot: u32, f: impl FnMut(u32));
+    fn ranges(&self) -> usize;
+    fn payloads_of(&self, range: u32) -> &[u32];
+}
+
+macro_rules! range_matcher {
+    ($t:ty, $k:ty) => {
+        impl RangeMatcher for $t {
+            type Key = $k;
+            #[inline]
+            fn slot_of(&self, k: $k) -> Option<u32> {
+                <$t>::slot_of(self, k)
+            }
+            fn slots(&self) -> usize {
+                <$t>::slots(self)
+            }
+            #[inline]
+            fn for_each_slot_range(&self, slot: u32, f: impl FnMut(u32)) {
+                <$t>::for_each_slot_range(self, slot, f)
+            }
+            fn ranges(&self) -> usize {
+                <$t>::ranges(self)
+            }
+            fn payloads_of(&self, range: u32) -> &[u32] {
+                <$t>::payloads_of(self, range)
+            }
+        }
+    };
+}
+range_matcher!(PrefixSet, std::net::IpAddr);
+range_matcher!(PortSet, u16);
+
+/// Bytes of precomputed unions a [`RangeHits`] may hold (beyond it, lookups fall back to
+/// OR-ing each range's hits).
+const UNION_BUDGET: usize = 8 << 20;
+
+/// Rule ids for a range matcher's answers. A key's elementary interval (slot) lists the
+/// distinct ranges containing it; when that list has several ranges, the union of their
+/// rules is precomputed (so one lookup is one OR, however many overlapping ranges there
+/// are), within [`UNION_BUDGET`].
+#[derive(Debug, Clone)]
+struct RangeHits<S> {
+    set: S,
+    /// Per distinct range.
+    per_range: Box<[Hits]>,
+    /// Per slot: the union, if precomputed.
+    per_slot: Box<[Option<Hits>]>,
+}
+
+impl<S: RangeMatcher> RangeHits<S> {
+    fn new(set: S, words: usize) -> Self {
+        let per_range = (0..set.ranges() as u32)
+            .map(|r| Hits::new(set.payloads_of(r), words))
+            .collect();
+        let mut budget = UNION_BUDGET;
+        let mut per_slot = Vec::with_capacity(set.slots());
+        for slot in 0..set.slots() as u32 {
+            let mut union = Vec::new();
+            let mut ranges = 0;
+            set.for_each_slot_range(slot, |r| {
+                ranges += 1;
+                union.extend_from_slice(set.payloads_of(r));
+            });
+            if ranges < 2 {
+                per_slot.push(None);
+                continue;
+            }
+            union.sort_unstable();
+            union.dedup();
+            let h = Hits::new(&union, words);
+            let bytes = match &h {
+                Hits::Sparse(ids) => ids.len() * 4,
+                Hits::Dense(_) => words * 8,
+            };
+            per_slot.push((bytes <= budget).then(|| {
+                budget -= bytes;
+                h
+            }));
+        }
+        RangeHits {
+            set,
+            per_range,
+            per_slot: per_slot.into_boxed_slice(),
+        }
+    }
+
+    #[inline]
+    fn add_to(&self, key: S::Key, into: &mut Bits) {
+        let Some(slot) = self.set.slot_of(key) else {
+            return;
+        };
+        match self.per_slot.get(slot as usize) {
+            Some(Some(h)) => h.add_to(into),
+            _ => self
+                .set
+                .for_each_slot_range(slot, |r| self.per_range[r as usize].add_to(into)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct DstIndex {
     /// `Destination::Any` rules.
     any: Bits,
-    cidrs: PrefixSet,
-    countries: FxHashMap<CountryCode, Vec<u32>>,
-    /// Every domain rule's patterns, whatever its mode: a hit is a candidate (conservative).
+    cidrs: RangeHits<PrefixSet>,
+    countries: FxHashMap<CountryCode, Hits>,
+    /// Every distinct pattern of every domain rule, whatever its mode (a hit is a candidate,
+    /// conservatively) → index into `domain_hits`.
     domains: DomainSet<u32>,
+    domain_hits: Box<[Hits]>,
     /// Domain rules whose mode looks at the sent name: they are pending or unknown (not
     /// false) while that name is not known.
     name_modes: Bits,
+    /// The subset of `name_modes` with an application condition.
+    name_modes_with_apps: Bits,
 }
 
 #[derive(Debug, Clone)]
 struct AppIndex {
     /// Rules without an application condition.
     any: Bits,
-    by_app: FxHashMap<App, Vec<u32>>,
+    by_app: FxHashMap<App, Hits>,
 }
 
 impl CompiledPolicy {
@@ -137,8 +298,9 @@ impl CompiledPolicy {
         let mut dst_any = Bits::new(words);
         let mut cidrs = PrefixSetBuilder::default();
         let mut countries: FxHashMap<CountryCode, Vec<u32>> = FxHashMap::default();
-        let mut domains = DomainSet::new();
+        let mut patterns: FxHashMap<&DomainPattern, Vec<u32>> = FxHashMap::default();
         let mut name_modes = Bits::new(words);
+        let mut name_modes_with_apps = Bits::new(words);
         let mut dst_used = false;
         let mut app_any = Bits::new(words);
         let mut by_app: FxHashMap<App, Vec<u32>> = FxHashMap::default();
@@ -181,9 +343,13 @@ impl CompiledPolicy {
                 }
                 Destination::Domains(pats) => {
                     dst_used = true;
-                    pats.iter().for_each(|p| domains.insert(p, id));
+                    pats.iter()
+                        .for_each(|p| patterns.entry(p).or_default().push(id));
                     if rule.domain_mode != DomainMode::Dns {
                         name_modes.set(id);
+                        if rule.applications.is_some() {
+                            name_modes_with_apps.set(id);
+                        }
                     }
                 }
             }
@@ -197,25 +363,37 @@ impl CompiledPolicy {
                 }
             }
         }
-        for v in countries.values_mut().chain(by_app.values_mut()) {
-            v.dedup();
+        let mut domains = DomainSet::new();
+        let mut domain_hits = Vec::with_capacity(patterns.len());
+        for (i, (p, mut ids)) in patterns.into_iter().enumerate() {
+            ids.dedup(); // pushed in rule order: duplicates are adjacent
+            domains.insert(p, i as u32);
+            domain_hits.push(Hits::new(&ids, words));
         }
         CompiledPolicy {
             fw: fw.clone(),
             words,
             proto,
-            src: src_used.then(|| (src_any, src.build())),
-            port: port_used.then(|| (port_any, ports.build())),
+            src: src_used.then(|| RangeDim {
+                any: src_any,
+                hits: RangeHits::new(src.build(), words),
+            }),
+            port: port_used.then(|| RangeDim {
+                any: port_any,
+                hits: RangeHits::new(ports.build(), words),
+            }),
             dst: dst_used.then(|| DstIndex {
                 any: dst_any,
-                cidrs: cidrs.build(),
-                countries,
+                cidrs: RangeHits::new(cidrs.build(), words),
+                countries: hits_map(countries, words),
                 domains,
+                domain_hits: domain_hits.into_boxed_slice(),
                 name_modes,
+                name_modes_with_apps,
             }),
-            app: app_used.then_some(AppIndex {
+            app: app_used.then(|| AppIndex {
                 any: app_any,
-                by_app,
+                by_app: hits_map(by_app, words),
             }),
         }
     }
@@ -241,43 +419,76 @@ impl CompiledPolicy {
         walk.finish(outcome, self.fw.default_action)
     }
 
-    /// Rules that are not definitely false for `f` (a superset of those that are not).
+    /// A superset of the rules the walk could act on for `f`: those not definitely false
+    /// and, in loose mode, not definitely unknown (the walk skips both).
     fn candidates(&self, f: &FlowFacts<'_>) -> Bits {
+        let loose = self.fw.mode == Mode::Loose;
         let mut acc = self.proto[proto_class(f.proto)].clone();
         let mut tmp = Bits::new(self.words);
-        if let Some((any, set)) = &self.src {
-            tmp.0.copy_from_slice(&any.0);
-            set.for_each(f.src, |ids| tmp.set_all(ids));
+        if let Some(d) = &self.src {
+            tmp.0.copy_from_slice(&d.any.0);
+            d.hits.add_to(f.src, &mut tmp);
             acc.and_with(&tmp.0);
         }
-        if let Some((any, set)) = &self.port {
-            tmp.0.copy_from_slice(&any.0);
+        if let Some(d) = &self.port {
+            tmp.0.copy_from_slice(&d.any.0);
             if let Some(p) = f.dst_port {
-                set.for_each(p, |ids| tmp.set_all(ids));
+                d.hits.add_to(p, &mut tmp);
             }
             acc.and_with(&tmp.0);
         }
         if let Some(d) = &self.dst {
             tmp.0.copy_from_slice(&d.any.0);
-            d.cidrs.for_each(f.dst, |ids| tmp.set_all(ids));
-            if let Some(ids) = f.country.and_then(|c| d.countries.get(&c)) {
-                tmp.set_all(ids);
+            d.cidrs.add_to(f.dst, &mut tmp);
+            if let Some(h) = f.country.and_then(|c| d.countries.get(&c)) {
+                h.add_to(&mut tmp);
             }
-            match f.domain {
-                Fact::Known(name) => d.domains.for_each_match(name, |ids| tmp.set_all(ids)),
-                Fact::Pending | Fact::Unidentifiable => tmp.or_with(&d.name_modes.0),
+            let mut domain_hit = |groups: &[u32]| {
+                for g in groups {
+                    d.domain_hits[*g as usize].add_to(&mut tmp);
+                }
+            };
+            if let Fact::Known(name) = f.domain {
+                d.domains.for_each_match(name, &mut domain_hit);
             }
             for name in f.dns_names {
-                d.domains.for_each_match(name, |ids| tmp.set_all(ids));
+                d.domains.for_each_match(name, &mut domain_hit);
+            }
+            match f.domain {
+                Fact::Known(_) => {}
+                Fact::Pending => tmp.or_with(&d.name_modes.0),
+                Fact::Unidentifiable if !loose => tmp.or_with(&d.name_modes.0),
+                // Loose: a sent-name rule is now unknown, which the walk skips, unless its
+                // application condition is still pending (unknown AND pending = pending).
+                Fact::Unidentifiable => {
+                    if f.app == Fact::Pending {
+                        tmp.or_with(&d.name_modes_with_apps.0);
+                    }
+                }
             }
             acc.and_with(&tmp.0);
         }
-        if let (Some(a), Fact::Known(app)) = (&self.app, f.app) {
-            tmp.0.copy_from_slice(&a.any.0);
-            if let Some(ids) = a.by_app.get(&app) {
-                tmp.set_all(ids);
+        if let Some(a) = &self.app {
+            match f.app {
+                Fact::Pending => {}
+                Fact::Unidentifiable if !loose => {}
+                Fact::Known(app) => {
+                    tmp.0.copy_from_slice(&a.any.0);
+                    if let Some(h) = a.by_app.get(&app) {
+                        h.add_to(&mut tmp);
+                    }
+                    acc.and_with(&tmp.0);
+                }
+                // Loose: an application rule is now unknown (skipped by the walk) unless its
+                // destination is still pending: a sent-name rule while the name is pending.
+                Fact::Unidentifiable => {
+                    tmp.0.copy_from_slice(&a.any.0);
+                    if let (Some(d), Fact::Pending) = (&self.dst, f.domain) {
+                        tmp.or_with(&d.name_modes.0);
+                    }
+                    acc.and_with(&tmp.0);
+                }
             }
-            acc.and_with(&tmp.0);
         }
         acc
     }

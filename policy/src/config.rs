@@ -9,6 +9,8 @@
 
 mod shadow;
 
+pub use shadow::covers;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -684,6 +686,14 @@ impl Dec {
                 .map(|listen| Some(MetricsConfig { listen }))
         });
 
+        if let (Some(Some(a)), Some(Some(m)), Some(mn)) = (&admin, &metrics, f.get("metrics")) {
+            if a.listen == m.listen {
+                self.err(
+                    mn.pos,
+                    format!("metrics.listen: {} is also the admin listener", m.listen),
+                );
+            }
+        }
         let (gateway, dnat_pos) = gw?;
         let firewall = fw?;
         if firewall.enabled && !gateway.dnat.is_empty() {

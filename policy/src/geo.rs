@@ -87,15 +87,38 @@ impl Record<'_> {
     }
 }
 
+/// Address integer types of a [`RangeTable`].
+trait Key: Copy + Ord {
+    /// The 16 most significant bits.
+    fn top16(self) -> usize;
+}
+
+impl Key for u32 {
+    fn top16(self) -> usize {
+        (self >> 16) as usize
+    }
+}
+
+impl Key for u128 {
+    fn top16(self) -> usize {
+        (self >> 112) as usize
+    }
+}
+
 /// Sorted, non-overlapping ranges covering the whole key space: `starts[i]..starts[i+1]` has
 /// country `codes[i]` (`None` = no data).
+///
+/// `buckets[b]` is the first `i` whose start has top 16 bits ≥ `b`, so a lookup binary
+/// searches only the few starts sharing the key's top 16 bits (plus one before), instead of
+/// the whole table: fewer cache misses on a table of a few hundred thousand entries.
 #[derive(Debug, Clone, Default)]
 struct RangeTable<K> {
     starts: Vec<K>,
     codes: Vec<Option<CountryCode>>,
+    buckets: Vec<u32>,
 }
 
-impl<K: Copy + Ord> RangeTable<K> {
+impl<K: Key> RangeTable<K> {
     /// From sorted, non-overlapping inclusive ranges; `succ(end)` is `None` at the key maximum.
     fn from_sorted(
         zero: K,
@@ -105,6 +128,7 @@ impl<K: Copy + Ord> RangeTable<K> {
         let mut t = RangeTable {
             starts: vec![zero],
             codes: vec![None],
+            buckets: Vec::new(),
         };
         // Start of the first key not yet covered; `None` once the maximum is covered.
         let mut next = Some(zero);
@@ -122,6 +146,14 @@ impl<K: Copy + Ord> RangeTable<K> {
         }
         if let Some(n) = next {
             t.push(n, None);
+        }
+        t.buckets = Vec::with_capacity((1 << 16) + 1);
+        let mut i = 0;
+        for b in 0..=(1usize << 16) {
+            while i < t.starts.len() && t.starts[i].top16() < b {
+                i += 1;
+            }
+            t.buckets.push(i as u32);
         }
         t
     }
@@ -143,7 +175,19 @@ impl<K: Copy + Ord> RangeTable<K> {
 
     #[inline]
     fn lookup(&self, key: K) -> Option<CountryCode> {
-        let i = self.starts.partition_point(|s| *s <= key);
+        let b = key.top16();
+        // The answer (last start <= key) is at or after the last start of an earlier bucket
+        // and before the first start of a later one.
+        let lo = self
+            .buckets
+            .get(b)
+            .map_or(0, |&i| i.saturating_sub(1) as usize);
+        let hi = self
+            .buckets
+            .get(b + 1)
+            .map_or(self.starts.len(), |&i| i as usize);
+        let window = self.starts.get(lo..hi).unwrap_or(&[]);
+        let i = lo + window.partition_point(|s| *s <= key);
         // starts[0] is the minimum key, so i >= 1.
         self.codes.get(i.wrapping_sub(1)).copied().flatten()
     }
@@ -388,6 +432,21 @@ mod tests {
         assert_eq!(t.lookup(25), cc("DE"));
         assert_eq!(t.lookup(30), None);
         assert_eq!(t.lookup(49), cc("FR"));
+        assert_eq!(t.lookup(u32::MAX), None);
+        // Bucket edges: ranges crossing and starting on a 2^16 boundary.
+        let t = RangeTable::from_sorted(
+            0u32,
+            [(0xffff, 0x1_0000, cc("NL")), (0x2_0000, 0x2_ffff, cc("SE"))],
+            |k| k.checked_add(1),
+        );
+        assert_eq!(t.lookup(0xfffe), None);
+        assert_eq!(t.lookup(0xffff), cc("NL"));
+        assert_eq!(t.lookup(0x1_0000), cc("NL"));
+        assert_eq!(t.lookup(0x1_0001), None);
+        assert_eq!(t.lookup(0x1_ffff), None);
+        assert_eq!(t.lookup(0x2_0000), cc("SE"));
+        assert_eq!(t.lookup(0x2_ffff), cc("SE"));
+        assert_eq!(t.lookup(0x3_0000), None);
         assert_eq!(t.lookup(u32::MAX), None);
     }
 

@@ -31,6 +31,41 @@ impl PortSet {
         self.0.for_each(port, f);
     }
 
+    /// Call `f` with the index of each distinct range containing `port`; see
+    /// [`RangeIndex::for_each_range`].
+    #[inline]
+    pub fn for_each_range(&self, port: u16, f: impl FnMut(u32)) {
+        self.0.for_each_range(port, f);
+    }
+
+    /// The interned list of distinct ranges containing `port`; see
+    /// [`RangeIndex::slot_of`].
+    #[inline]
+    pub fn slot_of(&self, port: u16) -> Option<u32> {
+        self.0.slot_of(port)
+    }
+
+    /// Number of interned range lists.
+    pub fn slots(&self) -> usize {
+        self.0.slots()
+    }
+
+    /// Call `f` with the distinct ranges of list `slot`.
+    #[inline]
+    pub fn for_each_slot_range(&self, slot: u32, mut f: impl FnMut(u32)) {
+        self.0.slot_ranges(slot).iter().for_each(|r| f(*r));
+    }
+
+    /// Number of distinct ranges.
+    pub fn ranges(&self) -> usize {
+        self.0.ranges()
+    }
+
+    /// The payloads of distinct range `range`.
+    pub fn payloads_of(&self, range: u32) -> &[u32] {
+        self.0.payloads_of(range)
+    }
+
     /// The payloads of every range containing `port`, sorted and deduplicated.
     pub fn lookup(&self, port: u16) -> Vec<u32> {
         self.0.lookup(port)

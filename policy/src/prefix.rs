@@ -157,6 +157,55 @@ impl<K: RangeKey> RangeIndex<K> {
         }
     }
 
+    /// Call `f` with the index (`0..self.ranges()`) of each distinct range containing `key`.
+    /// Lets a caller keep its own per-range data (say, a dense bitset for a range used by
+    /// many rules) next to [`RangeIndex::payloads_of`].
+    #[inline]
+    pub fn for_each_range(&self, key: K, mut f: impl FnMut(u32)) {
+        let i = self.bounds.partition_point(|b| *b <= key);
+        let Some(slot) = i.checked_sub(1).and_then(|i| self.slots.get(i)) else {
+            return;
+        };
+        let (off, len) = self.lists[*slot as usize];
+        self.flat[off as usize..(off + len) as usize]
+            .iter()
+            .for_each(|r| f(*r));
+    }
+
+    /// Number of distinct ranges.
+    pub fn ranges(&self) -> usize {
+        self.payload_spans.len()
+    }
+
+    /// The interned list (`0..self.slots()`) of distinct ranges containing `key`: keys with
+    /// the same slot are contained in exactly the same ranges.
+    #[inline]
+    pub fn slot_of(&self, key: K) -> Option<u32> {
+        let i = self.bounds.partition_point(|b| *b <= key);
+        i.checked_sub(1).and_then(|i| self.slots.get(i)).copied()
+    }
+
+    /// Number of interned range lists.
+    pub fn slots(&self) -> usize {
+        self.lists.len()
+    }
+
+    /// The distinct ranges of list `slot` (empty if out of bounds).
+    pub fn slot_ranges(&self, slot: u32) -> &[u32] {
+        match self.lists.get(slot as usize) {
+            Some(&(off, len)) => &self.flat[off as usize..(off + len) as usize],
+            None => &[],
+        }
+    }
+
+    /// The payloads of distinct range `range` (sorted, deduplicated); empty if out of bounds.
+    pub fn payloads_of(&self, range: u32) -> &[u32] {
+        match self.payload_spans.get(range as usize) {
+            Some(&(po, pl)) => &self.payloads[po as usize..(po + pl) as usize],
+            None => &[],
+        }
+    }
+
     /// The payloads of every range containing `key`, sorted and deduplicated.
     pub fn lookup(&self, key: K) -> Vec<u32> {
         let mut out = Vec::new();
@@ -218,6 +267,63 @@ impl PrefixSet {
         match addr {
             IpAddr::V4(a) => self.v4.for_each(u32::from(a), f),
             IpAddr::V6(a) => self.v6.for_each(u128::from(a), f),
+        }
+    }
+
+    /// Call `f` with the index (`0..self.ranges()`) of each distinct prefix containing
+    /// `addr`; see [`RangeIndex::for_each_range`].
+    #[inline]
+    pub fn for_each_range(&self, addr: IpAddr, mut f: impl FnMut(u32)) {
+        match addr {
+            IpAddr::V4(a) => self.v4.for_each_range(u32::from(a), f),
+            IpAddr::V6(a) => {
+                let base = self.v4.ranges() as u32;
+                self.v6.for_each_range(u128::from(a), |r| f(base + r))
+            }
+        }
+    }
+
+    /// The interned list of distinct prefixes containing `addr` (IPv4 lists first, then
+    /// IPv6); see [`RangeIndex::slot_of`].
+    #[inline]
+    pub fn slot_of(&self, addr: IpAddr) -> Option<u32> {
+        match addr {
+            IpAddr::V4(a) => self.v4.slot_of(u32::from(a)),
+            IpAddr::V6(a) => self
+                .v6
+                .slot_of(u128::from(a))
+                .map(|s| s + self.v4.slots() as u32),
+        }
+    }
+
+    /// Number of interned prefix lists.
+    pub fn slots(&self) -> usize {
+        self.v4.slots() + self.v6.slots()
+    }
+
+    /// Call `f` with the distinct prefixes (as indexes for [`PrefixSet::payloads_of`]) of
+    /// list `slot`.
+    #[inline]
+    pub fn for_each_slot_range(&self, slot: u32, mut f: impl FnMut(u32)) {
+        match slot.checked_sub(self.v4.slots() as u32) {
+            None => self.v4.slot_ranges(slot).iter().for_each(|r| f(*r)),
+            Some(s) => {
+                let base = self.v4.ranges() as u32;
+                self.v6.slot_ranges(s).iter().for_each(|r| f(base + r))
+            }
+        }
+    }
+
+    /// Number of distinct prefixes (IPv4 first, then IPv6).
+    pub fn ranges(&self) -> usize {
+        self.v4.ranges() + self.v6.ranges()
+    }
+
+    /// The payloads of distinct prefix `range`.
+    pub fn payloads_of(&self, range: u32) -> &[u32] {
+        match range.checked_sub(self.v4.ranges() as u32) {
+            None => self.v4.payloads_of(range),
+            Some(r) => self.v6.payloads_of(r),
         }
     }
 
@@ -314,7 +420,15 @@ mod tests {
                 let a = mk(x, v6, 32).addr();
                 let want: Vec<u32> =
                     (0..nets.len() as u32).filter(|&i| nets[i as usize].contains(&a)).collect();
-                prop_assert_eq!(s.lookup(a), want);
+                prop_assert_eq!(s.lookup(a), want.clone());
+                let mut via_ranges = Vec::new();
+                s.for_each_range(a, |r| via_ranges.extend_from_slice(s.payloads_of(r)));
+                if let Some(slot) = s.slot_of(a) {
+                    s.for_each_slot_range(slot, |r| via_ranges.extend_from_slice(s.payloads_of(r)));
+                }
+                via_ranges.sort_unstable();
+                via_ranges.dedup();
+                prop_assert_eq!(via_ranges, want);
             }
         }
     }

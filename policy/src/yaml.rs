@@ -5,6 +5,7 @@
 //! subset a config file needs is accepted: one document, no anchors or aliases, no tags, no
 //! duplicate mapping keys. Scalars stay text: the decoder decides what type a value must be.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use yaml_rust2::parser::{Event, Parser};
@@ -96,8 +97,9 @@ fn pos(m: &Marker) -> Pos {
 /// A container being filled.
 enum Open {
     Seq(Pos, Vec<Node>),
-    /// Entries so far and a key waiting for its value.
-    Map(Pos, Vec<(Node, Node)>, Option<Node>),
+    /// Entries so far, a key waiting for its value, and the keys seen (text → line) to find
+    /// duplicates without a quadratic scan.
+    Map(Pos, Vec<(Node, Node)>, Option<Node>, HashMap<String, u32>),
 }
 
 /// Parse one YAML document. A syntax error is fatal (the tree cannot be trusted past it);
@@ -162,7 +164,11 @@ pub fn parse(text: &str) -> Result<Parsed, YamlError> {
             }
             Event::MappingStart(anchor, tag) => {
                 check_extras(anchor, tag.is_some(), at, &mut errors);
-                open(&mut stack, Open::Map(at, Vec::new(), None), at)?;
+                open(
+                    &mut stack,
+                    Open::Map(at, Vec::new(), None, HashMap::new()),
+                    at,
+                )?;
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
@@ -173,7 +179,7 @@ pub fn parse(text: &str) -> Result<Parsed, YamlError> {
                 _ => return Err(internal(at)),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Open::Map(p, entries, None)) => {
+                Some(Open::Map(p, entries, None, _)) => {
                     // A block mapping's start event is marked at its first `:`; the mapping
                     // starts at its first key.
                     let pos = entries.first().map_or(p, |(k, _)| k.pos.min(p));
@@ -188,24 +194,23 @@ pub fn parse(text: &str) -> Result<Parsed, YamlError> {
         match stack.last_mut() {
             None => root = Some(node),
             Some(Open::Seq(_, items)) => items.push(node),
-            Some(Open::Map(_, entries, key)) => match key.take() {
+            Some(Open::Map(_, entries, key, seen)) => match key.take() {
                 None => {
-                    if !matches!(node.value, Value::Scalar(..)) {
-                        errors.push(YamlError {
+                    match node.as_str() {
+                        None => errors.push(YamlError {
                             pos: node.pos,
                             message: format!("mapping keys must be scalars, found {}", node.kind()),
-                        });
-                    } else if let Some((first, _)) =
-                        entries.iter().find(|(k, _)| k.value == node.value)
-                    {
-                        errors.push(YamlError {
-                            pos: node.pos,
-                            message: format!(
-                                "duplicate key `{}` (first at line {})",
-                                node.as_str().unwrap_or_default(),
-                                first.pos.line
-                            ),
-                        });
+                        }),
+                        Some(k) => {
+                            if let Some(first) = seen.get(k) {
+                                errors.push(YamlError {
+                                    pos: node.pos,
+                                    message: format!("duplicate key `{k}` (first at line {first})"),
+                                });
+                            } else {
+                                seen.insert(k.to_string(), node.pos.line);
+                            }
+                        }
                     }
                     *key = Some(node);
                 }
@@ -305,7 +310,7 @@ mod tests {
 
     #[test]
     fn rejects_duplicates_anchors_aliases_tags_and_multiple_documents() {
-        let t = parse("a: 1\nb: 2\na: 3\n").unwrap();
+        let t = parse("a: 1\nb: 2\n'a': 3\n").unwrap();
         assert_eq!(t.errors.len(), 1);
         assert_eq!(t.errors[0].pos, p(3, 1));
         assert!(t.errors[0]

@@ -641,3 +641,11 @@ fn gateway_interfaces_and_dnat_conflicts() {
         "`w` and `v` both forward tcp 203.0.113.10:80",
     );
 }
+
+#[test]
+fn admin_and_metrics_cannot_share_a_listener() {
+    let text = format!(
+        "{GW}admin: {{listen: \"127.0.0.1:9100\", token_file: /t, plain_http: true}}\nmetrics: {{listen: \"127.0.0.1:9100\"}}\n"
+    );
+    error_at(&text, 11, "{", "127.0.0.1:9100 is also the admin listener");
+}

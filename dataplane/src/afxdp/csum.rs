@@ -45,7 +45,7 @@ pub fn l3(frame: &[u8]) -> Option<L3> {
 }
 
 /// One's-complement sum of `data` (as big-endian 16-bit words) added to `acc`.
-fn sum(mut acc: u64, data: &[u8]) -> u64 {
+pub(crate) fn sum(mut acc: u64, data: &[u8]) -> u64 {
     let mut chunks = data.chunks_exact(2);
     for c in &mut chunks {
         acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
@@ -56,7 +56,7 @@ fn sum(mut acc: u64, data: &[u8]) -> u64 {
     acc
 }
 
-fn fold(mut acc: u64) -> u16 {
+pub(crate) fn fold(mut acc: u64) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }

@@ -9,7 +9,9 @@
 //! interface without a copy.
 
 pub mod csum;
+pub mod toobig;
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,16 +60,28 @@ pub trait FrameHandler {
 /// Counters of the I/O layer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IoStats {
+    /// Frames received, per side (inside, outside).
     pub rx: [u64; 2],
+    /// Frames put on the TX ring, per side.
     pub tx: [u64; 2],
+    /// Received frames sent out of the other side.
     pub forwarded: u64,
+    /// Received frames dropped or kept (copied) by the handler.
     pub consumed: u64,
+    /// Received frames the handler meant for the kernel: dropped (cannot go back).
     pub to_kernel_dropped: u64,
+    /// Frames the handler originated (released payload, RSTs, ICMP) that were sent.
     pub emitted: u64,
+    /// Frames dropped while the next hop's MAC was being resolved.
     pub no_neighbour: u64,
+    /// Frames larger than the outgoing MTU or a UMEM frame, dropped (no ICMP
+    /// fragmentation-needed / packet-too-big is sent yet).
     pub too_big: u64,
+    /// Frames dropped because the TX ring was full.
     pub tx_ring_full: u64,
+    /// Emits dropped because no UMEM frame was free.
     pub no_free_frame: u64,
+    /// Descriptors outside the UMEM or frames without an IP header, dropped.
     pub bad_desc: u64,
 }
 
@@ -94,20 +108,40 @@ pub struct PortInfo {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub mtu: u32,
+    /// The interface's own addresses (source of ICMP errors the gateway sends).
+    pub addrs: Vec<IpAddr>,
 }
 
 impl PortInfo {
-    /// Read index, MAC and MTU of `name` from the kernel.
+    /// An address of the interface in `ip`'s family, global ones first.
+    fn source_for(&self, ip: IpAddr) -> Option<IpAddr> {
+        let same = |a: &&IpAddr| a.is_ipv4() == ip.is_ipv4();
+        let link_local = |a: &IpAddr| matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local());
+        let mut it = self.addrs.iter().filter(same);
+        it.clone()
+            .find(|a| !link_local(a))
+            .or_else(|| it.next())
+            .copied()
+    }
+
+    /// Read index, MAC, MTU and addresses of `name` from the kernel.
     pub fn lookup(name: &str, side: IfSide) -> Result<PortInfo, AfXdpError> {
         let err = |e| AfXdpError::Iface(name.to_string(), e);
         let ifindex = crate::netlink::if_index(name).map_err(err)?;
         let l = crate::netlink::link(ifindex).map_err(err)?;
+        let addrs = crate::netlink::addresses()
+            .map_err(err)?
+            .into_iter()
+            .filter(|(i, _)| *i == ifindex)
+            .map(|(_, a)| a)
+            .collect();
         Ok(PortInfo {
             name: name.into(),
             side,
             ifindex,
             mac: l.mac,
             mtu: l.mtu,
+            addrs,
         })
     }
 }
@@ -182,6 +216,8 @@ pub struct AfXdp {
     free: Vec<u64>,
     /// Scratch for one RX batch (kept to avoid an allocation per loop turn).
     batch: Vec<XdpDesc>,
+    /// ICMP errors the I/O layer itself answers with (too big for the outgoing MTU).
+    replies: Vec<(IfSide, Vec<u8>)>,
     stats: IoStats,
     // Dropped last: the rings and the UMEM point into it.
     area: Area,
@@ -231,6 +267,7 @@ impl AfXdp {
             umem,
             free,
             batch: Vec::with_capacity(BATCH as usize),
+            replies: Vec::new(),
             stats: IoStats::default(),
             area,
         };
@@ -361,6 +398,20 @@ impl AfXdp {
                 self.free.push(base);
                 continue;
             };
+            // Too big for the other side: answer before the engine sees (and NATs) it, so the
+            // error quotes the packet as the sender sent it.
+            if let Some(l3) = csum::l3(frame) {
+                let mtu = self.ports[o].info.mtu;
+                if frame.len() - l3.offset > mtu as usize {
+                    self.stats.too_big += 1;
+                    let from = self.ports[i].info.source_for(l3.dst);
+                    if let Some(r) = from.and_then(|f| toobig::reply(frame, l3.offset, mtu, f)) {
+                        self.replies.push((side, r));
+                    }
+                    self.free.push(base);
+                    continue;
+                }
+            }
             match h.handle(now, side, frame) {
                 Disposition::Forward => {
                     csum::complete_l4_checksum(frame);
@@ -386,22 +437,31 @@ impl AfXdp {
             }
         }
         self.batch = descs;
+        if !self.replies.is_empty() {
+            let mut replies = std::mem::take(&mut self.replies);
+            self.send_emits(&mut replies, at);
+            self.replies = replies;
+        }
         n
     }
 
     fn send_emits(&mut self, emits: &mut Vec<(IfSide, Vec<u8>)>, at: Instant) {
         for (side, bytes) in emits.drain(..) {
             let o = usize::from(side == IfSide::Outside);
+            if bytes.len() > FRAME as usize {
+                self.stats.too_big += 1;
+                continue;
+            }
             let Some(base) = self.free.pop() else {
                 self.stats.no_free_frame += 1;
                 continue;
             };
-            let len = bytes.len().min(FRAME as usize);
+            let len = bytes.len();
             let Some(frame) = self.area.bytes(base, len as u32) else {
                 self.free.push(base);
                 continue;
             };
-            frame.copy_from_slice(&bytes[..len]);
+            frame.copy_from_slice(&bytes);
             if Self::prepare(&mut self.ports[o], &mut self.stats, frame, at) {
                 self.stats.emitted += 1;
                 self.ports[o].pending_tx.push(XdpDesc {

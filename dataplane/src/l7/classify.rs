@@ -1,7 +1,7 @@
 //! Application identification from payload, not ports.
 //!
 //! Each detector looks at the first bytes the client and the server sent and answers yes, no or
-//! "could still be" ([`Verdict`]). The port only refines TLS into HTTPS/SMTPS/IMAPS/POP3S. Since
+//! "could still be". The port only refines TLS into HTTPS/SMTPS/IMAPS/POP3S. Since
 //! both directions are given, server-speaks-first protocols (SMTP, FTP, POP3, IMAP, MySQL, SSH)
 //! are recognised from the server's greeting.
 

@@ -7,6 +7,7 @@
 //! CRYPTO bytes, bounded, until the ClientHello is complete.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use ring::aead::quic::{HeaderProtectionKey, AES_128};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
@@ -104,8 +105,13 @@ fn expand_label(prk: &Prk, label: &[u8], out: &mut [u8]) -> Option<()> {
 /// Client Initial packet key, IV and header-protection key derived from the Destination
 /// Connection ID (RFC 9001 §5.2, RFC 9369 §3.3).
 fn initial_secrets(version: u32, dcid: &[u8]) -> Option<([u8; 16], [u8; 12], [u8; 16])> {
+    // The salt's HMAC key is computed once per version (it is a constant).
+    static SALTS: [OnceLock<Salt>; 2] = [OnceLock::new(), OnceLock::new()];
     let p = params(version)?;
-    let initial = Salt::new(HKDF_SHA256, &p.salt).extract(dcid);
+    let slot = usize::from(version == VERSION_2);
+    let initial = SALTS[slot]
+        .get_or_init(|| Salt::new(HKDF_SHA256, &p.salt))
+        .extract(dcid);
     let mut secret = [0u8; 32];
     expand_label(&initial, b"client in", &mut secret)?;
     let client = Prk::new_less_safe(HKDF_SHA256, &secret);
@@ -323,6 +329,13 @@ impl InitialAssembler {
         pn_offset: usize,
     ) -> Result<(), &'static str> {
         if !self.keys.as_ref().is_some_and(|k| k.matches(version, dcid)) {
+            if self.keys.is_some() {
+                // A new Destination Connection ID (after a Retry or version negotiation) starts
+                // a new connection attempt: its CRYPTO stream restarts at offset 0.
+                self.crypto.clear();
+                self.have.clear();
+                self.largest_pn = None;
+            }
             self.keys = Some(InitialKeys::derive(version, dcid).ok_or("key derivation failed")?);
         }
         let Some(keys) = self.keys.as_ref() else {
@@ -570,6 +583,39 @@ mod tests {
         assert!(!is_long_header_initial(client.last().unwrap()));
     }
 
+    #[test]
+    fn chromium_capture_two_initials_shuffled() {
+        // tests/data/captures/quic_chromium.pcap: Debian chromium 156, see capture_quic_chromium.sh.
+        let d: Vec<Vec<u8>> = udp_datagrams("captures/quic_chromium.pcap")
+            .into_iter()
+            .map(|d| d.2)
+            .collect();
+        assert!(d.len() >= 2 && is_long_header_initial(&d[0]) && is_long_header_initial(&d[1]));
+        let mut a = InitialAssembler::new();
+        assert_eq!(
+            a.push(&d[0]),
+            Progress::NeedMore,
+            "the ClientHello spans two Initials"
+        );
+        assert!(
+            a.have.len() > 1,
+            "out-of-order CRYPTO frames leave holes: {:?}",
+            a.have
+        );
+        let got = a.push(&d[1]).done().expect("ClientHello");
+        assert_eq!(got.sni.as_deref(), Some("www.quic.example.test"));
+        assert_eq!(got.alpn, ["h3"]);
+        assert!(got.ech, "GREASE ECH");
+        // Second Initial alone first: still assembles.
+        let mut a = InitialAssembler::new();
+        assert_eq!(a.push(&d[1]), Progress::NeedMore);
+        assert_eq!(a.push(&d[0]), Progress::Done(got.clone()));
+        // Retransmissions (PTO probes) after the fact agree or are ignored.
+        let mut a = InitialAssembler::new();
+        let last = d.iter().map(|x| a.push(x)).last().unwrap();
+        assert_eq!(last, Progress::Done(got));
+    }
+
     /// Protect `payload` as a client Initial with a 4-byte packet number (test-only encoder).
     fn protect(version: u32, dcid: &[u8], pn: u32, mut payload: Vec<u8>) -> Vec<u8> {
         let (key, iv, hp) = initial_secrets(version, dcid).unwrap();
@@ -725,6 +771,22 @@ mod tests {
             InitialAssembler::new().push(&protect(VERSION_1, &dcid, 0, sh)),
             Progress::Invalid("not a ClientHello")
         );
+    }
+
+    #[test]
+    fn new_dcid_restarts_the_crypto_stream() {
+        let (e1, e2) = shuffled_initials(VERSION_1, &[0xcd; 8]);
+        let mut a = InitialAssembler::new();
+        // A first attempt whose CRYPTO bytes differ from the retried one's...
+        let mut first = crypto_frame(200, &[0x55; 30]);
+        first.resize(60, 0);
+        assert_eq!(
+            a.push(&protect(VERSION_1, &[0xab; 8], 0, first)),
+            Progress::NeedMore
+        );
+        // ...then a Retry-style restart with another DCID: not mixed with the old bytes.
+        assert_eq!(a.push(&e1), Progress::NeedMore);
+        assert!(a.push(&e2).done().is_some());
     }
 
     #[test]

@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-/// Path of a file in the repository's copy of the shared corpus.
+/// Path of a file in the repository's copy of the shared corpus, or of our own captures for a
+/// name starting with `captures/`.
 pub fn corpus(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/data/corpus")
-        .join(name)
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+    match name.strip_prefix("captures/") {
+        Some(own) => data.join("captures").join(own),
+        None => data.join("corpus").join(name),
+    }
 }
 
 /// One decoded L4 packet.

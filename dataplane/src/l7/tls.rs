@@ -83,9 +83,9 @@ pub fn client_hello(stream: &[u8]) -> Progress<ClientHelloInfo> {
                 Err(e) => return Progress::Invalid(e),
             }
         }
-        if acc.len() + frag.len() > MAX_CLIENT_HELLO + 4 + MAX_RECORD {
-            return Progress::Invalid("clienthello too large");
-        }
+        // Bounded: `complete_message` rejects a declared length over MAX_CLIENT_HELLO and we
+        // stop as soon as the declared length is reached, so `acc` stays under
+        // MAX_CLIENT_HELLO + MAX_RECORD.
         acc.extend_from_slice(frag);
         match complete_message(&acc) {
             Ok(Some(body)) => return finish(parse_client_hello(body)),

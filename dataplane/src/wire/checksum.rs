@@ -88,15 +88,12 @@ impl Delta {
     }
 
     /// Record that the words `old` became `new` (same even length, at an even offset of the
-    /// checksummed data).
+    /// checksummed data). `Σ(~m + m')` equals `~Σm + Σm'` in one's-complement arithmetic, which
+    /// lets both sides use the chunked [`accumulate`].
     #[inline]
     pub fn add(&mut self, old: &[u8], new: &[u8]) {
         debug_assert_eq!(old.len(), new.len());
-        for (o, n) in old.chunks(2).zip(new.chunks(2)) {
-            let ow = u16::from_be_bytes([o[0], o.get(1).copied().unwrap_or(0)]);
-            let nw = u16::from_be_bytes([n[0], n.get(1).copied().unwrap_or(0)]);
-            self.0 += u64::from(!ow) + u64::from(nw);
-        }
+        self.0 += u64::from(!fold(accumulate(0, old))) + accumulate(0, new);
     }
 
     /// Record one rewritten 16-bit word.

@@ -125,6 +125,23 @@ pub fn rewrite_icmp_error_inner(
         return Err(WireError::FamilyMismatch);
     }
     let end_limit = info.ip_end.min(frame.len());
+    // Bounds of everything touched below, checked up front so an error changes nothing.
+    let inner_l3_min = if v6 {
+        super::ipv6::HEADER_LEN
+    } else {
+        super::ipv4::MIN_HEADER_LEN
+    };
+    let inner_l4_min = match inner.proto {
+        _ if !inner.has_ports => 0,
+        proto::TCP | proto::UDP => 4,
+        _ => icmp::HEADER_LEN,
+    };
+    if inner.l3_offset + inner_l3_min > inner.l4_offset
+        || inner.l4_offset + inner_l4_min > end_limit
+        || info.l4_offset + icmp::HEADER_LEN > inner.l3_offset
+    {
+        return Err(WireError::BadIcmpInner);
+    }
     // Difference for the outer ICMP checksum, which covers every embedded byte we touch.
     let mut outer = Delta::new();
 
@@ -195,6 +212,7 @@ fn addr_offset(l3: L3, end: End) -> usize {
     }
 }
 
+#[inline]
 fn set_endpoint(
     frame: &mut [u8],
     info: &PacketInfo,
@@ -207,9 +225,46 @@ fn set_endpoint(
     if ip.is_ipv6() != v6 {
         return Err(WireError::FamilyMismatch);
     }
-    if info.ip_end > frame.len() {
+    // Validate everything before the first write, so an error leaves the frame untouched.
+    let min_l3 = if v6 {
+        super::ipv6::HEADER_LEN
+    } else {
+        super::ipv4::MIN_HEADER_LEN
+    };
+    if info.ip_end > frame.len()
+        || info.l3_offset + min_l3 > info.l4_offset
+        || info.l4_offset > info.ip_end
+    {
         return Err(WireError::Truncated);
     }
+    let l4 = info.l4_offset;
+    let l4_present = !info.is_later_fragment();
+    // (checksum offset, covers the pseudo-header, is UDP, minimum L4 header length)
+    let l4_ck = match info.l4 {
+        _ if !l4_present => None,
+        L4::Tcp { .. } => Some((l4 + 16, true, false, super::tcp::MIN_HEADER_LEN)),
+        L4::Udp { .. } => Some((l4 + 6, true, true, super::udp::HEADER_LEN)),
+        L4::Icmp { .. } => Some((l4 + 2, v6, false, icmp::HEADER_LEN)),
+        L4::Other => None,
+    };
+    if l4_ck.is_some_and(|(_, _, _, min)| l4 + min > info.ip_end) {
+        return Err(WireError::Truncated);
+    }
+    let port_off = match (port, l4_ck.map(|_| info.l4)) {
+        (None, _) => None,
+        (Some(_), Some(L4::Tcp { .. } | L4::Udp { .. })) => {
+            Some(l4 + if end == End::Src { 0 } else { 2 })
+        }
+        (
+            Some(_),
+            Some(L4::Icmp {
+                kind: IcmpKind::EchoRequest { .. } | IcmpKind::EchoReply { .. },
+                ..
+            }),
+        ) => Some(l4 + 4),
+        (Some(_), _) => return Err(WireError::NotApplicable),
+    };
+
     let mut d_addr = Delta::new();
     write_addr(
         frame,
@@ -230,42 +285,17 @@ fn set_endpoint(
             }
         }
     }
-    if info.is_later_fragment() {
-        return if port.is_some() {
-            Err(WireError::NotApplicable)
-        } else {
-            Ok(())
-        };
-    }
+    let Some((ck_off, pseudo, udp, _)) = l4_ck else {
+        return Ok(());
+    };
     let mode = if info.fragment.is_some() {
         ChecksumMode::Incremental
     } else {
         mode
     };
-    let l4 = info.l4_offset;
     let mut d_port = Delta::new();
-    let (ck_off, pseudo, udp) = match info.l4 {
-        L4::Tcp { .. } => (l4 + 16, true, false),
-        L4::Udp { .. } => (l4 + 6, true, true),
-        L4::Icmp { .. } => (l4 + 2, v6, false),
-        L4::Other => {
-            return if port.is_some() {
-                Err(WireError::NotApplicable)
-            } else {
-                Ok(())
-            };
-        }
-    };
-    if let Some(p) = port {
-        let p_off = match info.l4 {
-            L4::Tcp { .. } | L4::Udp { .. } => l4 + if end == End::Src { 0 } else { 2 },
-            L4::Icmp {
-                kind: IcmpKind::EchoRequest { .. } | IcmpKind::EchoReply { .. },
-                ..
-            } => l4 + 4,
-            _ => return Err(WireError::NotApplicable),
-        };
-        write16(frame, p_off, p, &mut d_port)?;
+    if let (Some(p), Some(off)) = (port, port_off) {
+        write16(frame, off, p, &mut d_port)?;
     }
     if udp && !v6 && get16(frame, ck_off) == Some(0) {
         return Ok(()); // IPv4 UDP without checksum: keep it that way
@@ -338,21 +368,36 @@ fn info_dst(frame: &[u8], info: &PacketInfo) -> IpAddr {
     )
 }
 
+#[inline]
 fn write_addr(frame: &mut [u8], off: usize, ip: IpAddr, d: &mut Delta) -> Result<(), WireError> {
-    let (buf, n) = match ip {
+    match ip {
         IpAddr::V4(a) => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&a.octets());
-            (b, 4)
+            let new = a.octets();
+            let dst: &mut [u8; 4] = frame
+                .get_mut(off..off + 4)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(WireError::Truncated)?;
+            d.add_u16(
+                u16::from_be_bytes([dst[0], dst[1]]),
+                u16::from_be_bytes([new[0], new[1]]),
+            );
+            d.add_u16(
+                u16::from_be_bytes([dst[2], dst[3]]),
+                u16::from_be_bytes([new[2], new[3]]),
+            );
+            *dst = new;
         }
-        IpAddr::V6(a) => (a.octets(), 16),
-    };
-    let dst = frame.get_mut(off..off + n).ok_or(WireError::Truncated)?;
-    d.add(dst, &buf[..n]);
-    dst.copy_from_slice(&buf[..n]);
+        IpAddr::V6(a) => {
+            let new = a.octets();
+            let dst = frame.get_mut(off..off + 16).ok_or(WireError::Truncated)?;
+            d.add(dst, &new);
+            dst.copy_from_slice(&new);
+        }
+    }
     Ok(())
 }
 
+#[inline]
 fn write16(frame: &mut [u8], off: usize, v: u16, d: &mut Delta) -> Result<(), WireError> {
     let old = get16(frame, off).ok_or(WireError::Truncated)?;
     d.add_u16(old, v);
@@ -374,6 +419,7 @@ fn write16_within(
 }
 
 /// Apply `d` to the checksum at `off`. UDP maps a computed 0 to 0xffff (0 means "none").
+#[inline]
 fn fix16(frame: &mut [u8], off: usize, d: Delta, udp: bool) -> Result<(), WireError> {
     let old = get16(frame, off).ok_or(WireError::Truncated)?;
     let mut new = d.apply(old);

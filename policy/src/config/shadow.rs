@@ -44,8 +44,9 @@ pub(super) fn shadowed(rules: &[Rule]) -> Vec<(Pos, String)> {
     out
 }
 
-/// Does rule `a` match (at least) every flow rule `b` matches?
-pub(crate) fn covers(a: &Rule, b: &Rule) -> bool {
+/// Does rule `a` match (at least) every flow rule `b` matches? Conservative: `false` when unsure.
+/// Used for the shadowed-rule warning; `enabled` and `action` are not looked at.
+pub fn covers(a: &Rule, b: &Rule) -> bool {
     let source = match (&a.source, &b.source) {
         (None, _) => true,
         (Some(_), None) => false,
