@@ -275,3 +275,32 @@ fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(true)
 }
+
+#[test]
+fn up_after_a_crash_removes_what_was_left() {
+    if lab::prerequisites().is_err() {
+        eprintln!("SKIP lab test k11: not root or programs missing");
+        return;
+    }
+    // What a killed run leaves: a namespace of the tag with a process in it, no ready marker.
+    let junk = "natfw-k11-gwold";
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", junk])
+        .status();
+    let st = std::process::Command::new("ip")
+        .args(["netns", "add", junk])
+        .status()
+        .expect("ip");
+    assert!(st.success());
+    let mut sleeper = std::process::Command::new("ip")
+        .args(["netns", "exec", junk, "sleep", "60"])
+        .spawn()
+        .expect("sleep");
+    let lab = up(Scenario::ProdTest, "k11");
+    let st = sleeper.wait().expect("wait");
+    let lab = lab.expect("prerequisites were checked");
+    assert!(!lab::namespaces_with_prefix("natfw-k11-").contains(&junk.to_string()));
+    // The leftover process was ended (by pid) with its namespace.
+    assert!(!st.success(), "sleep ran to completion: {st}");
+    assert!(run(&lab, "prod", Kind::Http("api.vendor.test")).allowed);
+}
