@@ -4,7 +4,9 @@
 //! on the outside interface, a default route out of it, no DNAT); start the flow-log writer and
 //! the engine; load the XDP program per interface with its maps filled; install the nftables
 //! masquerade for bypassed sources; open the AF_XDP sockets on a worker thread pinned to CPU 0,
-//! register them and attach XDP. The main thread then logs and waits for SIGINT/SIGTERM, after
+//! register them and attach XDP. The main thread then logs, reloads the policy on SIGHUP (see
+//! [`crate::admin`]), publishes counters to the admin/metrics listeners and waits for
+//! SIGINT/SIGTERM, after
 //! which XDP is detached, the worker stops, the engine shuts down (every flow ends with
 //! `shutdown`), the last emits go out, the flow log is flushed and the nftables table removed.
 
@@ -27,6 +29,8 @@ use crate::xdp::{IfSide, Steering, SteeringRules};
 pub const NFT_TABLE: &str = "natfw";
 /// How often the engine is polled for timeouts.
 const POLL: Duration = Duration::from_millis(100);
+/// How often counters are published to the control plane (metrics, status).
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// How often counters are logged.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -57,6 +61,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         return Err(crate::xdp::XdpError::NotBuilt.into());
     }
     let cfg = load_config(&opts.config)?;
+    let opts_config = opts.config.clone();
     let sys = check_system(&cfg)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -85,8 +90,26 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         ),
         None => GeoDb::embedded(),
     };
-    let engine = Engine::with_options(&cfg, geo, Box::new(sink), opts)
+    // Per-rule hits are counted from the records on their way to the flow log.
+    let rule_stats = Arc::new(crate::metrics::RuleStats::default());
+    let sink_probe = sink.clone();
+    let counting = crate::metrics::CountingSink::new(sink, Arc::clone(&rule_stats));
+    let engine = Engine::with_options(&cfg, geo, Box::new(counting), opts)
         .map_err(|e| RunError::Config(e.to_string()))?;
+    let control = Arc::new(crate::admin::Control::new(
+        cfg.clone(),
+        opts_config.clone(),
+        engine.policy_handle(),
+        rule_stats,
+    ));
+    let servers = crate::admin::start_listeners(&cfg, &control).map_err(RunError::Config)?;
+    for s in &servers {
+        log(&format!("listening on {}", s.addr));
+    }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .map_err(|e| RunError::Other(format!("installing the SIGHUP handler: {e}")))?;
+    let engine_stats = Arc::new(Mutex::new(crate::stats::EngineStats::default()));
 
     let rules = SteeringRules {
         snat: cfg.gateway.snat.iter().map(|e| e.source).collect(),
@@ -109,10 +132,20 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let worker = {
         let stop = Arc::clone(&stop);
         let io_stats = Arc::clone(&io_stats);
+        let engine_stats = Arc::clone(&engine_stats);
         let (inside, outside) = (sys.inside.clone(), sys.outside.clone());
         std::thread::Builder::new()
             .name("natfw-dataplane".into())
-            .spawn(move || worker(inside, outside, engine, &stop, &fd_tx, &io_stats))
+            .spawn(move || {
+                worker(
+                    inside,
+                    outside,
+                    engine,
+                    &stop,
+                    &fd_tx,
+                    (&io_stats, &engine_stats),
+                )
+            })
             .map_err(|e| RunError::Other(format!("spawning the data-path thread: {e}")))?
     };
     let fds = match fd_rx.recv() {
@@ -146,15 +179,30 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         crate::neigh::probe(*r, sys.outside.ifindex);
     }
     log(&format!(
-        "forwarding {} <-> {} (EIPs {:?}); SIGINT/SIGTERM to stop",
+        "forwarding {} <-> {} (EIPs {:?}); SIGHUP reloads the policy, SIGINT/SIGTERM stop",
         cfg.gateway.inside, cfg.gateway.outside, cfg.gateway.eips
     ));
 
     let mut last_log = Instant::now();
+    let mut last_publish = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if worker.is_finished() {
             break;
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            reload(&control);
+        }
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            last_publish = Instant::now();
+            publish(
+                &control,
+                &steer_in,
+                &steer_out,
+                &io_stats,
+                &engine_stats,
+                &sink_probe,
+            );
         }
         if last_log.elapsed() >= LOG_EVERY {
             last_log = Instant::now();
@@ -162,6 +210,9 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
     }
     log("stopping");
+    for s in servers {
+        s.stop();
+    }
     log_counters(&steer_in, &steer_out, &io_stats);
     // Detach first: from here on the kernel has the interfaces again.
     drop(steer_in);
@@ -185,6 +236,55 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
 fn log(msg: &str) {
     eprintln!("natfw: {msg}");
+}
+
+/// SIGHUP: reload the config file's policy; on error keep the running one.
+fn reload(control: &crate::admin::Control) {
+    match control.reload_file() {
+        Ok(r) => {
+            for w in &r.warnings {
+                log(w);
+            }
+            for i in &r.ignored {
+                log(i);
+            }
+            log(&format!(
+                "reloaded: {} rules now apply to new flows",
+                r.rules
+            ));
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            log("reload failed: the running policy stays");
+        }
+    }
+}
+
+/// Gather the counters the control plane publishes (metrics, status).
+fn publish(
+    control: &crate::admin::Control,
+    a: &Steering,
+    b: &Steering,
+    io: &Mutex<IoStats>,
+    engine: &Mutex<crate::stats::EngineStats>,
+    sink: &crate::flowlog::ChannelSink,
+) {
+    let mut s = crate::metrics::Snapshot::default();
+    if let Ok(e) = engine.lock() {
+        s.engine = e.clone();
+    }
+    if let Ok(io) = io.lock() {
+        s.io = *io;
+    }
+    for st in [a, b] {
+        if let Ok(c) = st.counters() {
+            s.xdp.push((st.iface().to_string(), c));
+        }
+    }
+    s.flowlog_dropped = sink.dropped();
+    control.publish(s);
 }
 
 fn log_counters(a: &Steering, b: &Steering, io: &Mutex<IoStats>) {
@@ -414,7 +514,7 @@ fn worker(
     engine: Engine,
     stop: &AtomicBool,
     fds: &mpsc::Sender<FdReply>,
-    io_stats: &Mutex<IoStats>,
+    (io_stats, engine_stats): (&Mutex<IoStats>, &Mutex<crate::stats::EngineStats>),
 ) -> String {
     if let Err(e) = pin_to_cpu(0) {
         log(&format!(
@@ -433,6 +533,7 @@ fn worker(
         engine,
         emits: Vec::new(),
         io_stats,
+        engine_stats,
         last: IoStats::default(),
     };
     x.run(&mut h, stop, POLL);
@@ -449,6 +550,8 @@ struct EngineHandler<'a> {
     engine: Engine,
     emits: Vec<Emit>,
     io_stats: &'a Mutex<IoStats>,
+    /// The engine's counters as of the last tick, for the control plane.
+    engine_stats: &'a Mutex<crate::stats::EngineStats>,
     /// Last I/O counters published to the control thread.
     last: IoStats,
 }
@@ -482,6 +585,10 @@ impl FrameHandler for EngineHandler<'_> {
 
     fn tick(&mut self, now: Timestamp, io: &IoStats) {
         self.engine.poll(now);
+        // try_lock: the data path never waits for the control thread.
+        if let Ok(mut s) = self.engine_stats.try_lock() {
+            s.clone_from(self.engine.stats());
+        }
         if *io != self.last {
             self.last = *io;
             if let Ok(mut s) = self.io_stats.lock() {
