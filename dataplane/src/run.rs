@@ -179,7 +179,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         crate::neigh::probe(*r, sys.outside.ifindex);
     }
     log(&format!(
-        "forwarding {} <-> {} (EIPs {:?}); SIGHUP reloads the policy, SIGINT/SIGTERM stop",
+        "forwarding {} <-> {} (EIPs {:?}); SIGHUP reloads the policy; SIGINT/SIGTERM to stop",
         cfg.gateway.inside, cfg.gateway.outside, cfg.gateway.eips
     ));
 
