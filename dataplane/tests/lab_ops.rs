@@ -132,6 +132,16 @@ fn reload_keeps_established_flows_denies_new_ones_and_metrics_move() {
     );
     assert!(fwd_before > 0, "no forwarded packets counted:\n{before}");
 
+    // A broken config first: every error logged with its position, the policy stays.
+    std::fs::write(
+        &cfg,
+        with_metrics.replace("action: accept", "action: maybe"),
+    )
+    .unwrap();
+    signal(natfw.0.id(), "HUP");
+    let out = wait_for_log(&log, "reload failed", &mut natfw.0);
+    assert!(out.contains("ops-prod.yaml:23:15: "), "{out}");
+
     // Now deny the vendor's domains (the rule that admitted the held flow turns into a drop).
     let denied = with_metrics.replacen(
         "    - name: allow-vendor\n      description: software updates and the vendor API\n",
@@ -199,6 +209,11 @@ fn reload_keeps_established_flows_denies_new_ones_and_metrics_move() {
     );
     assert_eq!(
         metric(&after, "natfw_policy_reloads_total{result=\"ok\"}"),
+        1,
+        "{after}"
+    );
+    assert_eq!(
+        metric(&after, "natfw_policy_reloads_total{result=\"error\"}"),
         1,
         "{after}"
     );
