@@ -80,7 +80,10 @@ fuzz_target!(|data: &[u8]| {
         e.drain_emits(&mut emits);
         assert!(e.flow_count() <= 64);
     }
+    // Identification deadlines first (a denied flow then lingers 10 s as a tombstone), then
+    // every idle timeout.
     e.poll(now.add(std::time::Duration::from_secs(4000)));
+    e.poll(now.add(std::time::Duration::from_secs(4020)));
     assert_eq!(e.flow_count(), 0, "every flow times out");
     e.shutdown(now);
     e.drain_emits(&mut emits);
