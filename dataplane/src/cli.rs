@@ -113,6 +113,15 @@ enum Command {
         #[command(flatten)]
         admin: crate::admin::client::AdminArgs,
     },
+    /// Add or remove a bypassed source: SNATed by the kernel, never inspected (admin API).
+    Bypass {
+        #[arg(value_enum)]
+        op: AddRemove,
+        /// Source IP or CIDR.
+        source: String,
+        #[command(flatten)]
+        admin: crate::admin::client::AdminArgs,
+    },
     /// Counters and state of the running gateway (admin API).
     Status {
         #[command(flatten)]
@@ -126,6 +135,12 @@ enum PolicyCmd {
     Show,
     /// Validate FILE (a full natfw.yaml) on the gateway and swap its policy in.
     Apply { file: std::path::PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AddRemove {
+    Add,
+    Remove,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -199,6 +214,14 @@ pub fn main() -> i32 {
         Command::Firewall { state, admin } => {
             let body = format!("{{\"enabled\": {}}}", matches!(state, OnOff::On));
             crate::admin::client::main(&admin, "POST", "/v1/firewall", Some(body.as_bytes()))
+        }
+        Command::Bypass { op, source, admin } => {
+            let body = serde_json::json!({ "source": source }).to_string();
+            let method = match op {
+                AddRemove::Add => "POST",
+                AddRemove::Remove => "DELETE",
+            };
+            crate::admin::client::main(&admin, method, "/v1/bypass", Some(body.as_bytes()))
         }
         Command::Status { admin } => crate::admin::client::main(&admin, "GET", "/v1/status", None),
     }

@@ -124,7 +124,9 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut steer_in = Steering::load(&cfg.gateway.inside, IfSide::Inside, &rules)?;
     let mut steer_out = Steering::load(&cfg.gateway.outside, IfSide::Outside, &rules)?;
 
-    let nft = Nft::install(&cfg, &sys.kernel_addrs)?;
+    let mut nft = Nft::install(&cfg, &sys.kernel_addrs)?;
+    let mut bypass = cfg.gateway.bypass.clone();
+    let bypass_rx = control.bypass_channel();
 
     // The worker owns the sockets (xdpilone's UMEM is not Send) and the engine.
     let (fd_tx, fd_rx) = mpsc::channel();
@@ -193,6 +195,16 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         if hup.swap(false, Ordering::Relaxed) {
             reload(&control);
         }
+        while let Ok(cmd) = bypass_rx.try_recv() {
+            let r = set_bypass(
+                &cmd,
+                &mut bypass,
+                [&mut steer_in, &mut steer_out],
+                &mut nft,
+                (&cfg.gateway.outside, &sys.kernel_addrs),
+            );
+            let _ = cmd.reply.send(r.map(|()| bypass.clone()));
+        }
         if last_publish.elapsed() >= PUBLISH_EVERY {
             last_publish = Instant::now();
             publish(
@@ -260,6 +272,36 @@ fn reload(control: &crate::admin::Control) {
             log("reload failed: the running policy stays");
         }
     }
+}
+
+/// Admin API: add or remove a bypassed source in the XDP maps of both interfaces and the
+/// nftables masquerade. The engine needs no change: XDP hands new packets of a bypassed source
+/// to the kernel, and replies of the engine's existing flows (to the EIPs) still reach it.
+fn set_bypass(
+    cmd: &crate::admin::BypassCmd,
+    list: &mut Vec<ipnet::IpNet>,
+    steer: [&mut Steering; 2],
+    nft: &mut Nft,
+    (outside, kernel_addrs): (&str, &[IpAddr]),
+) -> Result<(), String> {
+    let net = cmd.net.trunc();
+    let mut new = list.clone();
+    new.retain(|n| *n != net);
+    if cmd.add {
+        new.push(net);
+    }
+    // nftables first: if the kernel cannot masquerade the source, XDP must not hand it over.
+    nft.apply(outside, &new, kernel_addrs)
+        .map_err(|e| e.to_string())?;
+    for s in steer {
+        s.set_bypass(net, cmd.add).map_err(|e| e.to_string())?;
+    }
+    log(&format!(
+        "bypass {net} {}",
+        if cmd.add { "added" } else { "removed" }
+    ));
+    *list = new;
+    Ok(())
 }
 
 /// Gather the counters the control plane publishes (metrics, status).
@@ -410,28 +452,45 @@ impl Nft {
     fn install(cfg: &Config, kernel_addrs: &[IpAddr]) -> Result<Nft, RunError> {
         // A table left by a crashed run goes first (an error here just means there was none).
         let _ = nft(&format!("delete table inet {NFT_TABLE}"));
-        if cfg.gateway.bypass.is_empty() {
-            return Ok(Nft { installed: false });
+        let mut n = Nft { installed: false };
+        n.apply(&cfg.gateway.outside, &cfg.gateway.bypass, kernel_addrs)?;
+        Ok(n)
+    }
+
+    /// Replace the table's rules with the masquerade of `bypass` (atomically: one nft script).
+    fn apply(
+        &mut self,
+        outside: &str,
+        bypass: &[ipnet::IpNet],
+        kernel_addrs: &[IpAddr],
+    ) -> Result<(), RunError> {
+        if bypass.is_empty() {
+            if self.installed {
+                nft(&format!("delete table inet {NFT_TABLE}")).map_err(RunError::Other)?;
+                self.installed = false;
+            }
+            return Ok(());
         }
-        let mut script = format!(
+        let mut script = String::new();
+        if self.installed {
+            script.push_str(&format!("delete table inet {NFT_TABLE}\n"));
+        }
+        script.push_str(&format!(
             "table inet {NFT_TABLE} {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n"
-        );
-        for net in &cfg.gateway.bypass {
+        ));
+        for net in bypass {
             let v4 = net.addr().is_ipv4();
             // Not an EIP: replies to an EIP are steered to the engine, which does not know
             // the kernel's connections.
             let to = kernel_addrs.iter().find(|a| a.is_ipv4() == v4).ok_or_else(|| {
                 RunError::Prerequisite(format!(
-                    "bypass {net}: {} has no IPv{} address besides the EIPs for the kernel to SNAT bypassed sources to (ip addr add ADDR dev {})",
-                    cfg.gateway.outside,
+                    "bypass {net}: {outside} has no IPv{} address besides the EIPs for the kernel to SNAT bypassed sources to (ip addr add ADDR dev {outside})",
                     if v4 { 4 } else { 6 },
-                    cfg.gateway.outside
                 ))
             })?;
             let fam = if v4 { "ip" } else { "ip6" };
             script.push_str(&format!(
-                "  oifname \"{}\" {fam} saddr {net} snat {fam} to {to}\n",
-                cfg.gateway.outside
+                "  oifname \"{outside}\" {fam} saddr {net} snat {fam} to {to}\n"
             ));
         }
         script.push_str(" }\n}\n");
@@ -440,7 +499,8 @@ impl Nft {
                 "installing the nftables masquerade for bypassed sources: {e}"
             ))
         })?;
-        Ok(Nft { installed: true })
+        self.installed = true;
+        Ok(())
     }
 }
 

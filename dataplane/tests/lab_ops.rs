@@ -1,6 +1,7 @@
 //! Operating a live gateway in the lab: a SIGHUP reload that now denies a domain leaves an
 //! established flow to it alone while new connections are refused; `/metrics` counts the
-//! traffic. Root only (prints `SKIP` otherwise); its own namespace tag (`natfw-o1-*`) and a
+//! traffic; `natfw bypass add|remove` through the admin API lets a host around the policy and
+//! back. Root only (prints `SKIP` otherwise); its own namespace tag (`natfw-o1-*`) and a
 //! guard that tears the lab down (and stops the natfw it started) on panic.
 
 use std::io::Read;
@@ -13,6 +14,7 @@ use natfw_dataplane::lab::{
 };
 
 const METRICS: &str = "127.0.0.1:9109";
+const ADMIN: &str = "127.0.0.1:9443";
 
 /// `natfw run` started by this test (with a metrics listener); SIGKILLed on drop if still up.
 struct Natfw(Child);
@@ -56,7 +58,7 @@ fn metric(text: &str, series: &str) -> u64 {
 }
 
 #[test]
-fn reload_keeps_established_flows_denies_new_ones_and_metrics_move() {
+fn reload_keeps_established_flows_denies_new_ones_metrics_move_and_bypass_applies_live() {
     if let Err(why) = lab::prerequisites() {
         eprintln!("SKIP lab ops test: {why}");
         return;
@@ -73,7 +75,12 @@ fn reload_keeps_established_flows_denies_new_ones_and_metrics_move() {
         .expect("prod gateway")
         .clone();
     let base = gateway_config_text(&g).expect("embedded config");
-    let with_metrics = format!("{base}metrics:\n  listen: \"{METRICS}\"\n");
+    let token = lab.dir.join("ops-token");
+    std::fs::write(&token, "lab-ops-token\n").unwrap();
+    let with_metrics = format!(
+        "{base}metrics:\n  listen: \"{METRICS}\"\nadmin:\n  listen: \"{ADMIN}\"\n  token_file: {}\n  plain_http: true\n",
+        token.display()
+    );
     let cfg = lab.dir.join("ops-prod.yaml");
     std::fs::write(&cfg, &with_metrics).unwrap();
     let log = lab.dir.join("ops-natfw.log");
@@ -221,6 +228,72 @@ fn reload_keeps_established_flows_denies_new_ones_and_metrics_move() {
     assert!(
         metric(&after, "natfw_dropped_packets_total{reason=\"policy\"}") >= 1,
         "{after}"
+    );
+
+    // Bypass the host through the admin API client: the denied domain is reachable again,
+    // SNATed by the kernel to the gateway's own address; removing it denies again.
+    let natfw_bin = env!("CARGO_BIN_EXE_natfw");
+    let tok = token.display().to_string();
+    let admin_url = format!("http://{ADMIN}");
+    let bypass = |op: &str| {
+        let o = lab
+            .exec(
+                &g.ns,
+                &[
+                    natfw_bin,
+                    "bypass",
+                    op,
+                    "10.10.1.10",
+                    "--admin",
+                    &admin_url,
+                    "--token-file",
+                    &tok,
+                ],
+                t,
+            )
+            .expect("natfw bypass");
+        assert!(
+            o.status.success(),
+            "natfw bypass {op}: {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let fetch = || {
+        lab.exec(
+            &host,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "--resolve",
+                "api.vendor.test:80:203.0.113.11",
+                "http://api.vendor.test/bypass-probe",
+            ],
+            t,
+        )
+        .expect("curl")
+    };
+    bypass("add");
+    let o = fetch();
+    assert!(
+        o.status.success(),
+        "bypassed host still blocked: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let own = g.own_addr.to_string();
+    assert!(
+        lab.access_log()
+            .lines()
+            .any(|l| l.contains("bypass-probe") && l.starts_with(&own)),
+        "bypassed request not seen from {own}: {}",
+        lab.access_log()
+    );
+    bypass("remove");
+    assert!(
+        !fetch().status.success(),
+        "removing the bypass did not restore the policy"
     );
 
     signal(natfw.0.id(), "TERM");

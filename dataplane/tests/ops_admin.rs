@@ -189,6 +189,27 @@ fn good_policy_is_swapped_into_the_engine_and_restart_only_changes_are_reported(
         f.engine.policy_handle().load().rules()[0].name,
         "block-other"
     );
+    // Bypass: a bad source is a 400; without `natfw run` owning the XDP maps, a 503.
+    let (s, _) = call(
+        &f.url,
+        "POST",
+        "/v1/bypass",
+        Some(TOKEN),
+        Some(br#"{"source": "nope"}"#),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 400);
+    let (s, _) = call(
+        &f.url,
+        "POST",
+        "/v1/bypass",
+        Some(TOKEN),
+        Some(br#"{"source": "10.0.0.5"}"#),
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 503);
     f.api.stop();
     f.metrics.stop();
 }

@@ -23,6 +23,16 @@ use serde_json::json;
 use crate::metrics::{Metrics, RuleStats, Snapshot};
 use http::{Handler, Request, Response};
 
+/// A bypass change for the thread that owns the XDP maps and the nftables table.
+#[derive(Debug)]
+pub struct BypassCmd {
+    pub net: ipnet::IpNet,
+    /// Add (`true`) or remove.
+    pub add: bool,
+    /// The bypass list after the change, or why it failed.
+    pub reply: std::sync::mpsc::Sender<Result<Vec<ipnet::IpNet>, String>>,
+}
+
 /// Outcome of a successful reload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadReport {
@@ -84,6 +94,8 @@ pub struct Control {
     started: Instant,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// To `run`'s main thread, which owns the XDP maps and the nftables table.
+    bypass_tx: Mutex<Option<std::sync::mpsc::Sender<BypassCmd>>>,
     /// Serialises reloads (SIGHUP vs API) so one cannot undo the other's diff halfway.
     reload_lock: Mutex<()>,
 }
@@ -116,6 +128,7 @@ impl Control {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             reload_lock: Mutex::new(()),
+            bypass_tx: Mutex::new(None),
         }
     }
 
@@ -160,6 +173,52 @@ impl Control {
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 Err(vec![format!("{name}: {e}")])
             }
+        }
+    }
+
+    /// The receiving end of `POST/DELETE /v1/bypass` requests (for the thread that owns the
+    /// XDP maps); without it those requests answer 503.
+    pub fn bypass_channel(&self) -> std::sync::mpsc::Receiver<BypassCmd> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Ok(mut g) = self.bypass_tx.lock() {
+            *g = Some(tx);
+        }
+        rx
+    }
+
+    fn bypass(&self, req: &Request, add: bool) -> Response {
+        let src = req.param("source").or_else(|| {
+            serde_json::from_slice::<serde_json::Value>(&req.body)
+                .ok()?
+                .get("source")?
+                .as_str()
+                .map(str::to_string)
+        });
+        let Some(src) = src else {
+            return Response::json(
+                400,
+                &json!({"error": "expected {\"source\": \"IP or CIDR\"}"}),
+            );
+        };
+        let net = match crate::views::logs::parse_net(&src) {
+            Ok(n) => n,
+            Err(e) => return Response::json(400, &json!({"error": e.to_string()})),
+        };
+        let tx = self.bypass_tx.lock().ok().and_then(|g| g.clone());
+        let Some(tx) = tx else {
+            return Response::json(503, &json!({"error": "bypass changes need `natfw run`"}));
+        };
+        let (reply, rx) = std::sync::mpsc::channel();
+        if tx.send(BypassCmd { net, add, reply }).is_err() {
+            return Response::json(503, &json!({"error": "the gateway is stopping"}));
+        }
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(Ok(list)) => Response::json(
+                200,
+                &json!({"bypass": list.iter().map(|n| n.to_string()).collect::<Vec<_>>()}),
+            ),
+            Ok(Err(e)) => Response::json(500, &json!({"error": e})),
+            Err(_) => Response::json(503, &json!({"error": "no answer from the gateway"})),
         }
     }
 
@@ -233,13 +292,12 @@ impl Control {
             ("GET", "/v1/top") => self.top(req),
             ("GET", "/v1/trend") => self.trend(req),
             ("GET", "/v1/logs") => self.logs(req),
-            ("POST" | "DELETE", "/v1/bypass") => Response::json(
-                501,
-                &json!({"error": "live bypass changes are not implemented: edit gateway.bypass and restart"}),
-            ),
+            ("POST", "/v1/bypass") => self.bypass(req, true),
+            ("DELETE", "/v1/bypass") => self.bypass(req, false),
             (
                 _,
-                "/v1/status" | "/v1/policy" | "/v1/firewall" | "/v1/top" | "/v1/trend" | "/v1/logs",
+                "/v1/status" | "/v1/policy" | "/v1/firewall" | "/v1/top" | "/v1/trend" | "/v1/logs"
+                | "/v1/bypass",
             ) => Response::json(405, &json!({"error": "method not allowed"})),
             _ => Response::json(404, &json!({"error": "no such endpoint"})),
         }
