@@ -40,8 +40,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let text = config("block-example", "blocked.example", "192.0.2.1");
-    let (cfg, _) = natfw_dataplane::admin::load("natfw.yaml", &text).expect("valid config");
+    fixture_with(&config("block-example", "blocked.example", "192.0.2.1"))
+}
+
+fn fixture_with(text: &str) -> Fixture {
+    let (cfg, _) = natfw_dataplane::admin::load("natfw.yaml", text).expect("valid config");
     let engine =
         Engine::new(&cfg, GeoDb::embedded(), Box::new(Vec::<FlowRecord>::new())).expect("engine");
     let rule_stats = Arc::new(RuleStats::default());
@@ -214,15 +217,13 @@ fn good_policy_is_swapped_into_the_engine_and_restart_only_changes_are_reported(
     f.metrics.stop();
 }
 
-#[test]
-fn rule_hits_show_in_policy_and_metrics() {
-    let f = fixture();
-    let rec = FlowRecord {
+fn record(src: &str, domain: &str, rule: &str, bytes: u64) -> FlowRecord {
+    FlowRecord {
         log_type: "flow".into(),
         gateway: "gw-test".into(),
         start_time: "2026-11-28T10:00:00.000Z".into(),
         end_time: "2026-11-28T10:00:01.000Z".into(),
-        src_ip: "10.0.0.5".into(),
+        src_ip: src.into(),
         src_port: Some(40000),
         dst_ip: "198.51.100.7".into(),
         dst_port: Some(443),
@@ -230,21 +231,27 @@ fn rule_hits_show_in_policy_and_metrics() {
         snat_ip: None,
         snat_port: None,
         app_name: None,
-        domain: Some("blocked.example".into()),
+        domain: Some(domain.into()),
         domain_source: Some("sni".into()),
         ech: false,
         dst_country: None,
-        acl_rule_id: Some("block-example".into()),
+        acl_rule_id: Some(rule.into()),
         monitor_rules: vec![],
         action: "drop".into(),
         app_dpi_state: "success".into(),
         reason: "test".into(),
         out_packet_count: 3,
-        out_packet_bytes: 300,
+        out_packet_bytes: bytes,
         in_packet_count: 0,
         in_packet_bytes: 0,
         end_reason: "denied".into(),
-    };
+    }
+}
+
+#[test]
+fn rule_hits_show_in_policy_and_metrics() {
+    let f = fixture();
+    let rec = record("10.0.0.5", "blocked.example", "block-example", 300);
     f.rule_stats.count(&rec);
     f.rule_stats.count(&rec);
     let mut snap = Snapshot::default();
@@ -268,6 +275,72 @@ fn rule_hits_show_in_policy_and_metrics() {
     );
     assert!(text.contains("natfw_flows_created_total 7"), "{text}");
     assert!(text.contains("natfw_flowlog_records_total 2"), "{text}");
+    f.api.stop();
+    f.metrics.stop();
+}
+
+#[test]
+fn logs_top_and_trend_read_the_flow_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("flows.jsonl");
+    let mut text = String::new();
+    for r in [
+        record("10.0.0.5", "a.example", "block-example", 1000),
+        record("10.0.0.5", "b.example", "block-example", 2000),
+        record("10.0.0.9", "c.example", "block-example", 100),
+    ] {
+        text.push_str(&serde_json::to_string(&r).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(&log, text).unwrap();
+    let cfg = format!(
+        "{}logging:\n  flow_log: {}\n",
+        config("block-example", "blocked.example", "192.0.2.1"),
+        log.display()
+    );
+    let f = fixture_with(&cfg);
+
+    let (s, b) = call(
+        &f.url,
+        "GET",
+        "/v1/logs?src=10.0.0.9",
+        Some(TOKEN),
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 200);
+    let lines: Vec<&str> = std::str::from_utf8(&b).unwrap().lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("c.example"));
+
+    let (s, b) = call(&f.url, "GET", "/v1/top?by=bytes", Some(TOKEN), None, None).unwrap();
+    assert_eq!(s, 200);
+    let v = body(&b);
+    assert_eq!(v["talkers"][0]["src_ip"], "10.0.0.5");
+    assert_eq!(v["talkers"][0]["bytes_out"], 3000);
+    assert_eq!(v["talkers"][1]["src_ip"], "10.0.0.9");
+
+    let (s, b) = call(
+        &f.url,
+        "GET",
+        "/v1/trend?interval=1m",
+        Some(TOKEN),
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(s, 200);
+    let v = body(&b);
+    let total: u64 = v["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["bytes_out"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 3100);
+    let (s, _) = call(&f.url, "GET", "/v1/top?by=packets", Some(TOKEN), None, None).unwrap();
+    assert_eq!(s, 400);
     f.api.stop();
     f.metrics.stop();
 }
