@@ -344,3 +344,28 @@ fn logs_top_and_trend_read_the_flow_log() {
     f.api.stop();
     f.metrics.stop();
 }
+
+#[test]
+fn oversized_and_malformed_requests_are_refused() {
+    use std::io::{Read, Write};
+    let f = fixture();
+    let raw = |req: &[u8]| {
+        let mut s = std::net::TcpStream::connect(f.api.addr).unwrap();
+        s.write_all(req).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let big = raw(b"PUT /v1/policy HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n");
+    assert!(big.starts_with("HTTP/1.1 413 "), "{big}");
+    let bad = raw(b"NOT HTTP AT ALL\r\n\r\n");
+    assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+    let chunked = raw(b"PUT /v1/policy HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert!(chunked.starts_with("HTTP/1.1 400 "), "{chunked}");
+    let mut head = b"GET /v1/status HTTP/1.1\r\n".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 20_000));
+    let long = raw(&head);
+    assert!(long.starts_with("HTTP/1.1 413 "), "{long}");
+    f.api.stop();
+    f.metrics.stop();
+}

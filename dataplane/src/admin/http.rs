@@ -187,15 +187,16 @@ fn accept_loop(
             active.fetch_sub(1, Ordering::AcqRel);
             continue; // dropped: closed
         }
-        let (tls, handler, active) = (tls.clone(), Arc::clone(handler), Arc::clone(&active));
+        let (tls, handler, slot) = (tls.clone(), Arc::clone(handler), Arc::clone(&active));
         let spawned = std::thread::Builder::new()
             .name("natfw-http-conn".into())
             .spawn(move || {
                 let _ = serve_one(sock, tls, &handler);
-                active.fetch_sub(1, Ordering::AcqRel);
+                slot.fetch_sub(1, Ordering::AcqRel);
             });
         if spawned.is_err() {
-            // The closure (and its decrement) never ran.
+            // The closure (and its decrement) never ran; the socket was dropped with it.
+            active.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -208,6 +209,7 @@ fn serve_one(
     sock.set_nonblocking(false)?;
     sock.set_read_timeout(Some(IO_TIMEOUT))?;
     sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    let sock_clone = sock.try_clone();
     let mut stream: Box<dyn ReadWrite> = match tls {
         Some(cfg) => {
             let conn = rustls::ServerConnection::new(cfg).map_err(io::Error::other)?;
@@ -215,14 +217,23 @@ fn serve_one(
         }
         None => Box::new(sock),
     };
-    let resp = match read_request(&mut stream) {
-        Ok(req) => handler(&req),
-        Err(ReadErr::TooLarge) => Response::text(413, "request too large\n"),
-        Err(ReadErr::Bad(m)) => Response::text(400, format!("{m}\n")),
+    let raw = sock_clone?;
+    let (resp, unread) = match read_request(&mut stream) {
+        Ok(req) => (handler(&req), false),
+        Err(ReadErr::TooLarge) => (Response::text(413, "request too large\n"), true),
+        Err(ReadErr::Bad(m)) => (Response::text(400, format!("{m}\n")), true),
         Err(ReadErr::Io(e)) => return Err(e),
     };
     write_response(&mut stream, &resp)?;
-    stream.flush()
+    stream.flush()?;
+    if unread {
+        // Closing with unread request bytes makes the kernel send a RST that can destroy the
+        // response before the client reads it: stop writing, then drain a bounded amount.
+        raw.shutdown(std::net::Shutdown::Write)?;
+        raw.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let _ = io::copy(&mut (&raw).take(MAX_BODY as u64), &mut io::sink());
+    }
+    Ok(())
 }
 
 trait ReadWrite: Read + Write {}
