@@ -103,8 +103,6 @@ enum Command {
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
-        #[command(flatten)]
-        admin: crate::admin::client::AdminArgs,
     },
     /// Turn inspection on or off for new flows (off = SNAT only) (admin API).
     Firewall {
@@ -132,9 +130,16 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum PolicyCmd {
     /// Print the running rules with hits, bytes and last hit.
-    Show,
+    Show {
+        #[command(flatten)]
+        admin: crate::admin::client::AdminArgs,
+    },
     /// Validate FILE (a full natfw.yaml) on the gateway and swap its policy in.
-    Apply { file: std::path::PathBuf },
+    Apply {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        admin: crate::admin::client::AdminArgs,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -198,12 +203,10 @@ pub fn main() -> i32 {
             chart,
         } => view_exit(overview(files, interval, bandwidth_mbps, config, chart)),
         Command::Policy {
-            cmd: PolicyCmd::Show,
-            admin,
+            cmd: PolicyCmd::Show { admin },
         } => crate::admin::client::main(&admin, "GET", "/v1/policy", None),
         Command::Policy {
-            cmd: PolicyCmd::Apply { file },
-            admin,
+            cmd: PolicyCmd::Apply { file, admin },
         } => match std::fs::read(&file) {
             Ok(body) => crate::admin::client::main(&admin, "PUT", "/v1/policy", Some(&body)),
             Err(e) => {

@@ -369,3 +369,47 @@ fn oversized_and_malformed_requests_are_refused() {
     f.api.stop();
     f.metrics.stop();
 }
+
+#[test]
+fn cli_client_applies_and_reports_errors_with_exit_codes() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, config("cli-rule", "cli.example", "192.0.2.1")).unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "gateway: [\n").unwrap();
+    let natfw = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_natfw"))
+            .args(args)
+            .args(["--admin", &f.url, "--token-file"])
+            .arg(&token)
+            .output()
+            .unwrap()
+    };
+    let o = natfw(&["policy", "apply", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("<request>:"),
+        "{o:?}"
+    );
+    assert_eq!(
+        f.engine.policy_handle().load().rules()[0].name,
+        "block-example"
+    );
+    let o = natfw(&["policy", "apply", good.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(f.engine.policy_handle().load().rules()[0].name, "cli-rule");
+    let o = natfw(&["status"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("\"reloads_failed\": 1"),
+        "{o:?}"
+    );
+    let o = natfw(&["firewall", "off"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!f.engine.policy_handle().load().enabled());
+    f.api.stop();
+    f.metrics.stop();
+}

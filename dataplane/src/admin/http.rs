@@ -249,7 +249,12 @@ enum ReadErr {
 fn read_head(s: &mut dyn Read) -> Result<(usize, Vec<u8>), ReadErr> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
+    // A whole head within one timeout: a client trickling bytes cannot hold a slot for long.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
     loop {
+        if std::time::Instant::now() > deadline {
+            return Err(ReadErr::Io(io::ErrorKind::TimedOut.into()));
+        }
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Ok((i + 4, buf));
         }
