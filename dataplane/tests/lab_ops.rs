@@ -160,6 +160,13 @@ fn reload_keeps_established_flows_denies_new_ones_metrics_move_and_bypass_applie
         "      ports: [80, 443]\n      action: drop",
         1,
     );
+    // A new first rule shifts every rule's index: records of flows decided before the reload
+    // must still name the rule that decided them.
+    let denied = denied.replacen(
+        "  rules:\n",
+        "  rules:\n    - name: shifted-in\n      destination: { cidr: [192.0.2.99/32] }\n      action: drop\n",
+        1,
+    );
     assert_ne!(denied, with_metrics, "the rule edit did not apply");
     std::fs::write(&cfg, &denied).unwrap();
     signal(natfw.0.id(), "HUP");
