@@ -5,10 +5,10 @@
 //! the engine; load the XDP program per interface with its maps filled; install the nftables
 //! masquerade for bypassed sources; open the AF_XDP sockets on a worker thread pinned to CPU 0,
 //! register them and attach XDP. The main thread then logs, reloads the policy on SIGHUP (see
-//! [`crate::admin`]), publishes counters to the admin/metrics listeners and waits for
-//! SIGINT/SIGTERM, after
-//! which XDP is detached, the worker stops, the engine shuts down (every flow ends with
-//! `shutdown`), the last emits go out, the flow log is flushed and the nftables table removed.
+//! [`crate::admin`]), applies admin-API bypass changes, publishes counters to the admin/metrics
+//! listeners and waits for SIGINT/SIGTERM, after which XDP is detached, the worker stops, the
+//! engine shuts down (every flow ends with `shutdown`), the last emits go out, the flow log is
+//! flushed and the nftables table removed.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         return Err(crate::xdp::XdpError::NotBuilt.into());
     }
     let cfg = load_config(&opts.config)?;
-    let opts_config = opts.config.clone();
+    let config_path = opts.config.clone(); // `opts` is shadowed by the engine's below
     let sys = check_system(&cfg)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -98,7 +98,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         .map_err(|e| RunError::Config(e.to_string()))?;
     let control = Arc::new(crate::admin::Control::new(
         cfg.clone(),
-        opts_config.clone(),
+        config_path,
         engine.policy_handle(),
         rule_stats,
     ));
