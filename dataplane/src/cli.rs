@@ -99,6 +99,59 @@ enum Command {
         #[arg(long)]
         chart: Option<std::path::PathBuf>,
     },
+    /// Show the running policy with per-rule hits, or apply a new config (admin API).
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Turn inspection on or off for new flows (off = SNAT only) (admin API).
+    Firewall {
+        #[arg(value_enum)]
+        state: OnOff,
+        #[command(flatten)]
+        admin: crate::admin::client::AdminArgs,
+    },
+    /// Add or remove a bypassed source: SNATed by the kernel, never inspected (admin API).
+    Bypass {
+        #[arg(value_enum)]
+        op: AddRemove,
+        /// Source IP or CIDR.
+        source: String,
+        #[command(flatten)]
+        admin: crate::admin::client::AdminArgs,
+    },
+    /// Counters and state of the running gateway (admin API).
+    Status {
+        #[command(flatten)]
+        admin: crate::admin::client::AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Print the running rules with hits, bytes and last hit.
+    Show {
+        #[command(flatten)]
+        admin: crate::admin::client::AdminArgs,
+    },
+    /// Validate FILE (a full natfw.yaml) on the gateway and swap its policy in.
+    Apply {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        admin: crate::admin::client::AdminArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AddRemove {
+    Add,
+    Remove,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -149,6 +202,31 @@ pub fn main() -> i32 {
             config,
             chart,
         } => view_exit(overview(files, interval, bandwidth_mbps, config, chart)),
+        Command::Policy {
+            cmd: PolicyCmd::Show { admin },
+        } => crate::admin::client::main(&admin, "GET", "/v1/policy", None),
+        Command::Policy {
+            cmd: PolicyCmd::Apply { file, admin },
+        } => match std::fs::read(&file) {
+            Ok(body) => crate::admin::client::main(&admin, "PUT", "/v1/policy", Some(&body)),
+            Err(e) => {
+                eprintln!("natfw: {}: {e}", file.display());
+                1
+            }
+        },
+        Command::Firewall { state, admin } => {
+            let body = format!("{{\"enabled\": {}}}", matches!(state, OnOff::On));
+            crate::admin::client::main(&admin, "POST", "/v1/firewall", Some(body.as_bytes()))
+        }
+        Command::Bypass { op, source, admin } => {
+            let body = serde_json::json!({ "source": source }).to_string();
+            let method = match op {
+                AddRemove::Add => "POST",
+                AddRemove::Remove => "DELETE",
+            };
+            crate::admin::client::main(&admin, method, "/v1/bypass", Some(body.as_bytes()))
+        }
+        Command::Status { admin } => crate::admin::client::main(&admin, "GET", "/v1/status", None),
     }
 }
 

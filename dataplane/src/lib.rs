@@ -1,4 +1,5 @@
 //! natfw-dataplane: the sans-I/O engine and the I/O around it.
+pub mod admin;
 pub mod afxdp;
 pub mod check;
 pub mod cli;
@@ -9,6 +10,7 @@ pub mod flowlog;
 pub mod frag;
 pub mod l7;
 pub mod lab;
+pub mod metrics;
 pub mod neigh;
 pub mod netlink;
 pub mod pcap;

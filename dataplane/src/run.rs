@@ -4,9 +4,11 @@
 //! on the outside interface, a default route out of it, no DNAT); start the flow-log writer and
 //! the engine; load the XDP program per interface with its maps filled; install the nftables
 //! masquerade for bypassed sources; open the AF_XDP sockets on a worker thread pinned to CPU 0,
-//! register them and attach XDP. The main thread then logs and waits for SIGINT/SIGTERM, after
-//! which XDP is detached, the worker stops, the engine shuts down (every flow ends with
-//! `shutdown`), the last emits go out, the flow log is flushed and the nftables table removed.
+//! register them and attach XDP. The main thread then logs, reloads the policy on SIGHUP (see
+//! [`crate::admin`]), applies admin-API bypass changes, publishes counters to the admin/metrics
+//! listeners and waits for SIGINT/SIGTERM, after which XDP is detached, the worker stops, the
+//! engine shuts down (every flow ends with `shutdown`), the last emits go out, the flow log is
+//! flushed and the nftables table removed.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +29,8 @@ use crate::xdp::{IfSide, Steering, SteeringRules};
 pub const NFT_TABLE: &str = "natfw";
 /// How often the engine is polled for timeouts.
 const POLL: Duration = Duration::from_millis(100);
+/// How often counters are published to the control plane (metrics, status).
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// How often counters are logged.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -57,6 +61,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         return Err(crate::xdp::XdpError::NotBuilt.into());
     }
     let cfg = load_config(&opts.config)?;
+    let config_path = opts.config.clone(); // `opts` is shadowed by the engine's below
     let sys = check_system(&cfg)?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -85,8 +90,26 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         ),
         None => GeoDb::embedded(),
     };
-    let engine = Engine::with_options(&cfg, geo, Box::new(sink), opts)
+    // Per-rule hits are counted from the records on their way to the flow log.
+    let rule_stats = Arc::new(crate::metrics::RuleStats::default());
+    let sink_probe = sink.clone();
+    let counting = crate::metrics::CountingSink::new(sink, Arc::clone(&rule_stats));
+    let engine = Engine::with_options(&cfg, geo, Box::new(counting), opts)
         .map_err(|e| RunError::Config(e.to_string()))?;
+    let control = Arc::new(crate::admin::Control::new(
+        cfg.clone(),
+        config_path,
+        engine.policy_handle(),
+        rule_stats,
+    ));
+    let servers = crate::admin::start_listeners(&cfg, &control).map_err(RunError::Config)?;
+    for s in &servers {
+        log(&format!("listening on {}", s.addr));
+    }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .map_err(|e| RunError::Other(format!("installing the SIGHUP handler: {e}")))?;
+    let engine_stats = Arc::new(Mutex::new(crate::stats::EngineStats::default()));
 
     let rules = SteeringRules {
         snat: cfg.gateway.snat.iter().map(|e| e.source).collect(),
@@ -101,7 +124,9 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut steer_in = Steering::load(&cfg.gateway.inside, IfSide::Inside, &rules)?;
     let mut steer_out = Steering::load(&cfg.gateway.outside, IfSide::Outside, &rules)?;
 
-    let nft = Nft::install(&cfg, &sys.kernel_addrs)?;
+    let mut nft = Nft::install(&cfg, &sys.kernel_addrs)?;
+    let mut bypass = cfg.gateway.bypass.clone();
+    let bypass_rx = control.bypass_channel();
 
     // The worker owns the sockets (xdpilone's UMEM is not Send) and the engine.
     let (fd_tx, fd_rx) = mpsc::channel();
@@ -109,10 +134,20 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let worker = {
         let stop = Arc::clone(&stop);
         let io_stats = Arc::clone(&io_stats);
+        let engine_stats = Arc::clone(&engine_stats);
         let (inside, outside) = (sys.inside.clone(), sys.outside.clone());
         std::thread::Builder::new()
             .name("natfw-dataplane".into())
-            .spawn(move || worker(inside, outside, engine, &stop, &fd_tx, &io_stats))
+            .spawn(move || {
+                worker(
+                    inside,
+                    outside,
+                    engine,
+                    &stop,
+                    &fd_tx,
+                    (&io_stats, &engine_stats),
+                )
+            })
             .map_err(|e| RunError::Other(format!("spawning the data-path thread: {e}")))?
     };
     let fds = match fd_rx.recv() {
@@ -146,15 +181,40 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         crate::neigh::probe(*r, sys.outside.ifindex);
     }
     log(&format!(
-        "forwarding {} <-> {} (EIPs {:?}); SIGINT/SIGTERM to stop",
+        "forwarding {} <-> {} (EIPs {:?}); SIGHUP reloads the policy; SIGINT/SIGTERM to stop",
         cfg.gateway.inside, cfg.gateway.outside, cfg.gateway.eips
     ));
 
     let mut last_log = Instant::now();
+    let mut last_publish = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
         if worker.is_finished() {
             break;
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            reload(&control);
+        }
+        while let Ok(cmd) = bypass_rx.try_recv() {
+            let r = set_bypass(
+                &cmd,
+                &mut bypass,
+                [&mut steer_in, &mut steer_out],
+                &mut nft,
+                (&cfg.gateway.outside, &sys.kernel_addrs),
+            );
+            let _ = cmd.reply.send(r.map(|()| bypass.clone()));
+        }
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            last_publish = Instant::now();
+            publish(
+                &control,
+                &steer_in,
+                &steer_out,
+                &io_stats,
+                &engine_stats,
+                &sink_probe,
+            );
         }
         if last_log.elapsed() >= LOG_EVERY {
             last_log = Instant::now();
@@ -162,6 +222,9 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
     }
     log("stopping");
+    for s in servers {
+        s.stop();
+    }
     log_counters(&steer_in, &steer_out, &io_stats);
     // Detach first: from here on the kernel has the interfaces again.
     drop(steer_in);
@@ -185,6 +248,85 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
 fn log(msg: &str) {
     eprintln!("natfw: {msg}");
+}
+
+/// SIGHUP: reload the config file's policy; on error keep the running one.
+fn reload(control: &crate::admin::Control) {
+    match control.reload_file() {
+        Ok(r) => {
+            for w in &r.warnings {
+                log(w);
+            }
+            for i in &r.ignored {
+                log(i);
+            }
+            log(&format!(
+                "reloaded: {} rules now apply to new flows",
+                r.rules
+            ));
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            log("reload failed: the running policy stays");
+        }
+    }
+}
+
+/// Admin API: add or remove a bypassed source in the XDP maps of both interfaces and the
+/// nftables masquerade. The engine needs no change: XDP hands new packets of a bypassed source
+/// to the kernel, and replies of the engine's existing flows (to the EIPs) still reach it.
+fn set_bypass(
+    cmd: &crate::admin::BypassCmd,
+    list: &mut Vec<ipnet::IpNet>,
+    steer: [&mut Steering; 2],
+    nft: &mut Nft,
+    (outside, kernel_addrs): (&str, &[IpAddr]),
+) -> Result<(), String> {
+    let net = cmd.net.trunc();
+    let mut new = list.clone();
+    new.retain(|n| *n != net);
+    if cmd.add {
+        new.push(net);
+    }
+    // nftables first: if the kernel cannot masquerade the source, XDP must not hand it over.
+    nft.apply(outside, &new, kernel_addrs)
+        .map_err(|e| e.to_string())?;
+    for s in steer {
+        s.set_bypass(net, cmd.add).map_err(|e| e.to_string())?;
+    }
+    log(&format!(
+        "bypass {net} {}",
+        if cmd.add { "added" } else { "removed" }
+    ));
+    *list = new;
+    Ok(())
+}
+
+/// Gather the counters the control plane publishes (metrics, status).
+fn publish(
+    control: &crate::admin::Control,
+    a: &Steering,
+    b: &Steering,
+    io: &Mutex<IoStats>,
+    engine: &Mutex<crate::stats::EngineStats>,
+    sink: &crate::flowlog::ChannelSink,
+) {
+    let mut s = crate::metrics::Snapshot::default();
+    if let Ok(e) = engine.lock() {
+        s.engine = e.clone();
+    }
+    if let Ok(io) = io.lock() {
+        s.io = *io;
+    }
+    for st in [a, b] {
+        if let Ok(c) = st.counters() {
+            s.xdp.push((st.iface().to_string(), c));
+        }
+    }
+    s.flowlog_dropped = sink.dropped();
+    control.publish(s);
 }
 
 fn log_counters(a: &Steering, b: &Steering, io: &Mutex<IoStats>) {
@@ -310,28 +452,45 @@ impl Nft {
     fn install(cfg: &Config, kernel_addrs: &[IpAddr]) -> Result<Nft, RunError> {
         // A table left by a crashed run goes first (an error here just means there was none).
         let _ = nft(&format!("delete table inet {NFT_TABLE}"));
-        if cfg.gateway.bypass.is_empty() {
-            return Ok(Nft { installed: false });
+        let mut n = Nft { installed: false };
+        n.apply(&cfg.gateway.outside, &cfg.gateway.bypass, kernel_addrs)?;
+        Ok(n)
+    }
+
+    /// Replace the table's rules with the masquerade of `bypass` (atomically: one nft script).
+    fn apply(
+        &mut self,
+        outside: &str,
+        bypass: &[ipnet::IpNet],
+        kernel_addrs: &[IpAddr],
+    ) -> Result<(), RunError> {
+        if bypass.is_empty() {
+            if self.installed {
+                nft(&format!("delete table inet {NFT_TABLE}")).map_err(RunError::Other)?;
+                self.installed = false;
+            }
+            return Ok(());
         }
-        let mut script = format!(
+        let mut script = String::new();
+        if self.installed {
+            script.push_str(&format!("delete table inet {NFT_TABLE}\n"));
+        }
+        script.push_str(&format!(
             "table inet {NFT_TABLE} {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n"
-        );
-        for net in &cfg.gateway.bypass {
+        ));
+        for net in bypass {
             let v4 = net.addr().is_ipv4();
             // Not an EIP: replies to an EIP are steered to the engine, which does not know
             // the kernel's connections.
             let to = kernel_addrs.iter().find(|a| a.is_ipv4() == v4).ok_or_else(|| {
                 RunError::Prerequisite(format!(
-                    "bypass {net}: {} has no IPv{} address besides the EIPs for the kernel to SNAT bypassed sources to (ip addr add ADDR dev {})",
-                    cfg.gateway.outside,
+                    "bypass {net}: {outside} has no IPv{} address besides the EIPs for the kernel to SNAT bypassed sources to (ip addr add ADDR dev {outside})",
                     if v4 { 4 } else { 6 },
-                    cfg.gateway.outside
                 ))
             })?;
             let fam = if v4 { "ip" } else { "ip6" };
             script.push_str(&format!(
-                "  oifname \"{}\" {fam} saddr {net} snat {fam} to {to}\n",
-                cfg.gateway.outside
+                "  oifname \"{outside}\" {fam} saddr {net} snat {fam} to {to}\n"
             ));
         }
         script.push_str(" }\n}\n");
@@ -340,7 +499,8 @@ impl Nft {
                 "installing the nftables masquerade for bypassed sources: {e}"
             ))
         })?;
-        Ok(Nft { installed: true })
+        self.installed = true;
+        Ok(())
     }
 }
 
@@ -414,7 +574,7 @@ fn worker(
     engine: Engine,
     stop: &AtomicBool,
     fds: &mpsc::Sender<FdReply>,
-    io_stats: &Mutex<IoStats>,
+    (io_stats, engine_stats): (&Mutex<IoStats>, &Mutex<crate::stats::EngineStats>),
 ) -> String {
     if let Err(e) = pin_to_cpu(0) {
         log(&format!(
@@ -433,6 +593,7 @@ fn worker(
         engine,
         emits: Vec::new(),
         io_stats,
+        engine_stats,
         last: IoStats::default(),
     };
     x.run(&mut h, stop, POLL);
@@ -449,6 +610,8 @@ struct EngineHandler<'a> {
     engine: Engine,
     emits: Vec<Emit>,
     io_stats: &'a Mutex<IoStats>,
+    /// The engine's counters as of the last tick, for the control plane.
+    engine_stats: &'a Mutex<crate::stats::EngineStats>,
     /// Last I/O counters published to the control thread.
     last: IoStats,
 }
@@ -482,6 +645,10 @@ impl FrameHandler for EngineHandler<'_> {
 
     fn tick(&mut self, now: Timestamp, io: &IoStats) {
         self.engine.poll(now);
+        // try_lock: the data path never waits for the control thread.
+        if let Ok(mut s) = self.engine_stats.try_lock() {
+            s.clone_from(self.engine.stats());
+        }
         if *io != self.last {
             self.last = *io;
             if let Ok(mut s) = self.io_stats.lock() {

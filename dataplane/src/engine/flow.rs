@@ -116,6 +116,9 @@ pub(crate) struct FlowData {
     pub decided_by: Option<DecidedBy>,
     pub rule: Option<RuleId>,
     pub monitors: Option<Box<[RuleId]>>,
+    /// The policy that decided the flow: `rule` and `monitors` index into it, so the record
+    /// names the right rules after a hot reload swapped in another policy.
+    pub decided_under: Option<std::sync::Arc<CompiledPolicy>>,
     /// Name for the log (sent name, or the name the client resolved, see `domain_src`).
     pub domain: Option<Box<str>>,
     pub domain_src: DomainSrc,
@@ -161,6 +164,7 @@ impl FlowData {
             decided_by: None,
             rule: None,
             monitors: None,
+            decided_under: None,
             domain: None,
             domain_src: DomainSrc::None,
             domain_fact: if l7 {
@@ -364,6 +368,7 @@ impl FlowData {
         end_reason: EndReason,
         policy: &CompiledPolicy,
     ) -> FlowRecord {
+        let policy = self.decided_under.as_deref().unwrap_or(policy);
         let icmp = key.proto == PROTO_ICMP || key.proto == PROTO_ICMPV6;
         let proto = match key.proto {
             PROTO_TCP => "tcp".to_string(),

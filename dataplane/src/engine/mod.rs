@@ -1268,6 +1268,7 @@ impl Engine {
             };
             d.rule = rule;
             d.decided_by = Some(by);
+            d.decided_under = Some(Arc::clone(&policy));
             if !ev.monitors.is_empty() {
                 d.monitors = Some(ev.monitors.into_boxed_slice());
             }
@@ -1363,6 +1364,7 @@ impl Engine {
                 };
                 e.data.rule = rule;
                 e.data.decided_by = Some(by);
+                e.data.decided_under = Some(Arc::clone(&policy));
                 if !ev.monitors.is_empty() {
                     e.data.monitors = Some(ev.monitors.into_boxed_slice());
                 }

@@ -201,6 +201,33 @@ impl Steering {
         Ok(())
     }
 
+    /// Add (`on`) or remove a bypassed source prefix while the program runs (admin API):
+    /// its new packets go to the kernel instead of the engine.
+    pub fn set_bypass(&mut self, net: IpNet, on: bool) -> Result<(), XdpError> {
+        if on {
+            return self.fill_lpm("bypass_v4", "bypass_v6", &[net]);
+        }
+        let iface = self.iface.clone();
+        let (v4, v6) = ("bypass_v4", "bypass_v6");
+        let [m4, m6] = self.ebpf.maps_disjoint_mut([v4, v6]);
+        let m4 = m4.ok_or(XdpError::MissingMap { map: v4 })?;
+        let m6 = m6.ok_or(XdpError::MissingMap { map: v6 })?;
+        // A missing key is not an error: removing twice is idempotent.
+        match net.trunc() {
+            IpNet::V4(n) => {
+                let mut t: LpmTrie<&mut MapData, [u8; 4], u8> =
+                    LpmTrie::try_from(m4).map_err(self_map_err(&iface, v4))?;
+                let _ = t.remove(&Key::new(n.prefix_len().into(), n.addr().octets()));
+            }
+            IpNet::V6(n) => {
+                let mut t: LpmTrie<&mut MapData, [u8; 16], u8> =
+                    LpmTrie::try_from(m6).map_err(self_map_err(&iface, v6))?;
+                let _ = t.remove(&Key::new(n.prefix_len().into(), n.addr().octets()));
+            }
+        }
+        Ok(())
+    }
+
     /// Put an AF_XDP socket into the XSKMAP slot of RX queue `queue`.
     pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
         let iface = self.iface.clone();

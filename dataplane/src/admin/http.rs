@@ -1,0 +1,510 @@
+//! A small, bounded HTTP/1.1 server and client over std sockets, optionally TLS (rustls).
+//!
+//! Why not hyper/axum: the admin API serves a handful of operators' requests, not traffic;
+//! a thread per connection (at most [`MAX_CONNECTIONS`]), one request per connection, bounded
+//! head and body, and timeouts keep it small and predictable without an async runtime in the
+//! binary (and without its build time on the gateway's build hosts). Heads are parsed with
+//! `httparse`.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// Largest request or response head.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Largest request body (a full config) and largest response body the client reads.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Connections served at once; more are closed right away.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Read/write timeout per connection.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One request.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// Raw query string (after `?`), empty if none.
+    pub query: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// First header named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Value of query parameter `key` (no percent-decoding beyond `%3A`/`%2F`/`%2A`, enough for
+    /// addresses, CIDRs and domain patterns).
+    pub fn param(&self, key: &str) -> Option<String> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == key).then(|| {
+                v.replace("%3A", ":")
+                    .replace("%3a", ":")
+                    .replace("%2F", "/")
+                    .replace("%2f", "/")
+                    .replace("%2A", "*")
+                    .replace("%2a", "*")
+            })
+        })
+    }
+}
+
+/// One response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, v: &serde_json::Value) -> Response {
+        let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+        body.push(b'\n');
+        Response {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+
+    pub fn text(status: u16, s: impl Into<String>) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: s.into().into_bytes(),
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// The request handler a listener calls (from its connection threads).
+pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
+
+/// TLS server config from PEM files, with the ring provider.
+pub fn server_tls(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map(Arc::new)
+        .map_err(|e| format!("TLS certificate/key: {e}"))
+}
+
+/// A running listener; dropping it does not stop it, [`Server::stop`] does.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Bind `addr` and serve `handler` on a background thread.
+    pub fn start(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: Handler,
+    ) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(format!("natfw-http-{}", addr.port()))
+            .spawn(move || accept_loop(&listener, tls, &handler, &s))?;
+        Ok(Server {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop accepting (connections in progress finish on their own).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(
+    l: &TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: &Handler,
+    stop: &AtomicBool,
+) {
+    let active = Arc::new(AtomicUsize::new(0));
+    while !stop.load(Ordering::Relaxed) {
+        let sock = match l.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::AcqRel);
+            continue; // dropped: closed
+        }
+        let (tls, handler, slot) = (tls.clone(), Arc::clone(handler), Arc::clone(&active));
+        let spawned = std::thread::Builder::new()
+            .name("natfw-http-conn".into())
+            .spawn(move || {
+                let _ = serve_one(sock, tls, &handler);
+                slot.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            // The closure (and its decrement) never ran; the socket was dropped with it.
+            active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn serve_one(
+    sock: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: &Handler,
+) -> io::Result<()> {
+    sock.set_nonblocking(false)?;
+    sock.set_read_timeout(Some(IO_TIMEOUT))?;
+    sock.set_write_timeout(Some(IO_TIMEOUT))?;
+    let sock_clone = sock.try_clone();
+    let mut stream: Box<dyn ReadWrite> = match tls {
+        Some(cfg) => {
+            let conn = rustls::ServerConnection::new(cfg).map_err(io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(conn, sock))
+        }
+        None => Box::new(sock),
+    };
+    let raw = sock_clone?;
+    let (resp, unread) = match read_request(&mut stream) {
+        Ok(req) => (handler(&req), false),
+        Err(ReadErr::TooLarge) => (Response::text(413, "request too large\n"), true),
+        Err(ReadErr::Bad(m)) => (Response::text(400, format!("{m}\n")), true),
+        Err(ReadErr::Io(e)) => return Err(e),
+    };
+    write_response(&mut stream, &resp)?;
+    stream.flush()?;
+    if unread {
+        // Closing with unread request bytes makes the kernel send a RST that can destroy the
+        // response before the client reads it: stop writing, then drain a bounded amount.
+        raw.shutdown(std::net::Shutdown::Write)?;
+        raw.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let _ = io::copy(&mut (&raw).take(MAX_BODY as u64), &mut io::sink());
+    }
+    Ok(())
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+enum ReadErr {
+    TooLarge,
+    Bad(String),
+    Io(io::Error),
+}
+
+/// Reads until the end of the head (`\r\n\r\n`), bounded; returns (head length, bytes read).
+fn read_head(s: &mut dyn Read) -> Result<(usize, Vec<u8>), ReadErr> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    // A whole head within one timeout: a client trickling bytes cannot hold a slot for long.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(ReadErr::Io(io::ErrorKind::TimedOut.into()));
+        }
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok((i + 4, buf));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(ReadErr::TooLarge);
+        }
+        let n = s.read(&mut chunk).map_err(ReadErr::Io)?;
+        if n == 0 {
+            return Err(ReadErr::Bad(
+                "connection closed before the end of the head".into(),
+            ));
+        }
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+    }
+}
+
+fn read_body(s: &mut dyn Read, mut have: Vec<u8>, len: usize) -> Result<Vec<u8>, ReadErr> {
+    if len > MAX_BODY {
+        return Err(ReadErr::TooLarge);
+    }
+    have.truncate(len);
+    let missing = len - have.len();
+    let start = have.len();
+    have.resize(len, 0);
+    if missing > 0 {
+        s.read_exact(&mut have[start..]).map_err(ReadErr::Io)?;
+    }
+    Ok(have)
+}
+
+fn content_length(headers: &[httparse::Header<'_>]) -> Result<usize, ReadErr> {
+    match headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        None => Ok(0),
+        Some(h) => std::str::from_utf8(h.value)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| ReadErr::Bad("bad Content-Length".into())),
+    }
+}
+
+fn read_request(s: &mut dyn Read) -> Result<Request, ReadErr> {
+    let (head_len, buf) = read_head(s)?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(&buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(ReadErr::Bad("malformed request head".into())),
+    }
+    if req
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        return Err(ReadErr::Bad(
+            "chunked bodies are not accepted; send Content-Length".into(),
+        ));
+    }
+    let len = content_length(req.headers)?;
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let out = Request {
+        method: req.method.unwrap_or("").to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+        body: Vec::new(),
+    };
+    let rest = buf.get(head_len..).unwrap_or_default().to_vec();
+    let body = read_body(s, rest, len)?;
+    Ok(Request { body, ..out })
+}
+
+fn write_response(s: &mut dyn Write, r: &Response) -> io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        r.status,
+        reason(r.status),
+        r.content_type,
+        r.body.len()
+    );
+    if r.status == 401 {
+        head.push_str("WWW-Authenticate: Bearer\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes())?;
+    s.write_all(&r.body)
+}
+
+/// How the client checks the server's certificate.
+#[derive(Debug, Clone)]
+pub enum ClientTls {
+    /// The platform has no trust store here: a CA file is required for https.
+    Ca(std::path::PathBuf),
+    /// Accept any certificate (testing only; the token still goes over TLS).
+    Insecure,
+}
+
+/// Sends one request to `url` (`http://host:port` or `https://host:port`, no path) and returns
+/// (status, body).
+pub fn call(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&[u8]>,
+    tls: Option<&ClientTls>,
+) -> Result<(u16, Vec<u8>), String> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        return Err(format!(
+            "{url}: expected http://HOST:PORT or https://HOST:PORT"
+        ));
+    };
+    let authority = rest.trim_end_matches('/');
+    let sock = TcpStream::connect(authority).map_err(|e| format!("{authority}: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let mut stream: Box<dyn ReadWrite> = if https {
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let cfg = client_tls(tls.ok_or("https needs --ca CERT or --insecure")?)?;
+        let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+        let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| e.to_string())?;
+        Box::new(rustls::StreamOwned::new(conn, sock))
+    } else {
+        Box::new(sock)
+    };
+    let body = body.unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    let io = |e: io::Error| format!("{authority}: {e}");
+    stream.write_all(head.as_bytes()).map_err(io)?;
+    stream.write_all(body).map_err(io)?;
+    stream.flush().map_err(io)?;
+    let mut resp = Vec::new();
+    // Connection: close delimits the body; bounded read.
+    let mut limited = (&mut stream).take((MAX_HEAD + MAX_BODY) as u64);
+    match limited.read_to_end(&mut resp) {
+        Ok(_) => {}
+        // A TLS peer closing without close_notify after the full response is fine.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !resp.is_empty() => {}
+        Err(e) => return Err(io(e)),
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut r = httparse::Response::new(&mut headers);
+    let n = match r.parse(&resp) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err(format!("{authority}: malformed response")),
+    };
+    Ok((
+        r.code.unwrap_or(0),
+        resp.get(n..).unwrap_or_default().to_vec(),
+    ))
+}
+
+fn client_tls(t: &ClientTls) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let cfg = match t {
+        ClientTls::Ca(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+            {
+                let c = c.map_err(|e| format!("{}: {e}", path.display()))?;
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            b.with_root_certificates(roots).with_no_client_auth()
+        }
+        ClientTls::Insecure => b
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(cfg))
+}
+
+/// `--insecure`: accepts any server certificate, still checks the handshake signatures.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
