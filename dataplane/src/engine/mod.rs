@@ -27,6 +27,8 @@ use crate::conntrack::{
 };
 use crate::dnscache::DnsCache;
 use crate::flowlog::FlowSink;
+pub use crate::frag::FragConfig;
+use crate::frag::{FragResult, FragStats, Reassembler};
 use crate::reasm::StreamBuf;
 use crate::snat::{Snat, SourceClass};
 use crate::stats::EngineStats;
@@ -59,8 +61,11 @@ impl Side {
 pub enum DropReason {
     /// The frame could not be parsed.
     Malformed,
-    /// IP fragment (not reassembled on this path).
+    /// IP fragment the reassembler refused (malformed, conflicting overlap, over a bound).
     Fragment,
+    /// A reassembled datagram is larger than [`EngineOptions::max_frame_len`]; the engine does
+    /// not re-fragment.
+    ReassembledTooBig,
     /// The policy denied the flow.
     Policy,
     /// Return traffic for no known flow.
@@ -87,6 +92,7 @@ impl DropReason {
         match self {
             DropReason::Malformed => "malformed",
             DropReason::Fragment => "fragment",
+            DropReason::ReassembledTooBig => "reassembled_too_big",
             DropReason::Policy => "policy",
             DropReason::NoFlow => "no_flow",
             DropReason::NoSnatPort => "no_snat_port",
@@ -157,6 +163,11 @@ pub struct EngineOptions {
     pub full_checksums: bool,
     /// Entries of the DNS name cache.
     pub dns_cache_entries: usize,
+    /// Bounds of IP fragment reassembly.
+    pub frag: FragConfig,
+    /// Largest frame (Ethernet header included) a reassembled datagram may be sent as; larger
+    /// ones are dropped ([`DropReason::ReassembledTooBig`]), they are not re-fragmented.
+    pub max_frame_len: usize,
 }
 
 impl Default for EngineOptions {
@@ -169,6 +180,9 @@ impl Default for EngineOptions {
             pending_timeout_ms: 5_000,
             full_checksums: false,
             dns_cache_entries: 65_536,
+            frag: FragConfig::default(),
+            // Ethernet header + a 1500-byte IP MTU.
+            max_frame_len: 1514,
         }
     }
 }
@@ -185,6 +199,7 @@ pub struct Engine {
     /// (deadline, flow) of identifications in progress, in deadline order (constant timeout).
     deadlines: VecDeque<(Timestamp, FlowRef)>,
     dns: DnsCache,
+    frags: Reassembler,
     opts: EngineOptions,
     ck: ChecksumMode,
     stats: EngineStats,
@@ -280,6 +295,7 @@ impl Engine {
             idents: IdentTable::default(),
             deadlines: VecDeque::new(),
             dns: DnsCache::new(opts.dns_cache_entries),
+            frags: Reassembler::new(opts.frag),
             ck: if opts.full_checksums {
                 ChecksumMode::Full
             } else {
@@ -314,7 +330,7 @@ impl Engine {
             Verdict::Held => s.held.add(len),
             Verdict::Drop(r) => match r {
                 DropReason::Malformed => s.drop_parse.add(len),
-                DropReason::Fragment => s.drop_fragment.add(len),
+                DropReason::Fragment | DropReason::ReassembledTooBig => s.drop_fragment.add(len),
                 DropReason::Policy => s.drop_policy.add(len),
                 DropReason::NoFlow => s.drop_no_flow.add(len),
                 DropReason::NoSnatPort => s.drop_no_port.add(len),
@@ -338,6 +354,7 @@ impl Engine {
 
     /// Expire timers (idle flows, pending verdicts). Call about every 100 ms.
     pub fn poll(&mut self, now: Timestamp) {
+        self.frags.expire(now);
         while let Some(&(deadline, r)) = self.deadlines.front() {
             if deadline > now {
                 break;
@@ -368,6 +385,11 @@ impl Engine {
     /// The counters.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    /// Fragment reassembly counters.
+    pub fn frag_stats(&self) -> &FragStats {
+        self.frags.stats()
     }
 
     /// Number of flows tracked right now.
@@ -462,7 +484,7 @@ impl Engine {
             SourceClass::Entry(e) => e,
         };
         if info.fragment.is_some() {
-            return Verdict::Drop(DropReason::Fragment);
+            return self.fragment(now, Side::Inside, frame);
         }
         let key = match info.l4 {
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => FlowKey {
@@ -973,6 +995,47 @@ impl Engine {
         }
     }
 
+    // ---------------------------------------------------------------- fragments
+
+    /// A fragment of SNAT-bound (or return) traffic. It is stored; the fragment that completes
+    /// its datagram gets [`Verdict::Held`] (the engine consumed it) and the whole datagram goes
+    /// through the normal path: if that forwards it, the rewritten datagram is queued as an
+    /// [`Emit`] out of the other side. Releasing through the emit queue keeps `process`'s
+    /// in-place contract (the caller's frame buffer cannot grow to the datagram's size).
+    fn fragment(&mut self, now: Timestamp, side: Side, frame: &[u8]) -> Verdict {
+        let mut whole = match self.frags.push(now, frame) {
+            FragResult::Held => return Verdict::Held,
+            FragResult::Dropped(_) => return Verdict::Drop(DropReason::Fragment),
+            FragResult::Complete(whole) => whole,
+        };
+        if whole.len() > self.opts.max_frame_len {
+            return Verdict::Drop(DropReason::ReassembledTooBig);
+        }
+        let info = match wire::parse(&whole) {
+            // The reassembler undid the fragmentation: anything else is a bad datagram (and
+            // never recursion).
+            Ok(info) if info.fragment.is_none() => info,
+            _ => return Verdict::Drop(DropReason::Malformed),
+        };
+        let v = match side {
+            Side::Inside => self.outbound(now, &mut whole, &info),
+            Side::Outside => self.inbound(now, &mut whole, &info),
+        };
+        match v {
+            Verdict::Forward => {
+                self.emits.push(Emit {
+                    side: side.other(),
+                    frame: whole,
+                });
+                Verdict::Held
+            }
+            // The engine kept what it needs of the datagram (TCP hold) or nothing is sent.
+            Verdict::Held | Verdict::Drop(_) => v,
+            // Not possible past the SNAT / EIP checks; the kernel cannot use one fragment.
+            Verdict::ToKernel => Verdict::Drop(DropReason::Unsupported),
+        }
+    }
+
     // ---------------------------------------------------------------- inbound
 
     fn inbound(&mut self, now: Timestamp, frame: &mut [u8], info: &PacketInfo) -> Verdict {
@@ -980,7 +1043,7 @@ impl Engine {
             return Verdict::ToKernel;
         }
         if info.fragment.is_some() {
-            return Verdict::Drop(DropReason::Fragment);
+            return self.fragment(now, Side::Outside, frame);
         }
         let rk = match info.l4 {
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => ReplyKey {
