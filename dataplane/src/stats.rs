@@ -43,7 +43,7 @@ pub struct EngineStats {
 
     /// Drops: unparsable frames (truncated, bad header lengths...).
     pub drop_parse: Counter,
-    /// Drops: fragments (reassembly not done on this path).
+    /// Drops: fragments (reassembly refusals and datagrams too big to send whole).
     pub drop_fragment: Counter,
     /// Drops: policy said drop.
     pub drop_policy: Counter,
