@@ -4,8 +4,10 @@
 //! Each rule condition is indexed by dimension (source prefix, protocol, destination port,
 //! destination, application). For a flow, each dimension yields the bitset of rules that are
 //! not definitely false on it: the rules without a condition there ("any") OR-ed with the
-//! sparse hits of the dimension's matcher. The dimensions are AND-ed, and only the surviving
-//! rules are walked, in rule order, through the very same per-rule evaluation and walk as the
+//! sparse hits of the dimension's matcher. The dimensions are AND-ed word by word in one
+//! pass (the hits are held by reference, sparse ones as sorted cursors: nothing is copied or
+//! allocated), and the surviving rules of each word are walked at once, in rule order, until
+//! one decides, through the very same per-rule evaluation and walk as the
 //! reference ([`rule_tri`], [`Walk`]). The index is conservative: it may let through a rule that
 //! turns out false (that rule is then skipped by `rule_tri`), never drop one that is not false,
 //! so the semantics cannot drift from the reference. One refinement: in loose mode a rule
@@ -82,13 +84,81 @@ impl Hits {
             Hits::Sparse(ids.into())
         }
     }
+}
+
+/// Hits one evaluation gathers per dimension, held by reference: that many dense bitsets
+/// and sorted sparse id lists fit on the stack; beyond, they spill into an owned bitset (a
+/// rare case: an address inside many distinct nested prefixes, a name matching many
+/// patterns).
+const PARTS: usize = 4;
+
+/// One dimension's candidate words for one flow, computed word by word: its "any" rules
+/// OR-ed with its hits. Words must be asked for in increasing order (some may be skipped):
+/// the sparse lists are consumed as cursors.
+struct DimWords<'a> {
+    base: &'a [u64],
+    dense: [&'a [u64]; PARTS],
+    dense_len: usize,
+    sparse: [&'a [u32]; PARTS],
+    sparse_len: usize,
+    spill: Option<Bits>,
+}
+
+impl<'a> DimWords<'a> {
+    fn new(base: &'a [u64]) -> Self {
+        DimWords {
+            base,
+            dense: [&[]; PARTS],
+            dense_len: 0,
+            sparse: [&[]; PARTS],
+            sparse_len: 0,
+            spill: None,
+        }
+    }
+
+    fn spill(&mut self) -> &mut Bits {
+        let words = self.base.len();
+        self.spill.get_or_insert_with(|| Bits::new(words))
+    }
 
     #[inline]
-    fn add_to(&self, into: &mut Bits) {
-        match self {
-            Hits::Sparse(ids) => into.set_all(ids),
-            Hits::Dense(b) => into.or_with(&b.0),
+    fn add(&mut self, h: &'a Hits) {
+        match h {
+            Hits::Dense(b) if self.dense_len < PARTS => {
+                self.dense[self.dense_len] = &b.0;
+                self.dense_len += 1;
+            }
+            Hits::Sparse(ids) if self.sparse_len < PARTS => {
+                self.sparse[self.sparse_len] = ids;
+                self.sparse_len += 1;
+            }
+            Hits::Dense(b) => self.spill().or_with(&b.0),
+            Hits::Sparse(ids) => self.spill().set_all(ids),
         }
+    }
+
+    #[inline]
+    fn word(&mut self, w: usize) -> u64 {
+        let mut v = self.base.get(w).copied().unwrap_or(0);
+        for d in &self.dense[..self.dense_len] {
+            v |= d.get(w).copied().unwrap_or(0);
+        }
+        for ids in &mut self.sparse[..self.sparse_len] {
+            while let Some((&id, rest)) = ids.split_first() {
+                let iw = (id / 64) as usize;
+                if iw > w {
+                    break;
+                }
+                if iw == w {
+                    v |= 1 << (id % 64);
+                }
+                *ids = rest;
+            }
+        }
+        if let Some(b) = &self.spill {
+            v |= b.0.get(w).copied().unwrap_or(0);
+        }
+        v
     }
 }
 
@@ -129,10 +199,14 @@ fn rule_proto_class(p: Protocol) -> Option<usize> {
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
     fw: Firewall,
-    words: usize,
-    /// Per flow protocol class (TCP, UDP, ICMP, other): enabled rules whose protocol
-    /// condition holds. Every other bitset is AND-ed into a copy of one of these.
-    proto: [Bits; 4],
+    /// Where a flow's candidates start, per destination variant (`DST_*`, only
+    /// [`DST_ANY`] without a destination index) and flow protocol class (TCP, UDP, ICMP,
+    /// other), at `variant * 4 + class`: the enabled rules whose protocol condition holds
+    /// and whose destination condition holds whatever the address, country or names (no
+    /// condition, or a sent-name rule while the name is missing, see [`DST_NAME`]).
+    heads: Box<[Bits]>,
+    /// All zeros: the "any" set of the destination hits.
+    zero: Bits,
     /// Source. `None` when no enabled rule has a source condition (the dimension cannot
     /// exclude anything); likewise for the other dimensions.
     src: Option<RangeDim<PrefixSet>>,
@@ -241,40 +315,45 @@ impl<S: RangeMatcher> RangeHits<S> {
     }
 
     #[inline]
-    fn add_to(&self, key: S::Key, into: &mut Bits) {
+    fn add_to<'a>(&'a self, key: S::Key, into: &mut DimWords<'a>) {
         let Some(slot) = self.set.slot_of(key) else {
             return;
         };
         match self.per_slot.get(slot as usize) {
-            Some(Some(h)) => h.add_to(into),
+            Some(Some(h)) => into.add(h),
             _ => self
                 .set
-                .for_each_slot_range(slot, |r| self.per_range[r as usize].add_to(into)),
+                .for_each_slot_range(slot, |r| into.add(&self.per_range[r as usize])),
         }
     }
 }
 
+/// Destination variant: the name is known; only `Destination::Any` rules hold regardless.
+const DST_ANY: usize = 0;
+/// The name is pending (or, strict, unidentifiable): sent-name domain rules are pending or
+/// unknown, not false, so they are candidates too.
+const DST_NAME: usize = 1;
+/// Loose, name unidentifiable, application pending: sent-name domain rules with an
+/// application condition are pending (unknown AND pending); the others are skipped.
+const DST_NAME_APPS: usize = 2;
+
 #[derive(Debug, Clone)]
 struct DstIndex {
-    /// `Destination::Any` rules.
-    any: Bits,
     cidrs: RangeHits<PrefixSet>,
     countries: FxHashMap<CountryCode, Hits>,
     /// Every distinct pattern of every domain rule, whatever its mode (a hit is a candidate,
     /// conservatively) → index into `domain_hits`.
     domains: DomainSet<u32>,
     domain_hits: Box<[Hits]>,
-    /// Domain rules whose mode looks at the sent name: they are pending or unknown (not
-    /// false) while that name is not known.
-    name_modes: Bits,
-    /// The subset of `name_modes` with an application condition.
-    name_modes_with_apps: Bits,
 }
 
 #[derive(Debug, Clone)]
 struct AppIndex {
     /// Rules without an application condition.
     any: Bits,
+    /// `any` plus the sent-name domain rules: what loose mode keeps when the application is
+    /// unidentifiable and the name pending.
+    any_or_name_modes: Bits,
     by_app: FxHashMap<App, Hits>,
 }
 
@@ -370,10 +449,33 @@ impl CompiledPolicy {
             domains.insert(p, i as u32);
             domain_hits.push(Hits::new(&ids, words));
         }
+        let variants: &[&[&Bits]] = if dst_used {
+            &[
+                &[&dst_any],
+                &[&dst_any, &name_modes],
+                &[&dst_any, &name_modes_with_apps],
+            ]
+        } else {
+            &[&[]]
+        };
+        let mut heads = Vec::with_capacity(variants.len() * 4);
+        for parts in variants {
+            for p in &proto {
+                let mut h = p.clone();
+                if !parts.is_empty() {
+                    let mut d = Bits::new(words);
+                    parts.iter().for_each(|b| d.or_with(&b.0));
+                    h.and_with(&d.0);
+                }
+                heads.push(h);
+            }
+        }
+        let mut any_or_name_modes = app_any.clone();
+        any_or_name_modes.or_with(&name_modes.0);
         CompiledPolicy {
             fw: fw.clone(),
-            words,
-            proto,
+            heads: heads.into_boxed_slice(),
+            zero: Bits::new(words),
             src: src_used.then(|| RangeDim {
                 any: src_any,
                 hits: RangeHits::new(src.build(), words),
@@ -383,16 +485,14 @@ impl CompiledPolicy {
                 hits: RangeHits::new(ports.build(), words),
             }),
             dst: dst_used.then(|| DstIndex {
-                any: dst_any,
                 cidrs: RangeHits::new(cidrs.build(), words),
                 countries: hits_map(countries, words),
                 domains,
                 domain_hits: domain_hits.into_boxed_slice(),
-                name_modes,
-                name_modes_with_apps,
             }),
             app: app_used.then(|| AppIndex {
                 any: app_any,
+                any_or_name_modes,
                 by_app: hits_map(by_app, words),
             }),
         }
@@ -400,12 +500,94 @@ impl CompiledPolicy {
 
     /// Evaluate a flow: identical to [`naive_evaluate`](crate::eval::naive_evaluate) on the
     /// firewall this policy was compiled from.
+    ///
+    /// One fused pass over the rule words: each word of the candidate set is computed from
+    /// every dimension at once (no intermediate bitsets, no allocation) and its candidates
+    /// are walked right away, so the pass stops at the deciding rule.
     pub fn evaluate(&self, f: &FlowFacts<'_>) -> Evaluation {
-        let cand = self.candidates(f);
+        let loose = self.fw.mode == Mode::Loose;
+        let class = proto_class(f.proto);
         let mut walk = Walk::new(self.fw.mode);
         let mut outcome = None;
-        'words: for (w, &word) in cand.0.iter().enumerate() {
-            let mut word = word;
+
+        // Destination: the most selective dimension, pre-AND-ed with the protocol. Its hits
+        // are not filtered by protocol: a superset is fine, `rule_tri` decides.
+        let (head, mut dst) = match &self.dst {
+            None => (&self.heads[class], None),
+            Some(d) => {
+                let variant = match f.domain {
+                    Fact::Known(_) => DST_ANY,
+                    Fact::Pending => DST_NAME,
+                    Fact::Unidentifiable if !loose => DST_NAME,
+                    // Loose: a sent-name rule is now unknown, which the walk skips, unless
+                    // its application condition is still pending (unknown AND pending =
+                    // pending).
+                    Fact::Unidentifiable if f.app == Fact::Pending => DST_NAME_APPS,
+                    Fact::Unidentifiable => DST_ANY,
+                };
+                let mut acc = DimWords::new(&self.zero.0);
+                d.cidrs.add_to(f.dst, &mut acc);
+                if let Some(h) = f.country.and_then(|c| d.countries.get(&c)) {
+                    acc.add(h);
+                }
+                let mut domain_hit = |groups: &[u32]| {
+                    for g in groups {
+                        acc.add(&d.domain_hits[*g as usize]);
+                    }
+                };
+                if let Fact::Known(name) = f.domain {
+                    d.domains.for_each_match(name, &mut domain_hit);
+                }
+                for name in f.dns_names {
+                    d.domains.for_each_match(name, &mut domain_hit);
+                }
+                (&self.heads[variant * 4 + class], Some(acc))
+            }
+        };
+        let mut src = self.src.as_ref().map(|d| {
+            let mut acc = DimWords::new(&d.any.0);
+            d.hits.add_to(f.src, &mut acc);
+            acc
+        });
+        let mut port = self.port.as_ref().map(|d| {
+            let mut acc = DimWords::new(&d.any.0);
+            if let Some(p) = f.dst_port {
+                d.hits.add_to(p, &mut acc);
+            }
+            acc
+        });
+        let mut app = self.app.as_ref().and_then(|a| match f.app {
+            Fact::Pending => None,
+            Fact::Unidentifiable if !loose => None,
+            Fact::Known(app) => {
+                let mut acc = DimWords::new(&a.any.0);
+                if let Some(h) = a.by_app.get(&app) {
+                    acc.add(h);
+                }
+                Some(acc)
+            }
+            // Loose: an application rule is now unknown (skipped by the walk) unless its
+            // destination is still pending: a sent-name rule while the name is pending.
+            Fact::Unidentifiable => Some(DimWords::new(match (&self.dst, f.domain) {
+                (Some(_), Fact::Pending) => &a.any_or_name_modes.0,
+                _ => &a.any.0,
+            })),
+        });
+
+        'words: for (w, &h) in head.0.iter().enumerate() {
+            let mut word = h;
+            if let Some(d) = &mut dst {
+                word |= d.word(w);
+            }
+            // Most words end up empty: stop AND-ing as soon as one is.
+            for dim in [&mut src, &mut port, &mut app] {
+                if word == 0 {
+                    continue 'words;
+                }
+                if let Some(d) = dim {
+                    word &= d.word(w);
+                }
+            }
             while word != 0 {
                 let id = (w * 64) as u32 + word.trailing_zeros();
                 word &= word - 1;
@@ -417,80 +599,6 @@ impl CompiledPolicy {
             }
         }
         walk.finish(outcome, self.fw.default_action)
-    }
-
-    /// A superset of the rules the walk could act on for `f`: those not definitely false
-    /// and, in loose mode, not definitely unknown (the walk skips both).
-    fn candidates(&self, f: &FlowFacts<'_>) -> Bits {
-        let loose = self.fw.mode == Mode::Loose;
-        let mut acc = self.proto[proto_class(f.proto)].clone();
-        let mut tmp = Bits::new(self.words);
-        if let Some(d) = &self.src {
-            tmp.0.copy_from_slice(&d.any.0);
-            d.hits.add_to(f.src, &mut tmp);
-            acc.and_with(&tmp.0);
-        }
-        if let Some(d) = &self.port {
-            tmp.0.copy_from_slice(&d.any.0);
-            if let Some(p) = f.dst_port {
-                d.hits.add_to(p, &mut tmp);
-            }
-            acc.and_with(&tmp.0);
-        }
-        if let Some(d) = &self.dst {
-            tmp.0.copy_from_slice(&d.any.0);
-            d.cidrs.add_to(f.dst, &mut tmp);
-            if let Some(h) = f.country.and_then(|c| d.countries.get(&c)) {
-                h.add_to(&mut tmp);
-            }
-            let mut domain_hit = |groups: &[u32]| {
-                for g in groups {
-                    d.domain_hits[*g as usize].add_to(&mut tmp);
-                }
-            };
-            if let Fact::Known(name) = f.domain {
-                d.domains.for_each_match(name, &mut domain_hit);
-            }
-            for name in f.dns_names {
-                d.domains.for_each_match(name, &mut domain_hit);
-            }
-            match f.domain {
-                Fact::Known(_) => {}
-                Fact::Pending => tmp.or_with(&d.name_modes.0),
-                Fact::Unidentifiable if !loose => tmp.or_with(&d.name_modes.0),
-                // Loose: a sent-name rule is now unknown, which the walk skips, unless its
-                // application condition is still pending (unknown AND pending = pending).
-                Fact::Unidentifiable => {
-                    if f.app == Fact::Pending {
-                        tmp.or_with(&d.name_modes_with_apps.0);
-                    }
-                }
-            }
-            acc.and_with(&tmp.0);
-        }
-        if let Some(a) = &self.app {
-            match f.app {
-                Fact::Pending => {}
-                Fact::Unidentifiable if !loose => {}
-                Fact::Known(app) => {
-                    tmp.0.copy_from_slice(&a.any.0);
-                    if let Some(h) = a.by_app.get(&app) {
-                        h.add_to(&mut tmp);
-                    }
-                    acc.and_with(&tmp.0);
-                }
-                // Loose: an application rule is now unknown (skipped by the walk) unless its
-                // destination is still pending: a sent-name rule while the name is pending.
-                Fact::Unidentifiable => {
-                    tmp.0.copy_from_slice(&a.any.0);
-                    if let (Some(d), Fact::Pending) = (&self.dst, f.domain) {
-                        tmp.or_with(&d.name_modes.0);
-                    }
-                    acc.and_with(&tmp.0);
-                }
-            }
-        }
-        acc
     }
 
     /// The rules, in order; [`RuleId`] indexes this slice.
@@ -686,6 +794,106 @@ mod tests {
         let f = flow("198.51.100.1", 1, Fact::Unidentifiable);
         assert_eq!(p.evaluate(&f), naive_evaluate(&fw, &f));
         assert_eq!(p.evaluate(&f).outcome, default_with(Action::Drop));
+    }
+
+    /// A tiny deterministic generator for [`matches_naive_over_many_words`].
+    struct Xs(u64);
+    impl Xs {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+        fn pick<T: Clone>(&mut self, v: &[T]) -> T {
+            v[self.below(v.len() as u64) as usize].clone()
+        }
+    }
+
+    /// The fused pass walks many words with sparse cursors, dense hits and spills: compare
+    /// with the reference on firewalls of hundreds of rules (the property test in
+    /// `tests/equivalence.rs` keeps to one word), nested prefixes and colliding names.
+    #[test]
+    fn matches_naive_over_many_words() {
+        let mut rng = Xs(0x9e37_79b9_7f4a_7c15);
+        let names = ["a", "b", "a.b", "b.a", "a.a.b", "c.a.b", "b.c.a.b"];
+        let ports = [22u16, 53, 80, 443, 8080];
+        let cc = [CountryCode::new("DE"), CountryCode::new("FR")].map(Option::unwrap);
+        let apps = [App::Https, App::Http, App::Dns];
+        let modes = [
+            DomainMode::Fqdn,
+            DomainMode::Dns,
+            DomainMode::FqdnOrDns,
+            DomainMode::FqdnAndDns,
+        ];
+        let net = |rng: &mut Xs| -> ipnet::IpNet {
+            let a = std::net::Ipv4Addr::new(10, rng.below(3) as u8, rng.below(4) as u8 * 64, 1);
+            ipnet::IpNet::new(a.into(), rng.pick(&[8u8, 16, 18, 24, 26, 32]))
+                .unwrap()
+                .trunc()
+        };
+        let pat = |rng: &mut Xs| {
+            let n: String = rng.pick(&names).into();
+            if rng.below(2) == 0 {
+                DomainPattern::Exact(n)
+            } else {
+                DomainPattern::Wildcard(n)
+            }
+        };
+        for round in 0..60 {
+            let n = 64 + rng.below(400) as usize;
+            let rules = (0..n)
+                .map(|i| {
+                    let mut r = rule(
+                        &format!("r{i}"),
+                        rng.pick(&[RuleAction::Accept, RuleAction::Drop, RuleAction::Log]),
+                    );
+                    // Mostly conditions that rarely hold, so that the walk goes deep.
+                    r.destination = match rng.below(8) {
+                        0 => Destination::Any,
+                        1..=3 => {
+                            Destination::Cidrs((0..=rng.below(2)).map(|_| net(&mut rng)).collect())
+                        }
+                        4 => Destination::Location(vec![rng.pick(&cc)]),
+                        _ => Destination::Domains(
+                            (0..=rng.below(3)).map(|_| pat(&mut rng)).collect(),
+                        ),
+                    };
+                    r.domain_mode = rng.pick(&modes);
+                    r.source = (rng.below(3) == 0).then(|| vec![net(&mut rng)]);
+                    r.protocol = rng.pick(&[Protocol::Any, Protocol::Tcp, Protocol::Udp]);
+                    r.ports = (rng.below(2) == 0).then(|| {
+                        let p = rng.pick(&ports);
+                        vec![p..=p.saturating_add(rng.pick(&[0, 0, 100]))]
+                    });
+                    r.applications = (rng.below(5) == 0).then(|| vec![rng.pick(&apps)]);
+                    r.enabled = rng.below(10) != 0;
+                    r
+                })
+                .collect();
+            let mut fw = fw(rules);
+            fw.mode = if round % 2 == 0 {
+                Mode::Loose
+            } else {
+                Mode::Strict
+            };
+            let p = CompiledPolicy::new(&fw);
+            for _ in 0..200 {
+                let (name, app) = (rng.pick(&names), rng.pick(&apps));
+                let dns: Vec<&str> = (0..rng.below(3)).map(|_| rng.pick(&names)).collect();
+                let f = FlowFacts {
+                    src: net(&mut rng).network(),
+                    dst: net(&mut rng).network(),
+                    proto: rng.pick(&[IpProto::Tcp, IpProto::Udp, IpProto::Icmp]),
+                    dst_port: (rng.below(8) != 0).then(|| rng.pick(&ports)),
+                    country: (rng.below(4) != 0).then(|| rng.pick(&cc)),
+                    domain: rng.pick(&[Fact::Known(name), Fact::Pending, Fact::Unidentifiable]),
+                    app: rng.pick(&[Fact::Known(app), Fact::Pending, Fact::Unidentifiable]),
+                    dns_names: &dns,
+                };
+                assert_eq!(p.evaluate(&f), naive_evaluate(&fw, &f), "{f:?}");
+            }
+        }
     }
 
     #[test]
