@@ -619,9 +619,9 @@ impl AfXdp {
         self.reap();
     }
 
-    /// Frames neither in the free pool nor in any ring (fill, RX, TX, completion): frames the
-    /// kernel holds between two rings (a transient handful) or leaked ones. Once the loop has
-    /// stopped and the interfaces are quiet it must be 0.
+    /// Frames neither in the free pool nor in any ring (fill, RX, TX, completion) nor waiting
+    /// for TX ring space: frames the kernel holds between two rings (a transient handful) or
+    /// leaked ones. Once the loop has stopped and the interfaces are quiet it must be 0.
     pub fn frames_unaccounted(&mut self) -> i64 {
         self.reap();
         let in_rings: u64 = self
@@ -632,6 +632,7 @@ impl AfXdp {
                     + u64::from(p.rx.available())
                     + u64::from(p.tx.pending())
                     + u64::from(p.dq.available())
+                    + p.pending_tx.len() as u64
             })
             .sum();
         i64::from(self.umem.len_frames()) - self.free.len() as i64 - in_rings as i64
