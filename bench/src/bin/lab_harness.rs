@@ -34,6 +34,8 @@ struct Args {
     seconds: u32,
     json: Option<PathBuf>,
     tx_csum_off: bool,
+    /// Metrics to measure (all by default): one at a time is quicker when tuning one path.
+    only: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +48,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 3,
         json: None,
         tx_csum_off: false,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -56,10 +59,20 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => a.seconds = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--json" => a.json = Some(PathBuf::from(val()?)),
             "--tx-csum-off" => a.tx_csum_off = true,
+            "--only" => {
+                for m in val()?.split(',') {
+                    // udp_rtt measures both percentiles.
+                    let m = if m == "udp_rtt" { "udp_rtt_p50" } else { m };
+                    if !METRICS.iter().any(|x| x.0 == m) {
+                        return Err(format!("--only: unknown metric {m}"));
+                    }
+                    a.only.push(m.to_string());
+                }
+            }
             "-h" | "--help" => {
                 println!(
                     "lab_harness [--repeats N (1-9)] [--seconds S (1-30)] [--json PATH] \
-                     [--natfw PATH] [--tx-csum-off]"
+                     [--natfw PATH] [--tx-csum-off] [--only METRIC,...]"
                 );
                 std::process::exit(0);
             }
@@ -226,19 +239,34 @@ fn measure(lab: &mut Lab, mode: GatewayMode, a: &Args, s: &mut Samples, errors: 
         }
         Err(e) => errors.push(format!("{name} {metric}: {e}")),
     };
-    note("tcp_1_stream", iperf(lab, 1, a.seconds), s);
-    note("tcp_8_streams", iperf(lab, 8, a.seconds), s);
-    note("http_conn_rate", http_rate(lab, a.seconds), s);
-    match udp_rtt(lab) {
-        Ok((p50, p99)) => {
-            note("udp_rtt_p50", Ok(p50), s);
-            note("udp_rtt_p99", Ok(p99), s);
+    let want = |m: &str| a.only.is_empty() || a.only.iter().any(|o| o == m);
+    if want("tcp_1_stream") {
+        note("tcp_1_stream", iperf(lab, 1, a.seconds), s);
+    }
+    if want("tcp_8_streams") {
+        note("tcp_8_streams", iperf(lab, 8, a.seconds), s);
+    }
+    if want("http_conn_rate") {
+        note("http_conn_rate", http_rate(lab, a.seconds), s);
+    }
+    if want("udp_rtt_p50") || want("udp_rtt_p99") {
+        match udp_rtt(lab) {
+            Ok((p50, p99)) => {
+                note("udp_rtt_p50", Ok(p50), s);
+                note("udp_rtt_p99", Ok(p99), s);
+            }
+            Err(e) => errors.push(format!("{name} udp_rtt: {e}")),
         }
-        Err(e) => errors.push(format!("{name} udp_rtt: {e}")),
     }
     for (g, st) in lab.stop_natfw() {
         if !st.is_some_and(|s| s.success()) {
             errors.push(format!("{name}: natfw on {g} did not exit cleanly: {st:?}"));
+        }
+        // The gateway's last I/O counters (drops, ring-full events) explain a low number.
+        let log = std::fs::read_to_string(lab.dir.join(format!("natfw-{g}.log")));
+        let log = log.unwrap_or_default();
+        if let Some(io) = log.lines().rfind(|l| l.contains(" io: ")) {
+            eprintln!("lab_harness: {g}: {}", io.trim());
         }
     }
 }

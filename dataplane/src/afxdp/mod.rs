@@ -77,7 +77,8 @@ pub struct IoStats {
     /// Frames larger than the outgoing MTU or a UMEM frame, dropped (no ICMP
     /// fragmentation-needed / packet-too-big is sent yet).
     pub too_big: u64,
-    /// Frames dropped because the TX ring was full.
+    /// Flushes that found the TX ring full: the frames left over waited for the next turn
+    /// (they are kept, not dropped).
     pub tx_ring_full: u64,
     /// Emits dropped because no UMEM frame was free.
     pub no_free_frame: u64,
@@ -335,25 +336,25 @@ impl AfXdp {
     /// Top up both fill rings from the free pool.
     fn refill(&mut self) {
         for p in &mut self.ports {
-            if self.free.is_empty() {
-                return;
+            // A reservation only re-reads the kernel's consumer index once the cached free
+            // count is used up, so reserve until the ring is really full (at most twice).
+            while !self.free.is_empty() {
+                let mut w = p.dq.fill(RING);
+                let n = (w.capacity() as usize).min(self.free.len());
+                if n == 0 {
+                    break;
+                }
+                let start = self.free.len() - n;
+                w.insert(self.free.drain(start..));
+                w.commit();
             }
-            let mut w = p.dq.fill(RING);
-            let n = (w.capacity() as usize).min(self.free.len());
-            let start = self.free.len() - n;
-            w.insert(self.free.drain(start..));
-            w.commit();
         }
     }
 
     /// Return transmitted frames to the pool.
     fn reap(&mut self) {
         for p in &mut self.ports {
-            let mut c = p.dq.complete(RING);
-            while let Some(addr) = c.read() {
-                self.free.push(Self::frame_base(addr));
-            }
-            c.release();
+            Self::reap_port(p, &mut self.free);
         }
     }
 
@@ -475,7 +476,10 @@ impl AfXdp {
         }
     }
 
-    /// Put pending frames on the TX rings and kick until the kernel has taken them.
+    /// Put pending frames on the TX rings and kick until the kernel has taken them. Frames that
+    /// do not fit stay pending for the next turn (the loop stops reading the side that feeds a
+    /// backed-up port, see [`AfXdp::can_receive_for`]): dropping them here cost TCP thousands of
+    /// retransmits.
     fn flush(&mut self) {
         for i in 0..2 {
             let p = &mut self.ports[i];
@@ -483,25 +487,71 @@ impl AfXdp {
                 continue;
             }
             let mut sent = 0usize;
-            {
-                let mut w = p.tx.transmit(p.pending_tx.len() as u32);
-                let cap = w.capacity() as usize;
-                sent = sent.max(w.insert(p.pending_tx.iter().take(cap).copied()) as usize);
-                w.commit();
+            // A reservation re-reads the kernel's consumer index only when the cached free
+            // count is exhausted: reserve again until everything is in or the ring is full.
+            while sent < p.pending_tx.len() {
+                let n = {
+                    let mut w = p.tx.transmit((p.pending_tx.len() - sent) as u32);
+                    let cap = w.capacity() as usize;
+                    let n = w.insert(p.pending_tx[sent..sent + cap].iter().copied()) as usize;
+                    w.commit();
+                    n
+                };
+                if n == 0 {
+                    break;
+                }
+                sent += n;
+                // Copy mode: each sendto moves at most 32 frames; kick until none is pending.
+                Self::kick(p, &mut self.free);
             }
-            for d in p.pending_tx.drain(sent..) {
+            p.pending_tx.drain(..sent);
+            if !p.pending_tx.is_empty() {
                 self.stats.tx_ring_full += 1;
-                self.free.push(Self::frame_base(d.addr));
             }
-            p.pending_tx.clear();
+            if sent == 0 {
+                Self::kick(p, &mut self.free);
+            }
             self.stats.tx[i] += sent as u64;
-            // Copy mode: each sendto moves at most 32 frames; kick until none is pending.
-            let mut kicks = 0;
-            while p.tx.pending() > 0 && kicks < MAX_KICKS {
-                p.tx.wake();
-                kicks += 1;
-            }
         }
+    }
+
+    /// Wake the kernel's transmit path until the TX ring is empty or it stops making progress
+    /// (completion ring full, device busy); completions are reaped on the way.
+    fn kick(p: &mut Port, free: &mut Vec<u64>) {
+        let mut kicks = 0;
+        let mut before = p.tx.pending();
+        while before > 0 && kicks < MAX_KICKS {
+            p.tx.wake();
+            kicks += 1;
+            let now = p.tx.pending();
+            if now == before {
+                // No progress: the completion ring may be full. Reap it; if that frees
+                // nothing either, the device is busy: try again next turn.
+                if Self::reap_port(p, free) == 0 {
+                    break;
+                }
+            }
+            before = now;
+        }
+    }
+
+    /// Return one port's transmitted frames to the pool; how many.
+    fn reap_port(p: &mut Port, free: &mut Vec<u64>) -> usize {
+        let mut c = p.dq.complete(RING);
+        let mut n = 0;
+        while let Some(addr) = c.read() {
+            free.push(Self::frame_base(addr));
+            n += 1;
+        }
+        c.release();
+        n
+    }
+
+    /// Whether frames received on side `i` may be taken now: not while the port they leave by
+    /// has a full ring's worth waiting (backpressure: they stay in the RX ring, and the kernel
+    /// drops at the socket when that fills, like a NIC's full RX queue).
+    fn can_receive_for(&self, i: usize) -> bool {
+        self.ports[1 - i].pending_tx.len() < RING as usize
     }
 
     fn wait(&self, timeout: Duration) {
@@ -528,8 +578,14 @@ impl AfXdp {
         while !stop.load(Ordering::Relaxed) {
             let at = Instant::now();
             let now = Timestamp::now();
-            let mut work = self.rx_side(0, h, now, at);
-            work += self.rx_side(1, h, now, at);
+            let mut work = 0;
+            for i in 0..2 {
+                if self.can_receive_for(i) {
+                    work += self.rx_side(i, h, now, at);
+                } else {
+                    work += 1; // backed up: keep turning, do not sleep
+                }
+            }
             h.take_emits(&mut emits);
             work += emits.len() as u32;
             self.send_emits(&mut emits, at);
@@ -543,7 +599,11 @@ impl AfXdp {
                 self.send_emits(&mut emits, at);
                 self.flush();
             }
-            if work == 0 {
+            let backlog = self
+                .ports
+                .iter()
+                .any(|p| !p.pending_tx.is_empty() || p.tx.pending() > 0);
+            if work == 0 && !backlog {
                 self.wait(Duration::from_millis(10));
             }
         }
@@ -559,9 +619,9 @@ impl AfXdp {
         self.reap();
     }
 
-    /// Frames neither in the free pool nor in any ring (fill, RX, TX, completion): frames the
-    /// kernel holds between two rings (a transient handful) or leaked ones. Once the loop has
-    /// stopped and the interfaces are quiet it must be 0.
+    /// Frames neither in the free pool nor in any ring (fill, RX, TX, completion) nor waiting
+    /// for TX ring space: frames the kernel holds between two rings (a transient handful) or
+    /// leaked ones. Once the loop has stopped and the interfaces are quiet it must be 0.
     pub fn frames_unaccounted(&mut self) -> i64 {
         self.reap();
         let in_rings: u64 = self
@@ -572,6 +632,7 @@ impl AfXdp {
                     + u64::from(p.rx.available())
                     + u64::from(p.tx.pending())
                     + u64::from(p.dq.available())
+                    + p.pending_tx.len() as u64
             })
             .sum();
         i64::from(self.umem.len_frames()) - self.free.len() as i64 - in_rings as i64
