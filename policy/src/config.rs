@@ -458,22 +458,33 @@ impl Dec {
         }
     }
 
-    /// One CIDR or a non-empty list of them.
-    fn nets(&mut self, n: &Node, what: &str) -> Option<Vec<IpNet>> {
+    /// One item or a non-empty list of them, each decoded by `one`; every bad item is reported.
+    fn list<T>(
+        &mut self,
+        n: &Node,
+        what: &str,
+        empty: &str,
+        mut one: impl FnMut(&mut Self, &Node, &str) -> Option<T>,
+    ) -> Option<Vec<T>> {
         let items = one_or_many(n);
         if items.is_empty() {
-            self.err(n.pos, format!("{what}: empty list (omit the key instead)"));
+            self.err(n.pos, format!("{what}: {empty}"));
             return None;
         }
         let mut ok = true;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(items.len());
         for (i, it) in items.into_iter().enumerate() {
-            match self.net(it, &item_of(n, what, i)) {
-                Some(net) => out.push(net),
+            match one(self, it, &item_of(n, what, i)) {
+                Some(v) => out.push(v),
                 None => ok = false,
             }
         }
         ok.then_some(out)
+    }
+
+    /// One CIDR or a non-empty list of them.
+    fn nets(&mut self, n: &Node, what: &str) -> Option<Vec<IpNet>> {
+        self.list(n, what, "empty list (omit the key instead)", Self::net)
     }
 
     fn port(&mut self, s: &str, n: &Node, what: &str) -> Option<u16> {
@@ -512,20 +523,12 @@ impl Dec {
     }
 
     fn port_ranges(&mut self, n: &Node, what: &str) -> Option<Vec<RangeInclusive<u16>>> {
-        let items = one_or_many(n);
-        if items.is_empty() {
-            self.err(n.pos, format!("{what}: empty list (omit the key instead)"));
-            return None;
-        }
-        let mut ok = true;
-        let mut out = Vec::new();
-        for (i, it) in items.into_iter().enumerate() {
-            match self.port_range(it, &item_of(n, what, i)) {
-                Some(r) => out.push(r),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
+        self.list(
+            n,
+            what,
+            "empty list (omit the key instead)",
+            Self::port_range,
+        )
     }
 
     fn choice<T: Copy>(&mut self, n: &Node, what: &str, options: &[(&str, T)]) -> Option<T> {
@@ -582,20 +585,7 @@ impl Dec {
     }
 
     fn domains(&mut self, n: &Node, what: &str) -> Option<Vec<DomainPattern>> {
-        let items = one_or_many(n);
-        if items.is_empty() {
-            self.err(n.pos, format!("{what}: empty list"));
-            return None;
-        }
-        let mut ok = true;
-        let mut out = Vec::new();
-        for (i, it) in items.into_iter().enumerate() {
-            match self.domain(it, &item_of(n, what, i)) {
-                Some(p) => out.push(p),
-                None => ok = false,
-            }
-        }
-        ok.then_some(out)
+        self.list(n, what, "empty list", Self::domain)
     }
 
     /// Country codes and continents, expanded, sorted and deduplicated.
