@@ -19,7 +19,7 @@
  * the kernel must be filtered here. A failed redirect (no socket bound yet) drops: passing an
  * SNAT-bound packet to the kernel would forward it un-translated and uninspected.
  *
- * Layouts of keys, values and the config are mirrored by `dataplane/src/xdp/maps.rs`.
+ * Layouts of keys, values and the config are mirrored by `dataplane/gateway/src/xdp/maps.rs`.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>

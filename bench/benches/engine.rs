@@ -11,17 +11,17 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use natfw_dataplane::conntrack::{FlowKey, Table, Timeouts, TimerClass, PROTO_TCP};
-use natfw_dataplane::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
-use natfw_dataplane::flowlog::{FlowRecord, FlowSink};
-use natfw_dataplane::time::Timestamp;
-use natfw_dataplane::wire::{self, rewrite, L4};
+use natfw_engine::conntrack::{FlowKey, Table, Timeouts, TimerClass, PROTO_TCP};
+use natfw_engine::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
+use natfw_engine::engine::{FlowEnd, FlowSink};
+use natfw_engine::time::Timestamp;
+use natfw_engine::wire::{self, rewrite, L4};
 
 /// Counts records, keeps nothing.
 struct Discard(u64);
 
 impl FlowSink for Discard {
-    fn record(&mut self, _rec: FlowRecord) {
+    fn flow_end(&mut self, _ev: FlowEnd) {
         self.0 += 1;
     }
 }
@@ -33,7 +33,7 @@ fn corpus(name: &str) -> PathBuf {
 }
 
 fn frames(name: &str) -> Vec<Vec<u8>> {
-    natfw_dataplane::pcap::open(&corpus(name))
+    natfw_pcap::open(&corpus(name))
         .expect("corpus capture")
         .map(|f| f.expect("frame").data)
         .filter(|f| wire::parse(f).is_ok())

@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use natfw_dataplane::l7::{quic, tls, Progress};
-use natfw_dataplane::wire::{self, L4};
+use natfw_engine::l7::{quic, tls, Progress};
+use natfw_engine::wire::{self, L4};
 
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,7 +22,7 @@ fn data(rel: &str) -> PathBuf {
 /// order (the Chromium capture is in order).
 fn client_payloads(rel: &str, port: u16, udp: bool) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for f in natfw_dataplane::pcap::open(&data(rel)).expect("capture") {
+    for f in natfw_pcap::open(&data(rel)).expect("capture") {
         let f = f.expect("frame");
         let Ok(info) = wire::parse(&f.data) else {
             continue;
@@ -79,11 +79,11 @@ fn replay(c: &mut Criterion) {
         .map(|n| data(&format!("corpus/{n}.pcap")))
         .collect();
     let cfg = natfw_policy::config::embedded_default();
-    let (_, summary) = natfw_dataplane::replay::replay_records(&cfg, &caps).expect("replay");
+    let (_, summary) = natfw_gateway::replay::replay_records(&cfg, &caps).expect("replay");
     let mut g = c.benchmark_group("replay");
     g.throughput(Throughput::Elements(summary.packets));
     g.bench_function("mixed_corpus", |b| {
-        b.iter(|| black_box(natfw_dataplane::replay::replay_records(&cfg, &caps).expect("replay")))
+        b.iter(|| black_box(natfw_gateway::replay::replay_records(&cfg, &caps).expect("replay")))
     });
     g.finish();
 }

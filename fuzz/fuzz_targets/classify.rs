@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use natfw_dataplane::l7::{classify, Progress};
+use natfw_engine::l7::{classify, Progress};
 use natfw_policy::eval::IpProto;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use natfw_dataplane::l7::dns;
+use natfw_engine::l7::dns;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = dns::parse(data) {

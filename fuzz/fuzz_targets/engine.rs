@@ -9,9 +9,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use natfw_dataplane::engine::{Emit, Engine, EngineOptions, GeoDb, Side};
-use natfw_dataplane::flowlog::FlowRecord;
-use natfw_dataplane::time::Timestamp;
+use natfw_engine::engine::{Emit, Engine, EngineOptions, FlowEnd, GeoDb, Side};
+
+use natfw_engine::time::Timestamp;
 use natfw_policy::{
     Action, Config, Destination, DomainMode, DomainPattern, Mode, Protocol, Rule, RuleAction,
 };
@@ -48,7 +48,7 @@ fn config() -> &'static Config {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let records: Vec<FlowRecord> = Vec::new();
+    let records: Vec<FlowEnd> = Vec::new();
     let opts = EngineOptions {
         max_flows: 64,
         per_flow_hold_bytes: 4096,

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use natfw_dataplane::l7::{http, Progress};
+use natfw_engine::l7::{http, Progress};
 
 fuzz_target!(|data: &[u8]| {
     if let Progress::Done(req) = http::request(data) {

@@ -3,11 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use natfw_dataplane::frag::{FragConfig, Reassembler};
-use natfw_dataplane::time::Timestamp;
-use natfw_dataplane::wire::build::{self, RstTo, Unreachable};
-use natfw_dataplane::wire::rewrite::{self, ChecksumMode, End};
-use natfw_dataplane::wire::{self, IcmpKind, PacketInfo, L3, L4};
+use natfw_engine::frag::{FragConfig, Reassembler};
+use natfw_engine::time::Timestamp;
+use natfw_engine::wire::build::{self, RstTo, Unreachable};
+use natfw_engine::wire::rewrite::{self, ChecksumMode, End};
+use natfw_engine::wire::{self, IcmpKind, PacketInfo, L3, L4};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 fn addr(l3: L3, n: u8) -> IpAddr {

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use natfw_dataplane::l7::quic::InitialAssembler;
-use natfw_dataplane::l7::Progress;
+use natfw_engine::l7::quic::InitialAssembler;
+use natfw_engine::l7::Progress;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, mut rest)) = data.split_first() else {
@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let (rec, tail) = rest[2..].split_at(len);
         rest = tail;
-        let _ = natfw_dataplane::l7::quic::is_long_header_initial(rec);
+        let _ = natfw_engine::l7::quic::is_long_header_initial(rec);
         let p = if mode % 2 == 0 {
             a.push(rec)
         } else {

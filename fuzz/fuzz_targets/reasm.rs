@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use natfw_dataplane::reasm::{PushResult, StreamBuf, MAX_RANGES};
+use natfw_engine::reasm::{PushResult, StreamBuf, MAX_RANGES};
 
 /// The model: which stream bytes below `limit` are known.
 struct Model {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use natfw_dataplane::l7::{tls, Progress};
+use natfw_engine::l7::{tls, Progress};
 
 fuzz_target!(|data: &[u8]| {
     if let Progress::Done(info) = tls::client_hello(data) {

@@ -18,6 +18,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::app::App;
+use crate::counters::RuleCounters;
 use crate::domain::DomainSet;
 use crate::eval::{rule_tri, Evaluation, Fact, FlowFacts, IpProto, Walk};
 use crate::model::{
@@ -214,6 +215,8 @@ pub struct CompiledPolicy {
     port: Option<RangeDim<PortSet>>,
     dst: Option<DstIndex>,
     app: Option<AppIndex>,
+    /// Hit counters, one per rule (shared with the previous policy by [`Self::inherit_counters`]).
+    counters: RuleCounters,
 }
 
 /// A dimension indexed by a range matcher: rules without a condition there, and the hits.
@@ -473,6 +476,7 @@ impl CompiledPolicy {
         let mut any_or_name_modes = app_any.clone();
         any_or_name_modes.or_with(&name_modes.0);
         CompiledPolicy {
+            counters: RuleCounters::new(&fw.rules),
             fw: fw.clone(),
             heads: heads.into_boxed_slice(),
             zero: Bits::new(words),
@@ -599,6 +603,18 @@ impl CompiledPolicy {
             }
         }
         walk.finish(outcome, self.fw.default_action)
+    }
+
+    /// The per-rule hit counters.
+    pub fn counters(&self) -> &RuleCounters {
+        &self.counters
+    }
+
+    /// Keep counting where `old` left off: rules with the same name share their counters.
+    pub fn inherit_counters(mut self, old: &CompiledPolicy) -> CompiledPolicy {
+        self.counters
+            .inherit(&self.fw.rules, &old.fw.rules, &old.counters);
+        self
     }
 
     /// The rules, in order; [`RuleId`] indexes this slice.

@@ -17,6 +17,7 @@
 pub mod app;
 pub mod compile;
 pub mod config;
+pub mod counters;
 pub mod countries;
 pub mod domain;
 pub mod eval;

@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use natfw_dataplane::flowlog::FlowRecord;
-use natfw_dataplane::replay::replay_records;
+use natfw_flowlog::FlowRecord;
+use natfw_gateway::replay::replay_records;
 use serde_json::Value;
 
 fn corpus_dir() -> PathBuf {

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use natfw_dataplane::lab::{plan, Scenario};
+use natfw_lab::{plan, Scenario};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo() -> PathBuf {

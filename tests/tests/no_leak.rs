@@ -8,10 +8,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use natfw_dataplane::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
-use natfw_dataplane::flowlog::{FlowRecord, FlowSink};
-use natfw_dataplane::time::Timestamp;
-use natfw_dataplane::wire::{self, PacketInfo, L4};
+use natfw_engine::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
+use natfw_engine::time::Timestamp;
+use natfw_engine::wire::{self, PacketInfo, L4};
+use natfw_flowlog::{FlowEnd, FlowRecord, FlowSink};
 use natfw_policy::{
     Action, Config, Destination, DomainMode, DomainPattern, Mode, Protocol, Rule, RuleAction,
 };
@@ -23,7 +23,7 @@ fn corpus(name: &str) -> PathBuf {
 }
 
 fn frames(name: &str) -> Vec<(Timestamp, Vec<u8>)> {
-    natfw_dataplane::pcap::open(&corpus(name))
+    natfw_pcap::open(&corpus(name))
         .unwrap_or_else(|e| panic!("{name}: {e}"))
         .map(|f| {
             let f = f.unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -36,8 +36,11 @@ fn frames(name: &str) -> Vec<(Timestamp, Vec<u8>)> {
 struct Sink(Arc<Mutex<Vec<FlowRecord>>>);
 
 impl FlowSink for Sink {
-    fn record(&mut self, rec: FlowRecord) {
-        self.0.lock().unwrap().push(rec);
+    fn flow_end(&mut self, ev: FlowEnd) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(natfw_flowlog::render(&ev, "gw"));
     }
 }
 

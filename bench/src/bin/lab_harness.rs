@@ -9,7 +9,7 @@
 //! stays inside the lab's namespaces. Root only.
 //!
 //! ```text
-//! cargo build --release -p natfw-dataplane -p natfw-bench
+//! cargo build --release -p natfw-gateway -p natfw-bench
 //! target/release/lab_harness [--repeats 3] [--seconds 3] [--json out.json] [--natfw PATH]
 //! ```
 
@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use natfw_dataplane::lab::{self, plan, GatewayMode, Lab, LabGuard, Options, Scenario};
+use natfw_lab::{plan, GatewayMode, Lab, LabGuard, Options, Scenario};
 use serde_json::{json, Value};
 
 const TAG: &str = "bench";
@@ -297,7 +297,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(why) = lab::prerequisites() {
+    if let Err(why) = natfw_lab::prerequisites() {
         eprintln!("lab_harness: {why}");
         return ExitCode::from(2);
     }

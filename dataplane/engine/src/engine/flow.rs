@@ -1,0 +1,205 @@
+//! Per-flow state kept in the conntrack table (compact: the L7 buffers live in a side table)
+//! and the flow-end event built from it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use natfw_policy::compile::CompiledPolicy;
+use natfw_policy::{App, CountryCode, DecidedBy, RuleId};
+
+pub use super::event::{DomainSrc, EndReason, FactState, FlowEnd, FlowVerdict};
+pub(crate) use super::event::{
+    WHY_DNS_QUERY, WHY_ENDED_PENDING, WHY_NOT_TLS_HTTP, WHY_NO_NAME_PROTO, WHY_UDP_NO_NAME,
+};
+use crate::conntrack::{FlowKey, TcpTrack, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use crate::stats::Counter;
+use crate::time::Timestamp;
+
+/// "No side-table entry".
+pub(crate) const NO_IDENT: u32 = u32::MAX;
+
+/// Everything the engine keeps per flow besides the conntrack entry itself.
+#[derive(Debug)]
+pub(crate) struct FlowData {
+    pub start: Timestamp,
+    pub out: Counter,
+    pub inb: Counter,
+    pub tcp: TcpTrack,
+    pub verdict: FlowVerdict,
+    pub decided_by: Option<DecidedBy>,
+    pub rule: Option<RuleId>,
+    pub monitors: Option<Box<[RuleId]>>,
+    /// The policy that decided the flow: `rule` and `monitors` index into it, so the record
+    /// names the right rules after a hot reload swapped in another policy.
+    pub decided_under: Option<std::sync::Arc<CompiledPolicy>>,
+    /// Name for the log (sent name, or the name the client resolved, see `domain_src`).
+    pub domain: Option<Box<str>>,
+    pub domain_src: DomainSrc,
+    /// The domain fact for the policy (only names the client *sent* count as known).
+    pub domain_fact: FactState,
+    pub app: Option<App>,
+    pub app_fact: FactState,
+    /// First reason a fact became unidentifiable.
+    pub why: Option<&'static str>,
+    pub country: Option<CountryCode>,
+    pub ech: bool,
+    /// Conflicting retransmission seen.
+    pub evasion: bool,
+    /// The record has been written; the entry only absorbs stragglers until it times out.
+    pub recorded: bool,
+    /// The client sent payload.
+    pub client_payload: bool,
+    /// TCP reached ESTABLISHED at some point.
+    pub established: bool,
+    /// The flow only carried DNS (short UDP timeout).
+    pub dns_only: bool,
+    /// Firewall disabled when the flow started.
+    pub fw_off: bool,
+    /// Something of this flow left by the outside (else the record shows no SNAT).
+    pub sent: bool,
+    /// SYN sequence numbers (client, server).
+    pub isn_c: u32,
+    pub isn_s: u32,
+    /// Side-table index of the L7 state, or [`NO_IDENT`].
+    pub ident: u32,
+}
+
+impl FlowData {
+    pub(crate) fn new(now: Timestamp, proto: u8, country: Option<CountryCode>) -> Self {
+        let icmp = proto == PROTO_ICMP || proto == PROTO_ICMPV6;
+        let l7 = proto == PROTO_TCP || proto == PROTO_UDP;
+        FlowData {
+            start: now,
+            out: Counter::default(),
+            inb: Counter::default(),
+            tcp: TcpTrack::new(),
+            verdict: FlowVerdict::Pending,
+            decided_by: None,
+            rule: None,
+            monitors: None,
+            decided_under: None,
+            domain: None,
+            domain_src: DomainSrc::None,
+            domain_fact: if l7 {
+                FactState::Pending
+            } else {
+                FactState::Unidentifiable
+            },
+            app: icmp.then_some(App::Icmp),
+            app_fact: if icmp {
+                FactState::Known
+            } else if l7 {
+                FactState::Pending
+            } else {
+                FactState::Unidentifiable
+            },
+            why: None,
+            country,
+            ech: false,
+            evasion: false,
+            recorded: false,
+            client_payload: false,
+            established: false,
+            dns_only: false,
+            fw_off: false,
+            sent: false,
+            isn_c: 0,
+            isn_s: 0,
+            ident: NO_IDENT,
+        }
+    }
+
+    /// Some fact may still arrive.
+    pub(crate) fn facts_pending(&self) -> bool {
+        self.domain_fact == FactState::Pending || self.app_fact == FactState::Pending
+    }
+
+    /// Mark every pending fact unidentifiable, for `why`.
+    pub(crate) fn give_up(&mut self, why: &'static str) {
+        if self.domain_fact == FactState::Pending {
+            self.domain_fact = FactState::Unidentifiable;
+            self.why.get_or_insert(why);
+        }
+        if self.app_fact == FactState::Pending {
+            self.app_fact = FactState::Unidentifiable;
+            self.why.get_or_insert(why);
+        }
+    }
+
+    /// Set the name the client sent.
+    pub(crate) fn set_sent_domain(&mut self, name: &str, src: DomainSrc) {
+        self.domain = Some(name.into());
+        self.domain_src = src;
+        self.domain_fact = FactState::Known;
+    }
+
+    /// The domain fact as the policy sees it.
+    pub(crate) fn domain_for_policy(&self) -> natfw_policy::Fact<&str> {
+        use natfw_policy::Fact;
+        match (self.domain_fact, self.domain.as_deref()) {
+            (FactState::Pending, _) => Fact::Pending,
+            (FactState::Known, Some(d)) => Fact::Known(d),
+            _ => Fact::Unidentifiable,
+        }
+    }
+
+    /// The app fact as the policy sees it.
+    pub(crate) fn app_for_policy(&self) -> natfw_policy::Fact<App> {
+        use natfw_policy::Fact;
+        match (self.app_fact, self.app) {
+            (FactState::Pending, _) => Fact::Pending,
+            (FactState::Known, Some(a)) => Fact::Known(a),
+            _ => Fact::Unidentifiable,
+        }
+    }
+
+    /// The plain-data event of this flow's end, for the flow log.
+    pub(crate) fn end_event(
+        &self,
+        key: &FlowKey,
+        snat: Option<(IpAddr, u16)>,
+        end: Timestamp,
+        end_reason: EndReason,
+        policy: Arc<CompiledPolicy>,
+    ) -> FlowEnd {
+        FlowEnd {
+            key: *key,
+            snat: snat.filter(|_| self.sent),
+            start: self.start,
+            end: end.max(self.start),
+            end_reason,
+            verdict: self.verdict,
+            decided_by: self.decided_by,
+            rule: self.rule,
+            monitors: self.monitors.clone(),
+            policy: self.decided_under.clone().unwrap_or(policy),
+            domain: self.domain.clone(),
+            domain_src: self.domain_src,
+            domain_fact: self.domain_fact,
+            app: self.app,
+            app_fact: self.app_fact,
+            why: self.why,
+            country: self.country,
+            ech: self.ech,
+            evasion: self.evasion,
+            client_payload: self.client_payload,
+            established: self.established,
+            fw_off: self.fw_off,
+            out: self.out,
+            inb: self.inb,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::Entry;
+
+    /// Per-flow state is what makes 1,000,000 flows fit: keep an eye on it.
+    #[test]
+    fn per_flow_state_is_compact() {
+        let entry = std::mem::size_of::<Entry<FlowData>>();
+        assert!(entry <= 224, "conntrack entry grew to {entry} bytes");
+    }
+}

@@ -1,0 +1,697 @@
+//! Engine-level SNAT and connection-tracking behaviour on crafted frames: translation both ways,
+//! source-port keeping and collisions, ICMP echo ids and ICMP errors, bypass, eviction and
+//! timeout records, firewall off, hot reload, strict-mode evasion.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+
+use etherparse::PacketBuilder;
+use natfw_engine::engine::{
+    CompiledPolicy, DropReason, Emit, Engine, EngineOptions, GeoDb, Side, Verdict,
+};
+use natfw_engine::time::Timestamp;
+use natfw_engine::wire::{self, IcmpKind, L4};
+use natfw_flowlog::{FlowEnd, FlowRecord, FlowSink};
+use natfw_policy::{Action, Config, Destination, Mode, Protocol, Rule, RuleAction};
+
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const EIP: [u8; 4] = [192, 0, 2, 1];
+const SERVER: [u8; 4] = [203, 0, 113, 5];
+
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<FlowRecord>>>);
+
+impl FlowSink for Sink {
+    fn flow_end(&mut self, ev: FlowEnd) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(natfw_flowlog::render(&ev, "gw"));
+    }
+}
+
+impl Sink {
+    fn take(&self) -> Vec<FlowRecord> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+fn cfg() -> Config {
+    let mut c = natfw_policy::config::embedded_default();
+    c.gateway.bypass = vec!["10.9.0.0/16".parse().unwrap()];
+    c
+}
+
+fn engine_with(c: &Config, opts: EngineOptions) -> (Engine, Sink) {
+    let sink = Sink::default();
+    let e = Engine::with_options(c, GeoDb::embedded(), Box::new(sink.clone()), opts).unwrap();
+    (e, sink)
+}
+
+fn engine() -> (Engine, Sink) {
+    engine_with(&cfg(), EngineOptions::default())
+}
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_millis(1_000_000 + ms)
+}
+
+#[derive(Clone, Copy)]
+enum Tcp {
+    Syn,
+    SynAck,
+    Ack,
+    Psh,
+    Fin,
+    Rst,
+}
+
+fn tcp(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    kind: Tcp,
+    data: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, seq, 64_000);
+    let b = match kind {
+        Tcp::Syn => b.syn(),
+        Tcp::SynAck => b.syn().ack(1),
+        Tcp::Ack => b.ack(1),
+        Tcp::Psh => b.psh().ack(1),
+        Tcp::Fin => b.fin().ack(1),
+        Tcp::Rst => b.rst(),
+    };
+    let mut out = Vec::new();
+    b.write(&mut out, data).unwrap();
+    out
+}
+
+fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport)
+        .write(&mut out, data)
+        .unwrap();
+    out
+}
+
+fn ping(src: [u8; 4], dst: [u8; 4], id: u16, reply: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ipv4(src, dst, 64);
+    let b = if reply {
+        b.icmpv4_echo_reply(id, 1)
+    } else {
+        b.icmpv4_echo_request(id, 1)
+    };
+    let mut out = Vec::new();
+    b.write(&mut out, b"abcdefgh").unwrap();
+    out
+}
+
+/// (src, sport/id, dst, dport/id) of a frame, checksums verified.
+fn tuple(frame: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
+    let info = wire::parse(frame).unwrap();
+    assert!(wire::verify_checksums(frame, &info), "invalid checksum");
+    let (s, d) = info.ports().unwrap_or((0, 0));
+    (info.src, s, info.dst, d)
+}
+
+fn ip(a: [u8; 4]) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(a))
+}
+
+/// SYN out, SYN-ACK back: returns the translated source port.
+fn open(e: &mut Engine, now: Timestamp, host: [u8; 4], sport: u16, dport: u16) -> u16 {
+    let mut f = tcp(host, SERVER, sport, dport, 100, Tcp::Syn, &[]);
+    assert_eq!(e.process(now, Side::Inside, &mut f), Verdict::Forward);
+    let (s, sp, d, dp) = tuple(&f);
+    assert_eq!((s, d, dp), (ip(EIP), ip(SERVER), dport));
+    let mut back = tcp(SERVER, EIP, dport, sp, 500, Tcp::SynAck, &[]);
+    assert_eq!(e.process(now, Side::Outside, &mut back), Verdict::Forward);
+    assert_eq!(tuple(&back), (ip(SERVER), dport, ip(host), sport));
+    sp
+}
+
+#[test]
+fn tcp_translated_both_ways_and_port_kept() {
+    let (mut e, sink) = engine();
+    let p = open(&mut e, t(0), [10, 0, 0, 5], 40_000, 443);
+    assert_eq!(p, 40_000, "free source port is kept");
+    // Data both ways after the handshake.
+    let mut f = tcp([10, 0, 0, 5], SERVER, 40_000, 443, 101, Tcp::Ack, &[]);
+    assert_eq!(e.process(t(1), Side::Inside, &mut f), Verdict::Forward);
+    let mut f = tcp(
+        [10, 0, 0, 5],
+        SERVER,
+        40_000,
+        443,
+        101,
+        Tcp::Psh,
+        b"hello, not tls",
+    );
+    assert_eq!(e.process(t(2), Side::Inside, &mut f), Verdict::Forward);
+    assert_eq!(tuple(&f), (ip(EIP), 40_000, ip(SERVER), 443));
+    // Close: FIN, FIN, ACK.
+    let mut f = tcp([10, 0, 0, 5], SERVER, 40_000, 443, 115, Tcp::Fin, &[]);
+    assert_eq!(e.process(t(3), Side::Inside, &mut f), Verdict::Forward);
+    let mut f = tcp(SERVER, EIP, 443, 40_000, 501, Tcp::Fin, &[]);
+    assert_eq!(e.process(t(4), Side::Outside, &mut f), Verdict::Forward);
+    assert!(sink.take().is_empty());
+    let mut f = tcp([10, 0, 0, 5], SERVER, 40_000, 443, 116, Tcp::Ack, &[]);
+    assert_eq!(e.process(t(5), Side::Inside, &mut f), Verdict::Forward);
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.end_reason, "fin");
+    assert_eq!(
+        (r.snat_ip.as_deref(), r.snat_port),
+        (Some("192.0.2.1"), Some(40_000))
+    );
+    assert_eq!(r.out_packet_count, 5);
+    assert_eq!(r.in_packet_count, 2);
+    assert_eq!(r.app_name.as_deref(), Some("Unknown"));
+    // Stragglers after the close still pass; the record is not repeated.
+    let mut f = tcp(SERVER, EIP, 443, 40_000, 502, Tcp::Ack, &[]);
+    assert_eq!(e.process(t(6), Side::Outside, &mut f), Verdict::Forward);
+    e.poll(t(6 + 11_000));
+    assert_eq!(e.flow_count(), 0);
+    e.shutdown(t(20_000));
+    assert!(sink.take().is_empty(), "exactly one record per flow");
+}
+
+#[test]
+fn colliding_source_ports_get_distinct_ports_and_replies_route_back() {
+    let (mut e, _sink) = engine();
+    let mut ports = Vec::new();
+    for h in 1..=50u8 {
+        ports.push(open(&mut e, t(0), [10, 0, 1, h], 33_333, 443));
+    }
+    let mut uniq = ports.clone();
+    uniq.sort_unstable();
+    uniq.dedup();
+    assert_eq!(uniq.len(), 50, "no two flows share a reply tuple");
+    assert_eq!(ports[0], 33_333);
+    // A reply to each translated port reaches its own host.
+    for (h, p) in (1..=50u8).zip(&ports) {
+        let mut ack = tcp([10, 0, 1, h], SERVER, 33_333, 443, 101, Tcp::Ack, &[]);
+        assert_eq!(e.process(t(1), Side::Inside, &mut ack), Verdict::Forward);
+        let mut f = tcp(SERVER, EIP, 443, *p, 501, Tcp::Ack, &[]);
+        assert_eq!(e.process(t(1), Side::Outside, &mut f), Verdict::Forward);
+        assert_eq!(tuple(&f), (ip(SERVER), 443, ip([10, 0, 1, h]), 33_333));
+    }
+    // Unknown return traffic is dropped.
+    let mut f = tcp(SERVER, EIP, 443, 9, 1, Tcp::Ack, &[]);
+    assert_eq!(
+        e.process(t(1), Side::Outside, &mut f),
+        Verdict::Drop(DropReason::NoFlow)
+    );
+}
+
+#[test]
+fn icmp_echo_ids_translated() {
+    let (mut e, sink) = engine();
+    let mut a = ping([10, 0, 0, 1], SERVER, 77, false);
+    let mut b = ping([10, 0, 0, 2], SERVER, 77, false);
+    assert_eq!(e.process(t(0), Side::Inside, &mut a), Verdict::Forward);
+    assert_eq!(e.process(t(0), Side::Inside, &mut b), Verdict::Forward);
+    let (_, ida, _, _) = tuple(&a);
+    let (_, idb, _, _) = tuple(&b);
+    assert_eq!(ida, 77);
+    assert_ne!(idb, 77);
+    for (id, host) in [(ida, [10, 0, 0, 1]), (idb, [10, 0, 0, 2])] {
+        let mut r = ping(SERVER, EIP, id, true);
+        assert_eq!(e.process(t(1), Side::Outside, &mut r), Verdict::Forward);
+        assert_eq!(tuple(&r), (ip(SERVER), 77, ip(host), 77));
+    }
+    e.poll(t(11_001));
+    let recs = sink.take();
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r.end_reason == "timeout"
+        && r.app_name.as_deref() == Some("ICMP")
+        && r.src_port.is_none()));
+}
+
+#[test]
+fn icmp_error_from_outside_reaches_the_inside_host() {
+    let (mut e, _sink) = engine();
+    // Two hosts with the same source port: the second is translated.
+    let mut a = udp([10, 0, 0, 1], SERVER, 5353, 9999, b"x");
+    let mut b = udp([10, 0, 0, 2], SERVER, 5353, 9999, b"y");
+    assert_eq!(e.process(t(0), Side::Inside, &mut a), Verdict::Forward);
+    assert_eq!(e.process(t(0), Side::Inside, &mut b), Verdict::Forward);
+    let (_, pb, _, _) = tuple(&b);
+    assert_ne!(pb, 5353);
+    // Port unreachable quoting b as it left (IP header + 8 bytes of UDP).
+    let quoted = &b[14..14 + 28];
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(SERVER, EIP, 64)
+        .icmpv4_raw(3, 3, [0; 4])
+        .write(&mut err, quoted)
+        .unwrap();
+    assert_eq!(e.process(t(1), Side::Outside, &mut err), Verdict::Forward);
+    let info = wire::parse(&err).unwrap();
+    assert!(wire::verify_checksums(&err, &info));
+    assert_eq!(info.dst, ip([10, 0, 0, 2]));
+    let L4::Icmp {
+        kind: IcmpKind::Error { inner, .. },
+        ..
+    } = info.l4
+    else {
+        panic!("not an icmp error")
+    };
+    assert_eq!((inner.src, inner.sport), (ip([10, 0, 0, 2]), 5353));
+    assert_eq!((inner.dst, inner.dport), (ip(SERVER), 9999));
+    // An error about a flow we do not have is dropped.
+    let mut stray = Vec::new();
+    let mut q = quoted.to_vec();
+    q[20] = 0x01; // another source port
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(SERVER, EIP, 64)
+        .icmpv4_raw(3, 4, [0, 0, 5, 0xdc])
+        .write(&mut stray, &q)
+        .unwrap();
+    assert_eq!(
+        e.process(t(1), Side::Outside, &mut stray),
+        Verdict::Drop(DropReason::NoFlow)
+    );
+}
+
+#[test]
+fn bypass_and_foreign_sources_go_to_the_kernel() {
+    let (mut e, sink) = engine();
+    let mut f = tcp([10, 9, 0, 1], SERVER, 1000, 443, 1, Tcp::Syn, &[]);
+    let before = f.clone();
+    assert_eq!(e.process(t(0), Side::Inside, &mut f), Verdict::ToKernel);
+    assert_eq!(f, before, "untouched");
+    let mut g = tcp([8, 8, 8, 8], SERVER, 1000, 443, 1, Tcp::Syn, &[]);
+    assert_eq!(e.process(t(0), Side::Inside, &mut g), Verdict::ToKernel);
+    // Outside traffic not to an EIP, and a ping of the EIP itself.
+    let mut h = tcp(SERVER, [198, 51, 100, 1], 443, 1000, 1, Tcp::Ack, &[]);
+    assert_eq!(e.process(t(0), Side::Outside, &mut h), Verdict::ToKernel);
+    let mut p = ping(SERVER, EIP, 1, false);
+    assert_eq!(e.process(t(0), Side::Outside, &mut p), Verdict::ToKernel);
+    assert_eq!(e.stats().bypassed.packets, 1);
+    assert_eq!(e.stats().to_kernel.packets, 4);
+    e.shutdown(t(1));
+    assert!(sink.take().is_empty());
+    // Garbage is dropped, never a panic.
+    let mut junk = vec![0u8; 40];
+    junk[12] = 0x08;
+    assert_eq!(
+        e.process(t(2), Side::Inside, &mut junk),
+        Verdict::Drop(DropReason::Malformed)
+    );
+}
+
+#[test]
+fn mid_stream_tcp_without_syn_is_refused() {
+    let (mut e, sink) = engine();
+    let mut f = tcp([10, 0, 0, 5], SERVER, 1234, 443, 1, Tcp::Ack, b"data");
+    assert_eq!(
+        e.process(t(0), Side::Inside, &mut f),
+        Verdict::Drop(DropReason::InvalidState)
+    );
+    assert_eq!(e.flow_count(), 0);
+    e.shutdown(t(1));
+    assert!(sink.take().is_empty());
+}
+
+#[test]
+fn full_table_evicts_embryonic_first_with_records() {
+    let opts = EngineOptions {
+        max_flows: 8,
+        ..EngineOptions::default()
+    };
+    let (mut e, sink) = engine_with(&cfg(), opts);
+    // One established flow, then SYNs that never get answers.
+    open(&mut e, t(0), [10, 0, 0, 1], 2000, 443);
+    let mut ack = tcp([10, 0, 0, 1], SERVER, 2000, 443, 101, Tcp::Ack, &[]);
+    assert_eq!(e.process(t(0), Side::Inside, &mut ack), Verdict::Forward);
+    for i in 0..20u16 {
+        let mut f = tcp([10, 0, 2, 1], SERVER, 3000 + i, 443, 1, Tcp::Syn, &[]);
+        assert_eq!(
+            e.process(t(u64::from(i) + 1), Side::Inside, &mut f),
+            Verdict::Forward
+        );
+        assert!(e.flow_count() <= 8);
+    }
+    let recs = sink.take();
+    assert_eq!(recs.len(), 13);
+    assert!(recs.iter().all(|r| r.end_reason == "evicted"));
+    // Oldest first: the first SYNs went.
+    assert_eq!(recs[0].src_port, Some(3000));
+    assert!(
+        recs.iter().all(|r| r.src_port != Some(2000)),
+        "established flow kept"
+    );
+    assert_eq!(e.stats().evictions, 13);
+    // The rest time out (embryonic 30 s); the established flow is ended at shutdown.
+    e.poll(t(40_000));
+    let recs = sink.take();
+    assert_eq!(recs.len(), 7);
+    assert!(recs
+        .iter()
+        .all(|r| r.end_reason == "timeout" && r.app_dpi_state == "tcp_not_establish"));
+    e.shutdown(t(40_001));
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "shutdown");
+    assert_eq!(recs[0].app_dpi_state, "no_payload");
+}
+
+#[test]
+fn udp_and_dns_timeouts() {
+    let (mut e, sink) = engine();
+    let mut f = udp(
+        [10, 0, 0, 1],
+        SERVER,
+        4000,
+        4001,
+        b"not a known protocol at all",
+    );
+    assert_eq!(e.process(t(0), Side::Inside, &mut f), Verdict::Forward);
+    e.poll(t(59_999));
+    assert!(sink.take().is_empty());
+    e.poll(t(60_000));
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "timeout");
+    assert_eq!(recs[0].ip_protocol, "udp");
+}
+
+#[test]
+fn firewall_disabled_accepts_everything() {
+    let mut c = cfg();
+    c.firewall.enabled = false;
+    c.firewall.default_action = Action::Drop;
+    let (mut e, sink) = engine_with(&c, EngineOptions::default());
+    open(&mut e, t(0), [10, 0, 0, 1], 2000, 443);
+    e.shutdown(t(1));
+    let recs = sink.take();
+    assert_eq!(recs[0].action, "accept");
+    assert!(
+        recs[0].reason.contains("firewall disabled"),
+        "{}",
+        recs[0].reason
+    );
+}
+
+fn drop_port_rule(port: u16) -> Rule {
+    Rule {
+        name: "no-telnet".into(),
+        description: String::new(),
+        source: None,
+        destination: Destination::Any,
+        domain_mode: Default::default(),
+        protocol: Protocol::Tcp,
+        ports: Some(vec![port..=port]),
+        applications: None,
+        action: RuleAction::Drop,
+        enabled: true,
+        pos: Default::default(),
+    }
+}
+
+#[test]
+fn l4_drop_refuses_the_syn_with_an_rst_and_no_snat() {
+    let mut c = cfg();
+    c.firewall.rules = vec![drop_port_rule(23)];
+    let (mut e, sink) = engine_with(&c, EngineOptions::default());
+    let mut f = tcp([10, 0, 0, 1], SERVER, 2000, 23, 1, Tcp::Syn, &[]);
+    assert_eq!(
+        e.process(t(0), Side::Inside, &mut f),
+        Verdict::Drop(DropReason::Policy)
+    );
+    let mut out: Vec<Emit> = Vec::new();
+    e.drain_emits(&mut out);
+    assert_eq!(
+        out.len(),
+        1,
+        "RST to the client only: the server never saw it"
+    );
+    assert_eq!(out[0].side, Side::Inside);
+    assert_eq!(
+        tuple(&out[0].frame),
+        (ip(SERVER), 23, ip([10, 0, 0, 1]), 2000)
+    );
+    // Retransmitted SYN: dropped, no second record.
+    let mut f = tcp([10, 0, 0, 1], SERVER, 2000, 23, 1, Tcp::Syn, &[]);
+    assert_eq!(
+        e.process(t(1000), Side::Inside, &mut f),
+        Verdict::Drop(DropReason::Policy)
+    );
+    e.shutdown(t(2000));
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].action, "drop");
+    assert_eq!(recs[0].end_reason, "denied");
+    assert_eq!(recs[0].acl_rule_id.as_deref(), Some("no-telnet"));
+}
+
+#[test]
+fn hot_reload_applies_to_new_flows() {
+    let (mut e, sink) = engine();
+    open(&mut e, t(0), [10, 0, 0, 1], 2000, 23);
+    let mut fw = cfg().firewall;
+    fw.rules = vec![drop_port_rule(23)];
+    e.policy_handle().store(Arc::new(CompiledPolicy::new(&fw)));
+    // The established flow keeps its verdict...
+    let mut f = tcp([10, 0, 0, 1], SERVER, 2000, 23, 101, Tcp::Ack, &[]);
+    assert_eq!(e.process(t(1), Side::Inside, &mut f), Verdict::Forward);
+    // ...a new one is refused.
+    let mut g = tcp([10, 0, 0, 1], SERVER, 2001, 23, 1, Tcp::Syn, &[]);
+    assert_eq!(
+        e.process(t(2), Side::Inside, &mut g),
+        Verdict::Drop(DropReason::Policy)
+    );
+    e.shutdown(t(3));
+    assert_eq!(sink.take().len(), 2);
+}
+
+#[test]
+fn conflicting_retransmission_is_evasion_dropped_in_strict_mode() {
+    for (mode, dropped) in [(Mode::Loose, false), (Mode::Strict, true)] {
+        let mut c = cfg();
+        c.firewall.mode = mode;
+        let (mut e, sink) = engine_with(&c, EngineOptions::default());
+        open(&mut e, t(0), [10, 0, 0, 1], 2000, 80);
+        // A partial request (verdict already accept, identification still running)...
+        let mut f = tcp([10, 0, 0, 1], SERVER, 2000, 80, 101, Tcp::Psh, b"GET / HT");
+        assert_eq!(e.process(t(1), Side::Inside, &mut f), Verdict::Forward);
+        // ...then the same bytes again, different.
+        let mut g = tcp([10, 0, 0, 1], SERVER, 2000, 80, 101, Tcp::Psh, b"GET /xHT");
+        let v = e.process(t(2), Side::Inside, &mut g);
+        assert_eq!(
+            v == Verdict::Drop(DropReason::Evasion),
+            dropped,
+            "{mode:?}: {v:?}"
+        );
+        e.shutdown(t(3));
+        let recs = sink.take();
+        assert_eq!(recs.len(), 1);
+        assert!(recs[0].reason.contains("evasion"), "{}", recs[0].reason);
+        assert_eq!(recs[0].action, if dropped { "drop" } else { "accept" });
+        let mut out = Vec::new();
+        e.drain_emits(&mut out);
+        assert_eq!(
+            out.len(),
+            if dropped { 2 } else { 0 },
+            "RSTs both ways when dropped"
+        );
+    }
+}
+
+#[test]
+fn pending_timeout_fires_once_per_flow() {
+    // A domain rule keeps TCP pending until the first payload; with no payload the flow
+    // stays pending without a deadline and its handshake passes.
+    let mut c = cfg();
+    c.firewall.rules = vec![Rule {
+        destination: Destination::Domains(vec![natfw_policy::DomainPattern::Exact(
+            "x.test".into(),
+        )]),
+        protocol: Protocol::Any,
+        ports: None,
+        ..drop_port_rule(0)
+    }];
+    let (mut e, sink) = engine_with(&c, EngineOptions::default());
+    open(&mut e, t(0), [10, 0, 0, 1], 2000, 443);
+    e.poll(t(10_000));
+    assert!(sink.take().is_empty());
+    let mut f = tcp(
+        [10, 0, 0, 1],
+        SERVER,
+        2000,
+        443,
+        101,
+        Tcp::Psh,
+        &[0x16, 3, 1, 0, 200, 1],
+    );
+    assert_eq!(e.process(t(10_001), Side::Inside, &mut f), Verdict::Held);
+    e.poll(t(15_002));
+    let mut out = Vec::new();
+    e.drain_emits(&mut out);
+    assert_eq!(
+        out.len(),
+        1,
+        "loose: unknown domain, default accept: the held segment goes"
+    );
+    assert_eq!(out[0].side, Side::Outside);
+    assert_eq!(tuple(&out[0].frame).0, ip(EIP));
+    e.poll(t(30_000));
+    e.shutdown(t(30_001));
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].action, "accept");
+    assert!(recs[0].reason.contains("timed out"), "{}", recs[0].reason);
+}
+
+#[test]
+fn rst_ends_the_flow_at_once() {
+    let (mut e, sink) = engine();
+    let p = open(&mut e, t(0), [10, 0, 0, 1], 2000, 443);
+    let mut f = tcp(SERVER, EIP, 443, p, 501, Tcp::Rst, &[]);
+    assert_eq!(e.process(t(1), Side::Outside, &mut f), Verdict::Forward);
+    assert_eq!(tuple(&f).2, ip([10, 0, 0, 1]));
+    assert_eq!(e.flow_count(), 0);
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "rst");
+    // The port is free again.
+    assert_eq!(open(&mut e, t(2), [10, 0, 0, 2], 2000, 443), 2000);
+}
+
+fn dns_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in name.split('.') {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    out
+}
+
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    m.extend(dns_name(name));
+    m.extend_from_slice(&[0, 1, 0, 1]);
+    m
+}
+
+fn dns_answer(name: &str, addr: [u8; 4]) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    m.extend(dns_name(name));
+    m.extend_from_slice(&[0, 1, 0, 1]);
+    m.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4]);
+    m.extend_from_slice(&addr);
+    m
+}
+
+/// DNS answers crossing the gateway: the query flow carries its name, a later flow of the
+/// same client to the answer's address carries it too (`dns`), and `dns`-mode rules match it.
+#[test]
+fn dns_answers_name_later_flows_and_feed_dns_rules() {
+    let resolver = [198, 51, 100, 53];
+    let mut c = cfg();
+    c.firewall.rules = vec![Rule {
+        destination: Destination::Domains(vec![natfw_policy::DomainPattern::Exact(
+            "shop.example.test".into(),
+        )]),
+        domain_mode: natfw_policy::DomainMode::Dns,
+        protocol: Protocol::Any,
+        ports: None,
+        name: "no-shop".into(),
+        ..drop_port_rule(0)
+    }];
+    let (mut e, sink) = engine_with(&c, EngineOptions::default());
+    let mut q = udp(
+        [10, 0, 0, 7],
+        resolver,
+        5000,
+        53,
+        &dns_query("shop.example.test"),
+    );
+    assert_eq!(e.process(t(0), Side::Inside, &mut q), Verdict::Forward);
+    let (_, qport, _, _) = tuple(&q);
+    let mut a = udp(
+        resolver,
+        EIP,
+        53,
+        qport,
+        &dns_answer("shop.example.test", SERVER),
+    );
+    assert_eq!(e.process(t(1), Side::Outside, &mut a), Verdict::Forward);
+    assert_eq!(e.stats().dns_answers_learned, 1);
+    // Another client's flow to that address: denied by the dns-mode rule (global knowledge),
+    // but its log shows no name (it did not resolve it itself).
+    let mut f = tcp([10, 0, 0, 8], SERVER, 6000, 443, 1, Tcp::Syn, &[]);
+    assert_eq!(
+        e.process(t(2), Side::Inside, &mut f),
+        Verdict::Drop(DropReason::Policy)
+    );
+    // The asking client's flow: same verdict, named from its own answer.
+    let mut g = tcp([10, 0, 0, 7], SERVER, 6001, 443, 1, Tcp::Syn, &[]);
+    assert_eq!(
+        e.process(t(3), Side::Inside, &mut g),
+        Verdict::Drop(DropReason::Policy)
+    );
+    e.shutdown(t(4));
+    let recs = sink.take();
+    let by_src = |ip: &str, proto: &str| {
+        recs.iter()
+            .find(|r| r.src_ip == ip && r.ip_protocol == proto)
+            .unwrap_or_else(|| panic!("{ip} {proto}: {recs:?}"))
+            .clone()
+    };
+    let q = by_src("10.0.0.7", "udp");
+    assert_eq!(q.domain.as_deref(), Some("shop.example.test"));
+    assert_eq!(q.domain_source.as_deref(), Some("dns"));
+    assert_eq!(q.app_name.as_deref(), Some("DNS"));
+    let other = by_src("10.0.0.8", "tcp");
+    assert_eq!(other.domain, None);
+    assert_eq!(other.acl_rule_id.as_deref(), Some("no-shop"));
+    let same = by_src("10.0.0.7", "tcp");
+    assert_eq!(same.domain.as_deref(), Some("shop.example.test"));
+    assert_eq!(same.domain_source.as_deref(), Some("dns"));
+    assert_eq!(same.action, "drop");
+}
+
+#[test]
+fn icmp_error_from_inside_is_translated_out() {
+    let (mut e, _sink) = engine();
+    let mut a = udp([10, 0, 0, 1], SERVER, 5353, 9999, b"x");
+    assert_eq!(e.process(t(0), Side::Inside, &mut a), Verdict::Forward);
+    let mut b = udp([10, 0, 0, 2], SERVER, 5353, 9999, b"y");
+    assert_eq!(e.process(t(0), Side::Inside, &mut b), Verdict::Forward);
+    let (_, pb, _, _) = tuple(&b);
+    // The server's reply to host 2, as host 2 received it, quoted in host 2's port unreachable.
+    let mut reply = udp(SERVER, EIP, 9999, pb, b"reply");
+    assert_eq!(e.process(t(1), Side::Outside, &mut reply), Verdict::Forward);
+    let quoted = reply[14..14 + 28].to_vec();
+    let mut err = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4([10, 0, 0, 2], SERVER, 64)
+        .icmpv4_raw(3, 3, [0; 4])
+        .write(&mut err, &quoted)
+        .unwrap();
+    assert_eq!(e.process(t(2), Side::Inside, &mut err), Verdict::Forward);
+    let info = wire::parse(&err).unwrap();
+    assert!(wire::verify_checksums(&err, &info));
+    assert_eq!((info.src, info.dst), (ip(EIP), ip(SERVER)));
+    let L4::Icmp {
+        kind: IcmpKind::Error { inner, .. },
+        ..
+    } = info.l4
+    else {
+        panic!("not an icmp error")
+    };
+    assert_eq!((inner.dst, inner.dport), (ip(EIP), pb));
+    assert_eq!((inner.src, inner.sport), (ip(SERVER), 9999));
+}

@@ -1,0 +1,96 @@
+//! natfw-flowlog: flow-log records (docs/CONTRACT.md "Flow-log record"): one JSON object per
+//! line, every key present, unknown values `null`.
+//!
+//! The engine hands plain-data [`FlowEnd`] events to a [`FlowSink`]. In production that is a
+//! [`ChannelSink`]: a bounded channel to a writer thread ([`spawn_writer`]) that renders each
+//! event ([`render`]) and writes JSON lines to a file or stdout, rotating by size.
+//! [`read_records`] streams them back for the offline views ([`views`]).
+
+mod read;
+mod render;
+mod timefmt;
+pub mod views;
+mod writer;
+
+pub use natfw_engine::engine::{FlowEnd, FlowSink};
+pub use read::{read_records, ReadError, Records};
+pub use render::render;
+pub use timefmt::{format_rfc3339_millis, parse_rfc3339};
+pub use writer::{
+    spawn_writer, spawn_writer_with_capacity, ChannelSink, Rotation, Target, Writer, WriterHandle,
+    WriterStats, DEFAULT_CHANNEL_CAPACITY,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// One flow, as written to the flow log. Field names are the contract; do not rename.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// Always `"flow"`.
+    pub log_type: String,
+    pub gateway: String,
+    /// RFC 3339 UTC with milliseconds, e.g. `2026-11-28T17:11:22.123Z`.
+    pub start_time: String,
+    pub end_time: String,
+    /// Private side's view (before SNAT).
+    pub src_ip: String,
+    pub src_port: Option<u16>,
+    pub dst_ip: String,
+    pub dst_port: Option<u16>,
+    /// `tcp`, `udp`, `icmp`.
+    pub ip_protocol: String,
+    /// Translated source; `None` when dropped before SNAT or bypassed.
+    pub snat_ip: Option<String>,
+    pub snat_port: Option<u16>,
+    /// `HTTP`, `HTTPS`, `SSL`, `QUIC`, ... (see `natfw_policy::App`).
+    pub app_name: Option<String>,
+    pub domain: Option<String>,
+    /// `sni`, `host`, `quic_sni`, `dns`.
+    pub domain_source: Option<String>,
+    /// The ClientHello carried encrypted_client_hello.
+    pub ech: bool,
+    pub dst_country: Option<String>,
+    /// Name of the deciding rule; `None` for the default action.
+    pub acl_rule_id: Option<String>,
+    pub monitor_rules: Vec<String>,
+    /// `accept` or `drop`.
+    pub action: String,
+    /// `success`, `analysing`, `no_payload`, `unknown_loose`, `unknown_strict`,
+    /// `policy_discard`, `tcp_not_establish`.
+    pub app_dpi_state: String,
+    /// One human sentence: why this verdict.
+    pub reason: String,
+    pub out_packet_count: u64,
+    pub out_packet_bytes: u64,
+    pub in_packet_count: u64,
+    pub in_packet_bytes: u64,
+    /// `fin`, `rst`, `timeout`, `denied`, `evicted`, `shutdown`.
+    pub end_reason: String,
+}
+
+/// Keeps rendered records in memory (tests, replay into a buffer): the engine's
+/// [`FlowSink`] that renders each [`FlowEnd`] at once.
+#[derive(Debug, Clone, Default)]
+pub struct RecordVec {
+    /// Gateway name written into each record.
+    pub gateway: String,
+    pub records: Vec<FlowRecord>,
+}
+
+impl RecordVec {
+    pub fn new(gateway: &str) -> RecordVec {
+        RecordVec {
+            gateway: gateway.to_string(),
+            records: Vec::new(),
+        }
+    }
+}
+
+impl FlowSink for RecordVec {
+    fn flow_end(&mut self, ev: FlowEnd) {
+        self.records.push(render(&ev, &self.gateway));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,274 @@
+use std::io::{self, Write};
+use std::sync::mpsc;
+
+use super::*;
+
+fn record(i: u64) -> FlowRecord {
+    FlowRecord {
+        log_type: "flow".into(),
+        gateway: "natfw".into(),
+        start_time: "2026-11-28T17:11:22.123Z".into(),
+        end_time: "2026-11-28T17:11:23.456Z".into(),
+        src_ip: "10.0.1.10".into(),
+        src_port: Some(40_000 + i as u16),
+        dst_ip: "198.51.100.10".into(),
+        dst_port: Some(443),
+        ip_protocol: "tcp".into(),
+        snat_ip: None,
+        snat_port: None,
+        app_name: Some("HTTPS".into()),
+        domain: None,
+        domain_source: None,
+        ech: false,
+        dst_country: None,
+        acl_rule_id: None,
+        monitor_rules: vec![],
+        action: "accept".into(),
+        app_dpi_state: "success".into(),
+        reason: "default action accept".into(),
+        out_packet_count: i,
+        out_packet_bytes: 100 * i,
+        in_packet_count: 0,
+        in_packet_bytes: 0,
+        end_reason: "fin".into(),
+    }
+}
+
+/// A finished, accepted TCP flow (what the engine hands the sink).
+fn event(i: u64) -> FlowEnd {
+    use natfw_engine::conntrack::FlowKey;
+    use natfw_engine::engine::{DomainSrc, EndReason, FactState, FlowVerdict};
+    use natfw_engine::stats::Counter;
+    use natfw_engine::time::Timestamp;
+    let fw = natfw_policy::config::embedded_default().firewall;
+    FlowEnd {
+        key: FlowKey {
+            src: "10.0.1.10".parse().unwrap(),
+            dst: "198.51.100.10".parse().unwrap(),
+            sport: 40_000 + i as u16,
+            dport: 443,
+            proto: 6,
+        },
+        snat: Some(("192.0.2.1".parse().unwrap(), 40_000 + i as u16)),
+        start: Timestamp::from_millis(1_764_350_000_000),
+        end: Timestamp::from_millis(1_764_350_001_000 + i),
+        end_reason: EndReason::Fin,
+        verdict: FlowVerdict::Accept,
+        decided_by: Some(natfw_policy::DecidedBy::Default),
+        rule: None,
+        monitors: None,
+        policy: std::sync::Arc::new(natfw_policy::compile::CompiledPolicy::new(&fw)),
+        domain: Some("updates.vendor.test".into()),
+        domain_src: DomainSrc::Sni,
+        domain_fact: FactState::Known,
+        app: Some(natfw_policy::App::Https),
+        app_fact: FactState::Known,
+        why: None,
+        country: None,
+        ech: false,
+        evasion: false,
+        client_payload: true,
+        established: true,
+        fw_off: false,
+        out: Counter {
+            packets: i,
+            bytes: 100 * i,
+        },
+        inb: Counter::default(),
+    }
+}
+
+/// The record the writer renders for [`event`].
+fn rendered(i: u64) -> FlowRecord {
+    render(&event(i), "natfw")
+}
+
+#[test]
+fn render_fills_the_contract() {
+    let r = rendered(3);
+    assert_eq!(r.gateway, "natfw");
+    assert_eq!(r.src_ip, "10.0.1.10");
+    assert_eq!(r.src_port, Some(40_003));
+    assert_eq!(r.snat_ip.as_deref(), Some("192.0.2.1"));
+    assert_eq!(r.app_name.as_deref(), Some("HTTPS"));
+    assert_eq!(r.domain_source.as_deref(), Some("sni"));
+    assert_eq!(r.action, "accept");
+    assert_eq!(r.app_dpi_state, "success");
+    assert_eq!(r.end_reason, "fin");
+    assert_eq!(r.out_packet_bytes, 300);
+    assert!(
+        r.reason
+            .starts_with("no rule matched; default action accept"),
+        "{}",
+        r.reason
+    );
+    assert!(r.start_time.ends_with('Z') && r.end_time > r.start_time);
+}
+
+fn lines(path: &std::path::Path) -> Vec<FlowRecord> {
+    read_records(path).unwrap().map(Result::unwrap).collect()
+}
+
+#[test]
+fn every_key_present_with_nulls() {
+    let line = serde_json::to_string(&record(1)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let obj = v.as_object().unwrap();
+    assert_eq!(obj.len(), 26);
+    assert!(obj["snat_ip"].is_null() && obj["domain"].is_null() && obj["acl_rule_id"].is_null());
+    assert_eq!(obj["monitor_rules"], serde_json::json!([]));
+}
+
+#[test]
+fn writes_and_reads_back_through_the_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flows.jsonl");
+    let (mut sink, handle) =
+        spawn_writer("natfw", Target::File(path.clone()), Rotation::default()).unwrap();
+    for i in 0..500 {
+        sink.flow_end(event(i));
+    }
+    let stats = handle.finish();
+    assert_eq!((stats.written, stats.dropped, stats.error), (500, 0, None));
+    let back = lines(&path);
+    assert_eq!(back.len(), 500);
+    assert_eq!(back[0], rendered(0));
+    assert_eq!(back[499], rendered(499));
+    // After finish the sink still never blocks; it counts.
+    sink.flow_end(event(1));
+    assert_eq!(sink.dropped(), 1);
+}
+
+#[test]
+fn rotation_keeps_n_files_each_below_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flows.jsonl");
+    let line_len = serde_json::to_string(&record(10)).unwrap().len() as u64 + 1;
+    let max = line_len * 3 + line_len / 2; // three lines per file
+    let rot = Rotation {
+        max_bytes: Some(max),
+        keep: 2,
+    };
+    let mut w = Writer::open(Target::File(path.clone()), rot).unwrap();
+    // 10..=19 all serialise to the same length (two-digit counters).
+    for i in 10..20 {
+        w.write(&record(i)).unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    // 10 lines, 3 per file: [10,11,12] [13,14,15] [16,17,18] [19]; keep 2 => 12.. lost.
+    let ids =
+        |p: &std::path::Path| -> Vec<u64> { lines(p).iter().map(|r| r.out_packet_count).collect() };
+    assert_eq!(ids(&path), vec![19]);
+    assert_eq!(ids(&dir.path().join("flows.jsonl.1")), vec![16, 17, 18]);
+    assert_eq!(ids(&dir.path().join("flows.jsonl.2")), vec![13, 14, 15]);
+    assert!(!dir.path().join("flows.jsonl.3").exists());
+    for f in ["flows.jsonl.1", "flows.jsonl.2"] {
+        assert!(std::fs::metadata(dir.path().join(f)).unwrap().len() <= max);
+    }
+
+    // Reopening appends to the current file and continues rotating from its size.
+    let mut w = Writer::open(Target::File(path.clone()), rot).unwrap();
+    for i in 20..23 {
+        w.write(&record(i)).unwrap();
+    }
+    w.flush().unwrap();
+    assert_eq!(ids(&path), vec![22]);
+    assert_eq!(ids(&dir.path().join("flows.jsonl.1")), vec![19, 20, 21]);
+}
+
+#[test]
+fn rotation_with_keep_zero_truncates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.jsonl");
+    let rot = Rotation {
+        max_bytes: Some(10), // smaller than one line: one line per file
+        keep: 0,
+    };
+    let mut w = Writer::open(Target::File(path.clone()), rot).unwrap();
+    for i in 0..3 {
+        w.write(&record(i)).unwrap();
+    }
+    w.flush().unwrap();
+    assert_eq!(lines(&path), vec![record(2)]);
+    assert!(!dir.path().join("f.jsonl.1").exists());
+}
+
+/// A writer that blocks in its first `write` until the test lets it go: a deterministic stand-in
+/// for a disk that cannot keep up.
+struct Gate {
+    entered: Option<mpsc::Sender<()>>,
+    release: mpsc::Receiver<()>,
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Write for Gate {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(tx) = self.entered.take() {
+            tx.send(()).unwrap();
+            self.release.recv().unwrap();
+        }
+        self.out.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn slow_writer_with_tiny_channel_counts_drops_exactly() {
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let gate = Gate {
+        entered: Some(entered_tx),
+        release: release_rx,
+        out: out.clone(),
+    };
+    let (mut sink, handle) = spawn_writer_with_capacity(
+        "natfw",
+        Target::Writer(Box::new(gate)),
+        Rotation::default(),
+        4,
+    )
+    .unwrap();
+    // The first record is taken off the channel and the writer blocks flushing it.
+    sink.flow_end(event(0));
+    entered_rx.recv().unwrap();
+    // Now the channel holds 4 and every further record is dropped, without blocking.
+    let produced = 1000u64;
+    for i in 1..produced {
+        sink.flow_end(event(i));
+    }
+    assert_eq!(sink.dropped(), produced - 1 - 4);
+    release_tx.send(()).unwrap();
+    let stats = handle.finish();
+    assert_eq!(stats.written, 5);
+    assert_eq!(stats.written + stats.dropped, produced);
+    let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+    let got: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<FlowRecord>(l)
+                .unwrap()
+                .out_packet_count
+        })
+        .collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn reader_reports_bad_lines_with_position_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.jsonl");
+    let good = serde_json::to_string(&record(7)).unwrap();
+    std::fs::write(&path, format!("{good}\n\nnot json\n{good}")).unwrap();
+    let got: Vec<_> = read_records(&path).unwrap().collect();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].as_ref().unwrap(), &record(7));
+    let err = got[1].as_ref().unwrap_err().to_string();
+    assert!(err.contains("mixed.jsonl:3:"), "{err}");
+    assert_eq!(got[2].as_ref().unwrap(), &record(7));
+    assert!(read_records(&dir.path().join("missing")).is_err());
+}

@@ -1,0 +1,400 @@
+//! The flow-log writer: a bounded channel from the data path to one thread that serialises
+//! records as JSON lines, buffered, with size-based rotation.
+//!
+//! The data path only ever calls [`crossbeam_channel::Sender::try_send`]: when the writer falls
+//! behind, records are counted as dropped instead of slowing down forwarding.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use super::{render, FlowEnd, FlowRecord, FlowSink};
+
+/// Records the channel holds before the data path starts dropping.
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 65_536;
+
+/// With nothing to write for this long the writer flushes (it also flushes whenever the channel
+/// runs empty, so this only bounds how long a partially written burst can sit in the buffer).
+const IDLE_FLUSH: Duration = Duration::from_millis(200);
+
+/// Where flow-log lines go.
+pub enum Target {
+    /// Standard output (`-` in the config).
+    Stdout,
+    /// A file, opened for appending; rotated if [`Rotation::max_bytes`] is set.
+    File(PathBuf),
+    /// Any writer (tests, in-memory capture). Never rotated.
+    Writer(Box<dyn Write + Send>),
+}
+
+impl Target {
+    /// `-` means stdout, anything else a file path.
+    pub fn from_config(path: &str) -> Target {
+        if path == "-" {
+            Target::Stdout
+        } else {
+            Target::File(PathBuf::from(path))
+        }
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Stdout => f.write_str("Stdout"),
+            Target::File(p) => f.debug_tuple("File").field(p).finish(),
+            Target::Writer(_) => f.write_str("Writer(..)"),
+        }
+    }
+}
+
+/// Size-based rotation: when writing a line would take the file past `max_bytes`, `path` becomes
+/// `path.1`, `path.1` becomes `path.2`, ... and `path.keep` is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rotation {
+    /// `None` = never rotate.
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept (0 = the old file is simply truncated).
+    pub keep: u32,
+}
+
+impl Rotation {
+    /// From the config's `logging` section.
+    pub fn from_config(l: &natfw_policy::Logging) -> Rotation {
+        Rotation {
+            max_bytes: l.rotate_bytes,
+            keep: l.keep,
+        }
+    }
+}
+
+/// Serialises records as JSON lines into a [`Target`], rotating files by size. Synchronous; the
+/// thread behind [`spawn_writer`] owns one.
+pub struct Writer {
+    out: BufWriter<Box<dyn Write + Send>>,
+    path: Option<PathBuf>,
+    rotation: Rotation,
+    /// Bytes in the current file (including the buffered ones).
+    size: u64,
+    line: Vec<u8>,
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Writer")
+            .field("path", &self.path)
+            .field("rotation", &self.rotation)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<(Box<dyn Write + Send>, u64)> {
+    let f = OpenOptions::new().create(true).append(true).open(path)?;
+    let size = f.metadata()?.len();
+    Ok((Box::new(f), size))
+}
+
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+impl Writer {
+    /// Opens the target (files are created or appended to).
+    pub fn open(target: Target, rotation: Rotation) -> io::Result<Writer> {
+        let (out, path, size): (Box<dyn Write + Send>, _, _) = match target {
+            Target::Stdout => (Box::new(io::stdout()), None, 0),
+            Target::Writer(w) => (w, None, 0),
+            Target::File(p) => {
+                let (f, size) = open_append(&p).map_err(|e| with_path(e, &p))?;
+                (f, Some(p), size)
+            }
+        };
+        Ok(Writer {
+            out: BufWriter::with_capacity(64 * 1024, out),
+            path,
+            rotation,
+            size,
+            line: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Writes one record as one line (buffered).
+    pub fn write(&mut self, rec: &FlowRecord) -> io::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, rec).map_err(io::Error::other)?;
+        self.line.push(b'\n');
+        if let (Some(max), Some(_)) = (self.rotation.max_bytes, &self.path) {
+            // A file always takes at least one line, however long, so rotation terminates.
+            if self.size > 0 && self.size + self.line.len() as u64 > max {
+                self.rotate()?;
+            }
+        }
+        self.out.write_all(&self.line)?;
+        self.size += self.line.len() as u64;
+        Ok(())
+    }
+
+    /// Pushes buffered lines to the OS.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        self.out.flush()?;
+        // Close the current file before renaming it (matters on some filesystems).
+        self.out = BufWriter::with_capacity(64 * 1024, Box::new(io::sink()));
+        let keep = self.rotation.keep;
+        if keep == 0 {
+            File::create(&path).map_err(|e| with_path(e, &path))?;
+        } else {
+            let oldest = numbered(&path, keep);
+            match std::fs::remove_file(&oldest) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(with_path(e, &oldest)),
+                _ => {}
+            }
+            for n in (1..keep).rev() {
+                let from = numbered(&path, n);
+                match std::fs::rename(&from, numbered(&path, n + 1)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(with_path(e, &from))
+                    }
+                    _ => {}
+                }
+            }
+            std::fs::rename(&path, numbered(&path, 1)).map_err(|e| with_path(e, &path))?;
+        }
+        let (f, size) = open_append(&path).map_err(|e| with_path(e, &path))?;
+        self.out = BufWriter::with_capacity(64 * 1024, f);
+        self.size = size;
+        Ok(())
+    }
+}
+
+fn with_path(e: io::Error, p: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+}
+
+enum Msg {
+    Flow(Box<FlowEnd>),
+    Finish,
+}
+
+/// The data path's end of the flow log: [`FlowSink::flow_end`] never blocks; when the channel is
+/// full (or the writer has stopped) the record is counted in [`ChannelSink::dropped`].
+#[derive(Debug, Clone)]
+pub struct ChannelSink {
+    tx: Sender<Msg>,
+    /// Flows handed over (queued or dropped).
+    offered: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    lossless: bool,
+}
+
+impl fmt::Debug for Msg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Msg::Flow(_) => f.write_str("Flow(..)"),
+            Msg::Finish => f.write_str("Finish"),
+        }
+    }
+}
+
+impl ChannelSink {
+    /// Finished flows offered to the flow log so far (written, queued or dropped).
+    pub fn offered(&self) -> u64 {
+        self.offered.load(Ordering::Relaxed)
+    }
+
+    /// Records dropped so far because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Waits for room instead of dropping: for offline producers (replay) whose pace is not
+    /// the wire's. Never use this on the data path.
+    pub fn lossless(mut self) -> ChannelSink {
+        self.lossless = true;
+        self
+    }
+}
+
+impl FlowSink for ChannelSink {
+    fn flow_end(&mut self, ev: FlowEnd) {
+        self.offered.fetch_add(1, Ordering::Relaxed);
+        if self.lossless {
+            if self.tx.send(Msg::Flow(Box::new(ev))).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        match self.tx.try_send(Msg::Flow(Box::new(ev))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What the writer did, reported by [`WriterHandle::finish`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Lines written.
+    pub written: u64,
+    /// Records lost: the channel was full, or writing them failed.
+    pub dropped: u64,
+    /// The first I/O error, if any (the writer keeps trying after one; those records count as
+    /// dropped).
+    pub error: Option<String>,
+}
+
+/// The control end of the writer thread.
+#[derive(Debug)]
+pub struct WriterHandle {
+    tx: Sender<Msg>,
+    dropped: Arc<AtomicU64>,
+    thread: Option<JoinHandle<(u64, u64, Option<String>)>>,
+}
+
+impl WriterHandle {
+    /// Writes everything queued so far, flushes and stops the thread. Records offered to a
+    /// [`ChannelSink`] afterwards are counted as dropped but no longer reported here, so call it
+    /// once the engine is done (after `Engine::shutdown`).
+    pub fn finish(mut self) -> WriterStats {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> WriterStats {
+        let Some(thread) = self.thread.take() else {
+            return WriterStats::default();
+        };
+        // Blocking send: this is the control path, the writer is draining the channel.
+        let _ = self.tx.send(Msg::Finish);
+        let (written, write_failed, error) = thread
+            .join()
+            .unwrap_or_else(|_| (0, 0, Some("flow-log writer thread panicked".to_string())));
+        WriterStats {
+            written,
+            dropped: self.dropped.load(Ordering::Relaxed) + write_failed,
+            error,
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        // Never lose queued records because a caller forgot `finish`.
+        self.stop();
+    }
+}
+
+/// Starts a writer thread with the default channel capacity.
+pub fn spawn_writer(
+    gateway: &str,
+    target: Target,
+    rotate: Rotation,
+) -> io::Result<(ChannelSink, WriterHandle)> {
+    spawn_writer_with_capacity(gateway, target, rotate, DEFAULT_CHANNEL_CAPACITY)
+}
+
+/// Starts a writer thread whose channel holds `capacity` records (at least 1).
+pub fn spawn_writer_with_capacity(
+    gateway: &str,
+    target: Target,
+    rotate: Rotation,
+    capacity: usize,
+) -> io::Result<(ChannelSink, WriterHandle)> {
+    let writer = Writer::open(target, rotate)?;
+    let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let thread = std::thread::Builder::new()
+        .name("natfw-flowlog".into())
+        .spawn({
+            let gateway = gateway.to_string();
+            move || run_writer(writer, &gateway, rx)
+        })?;
+    Ok((
+        ChannelSink {
+            tx: tx.clone(),
+            offered: Arc::default(),
+            dropped: dropped.clone(),
+            lossless: false,
+        },
+        WriterHandle {
+            tx,
+            dropped,
+            thread: Some(thread),
+        },
+    ))
+}
+
+fn run_writer(mut w: Writer, gateway: &str, rx: Receiver<Msg>) -> (u64, u64, Option<String>) {
+    let (mut written, mut failed, mut error) = (0u64, 0u64, None::<String>);
+    let note = |e: io::Error, error: &mut Option<String>| {
+        if error.is_none() {
+            *error = Some(e.to_string());
+        }
+    };
+    let mut dirty = false;
+    loop {
+        // Flush as soon as the queue runs dry: batches under load, prompt lines when quiet.
+        let msg = match rx.try_recv() {
+            Ok(m) => m,
+            Err(_) => {
+                if dirty {
+                    if let Err(e) = w.flush() {
+                        note(e, &mut error);
+                    }
+                    dirty = false;
+                }
+                match rx.recv_timeout(IDLE_FLUSH) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
+        match msg {
+            Msg::Flow(ev) => match w.write(&render(&ev, gateway)) {
+                Ok(()) => {
+                    written += 1;
+                    dirty = true;
+                }
+                Err(e) => {
+                    failed += 1;
+                    note(e, &mut error);
+                }
+            },
+            Msg::Finish => {
+                // Take what was queued before the finish request, then stop.
+                while let Ok(Msg::Flow(ev)) = rx.try_recv() {
+                    match w.write(&render(&ev, gateway)) {
+                        Ok(()) => written += 1,
+                        Err(e) => {
+                            failed += 1;
+                            note(e, &mut error);
+                        }
+                    }
+                }
+                break;
+            }
+        }
+    }
+    if let Err(e) = w.flush() {
+        note(e, &mut error);
+    }
+    (written, failed, error)
+}

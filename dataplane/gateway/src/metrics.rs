@@ -1,0 +1,295 @@
+//! Prometheus metrics: what the gateway counts, published from stats snapshots.
+//!
+//! The data path never touches the `metrics` crate: it keeps plain `u64` counters
+//! ([`natfw_engine::stats::EngineStats`], [`crate::afxdp::IoStats`], the XDP per-CPU array) and the
+//! control thread copies a [`Snapshot`] of them into the recorder about once a second
+//! ([`Metrics::publish`]). The exporter ([`Metrics::render`]) is served by the admin module's
+//! HTTP listener on `metrics.listen`. Every metric is documented in docs/OPERATIONS.md.
+
+use std::collections::HashMap;
+
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::afxdp::IoStats;
+use crate::xdp::Counters as XdpCounters;
+use natfw_engine::stats::{Counter, EngineStats};
+
+/// Label used for flows decided by the default action.
+pub const DEFAULT_RULE: &str = "(default)";
+
+/// Hits of one rule, read from the policy's counters ([`natfw_policy::counters`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RuleStat {
+    /// Flows this rule decided.
+    pub hits: u64,
+    /// Bytes (out + in) of those flows that have ended.
+    pub bytes: u64,
+    /// When it last decided a flow (RFC 3339).
+    pub last_hit: Option<String>,
+}
+
+impl From<natfw_policy::counters::RuleCount> for RuleStat {
+    fn from(c: natfw_policy::counters::RuleCount) -> RuleStat {
+        RuleStat {
+            hits: c.hits,
+            bytes: c.bytes,
+            last_hit: c
+                .last_hit_ns
+                .map(|ns| natfw_flowlog::format_rfc3339_millis(natfw_engine::time::Timestamp(ns))),
+        }
+    }
+}
+
+/// Every rule's totals in `policy`, by name, plus [`DEFAULT_RULE`].
+pub fn rule_stats(policy: &natfw_policy::compile::CompiledPolicy) -> HashMap<String, RuleStat> {
+    let c = policy.counters();
+    let mut m: HashMap<String, RuleStat> = policy
+        .rules()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let id = natfw_policy::RuleId(i as u32);
+            (r.name.clone(), c.get(Some(id)).get().into())
+        })
+        .collect();
+    m.insert(DEFAULT_RULE.to_string(), c.default_action().get().into());
+    m
+}
+
+/// Everything published at once.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub engine: EngineStats,
+    pub io: IoStats,
+    /// XDP counters per interface name.
+    pub xdp: Vec<(String, XdpCounters)>,
+    pub rules: HashMap<String, RuleStat>,
+    /// Flow records handed to the writer and dropped because it could not keep up.
+    pub flowlog_records: u64,
+    pub flowlog_dropped: u64,
+    /// Policy reloads (SIGHUP or admin API) that applied, and that failed.
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+}
+
+/// The recorder and its Prometheus rendering.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn pair(
+    name_p: &'static str,
+    name_b: &'static str,
+    labels: &[(&'static str, &'static str)],
+    c: Counter,
+) {
+    let l: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, *v))
+        .collect();
+    counter!(name_p, l.clone()).absolute(c.packets);
+    counter!(name_b, l).absolute(c.bytes);
+}
+
+impl Metrics {
+    /// A local recorder (not installed globally: several instances may coexist in tests).
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        Metrics { recorder, handle }
+    }
+
+    /// Prometheus text exposition of the last published snapshot.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Copy `s` into the recorder.
+    pub fn publish(&self, s: &Snapshot) {
+        metrics::with_local_recorder(&self.recorder, || publish(s));
+    }
+}
+
+fn publish(s: &Snapshot) {
+    let e = &s.engine;
+    let (p, b) = ("natfw_packets_total", "natfw_bytes_total");
+    pair(
+        p,
+        b,
+        &[("direction", "out"), ("action", "forward")],
+        e.fwd_out,
+    );
+    pair(
+        p,
+        b,
+        &[("direction", "in"), ("action", "forward")],
+        e.fwd_in,
+    );
+    pair(
+        p,
+        b,
+        &[("direction", "out"), ("action", "kernel")],
+        e.to_kernel,
+    );
+    pair(
+        p,
+        b,
+        &[("direction", "out"), ("action", "bypass")],
+        e.bypassed,
+    );
+    pair(p, b, &[("direction", "out"), ("action", "hold")], e.held);
+    pair(
+        p,
+        b,
+        &[("direction", "out"), ("action", "release")],
+        e.released,
+    );
+    pair(
+        p,
+        b,
+        &[("direction", "out"), ("action", "discard")],
+        e.discarded,
+    );
+    pair(p, b, &[("direction", "any"), ("action", "emit")], e.emitted);
+    pair(
+        p,
+        b,
+        &[("direction", "out"), ("action", "receive")],
+        e.rx_inside,
+    );
+    pair(
+        p,
+        b,
+        &[("direction", "in"), ("action", "receive")],
+        e.rx_outside,
+    );
+    let (dp, db) = ("natfw_dropped_packets_total", "natfw_dropped_bytes_total");
+    for (reason, c) in [
+        ("parse", e.drop_parse),
+        ("fragment", e.drop_fragment),
+        ("policy", e.drop_policy),
+        ("no_flow", e.drop_no_flow),
+        ("no_port", e.drop_no_port),
+        ("table_full", e.drop_table_full),
+        ("hold_full", e.drop_hold_full),
+        ("invalid_state", e.drop_invalid_state),
+        ("unsupported", e.drop_unsupported),
+        ("evasion", e.drop_evasion),
+    ] {
+        pair(dp, db, &[("reason", reason)], c);
+    }
+    counter!("natfw_flows_created_total").absolute(e.flows_created);
+    for (reason, n) in [
+        ("fin", e.flows_ended_fin),
+        ("rst", e.flows_ended_rst),
+        ("timeout", e.flows_ended_timeout),
+        ("denied", e.flows_ended_denied),
+        ("evicted", e.flows_ended_evicted),
+        ("shutdown", e.flows_ended_shutdown),
+    ] {
+        counter!("natfw_flows_ended_total", "reason" => reason).absolute(n);
+    }
+    gauge!("natfw_flows_active").set(e.flows_active as f64);
+    counter!("natfw_flows_table_full_total").absolute(e.table_full);
+    counter!("natfw_flows_evicted_total").absolute(e.evictions);
+    gauge!("natfw_held_payload_bytes").set(e.held_bytes as f64);
+    gauge!("natfw_l7_buffered_bytes").set(e.l7_bytes as f64);
+    counter!("natfw_policy_evaluations_total").absolute(e.policy_evaluations);
+    for (outcome, n) in [
+        ("domain_found", e.l7_domain_found),
+        ("app_found", e.l7_app_found),
+        ("unidentifiable", e.l7_unidentifiable),
+        ("timeout", e.l7_timeouts),
+        ("conflict", e.l7_conflicts),
+    ] {
+        counter!("natfw_l7_outcomes_total", "outcome" => outcome).absolute(n);
+    }
+    counter!("natfw_dns_answers_learned_total").absolute(e.dns_answers_learned);
+
+    counter!("natfw_flowlog_records_total").absolute(s.flowlog_records);
+    counter!("natfw_flowlog_dropped_total").absolute(s.flowlog_dropped);
+    counter!("natfw_policy_reloads_total", "result" => "ok").absolute(s.reloads_ok);
+    counter!("natfw_policy_reloads_total", "result" => "error").absolute(s.reloads_failed);
+
+    for (name, r) in &s.rules {
+        counter!("natfw_rule_hits_total", "rule" => name.clone()).absolute(r.hits);
+        counter!("natfw_rule_bytes_total", "rule" => name.clone()).absolute(r.bytes);
+    }
+
+    for (iface, c) in &s.xdp {
+        for k in crate::xdp::Counter::ALL {
+            counter!("natfw_xdp_packets_total", "iface" => iface.clone(), "counter" => k.name())
+                .absolute(c.get(k));
+        }
+    }
+
+    let io = &s.io;
+    for (i, side) in ["inside", "outside"].into_iter().enumerate() {
+        counter!("natfw_afxdp_rx_frames_total", "side" => side).absolute(io.rx[i]);
+        counter!("natfw_afxdp_tx_frames_total", "side" => side).absolute(io.tx[i]);
+    }
+    for (event, n) in [
+        ("forwarded", io.forwarded),
+        ("consumed", io.consumed),
+        ("to_kernel_dropped", io.to_kernel_dropped),
+        ("emitted", io.emitted),
+        ("no_neighbour", io.no_neighbour),
+        ("too_big", io.too_big),
+        ("tx_ring_full", io.tx_ring_full),
+        ("no_free_frame", io.no_free_frame),
+        ("bad_desc", io.bad_desc),
+    ] {
+        counter!("natfw_afxdp_frames_total", "event" => event).absolute(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_renders_counters_with_labels() {
+        let m = Metrics::new();
+        let mut s = Snapshot::default();
+        s.engine.fwd_out.add(100);
+        s.engine.flows_active = 3;
+        s.rules.insert(
+            "web".into(),
+            RuleStat {
+                hits: 2,
+                bytes: 500,
+                last_hit: None,
+            },
+        );
+        m.publish(&s);
+        let text = m.render();
+        assert!(
+            text.contains("natfw_bytes_total{direction=\"out\",action=\"forward\"} 100"),
+            "{text}"
+        );
+        assert!(text.contains("natfw_flows_active 3"), "{text}");
+        assert!(
+            text.contains("natfw_rule_hits_total{rule=\"web\"} 2"),
+            "{text}"
+        );
+        s.engine.fwd_out.add(50);
+        m.publish(&s);
+        assert!(m
+            .render()
+            .contains("natfw_bytes_total{direction=\"out\",action=\"forward\"} 150"));
+    }
+}

@@ -1,0 +1,657 @@
+//! `natfw run --config CONFIG`: put the gateway in the path of real traffic.
+//!
+//! Order of events: load and validate the config; check the live system (interfaces up, EIPs
+//! on the outside interface, a default route out of it, no DNAT); start the flow-log writer and
+//! the engine; load the XDP program per interface with its maps filled; install the nftables
+//! masquerade for bypassed sources; open the AF_XDP sockets on a worker thread pinned to CPU 0,
+//! register them and attach XDP. The main thread then logs, reloads the policy on SIGHUP (see
+//! [`crate::admin`]), applies admin-API bypass changes, publishes counters to the admin/metrics
+//! listeners and waits for SIGINT/SIGTERM, after which XDP is detached, the worker stops, the
+//! engine shuts down (every flow ends with `shutdown`), the last emits go out, the flow log is
+//! flushed and the nftables table removed.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use natfw_policy::Config;
+
+use crate::afxdp::{AfXdp, Disposition, FrameHandler, IoStats, PortInfo};
+use crate::xdp::{IfSide, Steering, SteeringRules};
+use natfw_engine::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
+use natfw_engine::time::Timestamp;
+use natfw_flowlog::{spawn_writer, Rotation, Target};
+
+/// Name of the nftables table `run` owns (created at start, deleted at exit).
+pub const NFT_TABLE: &str = "natfw";
+/// How often the engine is polled for timeouts.
+const POLL: Duration = Duration::from_millis(100);
+/// How often counters are published to the control plane (metrics, status).
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// How often counters are logged.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// Options of `natfw run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config: PathBuf,
+}
+
+/// Why `run` could not start or ended badly. Display is the message for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(String),
+    #[error("prerequisite: {0}")]
+    Prerequisite(String),
+    #[error("{0}")]
+    Xdp(#[from] crate::xdp::XdpError),
+    #[error("AF_XDP: {0}")]
+    AfXdp(#[from] crate::afxdp::AfXdpError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Run until SIGINT/SIGTERM. Returns after a clean shutdown.
+pub fn run(opts: &RunOptions) -> Result<(), RunError> {
+    if crate::xdp::PROGRAM.is_empty() {
+        return Err(crate::xdp::XdpError::NotBuilt.into());
+    }
+    let cfg = load_config(&opts.config)?;
+    let config_path = opts.config.clone(); // `opts` is shadowed by the engine's below
+    let sys = check_system(&cfg)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // The first signal asks for a clean stop; a second one while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+            .map_err(|e| RunError::Other(format!("installing signal handler: {e}")))?;
+    }
+
+    let (sink, writer) = spawn_writer(
+        &cfg.gateway.name,
+        Target::from_config(&cfg.logging.flow_log),
+        Rotation::from_config(&cfg.logging),
+    )
+    .map_err(|e| RunError::Other(format!("flow log {}: {e}", cfg.logging.flow_log)))?;
+    let opts = EngineOptions {
+        // Checksums are completed in full by the I/O layer for every forwarded frame
+        // (afxdp::csum), which also covers the partial checksums veth hands over.
+        full_checksums: false,
+        ..EngineOptions::default()
+    };
+    let geo = match &cfg.geo.database {
+        Some(p) => Arc::new(
+            GeoDb::open(Path::new(p))
+                .map_err(|e| RunError::Config(format!("geo.database {p}: {e}")))?,
+        ),
+        None => GeoDb::embedded(),
+    };
+    let sink_probe = sink.clone();
+    let engine = Engine::with_options(&cfg, geo, Box::new(sink), opts)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let control = Arc::new(crate::admin::Control::new(
+        cfg.clone(),
+        config_path,
+        engine.policy_handle(),
+    ));
+    let servers = crate::admin::start_listeners(&cfg, &control).map_err(RunError::Config)?;
+    for s in &servers {
+        log(&format!("listening on {}", s.addr));
+    }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .map_err(|e| RunError::Other(format!("installing the SIGHUP handler: {e}")))?;
+    let engine_stats = Arc::new(Mutex::new(natfw_engine::stats::EngineStats::default()));
+
+    let rules = SteeringRules {
+        snat: cfg.gateway.snat.iter().map(|e| e.source).collect(),
+        bypass: cfg.gateway.bypass.clone(),
+        eips: cfg.gateway.eips.clone(),
+        gateway_addrs: sys.gateway_addrs.clone(),
+        // Everything to an EIP is the engine's: it keeps clients' source ports, so any port
+        // range left to the kernel would catch SNAT replies. The kernel's own traffic (and the
+        // bypass masquerade) uses the outside interface's non-EIP addresses instead.
+        kernel_ports: None,
+    };
+    let mut steer_in = Steering::load(&cfg.gateway.inside, IfSide::Inside, &rules)?;
+    let mut steer_out = Steering::load(&cfg.gateway.outside, IfSide::Outside, &rules)?;
+
+    let mut nft = Nft::install(&cfg, &sys.kernel_addrs)?;
+    let mut bypass = cfg.gateway.bypass.clone();
+    let bypass_rx = control.bypass_channel();
+
+    // The worker owns the sockets (xdpilone's UMEM is not Send) and the engine.
+    let (fd_tx, fd_rx) = mpsc::channel();
+    let io_stats = Arc::new(Mutex::new(IoStats::default()));
+    let worker = {
+        let stop = Arc::clone(&stop);
+        let io_stats = Arc::clone(&io_stats);
+        let engine_stats = Arc::clone(&engine_stats);
+        let (inside, outside) = (sys.inside.clone(), sys.outside.clone());
+        std::thread::Builder::new()
+            .name("natfw-packets".into())
+            .spawn(move || {
+                worker(
+                    inside,
+                    outside,
+                    engine,
+                    &stop,
+                    &fd_tx,
+                    (&io_stats, &engine_stats),
+                )
+            })
+            .map_err(|e| RunError::Other(format!("spawning the data-path thread: {e}")))?
+    };
+    let fds = match fd_rx.recv() {
+        Ok(Ok(fds)) => fds,
+        Ok(Err(e)) => {
+            let _ = worker.join();
+            return Err(e.into());
+        }
+        Err(_) => return Err(RunError::Other("data-path thread died during setup".into())),
+    };
+    let attach = (|| -> Result<(), RunError> {
+        for (side, fd) in fds {
+            match side {
+                IfSide::Inside => steer_in.register_socket(0, fd)?,
+                IfSide::Outside => steer_out.register_socket(0, fd)?,
+            }
+        }
+        for s in [&mut steer_in, &mut steer_out] {
+            let mode = s.attach()?;
+            log(&format!("{}: XDP attached ({mode:?} mode)", s.iface()));
+        }
+        Ok(())
+    })();
+    if let Err(e) = attach {
+        stop.store(true, Ordering::Relaxed);
+        let _ = worker.join();
+        return Err(e);
+    }
+    // Have the routers' MACs ready before the first packet needs them.
+    for r in &sys.routers {
+        crate::neigh::probe(*r, sys.outside.ifindex);
+    }
+    log(&format!(
+        "forwarding {} <-> {} (EIPs {:?}); SIGHUP reloads the policy; SIGINT/SIGTERM to stop",
+        cfg.gateway.inside, cfg.gateway.outside, cfg.gateway.eips
+    ));
+
+    let mut last_log = Instant::now();
+    let mut last_publish = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if worker.is_finished() {
+            break;
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            reload(&control);
+        }
+        while let Ok(cmd) = bypass_rx.try_recv() {
+            let r = set_bypass(
+                &cmd,
+                &mut bypass,
+                [&mut steer_in, &mut steer_out],
+                &mut nft,
+                (&cfg.gateway.outside, &sys.kernel_addrs),
+            );
+            let _ = cmd.reply.send(r.map(|()| bypass.clone()));
+        }
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            last_publish = Instant::now();
+            publish(
+                &control,
+                &steer_in,
+                &steer_out,
+                &io_stats,
+                &engine_stats,
+                &sink_probe,
+            );
+        }
+        if last_log.elapsed() >= LOG_EVERY {
+            last_log = Instant::now();
+            log_counters(&steer_in, &steer_out, &io_stats);
+        }
+    }
+    log("stopping");
+    for s in servers {
+        s.stop();
+    }
+    log_counters(&steer_in, &steer_out, &io_stats);
+    // Detach first: from here on the kernel has the interfaces again.
+    drop(steer_in);
+    drop(steer_out);
+    stop.store(true, Ordering::Relaxed);
+    let stats = worker
+        .join()
+        .map_err(|_| RunError::Other("data-path thread panicked".into()))?;
+    let w = writer.finish();
+    drop(nft);
+    log(&format!(
+        "engine: {stats}; flow log: {} written, {} dropped{}",
+        w.written,
+        w.dropped,
+        w.error
+            .map(|e| format!(" (error: {e})"))
+            .unwrap_or_default()
+    ));
+    Ok(())
+}
+
+fn log(msg: &str) {
+    eprintln!("natfw: {msg}");
+}
+
+/// SIGHUP: reload the config file's policy; on error keep the running one.
+fn reload(control: &crate::admin::Control) {
+    match control.reload_file() {
+        Ok(r) => {
+            for w in &r.warnings {
+                log(w);
+            }
+            for i in &r.ignored {
+                log(i);
+            }
+            log(&format!(
+                "reloaded: {} rules now apply to new flows",
+                r.rules
+            ));
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            log("reload failed: the running policy stays");
+        }
+    }
+}
+
+/// Admin API: add or remove a bypassed source in the XDP maps of both interfaces and the
+/// nftables masquerade. The engine needs no change: XDP hands new packets of a bypassed source
+/// to the kernel, and replies of the engine's existing flows (to the EIPs) still reach it.
+fn set_bypass(
+    cmd: &crate::admin::BypassCmd,
+    list: &mut Vec<ipnet::IpNet>,
+    steer: [&mut Steering; 2],
+    nft: &mut Nft,
+    (outside, kernel_addrs): (&str, &[IpAddr]),
+) -> Result<(), String> {
+    let net = cmd.net.trunc();
+    let mut new = list.clone();
+    new.retain(|n| *n != net);
+    if cmd.add {
+        new.push(net);
+    }
+    // nftables first: if the kernel cannot masquerade the source, XDP must not hand it over.
+    nft.apply(outside, &new, kernel_addrs)
+        .map_err(|e| e.to_string())?;
+    for s in steer {
+        s.set_bypass(net, cmd.add).map_err(|e| e.to_string())?;
+    }
+    log(&format!(
+        "bypass {net} {}",
+        if cmd.add { "added" } else { "removed" }
+    ));
+    *list = new;
+    Ok(())
+}
+
+/// Gather the counters the control plane publishes (metrics, status).
+fn publish(
+    control: &crate::admin::Control,
+    a: &Steering,
+    b: &Steering,
+    io: &Mutex<IoStats>,
+    engine: &Mutex<natfw_engine::stats::EngineStats>,
+    sink: &natfw_flowlog::ChannelSink,
+) {
+    let mut s = crate::metrics::Snapshot::default();
+    if let Ok(e) = engine.lock() {
+        s.engine = e.clone();
+    }
+    if let Ok(io) = io.lock() {
+        s.io = *io;
+    }
+    for st in [a, b] {
+        if let Ok(c) = st.counters() {
+            s.xdp.push((st.iface().to_string(), c));
+        }
+    }
+    s.flowlog_records = sink.offered();
+    s.flowlog_dropped = sink.dropped();
+    control.publish(s);
+}
+
+fn log_counters(a: &Steering, b: &Steering, io: &Mutex<IoStats>) {
+    for s in [a, b] {
+        match s.counters() {
+            Ok(c) => log(&format!("xdp {}: {c}", s.iface())),
+            Err(e) => log(&format!("xdp {}: counters: {e}", s.iface())),
+        }
+    }
+    if let Ok(io) = io.lock() {
+        log(&format!("io: {io:?}"));
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config, RunError> {
+    let loaded = natfw_policy::config::load_file(path)
+        .map_err(|d| RunError::Config(d.to_string().trim_end().to_string()))?;
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    let cfg = loaded.config;
+    if !cfg.gateway.dnat.is_empty() {
+        return Err(RunError::Config(
+            "DNAT entries are not supported by `natfw run`: remove gateway.dnat".into(),
+        ));
+    }
+    Ok(cfg)
+}
+
+/// What `run` learned about the live system.
+#[derive(Debug, Clone)]
+struct System {
+    inside: PortInfo,
+    outside: PortInfo,
+    gateway_addrs: Vec<IpAddr>,
+    /// Addresses of the outside interface that are not EIPs (bypassed sources are SNATed to
+    /// them by the kernel).
+    kernel_addrs: Vec<IpAddr>,
+    /// Next hops of the default routes out of the outside interface.
+    routers: Vec<IpAddr>,
+}
+
+fn check_system(cfg: &Config) -> Result<System, RunError> {
+    let pre = RunError::Prerequisite;
+    let port = |name: &str, side| -> Result<PortInfo, RunError> {
+        let p = PortInfo::lookup(name, side).map_err(|e| pre(e.to_string()))?;
+        let l = crate::netlink::link(p.ifindex).map_err(|e| pre(format!("{name}: {e}")))?;
+        // One AF_XDP socket per interface, on queue 0: frames the NIC spreads onto other
+        // queues would find no socket (the program drops them, fail-closed).
+        let queues = crate::netlink::active_rx_queues(name)
+            .map_err(|e| pre(format!("{name}: reading RX queues: {e}")))?;
+        if let Some(q @ 2..) = queues {
+            return Err(pre(format!(
+                "{name} has {q} RX queues; natfw run uses one (ethtool -L {name} rx 1 or combined 1)"
+            )));
+        }
+        if !l.up {
+            return Err(pre(format!(
+                "interface {name} is down (ip link set {name} up)"
+            )));
+        }
+        Ok(p)
+    };
+    let inside = port(&cfg.gateway.inside, IfSide::Inside)?;
+    let outside = port(&cfg.gateway.outside, IfSide::Outside)?;
+    if inside.ifindex == outside.ifindex {
+        return Err(pre("inside and outside must be different interfaces".into()));
+    }
+    let addrs = crate::netlink::addresses().map_err(|e| pre(format!("listing addresses: {e}")))?;
+    for eip in &cfg.gateway.eips {
+        if !addrs.iter().any(|(i, a)| *i == outside.ifindex && a == eip) {
+            return Err(pre(format!(
+                "EIP {eip} is not configured on {} (ip addr add {eip}/32 dev {})",
+                outside.name, outside.name
+            )));
+        }
+    }
+    let mut routers = Vec::new();
+    for v6 in [false, true] {
+        if !cfg.gateway.eips.iter().any(|e| e.is_ipv6() == v6) {
+            continue;
+        }
+        let routes =
+            crate::netlink::default_routes(v6).map_err(|e| pre(format!("reading routes: {e}")))?;
+        routers.extend(
+            routes
+                .iter()
+                .filter(|r| r.oif == outside.ifindex)
+                .filter_map(|r| r.gateway),
+        );
+        if !routes.iter().any(|r| r.oif == outside.ifindex) {
+            return Err(pre(format!(
+                "no IPv{} default route leads out of {} (ip route add default via ROUTER dev {})",
+                if v6 { 6 } else { 4 },
+                outside.name,
+                outside.name
+            )));
+        }
+    }
+    let kernel_addrs = addrs
+        .iter()
+        .filter(|(i, a)| *i == outside.ifindex && !cfg.gateway.eips.contains(a))
+        .filter(|(_, a)| !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .map(|(_, a)| *a)
+        .collect();
+    Ok(System {
+        inside,
+        outside,
+        gateway_addrs: addrs.into_iter().map(|(_, a)| a).collect(),
+        kernel_addrs,
+        routers,
+    })
+}
+
+/// The nftables table for bypassed sources: masqueraded by the kernel, uninspected. Deleted on
+/// drop.
+#[derive(Debug)]
+struct Nft {
+    installed: bool,
+}
+
+impl Nft {
+    fn install(cfg: &Config, kernel_addrs: &[IpAddr]) -> Result<Nft, RunError> {
+        // A table left by a crashed run goes first (an error here just means there was none).
+        let _ = nft(&format!("delete table inet {NFT_TABLE}"));
+        let mut n = Nft { installed: false };
+        n.apply(&cfg.gateway.outside, &cfg.gateway.bypass, kernel_addrs)?;
+        Ok(n)
+    }
+
+    /// Replace the table's rules with the masquerade of `bypass` (atomically: one nft script).
+    fn apply(
+        &mut self,
+        outside: &str,
+        bypass: &[ipnet::IpNet],
+        kernel_addrs: &[IpAddr],
+    ) -> Result<(), RunError> {
+        if bypass.is_empty() {
+            if self.installed {
+                nft(&format!("delete table inet {NFT_TABLE}")).map_err(RunError::Other)?;
+                self.installed = false;
+            }
+            return Ok(());
+        }
+        let mut script = String::new();
+        if self.installed {
+            script.push_str(&format!("delete table inet {NFT_TABLE}\n"));
+        }
+        script.push_str(&format!(
+            "table inet {NFT_TABLE} {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n"
+        ));
+        for net in bypass {
+            let v4 = net.addr().is_ipv4();
+            // Not an EIP: replies to an EIP are steered to the engine, which does not know
+            // the kernel's connections.
+            let to = kernel_addrs.iter().find(|a| a.is_ipv4() == v4).ok_or_else(|| {
+                RunError::Prerequisite(format!(
+                    "bypass {net}: {outside} has no IPv{} address besides the EIPs for the kernel to SNAT bypassed sources to (ip addr add ADDR dev {outside})",
+                    if v4 { 4 } else { 6 },
+                ))
+            })?;
+            let fam = if v4 { "ip" } else { "ip6" };
+            script.push_str(&format!(
+                "  oifname \"{outside}\" {fam} saddr {net} snat {fam} to {to}\n"
+            ));
+        }
+        script.push_str(" }\n}\n");
+        nft_script(&script).map_err(|e| {
+            RunError::Prerequisite(format!(
+                "installing the nftables masquerade for bypassed sources: {e}"
+            ))
+        })?;
+        self.installed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Nft {
+    fn drop(&mut self) {
+        if self.installed {
+            if let Err(e) = nft(&format!("delete table inet {NFT_TABLE}")) {
+                log(&format!("removing nftables table {NFT_TABLE}: {e}"));
+            }
+        }
+    }
+}
+
+fn nft(cmd: &str) -> Result<(), String> {
+    let out = Command::new("nft")
+        .args(cmd.split_whitespace())
+        .output()
+        .map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+fn nft_script(script: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e} (install nftables)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| format!("nft: {e}"))?;
+    }
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Pin the calling thread to one CPU (the data path does not migrate).
+fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
+    // reads `size_of::<cpu_set_t>()` bytes of it for the calling thread (pid 0).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+type FdReply = Result<[(IfSide, i32); 2], crate::afxdp::AfXdpError>;
+
+/// The data-path thread: open sockets, report their fds, forward until stopped, shut the engine
+/// down. Returns the engine's final statistics as text.
+fn worker(
+    inside: PortInfo,
+    outside: PortInfo,
+    engine: Engine,
+    stop: &AtomicBool,
+    fds: &mpsc::Sender<FdReply>,
+    (io_stats, engine_stats): (&Mutex<IoStats>, &Mutex<natfw_engine::stats::EngineStats>),
+) -> String {
+    if let Err(e) = pin_to_cpu(0) {
+        log(&format!(
+            "pinning the data path to CPU 0: {e} (continuing unpinned)"
+        ));
+    }
+    let mut x = match AfXdp::open(inside, outside) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = fds.send(Err(e));
+            return String::new();
+        }
+    };
+    let _ = fds.send(Ok(x.socket_fds()));
+    let mut h = EngineHandler {
+        engine,
+        emits: Vec::new(),
+        io_stats,
+        engine_stats,
+        last: IoStats::default(),
+    };
+    x.run(&mut h, stop, POLL);
+    h.engine.shutdown(Timestamp::now());
+    x.flush_emits(&mut h);
+    if let Ok(mut s) = io_stats.lock() {
+        *s = x.stats();
+    }
+    format!("{:?}", h.engine.stats())
+}
+
+/// Adapts the engine to the I/O loop.
+struct EngineHandler<'a> {
+    engine: Engine,
+    emits: Vec<Emit>,
+    io_stats: &'a Mutex<IoStats>,
+    /// The engine's counters as of the last tick, for the control plane.
+    engine_stats: &'a Mutex<natfw_engine::stats::EngineStats>,
+    /// Last I/O counters published to the control thread.
+    last: IoStats,
+}
+
+fn side(s: IfSide) -> Side {
+    match s {
+        IfSide::Inside => Side::Inside,
+        IfSide::Outside => Side::Outside,
+    }
+}
+
+impl FrameHandler for EngineHandler<'_> {
+    fn handle(&mut self, now: Timestamp, s: IfSide, frame: &mut [u8]) -> Disposition {
+        match self.engine.process(now, side(s), frame) {
+            Verdict::Forward => Disposition::Forward,
+            Verdict::Drop(_) | Verdict::Held => Disposition::Consumed,
+            Verdict::ToKernel => Disposition::ToKernel,
+        }
+    }
+
+    fn take_emits(&mut self, out: &mut Vec<(IfSide, Vec<u8>)>) {
+        self.engine.drain_emits(&mut self.emits);
+        out.extend(self.emits.drain(..).map(|e| {
+            let s = match e.side {
+                Side::Inside => IfSide::Inside,
+                Side::Outside => IfSide::Outside,
+            };
+            (s, e.frame)
+        }));
+    }
+
+    fn tick(&mut self, now: Timestamp, io: &IoStats) {
+        self.engine.poll(now);
+        // try_lock: the data path never waits for the control thread.
+        if let Ok(mut s) = self.engine_stats.try_lock() {
+            s.clone_from(self.engine.stats());
+        }
+        if *io != self.last {
+            self.last = *io;
+            if let Ok(mut s) = self.io_stats.lock() {
+                *s = *io;
+            }
+        }
+    }
+}

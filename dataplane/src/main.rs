@@ -1,5 +1,0 @@
-//! The `natfw` command line. Thin: everything lives in the libraries.
-
-fn main() {
-    std::process::exit(natfw_dataplane::cli::main());
-}

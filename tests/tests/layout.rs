@@ -1,0 +1,178 @@
+//! The crates' dependency rules (ARCHITECTURE.md "Crates"), checked over `cargo metadata`:
+//! a crate that gains a dependency its role forbids fails here, in CI.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+/// Normal (non-dev, non-build) dependencies each natfw crate may have. Crates not listed here
+/// are rejected, so a new dependency is a conscious change to this table.
+fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
+    BTreeMap::from([
+        (
+            "natfw-policy",
+            &[
+                "ipnet",
+                "serde",
+                "yaml-rust2",
+                "idna",
+                "maxminddb",
+                "rustc-hash",
+                "ipnetwork",
+            ][..],
+        ),
+        // The sans-I/O engine: policy and small pure crates only.
+        (
+            "natfw-engine",
+            &[
+                "natfw-policy",
+                "ipnet",
+                "httparse",
+                "ring",
+                "arc-swap",
+                "hashbrown",
+            ][..],
+        ),
+        (
+            "natfw-flowlog",
+            &[
+                "natfw-engine",
+                "natfw-policy",
+                "ipnet",
+                "crossbeam-channel",
+                "serde",
+                "serde_json",
+            ][..],
+        ),
+        ("natfw-pcap", &["natfw-engine"][..]),
+        // The lab drives the `natfw` binary: no natfw crate.
+        ("natfw-lab", &["clap", "ipnet", "serde", "serde_json"][..]),
+    ])
+}
+
+/// Dependencies no crate of the sans-I/O side may reach, even transitively.
+const IO_CRATES: &[&str] = &[
+    "libc",
+    "aya",
+    "xdpilone",
+    "rustls",
+    "clap",
+    "signal-hook",
+    "metrics",
+    "crossbeam-channel",
+];
+
+fn metadata() -> serde_json::Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--offline"])
+        .current_dir(&root)
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("metadata JSON")
+}
+
+/// Normal dependencies of a package, by name.
+fn normal_deps(pkg: &serde_json::Value) -> BTreeSet<String> {
+    pkg["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"].is_null())
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn crates_depend_only_on_what_their_role_allows() {
+    let meta = metadata();
+    let pkgs = meta["packages"].as_array().unwrap();
+    let by_name: BTreeMap<&str, &serde_json::Value> = pkgs
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p))
+        .collect();
+    let mut problems = Vec::new();
+    for (krate, allow) in allowed() {
+        let pkg = by_name
+            .get(krate)
+            .unwrap_or_else(|| panic!("{krate} is not in the workspace"));
+        for dep in normal_deps(pkg) {
+            if !allow.contains(&dep.as_str()) {
+                problems.push(format!("{krate} depends on {dep}, which its role forbids"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn the_engine_reaches_no_io_crate_even_transitively() {
+    let meta = metadata();
+    let resolve = &meta["resolve"]["nodes"];
+    let pkgs = meta["packages"].as_array().unwrap();
+    let name_of: BTreeMap<&str, &str> = pkgs
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let nodes: BTreeMap<&str, &serde_json::Value> = resolve
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["id"].as_str().unwrap(), n))
+        .collect();
+    for root in ["natfw-engine", "natfw-policy"] {
+        let id = name_of
+            .iter()
+            .find(|(_, n)| **n == root)
+            .map(|(id, _)| *id)
+            .unwrap();
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![id];
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            for d in nodes[id]["deps"].as_array().unwrap() {
+                let normal = d["dep_kinds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k["kind"].is_null());
+                if normal {
+                    stack.push(d["pkg"].as_str().unwrap());
+                }
+            }
+        }
+        for id in seen {
+            let n = name_of[id];
+            assert!(
+                !IO_CRATES.contains(&n),
+                "{root} reaches {n} through its dependencies"
+            );
+        }
+    }
+}
+
+#[test]
+fn fuzz_targets_link_only_the_engine_and_the_policy() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/Cargo.toml");
+    let text = std::fs::read_to_string(root).unwrap();
+    let natfw: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.starts_with("natfw-") && *w != "natfw-fuzz")
+        .collect();
+    assert_eq!(natfw, ["natfw-engine", "natfw-policy"], "{text}");
+}
+
+#[test]
+fn the_engine_forbids_unsafe_code() {
+    let lib =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dataplane/engine/src/lib.rs");
+    let text = std::fs::read_to_string(lib).unwrap();
+    assert!(text.contains("#![forbid(unsafe_code)]"));
+}
