@@ -4,6 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use natfw_engine::reasm::{PushResult, StreamBuf, MAX_RANGES};
+use natfw_engine::wire::tcp::SeqNumber;
 
 /// The model: which stream bytes below `limit` are known.
 struct Model {
@@ -83,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let isn = u32::from_be_bytes([*a, *b, *c, *d]);
     let limit = (usize::from(*l) % 64 + 1) * 16;
-    let mut buf = StreamBuf::new(isn, limit);
+    let mut buf = StreamBuf::new(SeqNumber(isn), limit);
     let mut model = Model {
         limit,
         bytes: vec![None; limit],
@@ -103,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let seq = isn.wrapping_add(1).wrapping_add(rel as i32 as u32);
         let serial = i64::from((rel as i32 as u32) as i32);
-        let got = buf.push(seq, seg);
+        let got = buf.push(SeqNumber(seq), seg);
         let want = model.push(serial, seg);
         assert_eq!(got, want, "push at {serial} len {n}");
         assert_eq!(buf.contiguous(), &model.prefix()[..]);

@@ -5,8 +5,10 @@
 //! fills; exact retransmissions are recognised; a retransmission that overlaps stored bytes
 //! with *different* bytes is reported as [`PushResult::Conflict`] and not stored — the classic
 //! IDS-evasion trick (the endpoint and the middlebox would see different streams), so the
-//! caller should treat the flow as hostile rather than pick a side. Sequence numbers use u32
-//! serial arithmetic (RFC 1982), so streams crossing 2^32 work.
+//! caller should treat the flow as hostile rather than pick a side. Sequence numbers use
+//! serial arithmetic ([`SeqNumber`]), so streams crossing 2^32 work.
+
+use crate::wire::tcp::SeqNumber;
 
 /// Most disjoint out-of-order ranges held at once (bounds the per-push work).
 pub const MAX_RANGES: usize = 32;
@@ -32,7 +34,7 @@ pub enum PushResult {
 #[derive(Debug, Clone)]
 pub struct StreamBuf {
     /// Sequence number of stream offset 0.
-    base: u32,
+    base: SeqNumber,
     limit: usize,
     /// Stream bytes by offset; meaningful only inside `ranges`.
     data: Vec<u8>,
@@ -42,12 +44,12 @@ pub struct StreamBuf {
 
 impl StreamBuf {
     /// A stream whose SYN carried sequence number `isn`: the first data byte is `isn + 1`.
-    pub fn new(isn: u32, limit: usize) -> Self {
-        Self::starting_at(isn.wrapping_add(1), limit)
+    pub fn new(isn: SeqNumber, limit: usize) -> Self {
+        Self::starting_at(isn + 1, limit)
     }
 
     /// A stream whose first data byte has sequence number `first_seq` (mid-stream pickup).
-    pub fn starting_at(first_seq: u32, limit: usize) -> Self {
+    pub fn starting_at(first_seq: SeqNumber, limit: usize) -> Self {
         StreamBuf {
             base: first_seq,
             limit,
@@ -70,8 +72,8 @@ impl StreamBuf {
     }
 
     /// Sequence number just after the contiguous prefix.
-    pub fn next_seq(&self) -> u32 {
-        self.base.wrapping_add(self.contiguous().len() as u32)
+    pub fn next_seq(&self) -> SeqNumber {
+        self.base + self.contiguous().len()
     }
 
     /// Bytes held in total, in order or not.
@@ -85,12 +87,12 @@ impl StreamBuf {
     }
 
     /// Offer a segment's payload starting at sequence number `seq`.
-    pub fn push(&mut self, seq: u32, data: &[u8]) -> PushResult {
+    pub fn push(&mut self, seq: SeqNumber, data: &[u8]) -> PushResult {
         if data.is_empty() {
             return PushResult::Ok;
         }
         // Serial arithmetic: offsets within ±2^31 of the stream start.
-        let rel = i64::from(seq.wrapping_sub(self.base) as i32);
+        let rel = i64::from(seq.diff(self.base));
         let end = rel + data.len() as i64;
         if end <= 0 {
             return PushResult::OutOfWindow;
@@ -167,69 +169,75 @@ mod tests {
 
     #[test]
     fn in_order_and_out_of_order() {
-        let mut s = StreamBuf::new(1000, 64);
-        assert_eq!(s.push(1001, b"hello "), PushResult::Ok);
-        assert_eq!(s.push(1013, b"!"), PushResult::Ok);
+        let mut s = StreamBuf::new(SeqNumber(1000), 64);
+        assert_eq!(s.push(SeqNumber(1001), b"hello "), PushResult::Ok);
+        assert_eq!(s.push(SeqNumber(1013), b"!"), PushResult::Ok);
         assert_eq!(s.contiguous(), b"hello ");
-        assert_eq!(s.push(1007, b"world"), PushResult::Ok);
+        assert_eq!(s.push(SeqNumber(1007), b"world"), PushResult::Ok);
         assert_eq!(s.contiguous(), b"hello world");
-        assert_eq!(s.push(1012, b"_"), PushResult::Ok); // fills the last one-byte gap
+        assert_eq!(s.push(SeqNumber(1012), b"_"), PushResult::Ok); // fills the last one-byte gap
         assert_eq!(s.contiguous(), b"hello world_!");
-        assert_eq!(s.next_seq(), 1014);
+        assert_eq!(s.next_seq(), SeqNumber(1014));
     }
 
     #[test]
     fn retransmission_and_conflict() {
-        let mut s = StreamBuf::starting_at(0, 64);
-        assert_eq!(s.push(0, b"GET / HTTP/1.1\r\n"), PushResult::Ok);
-        assert_eq!(s.push(4, b"/ HTTP"), PushResult::Retransmission);
-        assert_eq!(s.push(0, b"GET / HTTP/1.1\r\n"), PushResult::Retransmission);
+        let mut s = StreamBuf::starting_at(SeqNumber(0), 64);
+        assert_eq!(s.push(SeqNumber(0), b"GET / HTTP/1.1\r\n"), PushResult::Ok);
+        assert_eq!(s.push(SeqNumber(4), b"/ HTTP"), PushResult::Retransmission);
+        assert_eq!(
+            s.push(SeqNumber(0), b"GET / HTTP/1.1\r\n"),
+            PushResult::Retransmission
+        );
         // Overlap with new tail but one differing byte inside the overlap: evasion.
-        assert_eq!(s.push(9, b"P/1.0\r\nHost"), PushResult::Conflict);
+        assert_eq!(s.push(SeqNumber(9), b"P/1.0\r\nHost"), PushResult::Conflict);
         assert_eq!(s.contiguous(), b"GET / HTTP/1.1\r\n");
         // Same overlap, identical bytes, with a new tail: accepted.
-        assert_eq!(s.push(9, b"P/1.1\r\nHost"), PushResult::Ok);
+        assert_eq!(s.push(SeqNumber(9), b"P/1.1\r\nHost"), PushResult::Ok);
         assert_eq!(s.contiguous(), b"GET / HTTP/1.1\r\nHost");
         // Conflict against an out-of-order range too.
-        assert_eq!(s.push(30, b"abc"), PushResult::Ok);
-        assert_eq!(s.push(29, b"xabd"), PushResult::Conflict);
+        assert_eq!(s.push(SeqNumber(30), b"abc"), PushResult::Ok);
+        assert_eq!(s.push(SeqNumber(29), b"xabd"), PushResult::Conflict);
     }
 
     #[test]
     fn wraps_around_2_pow_32() {
-        let mut s = StreamBuf::new(u32::MAX - 4, 32); // first byte at u32::MAX - 3
-        assert_eq!(s.push(0, b"efgh"), PushResult::Ok); // after the wrap, out of order
-        assert_eq!(s.push(u32::MAX - 3, b"abcdef"), PushResult::Ok); // crosses 2^32
+        let mut s = StreamBuf::new(SeqNumber(u32::MAX - 4), 32); // first byte at u32::MAX - 3
+        assert_eq!(s.push(SeqNumber(0), b"efgh"), PushResult::Ok); // after the wrap, out of order
+        assert_eq!(s.push(SeqNumber(u32::MAX - 3), b"abcdef"), PushResult::Ok); // crosses 2^32
         assert_eq!(s.contiguous(), b"abcdefgh");
-        assert_eq!(s.next_seq(), 4);
+        assert_eq!(s.next_seq(), SeqNumber(4));
     }
 
     #[test]
     fn window_and_limit() {
-        let mut s = StreamBuf::starting_at(100, 8);
-        assert_eq!(s.push(90, b"0123456789"), PushResult::OutOfWindow); // ends at the start
-        assert_eq!(s.push(108, b"x"), PushResult::OutOfWindow); // beyond limit, gap open
+        let mut s = StreamBuf::starting_at(SeqNumber(100), 8);
         assert_eq!(
-            s.push(100u32.wrapping_add(1 << 31), b"x"),
+            s.push(SeqNumber(90), b"0123456789"),
+            PushResult::OutOfWindow
+        ); // ends at the start
+        assert_eq!(s.push(SeqNumber(108), b"x"), PushResult::OutOfWindow); // beyond limit, gap open
+        assert_eq!(
+            s.push(SeqNumber(100u32.wrapping_add(1 << 31)), b"x"),
             PushResult::OutOfWindow
         );
-        assert_eq!(s.push(98, b"..abc"), PushResult::Ok); // front before the start is trimmed
+        assert_eq!(s.push(SeqNumber(98), b"..abc"), PushResult::Ok); // front before the start is trimmed
         assert_eq!(s.contiguous(), b"abc");
-        assert_eq!(s.push(103, b"defghijk"), PushResult::Full); // tail beyond the limit
+        assert_eq!(s.push(SeqNumber(103), b"defghijk"), PushResult::Full); // tail beyond the limit
         assert_eq!(s.contiguous(), b"abcdefgh");
         assert!(s.is_full());
-        assert_eq!(s.push(108, b"more"), PushResult::Full);
+        assert_eq!(s.push(SeqNumber(108), b"more"), PushResult::Full);
         assert_eq!(s.held(), 8);
     }
 
     #[test]
     fn range_count_is_bounded() {
-        let mut s = StreamBuf::starting_at(0, 1 << 16);
+        let mut s = StreamBuf::starting_at(SeqNumber(0), 1 << 16);
         for i in 0..MAX_RANGES as u32 {
-            assert_eq!(s.push(10 + i * 2, b"x"), PushResult::Ok);
+            assert_eq!(s.push(SeqNumber(10 + i * 2), b"x"), PushResult::Ok);
         }
-        assert_eq!(s.push(1000, b"y"), PushResult::Full);
-        assert_eq!(s.push(11, b"z"), PushResult::Ok); // joins two ranges: fewer, accepted
-        assert_eq!(s.push(1000, b"y"), PushResult::Ok);
+        assert_eq!(s.push(SeqNumber(1000), b"y"), PushResult::Full);
+        assert_eq!(s.push(SeqNumber(11), b"z"), PushResult::Ok); // joins two ranges: fewer, accepted
+        assert_eq!(s.push(SeqNumber(1000), b"y"), PushResult::Ok);
     }
 }

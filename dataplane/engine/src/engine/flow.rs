@@ -14,6 +14,7 @@ pub(crate) use super::event::{
 use crate::conntrack::{FlowKey, TcpTrack, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use crate::stats::Counter;
 use crate::time::Timestamp;
+use crate::wire::tcp::SeqNumber;
 
 /// "No side-table entry".
 pub(crate) const NO_IDENT: u32 = u32::MAX;
@@ -58,8 +59,8 @@ pub(crate) struct FlowData {
     /// Something of this flow left by the outside (else the record shows no SNAT).
     pub sent: bool,
     /// SYN sequence numbers (client, server).
-    pub isn_c: u32,
-    pub isn_s: u32,
+    pub isn_c: SeqNumber,
+    pub isn_s: SeqNumber,
     /// Side-table index of the L7 state, or [`NO_IDENT`].
     pub ident: u32,
 }
@@ -103,8 +104,8 @@ impl FlowData {
             dns_only: false,
             fw_off: false,
             sent: false,
-            isn_c: 0,
-            isn_s: 0,
+            isn_c: SeqNumber(0),
+            isn_s: SeqNumber(0),
             ident: NO_IDENT,
         }
     }

@@ -13,6 +13,7 @@ use crate::l7::quic::{self, InitialAssembler};
 use crate::l7::{self, classify::classify, classify::classify_tls, ClientHelloInfo, Progress};
 use crate::reasm::{PushResult, StreamBuf};
 use crate::time::Timestamp;
+use crate::wire::tcp::SeqNumber;
 
 /// Server bytes kept for classification (server-speaks-first protocols).
 pub(crate) const SERVER_PEEK: usize = 512;
@@ -26,7 +27,7 @@ pub(crate) struct Ident {
     /// First server bytes, in order (TCP), or the first server datagram (UDP).
     pub server: Vec<u8>,
     /// Next expected server sequence number.
-    pub server_next: u32,
+    pub server_next: SeqNumber,
     /// Held frames (already translated), with their relative sequence (TCP) or arrival index.
     pub held: Vec<(u32, Vec<u8>)>,
     /// Bytes accounted to this entry in the global budget.
@@ -250,7 +251,7 @@ pub(crate) enum Fed {
     Full,
 }
 
-pub(crate) fn feed_client(id: &mut Ident, seq: u32, payload: &[u8]) -> Fed {
+pub(crate) fn feed_client(id: &mut Ident, seq: SeqNumber, payload: &[u8]) -> Fed {
     let Some(s) = id.stream.as_mut() else {
         return Fed::New;
     };
@@ -264,10 +265,10 @@ pub(crate) fn feed_client(id: &mut Ident, seq: u32, payload: &[u8]) -> Fed {
     }
 }
 
-pub(crate) fn feed_server(id: &mut Ident, seq: u32, payload: &[u8]) {
+pub(crate) fn feed_server(id: &mut Ident, seq: SeqNumber, payload: &[u8]) {
     if seq == id.server_next && id.server.len() < SERVER_PEEK {
         let n = payload.len().min(SERVER_PEEK - id.server.len());
         id.server.extend_from_slice(&payload[..n]);
-        id.server_next = id.server_next.wrapping_add(payload.len() as u32);
+        id.server_next = id.server_next + payload.len();
     }
 }

@@ -7,6 +7,33 @@ pub const MIN_HEADER_LEN: usize = 20;
 /// Offset of the checksum field.
 pub const CHECKSUM_OFFSET: usize = 16;
 
+/// A TCP sequence number: arithmetic and order wrap modulo 2^32 (RFC 9293 §3.4), so a
+/// comparison is only meaningful between numbers less than 2^31 apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct SeqNumber(pub u32);
+
+impl std::ops::Add<usize> for SeqNumber {
+    type Output = SeqNumber;
+
+    /// `self + n`, wrapping.
+    fn add(self, n: usize) -> SeqNumber {
+        SeqNumber(self.0.wrapping_add(n as u32))
+    }
+}
+
+impl SeqNumber {
+    /// Signed distance from `other` to `self` (negative: `self` is before `other`).
+    pub fn diff(self, other: SeqNumber) -> i32 {
+        self.0.wrapping_sub(other.0) as i32
+    }
+}
+
+impl PartialOrd for SeqNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.diff(*other).cmp(&0))
+    }
+}
+
 /// TCP flags (the low 8 bits of the flags field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct TcpFlags(pub u8);

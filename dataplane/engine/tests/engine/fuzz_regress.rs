@@ -75,6 +75,6 @@ fn drive(data: &[u8]) -> usize {
 /// after: the tombstone lives on 10 s past that poll (the driver polls once more).
 #[test]
 fn held_hello_denied_at_a_late_poll() {
-    let data = include_bytes!("data/engine_fuzz_stuck_flow.bin");
+    let data = include_bytes!("../data/engine_fuzz_stuck_flow.bin");
     assert_eq!(drive(data), 0, "every flow times out");
 }

@@ -1,8 +1,7 @@
 //! Every flow of the shared capture corpus (`tests/data/corpus`) identified as its
 //! `expected.json` says: application (one of `app_acceptable`) and domain with its source.
 
-#[path = "../src/l7/testpcap.rs"]
-mod testpcap;
+use crate::testpcap;
 
 use std::net::IpAddr;
 

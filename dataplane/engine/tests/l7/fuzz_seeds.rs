@@ -1,9 +1,8 @@
 //! Regenerates `fuzz/seeds/<target>/` from the real captures in `tests/data/corpus`:
-//! `cargo test -p natfw-engine --test l7_fuzz_seeds -- --ignored`. Ignored by default
+//! `cargo test -p natfw-engine --test l7 fuzz_seeds -- --ignored`. Ignored by default
 //! because it writes into the source tree.
 
-#[path = "../src/l7/testpcap.rs"]
-mod testpcap;
+use crate::testpcap;
 
 use std::path::PathBuf;
 
@@ -121,7 +120,7 @@ fn write_fuzz_seeds() {
             ],
         ),
     );
-    let rfc: String = include_str!("../src/l7/testdata/rfc9001_a2_client_initial.hex")
+    let rfc: String = include_str!("../../src/l7/testdata/rfc9001_a2_client_initial.hex")
         .lines()
         .filter(|l| !l.starts_with('#'))
         .collect();

@@ -1,8 +1,7 @@
 //! Robustness on the real captures: every prefix of a stream is "need more" or the right
 //! answer (never a wrong one), and byte-level corruption never panics.
 
-#[path = "../src/l7/testpcap.rs"]
-mod testpcap;
+use crate::testpcap;
 
 use natfw_engine::l7::{classify, dns, http, quic, tls, Progress};
 use natfw_policy::eval::IpProto;

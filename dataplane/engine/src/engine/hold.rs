@@ -1,0 +1,232 @@
+//! Payload held while a flow is identified; released in order on accept, discarded with RSTs on drop.
+
+use super::*;
+
+impl Engine {
+    /// Count identification outcomes; free the side-table entry once nothing is pending and
+    /// nothing is held.
+    pub(super) fn after_analysis(&mut self, r: FlowRef) {
+        let Some(e) = self.table.get_mut(r) else {
+            return;
+        };
+        let d = &mut e.data;
+        if d.facts_pending() || d.ident == NO_IDENT {
+            return;
+        }
+        match d.domain_fact {
+            FactState::Known => self.stats.l7_domain_found += 1,
+            _ => self.stats.l7_unidentifiable += 1,
+        }
+        if d.app_fact == FactState::Known {
+            self.stats.l7_app_found += 1;
+        }
+        let idx = d.ident;
+        let empty = self.idents.get(idx).is_none_or(|id| id.held.is_empty());
+        if empty && d.verdict != FlowVerdict::Pending {
+            d.ident = NO_IDENT;
+            self.idents.remove(idx);
+        }
+    }
+
+    pub(super) fn ensure_ident(&mut self, now: Timestamp, r: FlowRef) -> u32 {
+        let Some(e) = self.table.get_mut(r) else {
+            return NO_IDENT;
+        };
+        if e.data.ident != NO_IDENT {
+            return e.data.ident;
+        }
+        let stream = (e.key.proto == PROTO_TCP)
+            .then(|| StreamBuf::new(e.data.isn_c, self.opts.per_flow_hold_bytes));
+        let idx = self.idents.insert(Ident {
+            flow: r,
+            stream,
+            server: Vec::new(),
+            server_next: e.data.isn_s + 1,
+            held: Vec::new(),
+            bytes: 0,
+            quic: None,
+            started: now,
+        });
+        e.data.ident = idx;
+        let deadline = now.add(std::time::Duration::from_millis(
+            self.opts.pending_timeout_ms,
+        ));
+        self.deadlines.push_back((deadline, r));
+        idx
+    }
+
+    /// Keep a copy of a (translated) frame while the verdict is pending.
+    pub(super) fn hold(
+        &mut self,
+        now: Timestamp,
+        r: FlowRef,
+        seg: Seg,
+        frame: &[u8],
+        info: &PacketInfo,
+    ) -> Verdict {
+        let idx = self.ensure_ident(now, r);
+        let Some(e) = self.table.get_mut(r) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let per_flow = self.idents.get(idx).map_or(0, |id| id.bytes);
+        let over = per_flow + frame.len() > self.opts.per_flow_hold_bytes + 4096
+            || self.idents.bytes + frame.len() > self.opts.global_hold_bytes;
+        if over {
+            // Cannot wait any longer: decide with what is known.
+            e.data.give_up("hold buffer limit reached");
+            self.evaluate(now, r);
+            let verdict = self.table.get(r).map(|e| e.data.verdict);
+            return match verdict {
+                Some(FlowVerdict::Accept) => {
+                    self.release(r);
+                    self.emits.push(Emit {
+                        side: Side::Outside,
+                        frame: frame.to_vec(),
+                    });
+                    Verdict::Held
+                }
+                _ => {
+                    self.deny(now, r, Some((frame, info)), true);
+                    Verdict::Drop(DropReason::HoldFull)
+                }
+            };
+        }
+        self.push_held(r, seg, frame);
+        Verdict::Held
+    }
+
+    /// Append a copy of `frame` to the flow's held frames.
+    pub(super) fn push_held(&mut self, r: FlowRef, seg: Seg, frame: &[u8]) {
+        let Some(e) = self.table.get(r) else {
+            return;
+        };
+        let idx = e.data.ident;
+        let tcp = e.key.proto == PROTO_TCP;
+        let rel = seg.seq.0.wrapping_sub(e.data.isn_c.0);
+        if let Some(id) = self.idents.get_mut(idx) {
+            let order = if tcp { rel } else { id.held.len() as u32 };
+            id.held.push((order, frame.to_vec()));
+        }
+        self.idents.recount(idx);
+    }
+
+    /// Accepted: send every held frame, in stream order, exactly once.
+    pub(super) fn release(&mut self, r: FlowRef) {
+        let Some(e) = self.table.get_mut(r) else {
+            return;
+        };
+        let idx = e.data.ident;
+        let pending = e.data.facts_pending();
+        let Some(id) = self.idents.get_mut(idx) else {
+            return;
+        };
+        let mut held = std::mem::take(&mut id.held);
+        held.sort_by_key(|(order, _)| *order);
+        for (_, f) in held {
+            self.stats.released.add(f.len());
+            self.emits.push(Emit {
+                side: Side::Outside,
+                frame: f,
+            });
+        }
+        self.idents.recount(idx);
+        if !pending {
+            e.data.ident = NO_IDENT;
+            self.idents.remove(idx);
+        }
+    }
+
+    /// Denied: discard what is held, reset both ends (TCP), write the record, keep a tombstone.
+    /// `current` is the frame being processed (`translated`: already SNAT-rewritten).
+    pub(super) fn deny(
+        &mut self,
+        now: Timestamp,
+        r: FlowRef,
+        current: Option<(&[u8], &PacketInfo)>,
+        translated: bool,
+    ) {
+        let Some(e) = self.table.get_mut(r) else {
+            return;
+        };
+        if e.data.recorded {
+            return;
+        }
+        e.data.verdict = FlowVerdict::Drop;
+        let key = e.key;
+        let idx = e.data.ident;
+        e.data.ident = NO_IDENT;
+        let held = self
+            .idents
+            .remove(idx)
+            .map(|id| id.held)
+            .unwrap_or_default();
+        for (_, f) in &held {
+            self.stats.discarded.add(f.len());
+        }
+        if key.proto == PROTO_TCP {
+            // Template for the server-side RST: the held frame at the stream start (the
+            // server's next expected sequence), else the current frame.
+            let tmpl: Option<(Vec<u8>, bool)> = held
+                .iter()
+                .find(|(rel, _)| *rel == 1)
+                .or_else(|| held.first())
+                .map(|(_, f)| (f.clone(), true))
+                .or_else(|| current.map(|(f, _)| (f.to_vec(), translated)));
+            if let Some((f, is_translated)) = tmpl {
+                self.emit_rsts(r, &f, is_translated);
+            }
+        }
+        self.stats.flows_ended_denied += 1;
+        self.write_record(now, r, EndReason::Denied);
+        let class = TimerClass::Closed;
+        self.table.touch(r, class, now);
+    }
+
+    /// RST to the client (inside) and, when the server saw the connection, to the server.
+    /// `frame` is a segment of the flow as it left (`translated`) or as the client sent it.
+    pub(super) fn emit_rsts(&mut self, r: FlowRef, frame: &[u8], translated: bool) {
+        let Some(e) = self.table.get(r) else {
+            return;
+        };
+        let (key, snat) = (e.key, e.snat);
+        // The server knows the connection once our SYN went out (anything past SYN_SENT here
+        // means its SYN-ACK came back).
+        let server_knows = e.data.tcp.state != TcpState::SynSent;
+        let Ok(info) = wire::parse(frame) else {
+            return;
+        };
+        let mut private = frame.to_vec();
+        let mut public = frame.to_vec();
+        let ok = if translated {
+            rewrite::set_src(&mut private, &info, key.src, Some(key.sport), self.ck).is_ok()
+        } else {
+            snat.is_some_and(|(ip, port)| {
+                rewrite::set_src(&mut public, &info, ip, Some(port), self.ck).is_ok()
+            })
+        };
+        if !ok {
+            return;
+        }
+        // The builder reads addresses from the parsed view: parse the rewritten copies.
+        if server_knows {
+            let rst = wire::parse(&public)
+                .ok()
+                .and_then(|pi| tcp_rst(&public, &pi, RstTo::Receiver { delivered: false }));
+            if let Some(rst) = rst {
+                self.emits.push(Emit {
+                    side: Side::Outside,
+                    frame: rst,
+                });
+            }
+        }
+        let rst = wire::parse(&private)
+            .ok()
+            .and_then(|pi| tcp_rst(&private, &pi, RstTo::Sender));
+        if let Some(rst) = rst {
+            self.emits.push(Emit {
+                side: Side::Inside,
+                frame: rst,
+            });
+        }
+    }
+}

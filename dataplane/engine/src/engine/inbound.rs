@@ -1,0 +1,171 @@
+//! Packets arriving at an EIP (outside): the reply direction of a flow.
+
+use super::*;
+
+impl Engine {
+    // ---------------------------------------------------------------- inbound
+
+    pub(super) fn inbound(
+        &mut self,
+        now: Timestamp,
+        frame: &mut [u8],
+        info: &PacketInfo,
+    ) -> Verdict {
+        if !self.snat.is_eip(info.dst) {
+            return Verdict::ToKernel;
+        }
+        if info.fragment.is_some() {
+            return self.fragment(now, Side::Outside, frame);
+        }
+        let rk = match info.l4 {
+            L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => ReplyKey {
+                eip: info.dst,
+                remote: info.src,
+                eport: dport,
+                rport: sport,
+                proto: info.proto,
+            },
+            L4::Icmp {
+                kind: IcmpKind::EchoReply { id, .. },
+                ..
+            } => ReplyKey {
+                eip: info.dst,
+                remote: info.src,
+                eport: id,
+                rport: 0,
+                proto: info.proto,
+            },
+            L4::Icmp {
+                kind: IcmpKind::Error { inner, .. },
+                ..
+            } => {
+                if !inner.has_ports || inner.src != info.dst {
+                    return Verdict::Drop(DropReason::Unsupported);
+                }
+                let rk = ReplyKey {
+                    eip: inner.src,
+                    remote: inner.dst,
+                    eport: inner.sport,
+                    rport: if is_icmp(inner.proto) { 0 } else { inner.dport },
+                    proto: inner.proto,
+                };
+                return self.inbound_icmp_error(now, rk, frame, info);
+            }
+            // Pings and anything else addressed to the EIP are the gateway's own business.
+            _ => return Verdict::ToKernel,
+        };
+        let Some(r) = self.table.lookup_reply(&rk) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let seg = Seg::of(info);
+        let len = frame.len();
+        let Some(e) = self.table.get_mut(r) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let key = e.key;
+        let d = &mut e.data;
+        if d.recorded {
+            return if d.verdict == FlowVerdict::Drop {
+                Verdict::Drop(DropReason::Policy)
+            } else {
+                self.translate_in(frame, info, &key)
+            };
+        }
+        let mut reset = false;
+        let mut closed = false;
+        if key.proto == PROTO_TCP {
+            let before = d.tcp.state;
+            match d.tcp.on_segment(Dir::In, seg.flags, seg.payload_len > 0) {
+                TcpEvent::Invalid => return Verdict::Drop(DropReason::InvalidState),
+                TcpEvent::Reset => reset = true,
+                TcpEvent::Ok => closed = d.tcp.state == TcpState::Closed,
+            }
+            if before == TcpState::SynSent && d.tcp.state == TcpState::SynRecv {
+                d.isn_s = seg.seq;
+            }
+            d.established |= d.tcp.state != TcpState::SynSent && d.tcp.state != TcpState::SynRecv;
+        }
+        d.inb.add(len);
+        let class = Self::class_of(key.proto, d);
+        self.table.touch(r, class, now);
+        if seg.payload_len > 0 {
+            self.inbound_payload(now, r, &key, seg, frame);
+        }
+        if reset {
+            let v = self.translate_in(frame, info, &key);
+            self.end_flow(now, r, EndReason::Rst);
+            return v;
+        }
+        // Server bytes may have settled a pending verdict (server-speaks-first protocols).
+        if self.table.get(r).map(|e| e.data.verdict) == Some(FlowVerdict::Pending)
+            && self.table.get(r).is_some_and(|e| !e.data.facts_pending())
+        {
+            self.evaluate(now, r);
+            match self.table.get(r).map(|e| e.data.verdict) {
+                Some(FlowVerdict::Accept) => self.release(r),
+                Some(FlowVerdict::Drop) => {
+                    self.deny(now, r, None, true);
+                    return Verdict::Drop(DropReason::Policy);
+                }
+                _ => {}
+            }
+        }
+        let v = self.translate_in(frame, info, &key);
+        if closed {
+            self.close_fin(now, r);
+        }
+        v
+    }
+
+    pub(super) fn inbound_payload(
+        &mut self,
+        now: Timestamp,
+        r: FlowRef,
+        key: &FlowKey,
+        seg: Seg,
+        frame: &[u8],
+    ) {
+        let payload = seg.payload(frame);
+        let Some(e) = self.table.get_mut(r) else {
+            return;
+        };
+        // DNS answers crossing the gateway teach the cache (scoped to the asking client).
+        if key.proto == PROTO_UDP && e.data.app == Some(natfw_policy::App::Dns) {
+            if let Ok(msg) = crate::l7::dns::parse(payload) {
+                if msg.is_response {
+                    for (name, ip, ttl) in msg.resolved() {
+                        self.dns.learn(now, Some(key.src), &name, ip, ttl);
+                        self.stats.dns_answers_learned += 1;
+                    }
+                }
+            }
+            return;
+        }
+        if key.proto != PROTO_TCP || e.data.app_fact != FactState::Pending {
+            return;
+        }
+        let idx = self.ensure_ident(now, r);
+        let Some(e) = self.table.get_mut(r) else {
+            return;
+        };
+        if let Some(id) = self.idents.get_mut(idx) {
+            ident::feed_server(id, seg.seq, payload);
+            ident::analyse_tcp(&mut e.data, id, key.dport);
+        }
+        self.idents.recount(idx);
+        self.after_analysis(r);
+    }
+
+    pub(super) fn translate_in(
+        &self,
+        frame: &mut [u8],
+        info: &PacketInfo,
+        key: &FlowKey,
+    ) -> Verdict {
+        match rewrite::set_dst(frame, info, key.src, Some(key.sport), self.ck) {
+            Ok(()) if rewrite::decrement_ttl(frame, info) => Verdict::Forward,
+            Ok(()) => Verdict::Drop(DropReason::TtlExceeded),
+            Err(_) => Verdict::Drop(DropReason::Malformed),
+        }
+    }
+}

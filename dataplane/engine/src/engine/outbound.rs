@@ -1,0 +1,328 @@
+//! Packets from the VPC (inside): new flows, SNAT, client payload into identification.
+
+use super::*;
+
+impl Engine {
+    // ---------------------------------------------------------------- outbound
+
+    pub(super) fn outbound(
+        &mut self,
+        now: Timestamp,
+        frame: &mut [u8],
+        info: &PacketInfo,
+    ) -> Verdict {
+        let entry = match self.snat.classify(info.src) {
+            SourceClass::NotOurs => return Verdict::ToKernel,
+            SourceClass::Bypass => {
+                self.stats.bypassed.add(frame.len());
+                return Verdict::ToKernel;
+            }
+            SourceClass::Entry(e) => e,
+        };
+        if info.fragment.is_some() {
+            return self.fragment(now, Side::Inside, frame);
+        }
+        let key = match info.l4 {
+            L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => FlowKey {
+                src: info.src,
+                dst: info.dst,
+                sport,
+                dport,
+                proto: info.proto,
+            },
+            L4::Icmp {
+                kind: IcmpKind::EchoRequest { id, .. },
+                ..
+            } => FlowKey {
+                src: info.src,
+                dst: info.dst,
+                sport: id,
+                dport: id,
+                proto: info.proto,
+            },
+            L4::Icmp {
+                kind: IcmpKind::Error { inner, .. },
+                ..
+            } => return self.outbound_icmp_error(now, inner, frame, info),
+            _ => return Verdict::Drop(DropReason::Unsupported),
+        };
+        let r = match self.table.lookup(&key) {
+            Some(r) => r,
+            None => match self.new_flow(now, entry, key, info) {
+                Ok(r) => r,
+                Err(v) => return v,
+            },
+        };
+        self.outbound_flow(now, r, frame, info)
+    }
+
+    pub(super) fn new_flow(
+        &mut self,
+        now: Timestamp,
+        entry: usize,
+        key: FlowKey,
+        info: &PacketInfo,
+    ) -> Result<FlowRef, Verdict> {
+        let mut isn = SeqNumber(0);
+        if let L4::Tcp { flags, seq, .. } = info.l4 {
+            // Only a SYN opens a TCP flow: no mid-stream pickup past the firewall.
+            if !flags.syn() || flags.ack() || flags.rst() {
+                return Err(Verdict::Drop(DropReason::InvalidState));
+            }
+            isn = SeqNumber(seq);
+        }
+        let Some(eip) = self.snat.pick_eip(entry, key.src) else {
+            return Err(Verdict::Drop(DropReason::NoSnatPort));
+        };
+        if self.table.len() >= self.table.capacity() {
+            let Some(victim) = self.table.eviction_candidate() else {
+                self.stats.table_full += 1;
+                return Err(Verdict::Drop(DropReason::TableFull));
+            };
+            if let Some(e) = self.table.remove(victim) {
+                self.stats.evictions += 1;
+                self.finish(now, victim, e, EndReason::Evicted);
+            }
+        }
+        let mut data = FlowData::new(now, key.proto, self.geo.lookup(key.dst));
+        data.isn_c = isn;
+        data.fw_off = !self.policy.load().enabled();
+        // The name this client just resolved to this address, for the log.
+        if let Some(n) = self.dns.name_for_client(now, key.src, key.dst) {
+            data.domain = Some(n.into());
+            data.domain_src = DomainSrc::Dns;
+        }
+        let class = match key.proto {
+            PROTO_TCP => TimerClass::Embryonic,
+            PROTO_UDP => TimerClass::Udp,
+            _ => TimerClass::Icmp,
+        };
+        let r = match self.table.insert(key, class, now, data) {
+            Ok(r) => r,
+            Err(_) => return Err(Verdict::Drop(DropReason::TableFull)),
+        };
+        let Some(port) = self.snat.allocate(&self.table, &key, eip) else {
+            self.table.remove(r);
+            return Err(Verdict::Drop(DropReason::NoSnatPort));
+        };
+        if self.table.set_snat(r, eip, port).is_err() {
+            self.table.remove(r);
+            return Err(Verdict::Drop(DropReason::NoSnatPort));
+        }
+        self.stats.flows_created += 1;
+        self.stats.flows_active = self.table.len() as u64;
+        // TCP and ICMP can be judged on L3/L4 facts right away; UDP after its first datagram.
+        if key.proto != PROTO_UDP {
+            self.evaluate(now, r);
+        }
+        Ok(r)
+    }
+
+    pub(super) fn outbound_flow(
+        &mut self,
+        now: Timestamp,
+        r: FlowRef,
+        frame: &mut [u8],
+        info: &PacketInfo,
+    ) -> Verdict {
+        let seg = Seg::of(info);
+        let len = frame.len();
+        let Some(e) = self.table.get_mut(r) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let Some((eip, eport)) = e.snat else {
+            return Verdict::Drop(DropReason::NoSnatPort);
+        };
+        let proto = e.key.proto;
+        let d = &mut e.data;
+        if d.recorded {
+            // Tombstone: a denied flow stays denied; a closed one lets stragglers through.
+            return if d.verdict == FlowVerdict::Drop {
+                Verdict::Drop(DropReason::Policy)
+            } else {
+                self.translate_out(frame, info, eip, eport)
+            };
+        }
+        let mut reset = false;
+        let mut closed = false;
+        if proto == PROTO_TCP {
+            match d.tcp.on_segment(Dir::Out, seg.flags, seg.payload_len > 0) {
+                TcpEvent::Invalid => return Verdict::Drop(DropReason::InvalidState),
+                TcpEvent::Reset => reset = true,
+                TcpEvent::Ok => closed = d.tcp.state == TcpState::Closed,
+            }
+            d.established |= d.tcp.state != TcpState::SynSent && d.tcp.state != TcpState::SynRecv;
+        }
+        d.out.add(len);
+        let class = Self::class_of(proto, d);
+        self.table.touch(r, class, now);
+
+        if reset {
+            // The client gives up: nothing held may leave; the RST itself goes out.
+            let v = self.translate_out(frame, info, eip, eport);
+            self.end_flow(now, r, EndReason::Rst);
+            return v;
+        }
+
+        // L7: feed payload while facts are pending (even when already accepted: the log wants
+        // them) and decide.
+        let payload_new = seg.payload_len > 0;
+        let mut evasion = false;
+        let mut duplicate = false;
+        if payload_new {
+            let d = &mut self.table.get_mut(r).expect("flow looked up above").data;
+            d.client_payload = true;
+            if d.facts_pending() {
+                match proto {
+                    PROTO_TCP => match self.feed_tcp_client(now, r, seg, frame) {
+                        Fed::Conflict => evasion = true,
+                        Fed::Duplicate => duplicate = true,
+                        Fed::New | Fed::Full => {}
+                    },
+                    PROTO_UDP => self.feed_udp_client(now, r, seg, frame),
+                    _ => {}
+                }
+            }
+        }
+        if evasion {
+            self.stats.l7_conflicts += 1;
+            let strict = self.policy.load().mode() == natfw_policy::Mode::Strict;
+            let d = &mut self.table.get_mut(r).expect("flow looked up above").data;
+            d.evasion = true;
+            if strict && !d.fw_off {
+                d.give_up("conflicting TCP retransmission");
+                d.verdict = FlowVerdict::Drop;
+                d.decided_by = None;
+                self.deny(now, r, Some((frame, info)), false);
+                return Verdict::Drop(DropReason::Evasion);
+            }
+        }
+        let verdict_before = self.table.get(r).map(|e| e.data.verdict);
+        if verdict_before == Some(FlowVerdict::Pending) {
+            self.evaluate(now, r);
+        }
+        let Some(e) = self.table.get(r) else {
+            return Verdict::Drop(DropReason::NoFlow);
+        };
+        let d = &e.data;
+        let v = match d.verdict {
+            FlowVerdict::Drop => {
+                self.deny(now, r, Some((frame, info)), false);
+                Verdict::Drop(DropReason::Policy)
+            }
+            FlowVerdict::Accept => {
+                let had_held = d.ident != NO_IDENT
+                    && self
+                        .idents
+                        .get(d.ident)
+                        .is_some_and(|id| !id.held.is_empty());
+                if had_held {
+                    // This frame joins the held ones, all released in stream order.
+                    let v = self.translate_out(frame, info, eip, eport);
+                    if v == Verdict::Forward && !duplicate {
+                        self.push_held(r, seg, frame);
+                    }
+                    self.release(r);
+                    if v == Verdict::Forward {
+                        Verdict::Held
+                    } else {
+                        v
+                    }
+                } else {
+                    self.translate_out(frame, info, eip, eport)
+                }
+            }
+            FlowVerdict::Pending => {
+                let has_held = d.ident != NO_IDENT
+                    && self
+                        .idents
+                        .get(d.ident)
+                        .is_some_and(|id| !id.held.is_empty());
+                let fin = seg.flags & crate::conntrack::tcp_flags::FIN != 0;
+                if payload_new || (fin && has_held) || proto == PROTO_UDP {
+                    if duplicate {
+                        // Already held once: exactly-once release.
+                        return Verdict::Held;
+                    }
+                    match self.translate_out(frame, info, eip, eport) {
+                        Verdict::Forward => self.hold(now, r, seg, frame, info),
+                        other => other,
+                    }
+                } else {
+                    // Handshake and bare ACKs pass while the verdict is pending.
+                    self.translate_out(frame, info, eip, eport)
+                }
+            }
+        };
+        if matches!(v, Verdict::Forward | Verdict::Held) {
+            if let Some(e) = self.table.get_mut(r) {
+                e.data.sent = true;
+            }
+        }
+        if closed {
+            self.close_fin(now, r);
+        }
+        v
+    }
+
+    /// Feed a client TCP segment to the flow's stream; analyse.
+    pub(super) fn feed_tcp_client(
+        &mut self,
+        now: Timestamp,
+        r: FlowRef,
+        seg: Seg,
+        frame: &[u8],
+    ) -> Fed {
+        let idx = self.ensure_ident(now, r);
+        let Some(e) = self.table.get_mut(r) else {
+            return Fed::New;
+        };
+        let Some(id) = self.idents.get_mut(idx) else {
+            return Fed::New;
+        };
+        let fed = ident::feed_client(id, seg.seq, seg.payload(frame));
+        ident::analyse_tcp(&mut e.data, id, e.key.dport);
+        if fed == Fed::Full && e.data.facts_pending() {
+            e.data.give_up("reassembly buffer limit reached");
+        }
+        self.idents.recount(idx);
+        self.after_analysis(r);
+        fed
+    }
+
+    pub(super) fn feed_udp_client(&mut self, now: Timestamp, r: FlowRef, seg: Seg, frame: &[u8]) {
+        let idx = self.ensure_ident(now, r);
+        let Some(e) = self.table.get_mut(r) else {
+            return;
+        };
+        let Some(id) = self.idents.get_mut(idx) else {
+            return;
+        };
+        let qname = ident::analyse_udp(&mut e.data, &mut id.quic, e.key.dport, seg.payload(frame));
+        if let Some(q) = qname {
+            // A DNS query flow carries the name it asked for.
+            e.data.domain = Some(q.into());
+            e.data.domain_src = DomainSrc::Dns;
+        }
+        let class = Self::class_of(e.key.proto, &e.data);
+        self.table.touch(r, class, now);
+        self.idents.recount(idx);
+        self.after_analysis(r);
+    }
+
+    // ---------------------------------------------------------------- shared
+
+    pub(super) fn translate_out(
+        &self,
+        frame: &mut [u8],
+        info: &PacketInfo,
+        eip: IpAddr,
+        eport: u16,
+    ) -> Verdict {
+        match rewrite::set_src(frame, info, eip, Some(eport), self.ck) {
+            Ok(()) if rewrite::decrement_ttl(frame, info) => Verdict::Forward,
+            Ok(()) => Verdict::Drop(DropReason::TtlExceeded),
+            Err(_) => Verdict::Drop(DropReason::Malformed),
+        }
+    }
+}

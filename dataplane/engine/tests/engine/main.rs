@@ -1,0 +1,5 @@
+//! The whole engine: SNAT and conntrack, fragments, fuzz regressions. One test binary per area; one module per topic.
+
+mod frag;
+mod fuzz_regress;
+mod nat;

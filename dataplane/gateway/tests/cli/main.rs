@@ -1,0 +1,4 @@
+//! The `natfw` binary as a user runs it: `check` and `replay`. One test binary per area; one module per topic.
+
+mod check;
+mod replay;

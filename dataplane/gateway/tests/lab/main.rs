@@ -1,0 +1,5 @@
+//! The network-namespace lab end to end (root; SKIP otherwise). One test binary per area; one module per topic.
+
+mod e2e;
+mod ops;
+mod topology;

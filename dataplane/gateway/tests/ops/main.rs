@@ -1,0 +1,4 @@
+//! Operating a gateway: the admin API, HTTPS, metrics. One test binary per area; one module per topic.
+
+mod admin;
+mod tls;

@@ -1,0 +1,4 @@
+//! The XDP program and the AF_XDP data path (root; SKIP otherwise). One test binary per area; one module per topic.
+
+mod forward;
+mod program;
