@@ -86,9 +86,10 @@ enum Command {
         /// Flow-log files (JSON lines; `-` = stdin).
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
-        /// Interval length: 30s, 1m, 5m, 1h, 1d.
-        #[arg(long, default_value = "1m")]
-        interval: String,
+        /// Interval length: 30s, 1m, 5m, 1h, 1d. Default: chosen from the time span (1m up
+        /// to 7d, at most 1,440 intervals).
+        #[arg(long)]
+        interval: Option<String>,
         /// Protected bandwidth in Mbit/s (default: the config's gateway.protected_bandwidth_mbps).
         #[arg(long, conflicts_with = "config")]
         bandwidth_mbps: Option<f64>,
@@ -323,12 +324,12 @@ fn top(
 
 fn overview(
     files: Vec<std::path::PathBuf>,
-    interval: String,
+    interval: Option<String>,
     bandwidth_mbps: Option<f64>,
     config: Option<std::path::PathBuf>,
     chart: Option<std::path::PathBuf>,
 ) -> Result<views::InputStats, ViewError> {
-    let interval = views::parse_interval(&interval)?;
+    let interval = interval.map(|i| views::parse_interval(&i)).transpose()?;
     let bandwidth = match (bandwidth_mbps, config) {
         (Some(b), _) if !(b.is_finite() && b > 0.0) => {
             return Err(ViewError::Usage(format!("bad --bandwidth-mbps {b}")))
@@ -342,11 +343,14 @@ fn overview(
         }
         (None, None) => None,
     };
-    let (o, stats) = views::overview::overview(&files, interval, bandwidth)?;
+    let (o, stats) = match interval {
+        Some(iv) => views::overview::overview(&files, iv, bandwidth)?,
+        None => views::overview::overview_auto(&files, bandwidth)?,
+    };
     let mut out = std::io::stdout().lock();
     views::overview::print_overview(&o, &mut out)?;
     if let Some(path) = chart {
-        let title = format!("natfw traffic ({}s intervals)", interval.as_secs());
+        let title = format!("natfw traffic ({}s intervals)", o.interval.as_secs());
         std::fs::write(&path, views::svg::overview_chart(&o, &title))
             .map_err(|e| ViewError::Usage(format!("{}: {e}", path.display())))?;
     }

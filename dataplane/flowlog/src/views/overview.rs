@@ -108,17 +108,71 @@ fn mbps(bytes: u64, secs: f64) -> f64 {
     bytes as f64 * 8.0 / secs / 1e6
 }
 
-/// Builds the trend of `files`.
+/// Intervals [`overview_auto`] chooses from, finest first; each is a multiple of the one
+/// before, so buckets merge exactly when the span grows.
+pub const AUTO_INTERVALS: [Duration; 7] = [
+    Duration::from_secs(60),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(15 * 60),
+    Duration::from_secs(3600),
+    Duration::from_secs(6 * 3600),
+    Duration::from_secs(86_400),
+    Duration::from_secs(7 * 86_400),
+];
+
+/// Most intervals [`overview_auto`] shows before it moves to the next coarser interval.
+pub const AUTO_MAX_POINTS: u64 = 1_440;
+
+/// Builds the trend of `files` with a fixed `interval`.
 pub fn overview(
     files: &[PathBuf],
     interval: Duration,
     bandwidth_mbps: Option<f64>,
 ) -> Result<(Overview, InputStats), ViewError> {
-    let iv = interval.as_nanos().min(u128::from(u64::MAX)) as u64;
+    build(files, Some(interval), bandwidth_mbps)
+}
+
+/// Builds the trend of `files` with the finest of [`AUTO_INTERVALS`] that shows the whole time
+/// span in at most [`AUTO_MAX_POINTS`] intervals (the coarsest if none does), in one pass:
+/// buckets are merged into coarser ones as the span grows.
+pub fn overview_auto(
+    files: &[PathBuf],
+    bandwidth_mbps: Option<f64>,
+) -> Result<(Overview, InputStats), ViewError> {
+    build(files, None, bandwidth_mbps)
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+/// Merge `acc`'s buckets of width `from` into buckets of width `to` (a multiple of `from`).
+fn coarsen(acc: &mut BTreeMap<u64, Acc>, from: u64, to: u64) {
+    let old = std::mem::take(acc);
+    let k = to / from;
+    for (b, a) in old {
+        let n = acc.entry(b / k).or_default();
+        n.out = n.out.saturating_add(a.out);
+        n.inb = n.inb.saturating_add(a.inb);
+        n.flows += a.flows;
+    }
+}
+
+fn build(
+    files: &[PathBuf],
+    fixed: Option<Duration>,
+    bandwidth_mbps: Option<f64>,
+) -> Result<(Overview, InputStats), ViewError> {
+    let mut level = 0usize;
+    let mut iv = match fixed {
+        Some(d) => nanos(d),
+        None => nanos(AUTO_INTERVALS[0]),
+    };
     if iv == 0 {
         return Err(ViewError::Usage("interval must be positive".into()));
     }
     let mut acc: BTreeMap<u64, Acc> = BTreeMap::new();
+    let (mut lo, mut hi) = (u64::MAX, 0u64);
     let mut bad_times = 0u64;
     let stats = for_each_record(files, |r| {
         let (Some(s), Some(e)) = (parse_rfc3339(&r.start_time), parse_rfc3339(&r.end_time)) else {
@@ -126,10 +180,22 @@ pub fn overview(
             return Ok(());
         };
         let (s, e) = (s.as_nanos(), e.as_nanos().max(s.as_nanos()));
+        if fixed.is_none() {
+            (lo, hi) = (lo.min(s), hi.max(e));
+            while level + 1 < AUTO_INTERVALS.len()
+                && hi.saturating_sub(1).max(lo) / iv - lo / iv >= AUTO_MAX_POINTS
+            {
+                level += 1;
+                let next = nanos(AUTO_INTERVALS[level]);
+                coarsen(&mut acc, iv, next);
+                iv = next;
+            }
+        }
         spread(&mut acc, iv, s, e, r.out_packet_bytes, r.in_packet_bytes)?;
         acc.entry(s / iv).or_default().flows += 1;
         Ok(())
     })?;
+    let interval = Duration::from_nanos(iv);
     let mut stats = stats;
     if bad_times > 0 {
         stats.bad_lines += bad_times;

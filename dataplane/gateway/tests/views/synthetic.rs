@@ -452,3 +452,76 @@ fn cli_views_end_to_end() {
         assert!(stderr.starts_with("natfw: "), "{stderr}");
     }
 }
+
+/// Without `--interval` the view picks the interval from the span: minutes for an hour of
+/// logs, days for a year (which at one minute would be 525,600 intervals), bytes kept exactly.
+#[test]
+fn overview_picks_the_interval_from_the_span() {
+    use natfw_flowlog::views::overview::{overview_auto, AUTO_MAX_POINTS};
+    let dir = tempfile::tempdir().unwrap();
+    let files = vec![write_log(dir.path())];
+    let (short, _) = overview_auto(&files, None).unwrap();
+    assert_eq!(short.interval, Duration::from_secs(60));
+    let (fixed, _) = overview(&files, Duration::from_secs(60), None).unwrap();
+    let key = |o: &natfw_flowlog::views::overview::Overview| -> Vec<(u64, u64, u64, u64)> {
+        o.buckets
+            .iter()
+            .map(|b| (b.start.as_nanos(), b.bytes_out, b.bytes_in, b.flows))
+            .collect()
+    };
+    assert_eq!(key(&short), key(&fixed));
+
+    // A year: one flow a day, the last one a 3-day flow, and one flow in the first minute.
+    let day = 86_400;
+    let mut year: Vec<FlowRecord> = (0..365)
+        .map(|d| {
+            rec(
+                "10.0.1.10",
+                "203.0.113.10",
+                443,
+                None,
+                "accept",
+                d * day,
+                1_000,
+                1_000,
+                10,
+            )
+        })
+        .collect();
+    year.push(rec(
+        "10.0.1.20",
+        "203.0.113.11",
+        443,
+        None,
+        "accept",
+        360 * day,
+        3 * day * 1000,
+        3_000_000,
+        0,
+    ));
+    let path = dir.path().join("year.jsonl");
+    let mut w = Writer::open(Target::File(path.clone()), Rotation::default()).unwrap();
+    for r in &year {
+        w.write(r).unwrap();
+    }
+    w.flush().unwrap();
+    let files = vec![path];
+    assert!(
+        overview(&files, Duration::from_secs(60), None).is_err(),
+        "a year at 1m is refused"
+    );
+    let (o, _) = overview_auto(&files, None).unwrap();
+    assert_eq!(o.interval, Duration::from_secs(day));
+    assert!(o.buckets.len() as u64 <= AUTO_MAX_POINTS);
+    let total: u64 = o.buckets.iter().map(|b| b.bytes_out + b.bytes_in).sum();
+    let want: u64 = year
+        .iter()
+        .map(|r| r.out_packet_bytes + r.in_packet_bytes)
+        .sum();
+    assert_eq!(total, want);
+    let flows: u64 = o.buckets.iter().map(|b| b.flows).sum();
+    assert_eq!(flows, year.len() as u64);
+    // The same at a fixed one-day interval: merging while reading gave the same buckets.
+    let (fixed, _) = overview(&files, Duration::from_secs(day), None).unwrap();
+    assert_eq!(key(&o), key(&fixed));
+}
