@@ -9,39 +9,8 @@
 
 use std::net::IpAddr;
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-
-/// Where the IP header starts and its destination address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct L3 {
-    pub offset: usize,
-    pub dst: IpAddr,
-}
-
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-/// The IP header offset (one VLAN tag allowed) and destination of an Ethernet frame.
-pub fn l3(frame: &[u8]) -> Option<L3> {
-    let mut off = 12;
-    let mut ty = be16(frame, off)?;
-    if ty == ETH_P_8021Q || ty == ETH_P_8021AD {
-        off += 4;
-        ty = be16(frame, off)?;
-    }
-    let offset = off + 2;
-    let dst = match ty {
-        ETH_P_IP => IpAddr::from(<[u8; 4]>::try_from(frame.get(offset + 16..offset + 20)?).ok()?),
-        ETH_P_IPV6 => {
-            IpAddr::from(<[u8; 16]>::try_from(frame.get(offset + 24..offset + 40)?).ok()?)
-        }
-        _ => return None,
-    };
-    Some(L3 { offset, dst })
 }
 
 /// One's-complement sum of `data` (as big-endian 16-bit words) added to `acc`.
@@ -78,9 +47,10 @@ pub(crate) fn fold(mut acc: u64) -> u16 {
 /// no checksum this function can complete (not TCP/UDP, an IPv4 fragment, IPv6 extension
 /// headers, a UDP/IPv4 datagram sent without checksum, truncated): it is then left unchanged.
 pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
-    let Some(l3) = l3(frame) else { return false };
-    let o = l3.offset;
-    let (proto, l4_off, l4_len, mut acc) = match l3.dst {
+    let Some((o, dst)) = natfw_engine::steer::l3_destination(frame) else {
+        return false;
+    };
+    let (proto, l4_off, l4_len, mut acc) = match dst {
         IpAddr::V4(_) => {
             let Some(&vihl) = frame.get(o) else {
                 return false;
@@ -126,7 +96,7 @@ pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
     if rel + 2 > seg.len() {
         return false;
     }
-    let is_v4 = matches!(l3.dst, IpAddr::V4(_));
+    let is_v4 = dst.is_ipv4();
     if proto == 17 && is_v4 && seg[rel] == 0 && seg[rel + 1] == 0 {
         return false; // UDP over IPv4 without a checksum stays so
     }
@@ -182,7 +152,6 @@ mod tests {
         let mut t = udp_frame();
         t.truncate(40);
         assert!(!complete_l4_checksum(&mut t));
-        assert!(l3(&[0u8; 5]).is_none());
     }
 
     /// The wide sum folds to what a plain 16-bit word sum folds to, for every length and

@@ -22,6 +22,7 @@ use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, 
 
 use crate::neigh::NextHops;
 use crate::xdp::IfSide;
+use natfw_engine::steer::l3_destination;
 use natfw_engine::time::Timestamp;
 
 /// Frames per interface ring (fill, completion, rx, tx).
@@ -360,16 +361,16 @@ impl AfXdp {
 
     /// Rewrite MACs for leaving by `out`; checks MTU. `false` = drop (counted).
     fn prepare(port: &mut Port, stats: &mut IoStats, frame: &mut [u8], now: Instant) -> bool {
-        let Some(l3) = csum::l3(frame) else {
+        let Some((l3_offset, dst)) = l3_destination(frame) else {
             stats.bad_desc += 1;
             return false;
         };
-        if frame.len() - l3.offset > port.info.mtu as usize {
+        if frame.len() - l3_offset > port.info.mtu as usize {
             // TODO(wire builder): answer with ICMP fragmentation-needed / packet-too-big.
             stats.too_big += 1;
             return false;
         }
-        let Some(mac) = port.hops.resolve(l3.dst, now) else {
+        let Some(mac) = port.hops.resolve(dst, now) else {
             stats.no_neighbour += 1;
             return false;
         };
@@ -401,12 +402,12 @@ impl AfXdp {
             };
             // Too big for the other side: answer before the engine sees (and NATs) it, so the
             // error quotes the packet as the sender sent it.
-            if let Some(l3) = csum::l3(frame) {
+            if let Some((l3_offset, dst)) = l3_destination(frame) {
                 let mtu = self.ports[o].info.mtu;
-                if frame.len() - l3.offset > mtu as usize {
+                if frame.len() - l3_offset > mtu as usize {
                     self.stats.too_big += 1;
-                    let from = self.ports[i].info.source_for(l3.dst);
-                    if let Some(r) = from.and_then(|f| toobig::reply(frame, l3.offset, mtu, f)) {
+                    let from = self.ports[i].info.source_for(dst);
+                    if let Some(r) = from.and_then(|f| toobig::reply(frame, l3_offset, mtu, f)) {
                         self.replies.push((side, r));
                     }
                     self.free.push(base);
