@@ -79,9 +79,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Other(format!("flow log {}: {e}", cfg.logging.flow_log)))?;
     let opts = EngineOptions {
-        // Checksums are completed in full by the I/O layer for every forwarded frame
-        // (afxdp::csum), which also covers the partial checksums veth hands over.
-        full_checksums: false,
+        // The engine recomputes the L4 checksum in full when it rewrites a frame, once per
+        // packet: veth (and NICs with offloads on) hand AF_XDP frames whose checksum is only
+        // partial (the pseudo-header sum the device was to complete), and the copy into the
+        // socket drops that marker, so a forwarded frame must carry a complete checksum.
+        full_checksums: true,
         ..EngineOptions::default()
     };
     let geo = match &cfg.geo.database {

@@ -7,12 +7,13 @@
 //! CRYPTO bytes, bounded, until the ClientHello is complete.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use aes::cipher::{BlockEncrypt, KeyInit};
 use aes::Aes128;
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, Nonce, Tag};
-use hkdf::Hkdf;
+use hkdf::{Hkdf, HkdfExtract};
 use sha2::Sha256;
 
 use super::reader::Reader;
@@ -98,8 +99,15 @@ fn expand_label(prk: &Hkdf<Sha256>, label: &[u8], out: &mut [u8]) -> Option<()> 
 /// Client Initial packet key, IV and header-protection key derived from the Destination
 /// Connection ID (RFC 9001 §5.2, RFC 9369 §3.3).
 fn initial_secrets(version: u32, dcid: &[u8]) -> Option<([u8; 16], [u8; 12], [u8; 16])> {
+    // The salt's HMAC key schedule is computed once per version (it is a constant).
+    static SALTS: [OnceLock<HkdfExtract<Sha256>>; 2] = [OnceLock::new(), OnceLock::new()];
     let p = params(version)?;
-    let initial = Hkdf::<Sha256>::new(Some(&p.salt), dcid);
+    let slot = usize::from(version == VERSION_2);
+    let mut extract = SALTS[slot]
+        .get_or_init(|| HkdfExtract::new(Some(&p.salt)))
+        .clone();
+    extract.input_ikm(dcid);
+    let (_, initial) = extract.finalize();
     let mut secret = [0u8; 32];
     expand_label(&initial, b"client in", &mut secret)?;
     let client = Hkdf::<Sha256>::from_prk(&secret).ok()?;

@@ -8,9 +8,6 @@
 //! interface's XSKMAP. Sharing one UMEM lets a received frame be transmitted on the other
 //! interface without a copy.
 
-pub mod csum;
-pub mod toobig;
-
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
@@ -407,7 +404,11 @@ impl AfXdp {
                 if frame.len() - l3_offset > mtu as usize {
                     self.stats.too_big += 1;
                     let from = self.ports[i].info.source_for(dst);
-                    if let Some(r) = from.and_then(|f| toobig::reply(frame, l3_offset, mtu, f)) {
+                    let answer = from.and_then(|f| {
+                        let info = natfw_engine::wire::parse(frame).ok()?;
+                        natfw_engine::wire::build::icmp_too_big(frame, &info, mtu, f)
+                    });
+                    if let Some(r) = answer {
                         self.replies.push((side, r));
                     }
                     self.free.push(base);
@@ -416,7 +417,6 @@ impl AfXdp {
             }
             match h.handle(now, side, frame) {
                 Disposition::Forward => {
-                    csum::complete_l4_checksum(frame);
                     if Self::prepare(&mut self.ports[o], &mut self.stats, frame, at) {
                         self.stats.forwarded += 1;
                         self.ports[o].pending_tx.push(XdpDesc {
