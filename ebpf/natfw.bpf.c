@@ -29,8 +29,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define NATFW_SIDE_INSIDE 0
-#define NATFW_SIDE_OUTSIDE 1
+#include "natfw.h"
 
 /* Counter slots of `counters` (keep in sync with `xdp::maps::Counter`). */
 enum natfw_counter {
@@ -46,29 +45,8 @@ enum natfw_counter {
 	C_MAX,
 };
 
-struct lpm_v4_key {
-	__u32 prefixlen;
-	__u8 addr[4]; /* network byte order */
-};
-
-struct lpm_v6_key {
-	__u32 prefixlen;
-	__u8 addr[16];
-};
-
-/* An address of either family: IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d). */
-struct addr_key {
-	__u8 addr[16];
-};
-
-struct natfw_config {
-	__u32 side;            /* NATFW_SIDE_* */
-	__u16 kernel_port_lo;  /* host byte order; lo > hi = no kernel range */
-	__u16 kernel_port_hi;
-};
-
-#define LPM_MAX 1024
-#define ADDR_MAX 256
+#define LPM_MAX NATFW_LPM_MAX
+#define ADDR_MAX NATFW_ADDR_MAX
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -293,4 +271,5 @@ int natfw_xdp(struct xdp_md *ctx)
 	return count(C_PASS_NON_IP, XDP_PASS);
 }
 
-char LICENSE[] SEC("license") = "Dual BSD/GPL";
+/* The kernel knows no string for the Apache-2.0 alternative: it is told the GPL-2.0 one. */
+char LICENSE[] SEC("license") = "GPL v2";

@@ -11,6 +11,10 @@ fn main() {
         PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets it")).join("natfw.bpf.o");
     let src = manifest.join("../../ebpf/natfw.bpf.c");
     println!("cargo:rerun-if-changed={}", src.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("../../ebpf/natfw.h").display()
+    );
     println!("cargo:rerun-if-env-changed=NATFW_CLANG");
 
     let clang = std::env::var("NATFW_CLANG").unwrap_or_else(|_| "clang".into());

@@ -27,7 +27,11 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "natfw-policy",
                 "ipnet",
                 "httparse",
-                "ring",
+                // QUIC Initial protection (RFC 9001 §5), pure Rust.
+                "hkdf",
+                "sha2",
+                "aes-gcm",
+                "aes",
                 "arc-swap",
                 "hashbrown",
             ][..],
@@ -61,10 +65,16 @@ const IO_CRATES: &[&str] = &[
     "crossbeam-channel",
 ];
 
+/// The platform natfw is built for (AF_XDP gateways on x86-64 Linux). The resolve is filtered
+/// to it: a dependency that only another platform pulls in (cpufeatures reads the auxiliary
+/// vector through libc on aarch64 Linux, for instance) is not linked here.
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+
 fn metadata() -> serde_json::Value {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["--filter-platform", TARGET])
         .current_dir(&root)
         .output()
         .expect("cargo metadata");

@@ -15,6 +15,7 @@ pub mod l7;
 pub mod reasm;
 pub mod snat;
 pub mod stats;
+pub mod steer;
 pub mod time;
 pub mod wire;
 

@@ -20,16 +20,7 @@ pub const PORT_MIN: u16 = 1024;
 /// How many candidate ports are tried before giving up on a flow.
 const MAX_PROBES: u32 = 4096;
 
-/// How a private source is handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceClass {
-    /// In no SNAT entry: not ours (the kernel routes it, or it is for the gateway itself).
-    NotOurs,
-    /// In an SNAT entry but bypassed: the kernel masquerades it, the firewall does not look.
-    Bypass,
-    /// SNAT-bound through entry `.0`.
-    Entry(usize),
-}
+pub use crate::steer::SourceClass;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -88,15 +79,23 @@ impl Snat {
         })
     }
 
-    /// How `src` is handled.
+    /// How `src` is handled: the classifier's source decision ([`crate::steer::source_class`])
+    /// over this gateway's entries, most specific first.
     pub fn classify(&self, src: IpAddr) -> SourceClass {
-        let Some(i) = self.entries.iter().position(|e| e.source.contains(&src)) else {
-            return SourceClass::NotOurs;
-        };
-        if self.bypass.iter().any(|b| b.contains(&src)) {
-            SourceClass::Bypass
-        } else {
-            SourceClass::Entry(i)
+        crate::steer::source_class(self.entries.iter().map(|e| &e.source), &self.bypass, src)
+    }
+
+    /// The bypassed source prefixes.
+    pub fn bypass(&self) -> &[IpNet] {
+        &self.bypass
+    }
+
+    /// Add (`on`) or remove a bypassed source prefix (`natfw bypass add|remove`): the engine
+    /// follows the XDP program and nftables, so a source no longer bypassed is SNATed here.
+    pub fn set_bypass(&mut self, net: IpNet, on: bool) {
+        self.bypass.retain(|b| *b != net);
+        if on {
+            self.bypass.push(net);
         }
     }
 

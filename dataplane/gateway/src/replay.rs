@@ -1,7 +1,10 @@
 //! `natfw replay`: run the engine over capture files, as the gateway would have seen them.
 //!
-//! Captures are taken on the inside, so each frame is classified by address:
-//! - source in an SNAT entry: an outbound packet, handed to the engine as [`Side::Inside`];
+//! Captures are taken on the inside, so each frame is classified by the gateway's own packet
+//! classifier ([`SteeringRules::capture`], the XDP program's decision in Rust):
+//! - what the gateway takes on the inside (an SNAT source, not bypassed, not to the gateway or
+//!   a multicast group): an outbound packet, handed to the engine as [`Side::Inside`];
+//! - from a bypassed source: skipped and counted (the kernel masquerades it);
 //! - destination in an SNAT entry (a server's reply to a private host): rewritten by
 //!   [`Engine::to_outside_view`] into what arrives at the outside interface (addressed to the EIP
 //!   and port the engine chose), then handed in as [`Side::Outside`] — so replay exercises the
@@ -15,18 +18,16 @@
 
 use std::fmt;
 use std::io;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use natfw_policy::Config;
 
 use natfw_engine::engine::{Engine, EngineError, FlowEnd, FlowVerdict, GeoDb, Side, Verdict};
+use natfw_engine::steer::{Capture, SteeringRules};
 use natfw_engine::time::Timestamp;
-use natfw_engine::wire;
 use natfw_flowlog::{FlowRecord, FlowSink, Rotation, Target};
 use natfw_pcap::{CaptureError, CaptureReader, Frame};
 
@@ -63,6 +64,8 @@ pub struct ReplaySummary {
     pub unparsable: u64,
     /// Frames neither from nor to an SNAT source nor to an EIP.
     pub not_snat: u64,
+    /// Frames from a bypassed source (the kernel's, as on the live gateway).
+    pub bypassed: u64,
     /// Replies to a private host that match no flow the engine knows (e.g. its flow was
     /// dropped or evicted).
     pub unmatched_replies: u64,
@@ -86,6 +89,7 @@ impl fmt::Display for ReplaySummary {
             (self.parse_errors, "parse errors"),
             (self.unparsable, "non-IP or unparsable frames"),
             (self.not_snat, "frames not SNAT-bound"),
+            (self.bypassed, "frames from bypassed sources"),
             (self.unmatched_replies, "replies without a flow"),
             (self.skipped, "skipped capture records"),
         ] {
@@ -234,49 +238,6 @@ impl FlowSink for CountingSink {
     }
 }
 
-/// Which side a captured frame belongs to; see the module docs.
-#[derive(Debug, Clone)]
-struct Classifier {
-    snat: Vec<IpNet>,
-    eips: Vec<IpAddr>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    Outbound,
-    /// A reply captured on the inside: needs `to_outside_view`.
-    InsideReply,
-    /// Already addressed to an EIP.
-    ToEip,
-    NotOurs,
-    Unparsable,
-}
-
-impl Classifier {
-    fn new(cfg: &Config) -> Classifier {
-        Classifier {
-            snat: cfg.gateway.snat.iter().map(|s| s.source).collect(),
-            eips: cfg.gateway.eips.clone(),
-        }
-    }
-
-    fn classify(&self, frame: &[u8]) -> Class {
-        let Ok(info) = wire::parse(frame) else {
-            return Class::Unparsable;
-        };
-        let in_snat = |ip: IpAddr| self.snat.iter().any(|n| n.contains(&ip));
-        if in_snat(info.src) {
-            Class::Outbound
-        } else if in_snat(info.dst) {
-            Class::InsideReply
-        } else if self.eips.contains(&info.dst) {
-            Class::ToEip
-        } else {
-            Class::NotOurs
-        }
-    }
-}
-
 /// Streams several captures merged by timestamp.
 struct Merge {
     inputs: Vec<(CaptureReader<io::BufReader<std::fs::File>>, Option<Frame>)>,
@@ -347,7 +308,7 @@ pub fn replay_into(
         ),
     };
     let mut engine = Engine::new(cfg, geo, Box::new(sink)).map_err(ReplayError::Engine)?;
-    let classifier = Classifier::new(cfg);
+    let classifier = SteeringRules::from_gateway(&cfg.gateway);
     let mut summary = ReplaySummary::default();
     let mut emits = Vec::new();
     let mut now: Option<Timestamp> = None;
@@ -365,21 +326,25 @@ pub fn replay_into(
             engine.poll(ts);
             last_poll = ts;
         }
-        let side = match classifier.classify(&frame.data) {
-            Class::Outbound => Side::Inside,
-            Class::ToEip => Side::Outside,
-            Class::InsideReply => {
+        let side = match classifier.capture(&frame.data) {
+            Capture::Outbound => Side::Inside,
+            Capture::ToEip => Side::Outside,
+            Capture::InsideReply => {
                 if !engine.to_outside_view(&mut frame.data) {
                     summary.unmatched_replies += 1;
                     continue;
                 }
                 Side::Outside
             }
-            Class::NotOurs => {
+            Capture::Bypassed => {
+                summary.bypassed += 1;
+                continue;
+            }
+            Capture::NotOurs => {
                 summary.not_snat += 1;
                 continue;
             }
-            Class::Unparsable => {
+            Capture::Unparsable => {
                 summary.unparsable += 1;
                 continue;
             }
@@ -450,23 +415,23 @@ mod tests {
 
     #[test]
     fn classifies_by_snat_source_reply_and_eip() {
-        let c = Classifier::new(&natfw_policy::config::embedded_default());
+        let c = SteeringRules::from_gateway(&natfw_policy::config::embedded_default().gateway);
         let out = udp([10, 0, 1, 10], [198, 51, 100, 53], 0);
         let reply = udp([198, 51, 100, 53], [10, 0, 1, 10], 0);
         let to_eip = udp([198, 51, 100, 53], [192, 0, 2, 1], 0);
         let public = udp([198, 51, 100, 53], [203, 0, 113, 9], 0);
-        assert_eq!(c.classify(&out), Class::Outbound);
-        assert_eq!(c.classify(&reply), Class::InsideReply);
-        assert_eq!(c.classify(&to_eip), Class::ToEip);
-        assert_eq!(c.classify(&public), Class::NotOurs);
-        assert_eq!(c.classify(&out[..20]), Class::Unparsable);
+        assert_eq!(c.capture(&out), Capture::Outbound);
+        assert_eq!(c.capture(&reply), Capture::InsideReply);
+        assert_eq!(c.capture(&to_eip), Capture::ToEip);
+        assert_eq!(c.capture(&public), Capture::NotOurs);
+        assert_eq!(c.capture(&out[..20]), Capture::Unparsable);
 
         // Every frame of a real capture is either the client's or a reply to it.
         for f in natfw_pcap::open(&corpus("https_curl.pcap")).unwrap() {
             let f = f.unwrap();
             assert!(matches!(
-                c.classify(&f.data),
-                Class::Outbound | Class::InsideReply
+                c.capture(&f.data),
+                Capture::Outbound | Capture::InsideReply
             ));
         }
     }

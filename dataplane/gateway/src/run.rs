@@ -79,9 +79,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Other(format!("flow log {}: {e}", cfg.logging.flow_log)))?;
     let opts = EngineOptions {
-        // Checksums are completed in full by the I/O layer for every forwarded frame
-        // (afxdp::csum), which also covers the partial checksums veth hands over.
-        full_checksums: false,
+        // The engine recomputes the L4 checksum in full when it rewrites a frame, once per
+        // packet: veth (and NICs with offloads on) hand AF_XDP frames whose checksum is only
+        // partial (the pseudo-header sum the device was to complete), and the copy into the
+        // socket drops that marker, so a forwarded frame must carry a complete checksum.
+        full_checksums: true,
         ..EngineOptions::default()
     };
     let geo = match &cfg.geo.database {
@@ -127,6 +129,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
     // The worker owns the sockets (xdpilone's UMEM is not Send) and the engine.
     let (fd_tx, fd_rx) = mpsc::channel();
+    let (engine_bypass_tx, engine_bypass_rx) = mpsc::channel::<EngineBypass>();
     let io_stats = Arc::new(Mutex::new(IoStats::default()));
     let worker = {
         let stop = Arc::clone(&stop);
@@ -141,7 +144,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                     outside,
                     engine,
                     &stop,
-                    &fd_tx,
+                    (&fd_tx, engine_bypass_rx),
                     (&io_stats, &engine_stats),
                 )
             })
@@ -196,6 +199,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             let r = set_bypass(
                 &cmd,
                 &mut bypass,
+                &engine_bypass_tx,
                 [&mut steer_in, &mut steer_out],
                 &mut nft,
                 (&cfg.gateway.outside, &sys.kernel_addrs),
@@ -271,12 +275,37 @@ fn reload(control: &crate::admin::Control) {
     }
 }
 
-/// Admin API: add or remove a bypassed source in the XDP maps of both interfaces and the
-/// nftables masquerade. The engine needs no change: XDP hands new packets of a bypassed source
-/// to the kernel, and replies of the engine's existing flows (to the EIPs) still reach it.
+/// A bypass change for the engine on the data-path thread, acknowledged once applied.
+type EngineBypass = (ipnet::IpNet, bool, mpsc::Sender<()>);
+
+/// How long the control thread waits for the data path to apply a bypass change (it does so
+/// on its next tick, every [`POLL`]).
+const ENGINE_ACK: Duration = Duration::from_secs(2);
+
+/// Tell the engine on the data-path thread and wait until it has applied the change.
+fn engine_bypass(
+    tx: &mpsc::Sender<EngineBypass>,
+    net: ipnet::IpNet,
+    on: bool,
+) -> Result<(), String> {
+    let (ack_tx, ack_rx) = mpsc::channel();
+    tx.send((net, on, ack_tx))
+        .map_err(|_| "the data-path thread is gone".to_string())?;
+    ack_rx
+        .recv_timeout(ENGINE_ACK)
+        .map_err(|_| "the data path did not apply the bypass change".to_string())
+}
+
+/// Admin API: add or remove a bypassed source in the engine, the XDP maps of both interfaces
+/// and the nftables masquerade. All three must agree: a source the XDP program steers but the
+/// engine still thinks bypassed would be answered "to the kernel" and dropped. So a source
+/// leaves the bypass in the engine first (then XDP steers it to an engine that SNATs it), and
+/// joins it in the engine last (after XDP stopped steering it; replies of its existing flows,
+/// to the EIPs, still reach the engine).
 fn set_bypass(
     cmd: &crate::admin::BypassCmd,
     list: &mut Vec<ipnet::IpNet>,
+    engine: &mpsc::Sender<EngineBypass>,
     steer: [&mut Steering; 2],
     nft: &mut Nft,
     (outside, kernel_addrs): (&str, &[IpAddr]),
@@ -290,8 +319,14 @@ fn set_bypass(
     // nftables first: if the kernel cannot masquerade the source, XDP must not hand it over.
     nft.apply(outside, &new, kernel_addrs)
         .map_err(|e| e.to_string())?;
+    if !cmd.add {
+        engine_bypass(engine, net, false)?;
+    }
     for s in steer {
         s.set_bypass(net, cmd.add).map_err(|e| e.to_string())?;
+    }
+    if cmd.add {
+        engine_bypass(engine, net, true)?;
     }
     log(&format!(
         "bypass {net} {}",
@@ -571,7 +606,7 @@ fn worker(
     outside: PortInfo,
     engine: Engine,
     stop: &AtomicBool,
-    fds: &mpsc::Sender<FdReply>,
+    (fds, bypass): (&mpsc::Sender<FdReply>, mpsc::Receiver<EngineBypass>),
     (io_stats, engine_stats): (&Mutex<IoStats>, &Mutex<natfw_engine::stats::EngineStats>),
 ) -> String {
     if let Err(e) = pin_to_cpu(0) {
@@ -593,6 +628,7 @@ fn worker(
         io_stats,
         engine_stats,
         last: IoStats::default(),
+        bypass,
     };
     x.run(&mut h, stop, POLL);
     h.engine.shutdown(Timestamp::now());
@@ -612,6 +648,8 @@ struct EngineHandler<'a> {
     engine_stats: &'a Mutex<natfw_engine::stats::EngineStats>,
     /// Last I/O counters published to the control thread.
     last: IoStats,
+    /// Bypass changes from the admin API, applied between batches.
+    bypass: mpsc::Receiver<EngineBypass>,
 }
 
 fn side(s: IfSide) -> Side {
@@ -642,6 +680,10 @@ impl FrameHandler for EngineHandler<'_> {
     }
 
     fn tick(&mut self, now: Timestamp, io: &IoStats) {
+        while let Ok((net, on, ack)) = self.bypass.try_recv() {
+            self.engine.set_bypass(net, on);
+            let _ = ack.send(());
+        }
         self.engine.poll(now);
         // try_lock: the data path never waits for the control thread.
         if let Ok(mut s) = self.engine_stats.try_lock() {

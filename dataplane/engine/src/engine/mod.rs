@@ -417,6 +417,18 @@ impl Engine {
         Arc::clone(&self.policy)
     }
 
+    /// Add (`on`) or remove a bypassed source prefix (`natfw bypass add|remove`), as the XDP
+    /// program and nftables do: new flows of a source no longer bypassed are SNATed and
+    /// inspected here instead of being answered [`Verdict::ToKernel`].
+    pub fn set_bypass(&mut self, net: ipnet::IpNet, on: bool) {
+        self.snat.set_bypass(net, on);
+    }
+
+    /// The bypassed source prefixes the engine applies.
+    pub fn bypass(&self) -> &[ipnet::IpNet] {
+        self.snat.bypass()
+    }
+
     /// Teach the engine that `name` resolves to `ips` (the gateway's own resolution of the
     /// rule domains in `dns` modes, see `CompiledPolicy::dns_mode_domains`).
     pub fn learn_resolution(&mut self, now: Timestamp, name: &str, ips: &[IpAddr], ttl: u32) {

@@ -9,9 +9,12 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-use ring::aead::quic::{HeaderProtectionKey, AES_128};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM};
-use ring::hkdf::{KeyType, Prk, Salt, HKDF_SHA256};
+use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::Aes128;
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes128Gcm, Nonce, Tag};
+use hkdf::{Hkdf, HkdfExtract};
+use sha2::Sha256;
 
 use super::reader::Reader;
 use super::tls::{parse_client_hello, MAX_CLIENT_HELLO};
@@ -85,36 +88,29 @@ pub fn is_long_header_initial(datagram: &[u8]) -> bool {
         && r.vec8().is_some_and(|dcid| dcid.len() <= 20)
 }
 
-/// Output length for HKDF-Expand.
-struct Len(usize);
-
-impl KeyType for Len {
-    fn len(&self) -> usize {
-        self.0
-    }
-}
-
 /// HKDF-Expand-Label (RFC 8446 §7.1) with an empty context, into `out`.
-fn expand_label(prk: &Prk, label: &[u8], out: &mut [u8]) -> Option<()> {
+fn expand_label(prk: &Hkdf<Sha256>, label: &[u8], out: &mut [u8]) -> Option<()> {
     let len = (out.len() as u16).to_be_bytes();
     let label_len = [(6 + label.len()) as u8];
     let info: [&[u8]; 5] = [&len, &label_len, b"tls13 ", label, &[0]];
-    prk.expand(&info, Len(out.len())).ok()?.fill(out).ok()
+    prk.expand_multi_info(&info, out).ok()
 }
 
 /// Client Initial packet key, IV and header-protection key derived from the Destination
 /// Connection ID (RFC 9001 §5.2, RFC 9369 §3.3).
 fn initial_secrets(version: u32, dcid: &[u8]) -> Option<([u8; 16], [u8; 12], [u8; 16])> {
-    // The salt's HMAC key is computed once per version (it is a constant).
-    static SALTS: [OnceLock<Salt>; 2] = [OnceLock::new(), OnceLock::new()];
+    // The salt's HMAC key schedule is computed once per version (it is a constant).
+    static SALTS: [OnceLock<HkdfExtract<Sha256>>; 2] = [OnceLock::new(), OnceLock::new()];
     let p = params(version)?;
     let slot = usize::from(version == VERSION_2);
-    let initial = SALTS[slot]
-        .get_or_init(|| Salt::new(HKDF_SHA256, &p.salt))
-        .extract(dcid);
+    let mut extract = SALTS[slot]
+        .get_or_init(|| HkdfExtract::new(Some(&p.salt)))
+        .clone();
+    extract.input_ikm(dcid);
+    let (_, initial) = extract.finalize();
     let mut secret = [0u8; 32];
     expand_label(&initial, b"client in", &mut secret)?;
-    let client = Prk::new_less_safe(HKDF_SHA256, &secret);
+    let client = Hkdf::<Sha256>::from_prk(&secret).ok()?;
     let (mut key, mut iv, mut hp) = ([0u8; 16], [0u8; 12], [0u8; 16]);
     expand_label(&client, p.key, &mut key)?;
     expand_label(&client, p.iv, &mut iv)?;
@@ -122,14 +118,21 @@ fn initial_secrets(version: u32, dcid: &[u8]) -> Option<([u8; 16], [u8; 12], [u8
     Some((key, iv, hp))
 }
 
+/// The header-protection mask for one sample (RFC 9001 §5.4.3: AES-ECB of the sample).
+fn hp_mask(hp: &Aes128, sample: &[u8]) -> Option<[u8; 16]> {
+    let mut block: [u8; 16] = sample.try_into().ok()?;
+    hp.encrypt_block((&mut block).into());
+    Some(block)
+}
+
 /// Client Initial keys for one Destination Connection ID.
 struct InitialKeys {
     version: u32,
     dcid: [u8; 20],
     dcid_len: usize,
-    key: LessSafeKey,
+    key: Aes128Gcm,
     iv: [u8; 12],
-    hp: HeaderProtectionKey,
+    hp: Aes128,
 }
 
 impl fmt::Debug for InitialKeys {
@@ -151,9 +154,9 @@ impl InitialKeys {
             version,
             dcid: id,
             dcid_len: dcid.len(),
-            key: LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &key).ok()?),
+            key: Aes128Gcm::new(&key.into()),
             iv,
-            hp: HeaderProtectionKey::new(&AES_128, &hp).ok()?,
+            hp: Aes128::new(&hp.into()),
         })
     }
 
@@ -344,10 +347,7 @@ impl InitialAssembler {
         let sample = packet
             .get(pn_offset + 4..pn_offset + 20)
             .ok_or("Initial too short to sample")?;
-        let mask = keys
-            .hp
-            .new_mask(sample)
-            .map_err(|_| "header protection failed")?;
+        let mask = hp_mask(&keys.hp, sample).ok_or("header protection failed")?;
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(packet);
@@ -365,16 +365,24 @@ impl InitialAssembler {
             *n ^= p;
         }
         let (header, body) = buf.split_at_mut(pn_offset + pn_len);
-        let result = match keys.key.open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(&*header),
-            body,
-        ) {
-            Ok(plain) => {
-                self.largest_pn = Some(self.largest_pn.map_or(pn, |l| l.max(pn)));
-                self.frames(plain)
+        let result = match body.len().checked_sub(16) {
+            None => Err("undecryptable Initial"),
+            Some(text_len) => {
+                let (text, tag) = body.split_at_mut(text_len);
+                let opened = keys.key.decrypt_in_place_detached(
+                    Nonce::from_slice(&nonce),
+                    header,
+                    text,
+                    Tag::from_slice(tag),
+                );
+                match opened {
+                    Ok(()) => {
+                        self.largest_pn = Some(self.largest_pn.map_or(pn, |l| l.max(pn)));
+                        self.frames(text)
+                    }
+                    Err(_) => Err("undecryptable Initial"),
+                }
             }
-            Err(_) => Err("undecryptable Initial"),
         };
         self.scratch = buf;
         result
@@ -632,18 +640,12 @@ mod tests {
         for (n, b) in nonce[4..].iter_mut().zip(u64::from(pn).to_be_bytes()) {
             *n ^= b;
         }
-        let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &key).unwrap());
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(&pkt[..]),
-            &mut payload,
-        )
-        .unwrap();
-        pkt.extend_from_slice(&payload);
-        let mask = HeaderProtectionKey::new(&AES_128, &hp)
-            .unwrap()
-            .new_mask(&pkt[pn_off + 4..pn_off + 20])
+        let tag = Aes128Gcm::new(&key.into())
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &pkt, &mut payload)
             .unwrap();
+        pkt.extend_from_slice(&payload);
+        pkt.extend_from_slice(&tag);
+        let mask = hp_mask(&Aes128::new(&hp.into()), &pkt[pn_off + 4..pn_off + 20]).unwrap();
         pkt[0] ^= mask[0] & 0x0f;
         for i in 0..4 {
             pkt[pn_off + i] ^= mask[1 + i];

@@ -163,10 +163,68 @@ pub fn icmp_unreachable(
             proto::ICMPV6,
         ),
     };
+    icmp_error(frame, info, [typ, code, 0, 0, 0, 0, 0, 0], quote, p, src)
+}
+
+/// Build the answer to a packet that does not fit the next hop's `mtu`: ICMP "fragmentation
+/// needed" (IPv4 3/4, RFC 1191) or "packet too big" (ICMPv6 2/0, RFC 8201), sent from `from`
+/// to the packet's source, quoting as much of it as [`ICMPV4_QUOTE`] / [`ICMPV6_QUOTE`] allow.
+/// The gateway does not fragment, so the sender lowers its path MTU. `None` when none is due:
+/// an IPv4 packet without DF (it may be fragmented on the way; this gateway drops it), an ICMP
+/// error (never an error about an error), or a `from` of the other family.
+pub fn icmp_too_big(frame: &[u8], info: &PacketInfo, mtu: u32, from: IpAddr) -> Option<Vec<u8>> {
+    if matches!(
+        info.l4,
+        L4::Icmp {
+            kind: IcmpKind::Error { .. },
+            ..
+        }
+    ) || from.is_ipv6() != (info.l3 == L3::V6)
+    {
+        return None;
+    }
+    match info.l3 {
+        L3::V4 => {
+            let flags = *frame.get(info.l3_offset + ipv4::field::FLAGS_FRAG)?;
+            if flags & 0x40 == 0 {
+                return None;
+            }
+            let m = (mtu.min(0xffff) as u16).to_be_bytes();
+            let head = [
+                icmp::v4::DEST_UNREACHABLE,
+                icmp::v4::CODE_FRAG_NEEDED,
+                0,
+                0,
+                0,
+                0,
+                m[0],
+                m[1],
+            ];
+            icmp_error(frame, info, head, ICMPV4_QUOTE, proto::ICMP, from)
+        }
+        L3::V6 => {
+            let m = mtu.to_be_bytes();
+            let head = [icmp::v6::PACKET_TOO_BIG, 0, 0, 0, m[0], m[1], m[2], m[3]];
+            icmp_error(frame, info, head, ICMPV6_QUOTE, proto::ICMPV6, from)
+        }
+    }
+}
+
+/// An ICMP error with the 8-byte header `head` (checksum filled in here) quoting `frame`'s
+/// packet from its IP header on (at most `quote` bytes), from `src` back to the packet's
+/// source; the Ethernet header is the frame's with the MACs swapped.
+fn icmp_error(
+    frame: &[u8],
+    info: &PacketInfo,
+    head: [u8; icmp::HEADER_LEN],
+    quote: usize,
+    p: u8,
+    src: IpAddr,
+) -> Option<Vec<u8>> {
     let offending = frame.get(info.l3_offset..info.ip_end)?;
     let offending = &offending[..offending.len().min(quote)];
     let mut msg = Vec::with_capacity(icmp::HEADER_LEN + offending.len());
-    msg.extend_from_slice(&[typ, code, 0, 0, 0, 0, 0, 0]);
+    msg.extend_from_slice(&head);
     msg.extend_from_slice(offending);
     let eth = frame.get(..info.eth_len)?;
     let mut out = Vec::with_capacity(info.eth_len + 40 + msg.len());
@@ -213,7 +271,7 @@ fn push_ip(out: &mut Vec<u8>, src: IpAddr, dst: IpAddr, p: u8, l4: &[u8]) {
     out.extend_from_slice(l4);
     let ck_off = l4_start
         + if p == proto::TCP {
-            16
+            super::tcp::CHECKSUM_OFFSET
         } else {
             icmp::CHECKSUM_OFFSET
         };

@@ -16,6 +16,17 @@ pub const TPID_8021AD: u16 = 0x88a8;
 pub const TPID_QINQ_LEGACY: u16 = 0x9100;
 /// At most this many VLAN tags are skipped (QinQ); more is an error, keeping the walk bounded.
 pub const MAX_TAGS: usize = 2;
+/// Length of one VLAN tag (TPID + TCI).
+pub const TAG_LEN: usize = 4;
+
+/// Header fields (byte ranges from the start of the frame).
+pub mod field {
+    use crate::wire::Field;
+    pub const DESTINATION: Field = 0..6;
+    pub const SOURCE: Field = 6..12;
+    /// Where the EtherType (or the first tag's TPID) starts.
+    pub const ETHERTYPE: usize = 12;
+}
 
 /// A zero-copy view of an Ethernet frame. `header_len` includes VLAN tags.
 #[derive(Debug, Clone)]
@@ -39,14 +50,14 @@ impl<T: AsRef<[u8]>> Frame<T> {
     /// Destination MAC.
     pub fn dst_addr(&self) -> [u8; 6] {
         let mut m = [0; 6];
-        m.copy_from_slice(&self.buffer.as_ref()[0..6]);
+        m.copy_from_slice(&self.buffer.as_ref()[field::DESTINATION]);
         m
     }
 
     /// Source MAC.
     pub fn src_addr(&self) -> [u8; 6] {
         let mut m = [0; 6];
-        m.copy_from_slice(&self.buffer.as_ref()[6..12]);
+        m.copy_from_slice(&self.buffer.as_ref()[field::SOURCE]);
         m
     }
 
@@ -64,13 +75,13 @@ impl<T: AsRef<[u8]>> Frame<T> {
     pub fn vlan_ids(&self) -> [Option<u16>; MAX_TAGS] {
         let b = self.buffer.as_ref();
         let mut out = [None; MAX_TAGS];
-        let mut off = 12;
+        let mut off = field::ETHERTYPE;
         for slot in out.iter_mut() {
-            if off + 4 > self.header_len {
+            if off + TAG_LEN > self.header_len {
                 break;
             }
             *slot = Some(u16::from_be_bytes([b[off + 2], b[off + 3]]) & 0x0fff);
-            off += 4;
+            off += TAG_LEN;
         }
         out
     }
@@ -89,19 +100,19 @@ impl<T: AsRef<[u8]>> Frame<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     /// Set the destination MAC.
     pub fn set_dst_addr(&mut self, mac: [u8; 6]) {
-        self.buffer.as_mut()[0..6].copy_from_slice(&mac);
+        self.buffer.as_mut()[field::DESTINATION].copy_from_slice(&mac);
     }
 
     /// Set the source MAC.
     pub fn set_src_addr(&mut self, mac: [u8; 6]) {
-        self.buffer.as_mut()[6..12].copy_from_slice(&mac);
+        self.buffer.as_mut()[field::SOURCE].copy_from_slice(&mac);
     }
 }
 
 /// Header length (tags included) and inner EtherType of `b`.
 #[inline]
 pub(crate) fn walk(b: &[u8]) -> Result<(usize, u16), WireError> {
-    let mut off = 12;
+    let mut off = field::ETHERTYPE;
     let mut et = match b.get(off..off + 2) {
         Some(x) if b.len() >= HEADER_LEN => u16::from_be_bytes([x[0], x[1]]),
         _ => return Err(WireError::Truncated),
@@ -112,7 +123,7 @@ pub(crate) fn walk(b: &[u8]) -> Result<(usize, u16), WireError> {
             return Err(WireError::TooManyVlanTags);
         }
         tags += 1;
-        off += 4;
+        off += TAG_LEN;
         et = match b.get(off..off + 2) {
             Some(x) => u16::from_be_bytes([x[0], x[1]]),
             None => return Err(WireError::Truncated),

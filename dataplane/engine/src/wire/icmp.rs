@@ -2,12 +2,26 @@
 //! type, code, checksum, then either echo id/seq or 4 bytes (unused / MTU / pointer) followed
 //! by as much of the offending packet as fits.
 
-use super::WireError;
+use super::{be16, be32, WireError};
 
 /// Header length (type, code, checksum, 4 bytes rest-of-header).
 pub const HEADER_LEN: usize = 8;
 /// Offset of the checksum field.
 pub const CHECKSUM_OFFSET: usize = 2;
+
+/// Header fields (offsets and byte ranges from the start of the ICMP/ICMPv6 header).
+pub mod field {
+    use crate::wire::Field;
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: Field = super::CHECKSUM_OFFSET..super::CHECKSUM_OFFSET + 2;
+    pub const ECHO_IDENT: Field = 4..6;
+    pub const ECHO_SEQ: Field = 6..8;
+    /// "Fragmentation needed" next-hop MTU (ICMPv4, RFC 1191).
+    pub const MTU_V4: Field = 6..8;
+    /// "Packet too big" MTU (ICMPv6, RFC 4443 §3.2).
+    pub const MTU_V6: Field = 4..8;
+}
 
 /// ICMPv4 types.
 pub mod v4 {
@@ -68,29 +82,29 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer.as_ref()
     }
     pub fn msg_type(&self) -> u8 {
-        self.b()[0]
+        self.b()[field::TYPE]
     }
     pub fn code(&self) -> u8 {
-        self.b()[1]
+        self.b()[field::CODE]
     }
     pub fn checksum(&self) -> u16 {
-        u16::from_be_bytes([self.b()[2], self.b()[3]])
+        be16(self.b(), field::CHECKSUM)
     }
     /// Echo identifier (bytes 4..6).
     pub fn echo_ident(&self) -> u16 {
-        u16::from_be_bytes([self.b()[4], self.b()[5]])
+        be16(self.b(), field::ECHO_IDENT)
     }
     /// Echo sequence number (bytes 6..8).
     pub fn echo_seq(&self) -> u16 {
-        u16::from_be_bytes([self.b()[6], self.b()[7]])
+        be16(self.b(), field::ECHO_SEQ)
     }
     /// Next-hop MTU of "fragmentation needed" (v4, bytes 6..8) or "packet too big" (v6, 4..8).
     pub fn mtu(&self, v6: bool) -> u32 {
         let b = self.b();
         if v6 {
-            u32::from_be_bytes([b[4], b[5], b[6], b[7]])
+            be32(b, field::MTU_V6)
         } else {
-            u32::from(u16::from_be_bytes([b[6], b[7]]))
+            u32::from(be16(b, field::MTU_V4))
         }
     }
     /// Everything after the 8-byte header (echo data or the offending packet).
@@ -101,9 +115,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_echo_ident(&mut self, id: u16) {
-        self.buffer.as_mut()[4..6].copy_from_slice(&id.to_be_bytes());
+        self.buffer.as_mut()[field::ECHO_IDENT].copy_from_slice(&id.to_be_bytes());
     }
     pub fn set_checksum(&mut self, c: u16) {
-        self.buffer.as_mut()[2..4].copy_from_slice(&c.to_be_bytes());
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     }
 }

@@ -1,11 +1,29 @@
 //! IPv4 header view (RFC 791).
 
 use super::checksum;
-use super::WireError;
+use super::{be16, be32, WireError};
 use std::net::Ipv4Addr;
 
 /// Minimum (option-less) header length.
 pub const MIN_HEADER_LEN: usize = 20;
+
+/// Header fields (offsets and byte ranges from the start of the IPv4 header, RFC 791 §3.1).
+pub mod field {
+    use crate::wire::Field;
+    pub const VER_IHL: usize = 0;
+    pub const DSCP_ECN: usize = 1;
+    pub const LENGTH: Field = 2..4;
+    pub const IDENT: Field = 4..6;
+    /// Flags (high 3 bits) and fragment offset: two bytes from here.
+    pub const FLAGS_FRAG: usize = 6;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: Field = 10..12;
+    /// Four bytes from here.
+    pub const SRC_ADDR: usize = 12;
+    /// Four bytes from here.
+    pub const DST_ADDR: usize = 16;
+}
 
 /// A zero-copy view of an IPv4 packet. The buffer may be longer than the datagram (Ethernet
 /// padding); `total_len` says where the datagram ends.
@@ -22,11 +40,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < MIN_HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        if b[0] >> 4 != 4 {
+        if b[field::VER_IHL] >> 4 != 4 {
             return Err(WireError::BadVersion);
         }
-        let ihl = usize::from(b[0] & 0x0f) * 4;
-        let total = usize::from(u16::from_be_bytes([b[2], b[3]]));
+        let ihl = usize::from(b[field::VER_IHL] & 0x0f) * 4;
+        let total = usize::from(be16(b, field::LENGTH));
         if ihl < MIN_HEADER_LEN || ihl > b.len() {
             return Err(WireError::BadHeaderLen);
         }
@@ -42,32 +60,32 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Header length in bytes (IHL × 4, options included).
     pub fn header_len(&self) -> usize {
-        usize::from(self.b()[0] & 0x0f) * 4
+        usize::from(self.b()[field::VER_IHL] & 0x0f) * 4
     }
 
     /// Total length of the datagram.
     pub fn total_len(&self) -> usize {
-        usize::from(u16::from_be_bytes([self.b()[2], self.b()[3]]))
+        usize::from(be16(self.b(), field::LENGTH))
     }
 
     /// Identification.
     pub fn ident(&self) -> u16 {
-        u16::from_be_bytes([self.b()[4], self.b()[5]])
+        be16(self.b(), field::IDENT)
     }
 
     /// Don't-fragment flag.
     pub fn dont_frag(&self) -> bool {
-        self.b()[6] & 0x40 != 0
+        self.b()[field::FLAGS_FRAG] & 0x40 != 0
     }
 
     /// More-fragments flag.
     pub fn more_frags(&self) -> bool {
-        self.b()[6] & 0x20 != 0
+        self.b()[field::FLAGS_FRAG] & 0x20 != 0
     }
 
     /// Fragment offset in bytes.
     pub fn frag_offset(&self) -> u16 {
-        (u16::from_be_bytes([self.b()[6], self.b()[7]]) & 0x1fff) << 3
+        (be16(self.b(), field::FLAGS_FRAG..field::FLAGS_FRAG + 2) & 0x1fff) << 3
     }
 
     /// Whether this is a fragment (MF set or non-zero offset).
@@ -77,29 +95,29 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Time to live.
     pub fn ttl(&self) -> u8 {
-        self.b()[8]
+        self.b()[field::TTL]
     }
 
     /// Protocol number of the payload.
     pub fn protocol(&self) -> u8 {
-        self.b()[9]
+        self.b()[field::PROTOCOL]
     }
 
     /// Stored header checksum.
     pub fn checksum(&self) -> u16 {
-        u16::from_be_bytes([self.b()[10], self.b()[11]])
+        be16(self.b(), field::CHECKSUM)
     }
 
     /// Source address.
     pub fn src_addr(&self) -> Ipv4Addr {
         let b = self.b();
-        Ipv4Addr::new(b[12], b[13], b[14], b[15])
+        Ipv4Addr::from(be32(b, field::SRC_ADDR..field::SRC_ADDR + 4))
     }
 
     /// Destination address.
     pub fn dst_addr(&self) -> Ipv4Addr {
         let b = self.b();
-        Ipv4Addr::new(b[16], b[17], b[18], b[19])
+        Ipv4Addr::from(be32(b, field::DST_ADDR..field::DST_ADDR + 4))
     }
 
     /// Whether the header checksum is valid.
@@ -125,22 +143,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     /// Set the source address (checksum not updated).
     pub fn set_src_addr(&mut self, a: Ipv4Addr) {
-        self.bm()[12..16].copy_from_slice(&a.octets());
+        self.bm()[field::SRC_ADDR..field::SRC_ADDR + 4].copy_from_slice(&a.octets());
     }
 
     /// Set the destination address (checksum not updated).
     pub fn set_dst_addr(&mut self, a: Ipv4Addr) {
-        self.bm()[16..20].copy_from_slice(&a.octets());
+        self.bm()[field::DST_ADDR..field::DST_ADDR + 4].copy_from_slice(&a.octets());
     }
 
     /// Set the TTL (checksum not updated).
     pub fn set_ttl(&mut self, ttl: u8) {
-        self.bm()[8] = ttl;
+        self.bm()[field::TTL] = ttl;
     }
 
     /// Set the stored checksum.
     pub fn set_checksum(&mut self, ck: u16) {
-        self.bm()[10..12].copy_from_slice(&ck.to_be_bytes());
+        self.bm()[field::CHECKSUM].copy_from_slice(&ck.to_be_bytes());
     }
 
     /// Recompute the header checksum from scratch.
@@ -162,17 +180,18 @@ pub fn emit_header(
     ttl: u8,
 ) {
     let total = (MIN_HEADER_LEN + payload_len) as u16;
-    out[0] = 0x45;
-    out[1] = 0;
-    out[2..4].copy_from_slice(&total.to_be_bytes());
-    out[4..8].copy_from_slice(&[0, 0, 0x40, 0]);
-    out[8] = ttl;
-    out[9] = proto;
-    out[10..12].copy_from_slice(&[0, 0]);
-    out[12..16].copy_from_slice(&src.octets());
-    out[16..20].copy_from_slice(&dst.octets());
+    out[field::VER_IHL] = 0x45;
+    out[field::DSCP_ECN] = 0;
+    out[field::LENGTH].copy_from_slice(&total.to_be_bytes());
+    out[field::IDENT].copy_from_slice(&[0, 0]);
+    out[field::FLAGS_FRAG..field::FLAGS_FRAG + 2].copy_from_slice(&[0x40, 0]);
+    out[field::TTL] = ttl;
+    out[field::PROTOCOL] = proto;
+    out[field::CHECKSUM].copy_from_slice(&[0, 0]);
+    out[field::SRC_ADDR..field::SRC_ADDR + 4].copy_from_slice(&src.octets());
+    out[field::DST_ADDR..field::DST_ADDR + 4].copy_from_slice(&dst.octets());
     let ck = checksum::checksum(&out[..MIN_HEADER_LEN]);
-    out[10..12].copy_from_slice(&ck.to_be_bytes());
+    out[field::CHECKSUM].copy_from_slice(&ck.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -1,10 +1,24 @@
 //! IPv6 header view (RFC 8200) and a bounded extension-header walk.
 
-use super::WireError;
+use super::{be16, WireError};
 use std::net::Ipv6Addr;
 
 /// Fixed header length.
 pub const HEADER_LEN: usize = 40;
+
+/// Fixed-header fields (offsets and byte ranges from the start of the header, RFC 8200 §3).
+pub mod field {
+    use crate::wire::Field;
+    /// Version, traffic class and flow label: four bytes from here.
+    pub const VER_TC_FLOW: usize = 0;
+    pub const PAYLOAD_LEN: Field = 4..6;
+    pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
+    /// Sixteen bytes from here.
+    pub const SRC_ADDR: usize = 8;
+    /// Sixteen bytes from here.
+    pub const DST_ADDR: usize = 24;
+}
 /// Extension headers walked before giving up (keeps the walk bounded on hostile chains).
 pub const MAX_EXT_HEADERS: usize = 8;
 
@@ -29,10 +43,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        if b[0] >> 4 != 6 {
+        if b[field::VER_TC_FLOW] >> 4 != 6 {
             return Err(WireError::BadVersion);
         }
-        let plen = usize::from(u16::from_be_bytes([b[4], b[5]]));
+        let plen = usize::from(be16(b, field::PAYLOAD_LEN));
         // Jumbograms (payload length 0 + hop-by-hop option) never occur on our links.
         if HEADER_LEN + plen > b.len() {
             return Err(WireError::BadLength);
@@ -46,7 +60,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Payload length (extension headers included).
     pub fn payload_len(&self) -> usize {
-        usize::from(u16::from_be_bytes([self.b()[4], self.b()[5]]))
+        usize::from(be16(self.b(), field::PAYLOAD_LEN))
     }
 
     /// Total packet length.
@@ -56,22 +70,22 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// First next-header value.
     pub fn next_header(&self) -> u8 {
-        self.b()[6]
+        self.b()[field::NEXT_HEADER]
     }
 
     /// Hop limit.
     pub fn hop_limit(&self) -> u8 {
-        self.b()[7]
+        self.b()[field::HOP_LIMIT]
     }
 
     /// Source address.
     pub fn src_addr(&self) -> Ipv6Addr {
-        addr(&self.b()[8..24])
+        addr(&self.b()[field::SRC_ADDR..field::SRC_ADDR + 16])
     }
 
     /// Destination address.
     pub fn dst_addr(&self) -> Ipv6Addr {
-        addr(&self.b()[24..40])
+        addr(&self.b()[field::DST_ADDR..field::DST_ADDR + 16])
     }
 
     /// The payload (extension headers included), up to the payload length.
@@ -88,17 +102,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Set the source address.
     pub fn set_src_addr(&mut self, a: Ipv6Addr) {
-        self.buffer.as_mut()[8..24].copy_from_slice(&a.octets());
+        self.buffer.as_mut()[field::SRC_ADDR..field::SRC_ADDR + 16].copy_from_slice(&a.octets());
     }
 
     /// Set the destination address.
     pub fn set_dst_addr(&mut self, a: Ipv6Addr) {
-        self.buffer.as_mut()[24..40].copy_from_slice(&a.octets());
+        self.buffer.as_mut()[field::DST_ADDR..field::DST_ADDR + 16].copy_from_slice(&a.octets());
     }
 
     /// Set the hop limit.
     pub fn set_hop_limit(&mut self, h: u8) {
-        self.buffer.as_mut()[7] = h;
+        self.buffer.as_mut()[field::HOP_LIMIT] = h;
     }
 }
 
@@ -205,12 +219,12 @@ pub fn emit_header(
     payload_len: usize,
     hop_limit: u8,
 ) {
-    out[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
-    out[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
-    out[6] = next_header;
-    out[7] = hop_limit;
-    out[8..24].copy_from_slice(&src.octets());
-    out[24..40].copy_from_slice(&dst.octets());
+    out[field::VER_TC_FLOW..field::PAYLOAD_LEN.start].copy_from_slice(&[0x60, 0, 0, 0]);
+    out[field::PAYLOAD_LEN].copy_from_slice(&(payload_len as u16).to_be_bytes());
+    out[field::NEXT_HEADER] = next_header;
+    out[field::HOP_LIMIT] = hop_limit;
+    out[field::SRC_ADDR..field::SRC_ADDR + 16].copy_from_slice(&src.octets());
+    out[field::DST_ADDR..field::DST_ADDR + 16].copy_from_slice(&dst.octets());
 }
 
 #[cfg(test)]

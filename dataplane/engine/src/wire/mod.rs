@@ -20,6 +20,26 @@ pub use tcp::TcpFlags;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+/// A multi-byte header field: its byte range from the start of its header (smoltcp's
+/// `mod field` style; single-byte fields are plain offsets).
+pub type Field = std::ops::Range<usize>;
+
+/// The big-endian 16-bit field `f` of `b` (the caller has checked the length).
+#[inline]
+pub(crate) fn be16(b: &[u8], f: Field) -> u16 {
+    let mut x = [0u8; 2];
+    x.copy_from_slice(&b[f]);
+    u16::from_be_bytes(x)
+}
+
+/// The big-endian 32-bit field `f` of `b` (the caller has checked the length).
+#[inline]
+pub(crate) fn be32(b: &[u8], f: Field) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[f]);
+    u32::from_be_bytes(x)
+}
+
 /// IP protocol numbers used here.
 pub mod proto {
     pub const ICMP: u8 = 1;

@@ -1,11 +1,25 @@
 //! TCP header view (RFC 9293).
 
-use super::WireError;
+use super::{be16, be32, WireError};
 
 /// Minimum header length.
 pub const MIN_HEADER_LEN: usize = 20;
 /// Offset of the checksum field.
 pub const CHECKSUM_OFFSET: usize = 16;
+
+/// Header fields (offsets and byte ranges from the start of the TCP header, RFC 9293 §3.1).
+pub mod field {
+    use crate::wire::Field;
+    pub const SRC_PORT: Field = 0..2;
+    pub const DST_PORT: Field = 2..4;
+    pub const SEQ: Field = 4..8;
+    pub const ACK: Field = 8..12;
+    /// Data offset (high nibble).
+    pub const DATA_OFF: usize = 12;
+    pub const FLAGS: usize = 13;
+    pub const WINDOW: Field = 14..16;
+    pub const CHECKSUM: Field = super::CHECKSUM_OFFSET..super::CHECKSUM_OFFSET + 2;
+}
 
 /// A TCP sequence number: arithmetic and order wrap modulo 2^32 (RFC 9293 §3.4), so a
 /// comparison is only meaningful between numbers less than 2^31 apart.
@@ -75,7 +89,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if b.len() < MIN_HEADER_LEN {
             return Err(WireError::Truncated);
         }
-        let hl = usize::from(b[12] >> 4) * 4;
+        let hl = usize::from(b[field::DATA_OFF] >> 4) * 4;
         if hl < MIN_HEADER_LEN || hl > b.len() {
             return Err(WireError::BadHeaderLen);
         }
@@ -87,31 +101,29 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn src_port(&self) -> u16 {
-        u16::from_be_bytes([self.b()[0], self.b()[1]])
+        be16(self.b(), field::SRC_PORT)
     }
     pub fn dst_port(&self) -> u16 {
-        u16::from_be_bytes([self.b()[2], self.b()[3]])
+        be16(self.b(), field::DST_PORT)
     }
     pub fn seq(&self) -> u32 {
-        let b = self.b();
-        u32::from_be_bytes([b[4], b[5], b[6], b[7]])
+        be32(self.b(), field::SEQ)
     }
     pub fn ack(&self) -> u32 {
-        let b = self.b();
-        u32::from_be_bytes([b[8], b[9], b[10], b[11]])
+        be32(self.b(), field::ACK)
     }
     /// Header length in bytes (data offset × 4).
     pub fn header_len(&self) -> usize {
-        usize::from(self.b()[12] >> 4) * 4
+        usize::from(self.b()[field::DATA_OFF] >> 4) * 4
     }
     pub fn flags(&self) -> TcpFlags {
-        TcpFlags(self.b()[13])
+        TcpFlags(self.b()[field::FLAGS])
     }
     pub fn window(&self) -> u16 {
-        u16::from_be_bytes([self.b()[14], self.b()[15]])
+        be16(self.b(), field::WINDOW)
     }
     pub fn checksum(&self) -> u16 {
-        u16::from_be_bytes([self.b()[16], self.b()[17]])
+        be16(self.b(), field::CHECKSUM)
     }
     /// Option bytes.
     pub fn options(&self) -> &[u8] {
@@ -125,12 +137,12 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_src_port(&mut self, p: u16) {
-        self.buffer.as_mut()[0..2].copy_from_slice(&p.to_be_bytes());
+        self.buffer.as_mut()[field::SRC_PORT].copy_from_slice(&p.to_be_bytes());
     }
     pub fn set_dst_port(&mut self, p: u16) {
-        self.buffer.as_mut()[2..4].copy_from_slice(&p.to_be_bytes());
+        self.buffer.as_mut()[field::DST_PORT].copy_from_slice(&p.to_be_bytes());
     }
     pub fn set_checksum(&mut self, c: u16) {
-        self.buffer.as_mut()[16..18].copy_from_slice(&c.to_be_bytes());
+        self.buffer.as_mut()[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     }
 }

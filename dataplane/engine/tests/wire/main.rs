@@ -4,3 +4,4 @@ mod corpus;
 mod frag;
 mod parse;
 mod reasm;
+mod too_big;

@@ -8,9 +8,6 @@
 //! interface's XSKMAP. Sharing one UMEM lets a received frame be transmitted on the other
 //! interface without a copy.
 
-pub mod csum;
-pub mod toobig;
-
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
@@ -22,6 +19,7 @@ use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, 
 
 use crate::neigh::NextHops;
 use crate::xdp::IfSide;
+use natfw_engine::steer::l3_destination;
 use natfw_engine::time::Timestamp;
 
 /// Frames per interface ring (fill, completion, rx, tx).
@@ -360,16 +358,16 @@ impl AfXdp {
 
     /// Rewrite MACs for leaving by `out`; checks MTU. `false` = drop (counted).
     fn prepare(port: &mut Port, stats: &mut IoStats, frame: &mut [u8], now: Instant) -> bool {
-        let Some(l3) = csum::l3(frame) else {
+        let Some((l3_offset, dst)) = l3_destination(frame) else {
             stats.bad_desc += 1;
             return false;
         };
-        if frame.len() - l3.offset > port.info.mtu as usize {
+        if frame.len() - l3_offset > port.info.mtu as usize {
             // TODO(wire builder): answer with ICMP fragmentation-needed / packet-too-big.
             stats.too_big += 1;
             return false;
         }
-        let Some(mac) = port.hops.resolve(l3.dst, now) else {
+        let Some(mac) = port.hops.resolve(dst, now) else {
             stats.no_neighbour += 1;
             return false;
         };
@@ -401,12 +399,16 @@ impl AfXdp {
             };
             // Too big for the other side: answer before the engine sees (and NATs) it, so the
             // error quotes the packet as the sender sent it.
-            if let Some(l3) = csum::l3(frame) {
+            if let Some((l3_offset, dst)) = l3_destination(frame) {
                 let mtu = self.ports[o].info.mtu;
-                if frame.len() - l3.offset > mtu as usize {
+                if frame.len() - l3_offset > mtu as usize {
                     self.stats.too_big += 1;
-                    let from = self.ports[i].info.source_for(l3.dst);
-                    if let Some(r) = from.and_then(|f| toobig::reply(frame, l3.offset, mtu, f)) {
+                    let from = self.ports[i].info.source_for(dst);
+                    let answer = from.and_then(|f| {
+                        let info = natfw_engine::wire::parse(frame).ok()?;
+                        natfw_engine::wire::build::icmp_too_big(frame, &info, mtu, f)
+                    });
+                    if let Some(r) = answer {
                         self.replies.push((side, r));
                     }
                     self.free.push(base);
@@ -415,7 +417,6 @@ impl AfXdp {
             }
             match h.handle(now, side, frame) {
                 Disposition::Forward => {
-                    csum::complete_l4_checksum(frame);
                     if Self::prepare(&mut self.ports[o], &mut self.stats, frame, at) {
                         self.stats.forwarded += 1;
                         self.ports[o].pending_tx.push(XdpDesc {

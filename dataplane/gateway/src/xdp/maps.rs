@@ -1,5 +1,6 @@
-//! Rust mirrors of the keys, values and config of `ebpf/natfw.bpf.c`. Layouts must match the C
-//! structs byte for byte (`#[repr(C)]`, same field order and sizes).
+//! Rust mirrors of the keys, values and config of `ebpf/natfw.h` (shared by the eBPF programs).
+//! Layouts must match the C structs byte for byte (`#[repr(C)]`, same field order and sizes);
+//! a test compiles the header with the system C compiler and compares sizes and offsets.
 
 use std::net::IpAddr;
 
@@ -117,10 +118,131 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layouts_match_the_c_structs() {
-        assert_eq!(std::mem::size_of::<XdpConfig>(), 8);
-        assert_eq!(std::mem::size_of::<AddrKey>(), 16);
+    fn ipv4_is_mapped() {
         let k = AddrKey::from("10.1.2.3".parse::<IpAddr>().unwrap());
         assert_eq!(&k.addr[10..], &[0xff, 0xff, 10, 1, 2, 3]);
+    }
+
+    fn ebpf_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ebpf")
+    }
+
+    /// Sizes, offsets and constants of `ebpf/natfw.h` as the system C compiler lays them out,
+    /// against the Rust mirrors. Skipped (with the reason) when no C compiler runs.
+    #[test]
+    fn layouts_match_natfw_h() {
+        use aya::maps::lpm_trie::Key;
+        use std::mem::{offset_of, size_of};
+        let rust: Vec<(&str, usize)> = vec![
+            ("sizeof struct natfw_config", size_of::<XdpConfig>()),
+            ("offsetof natfw_config side", offset_of!(XdpConfig, side)),
+            (
+                "offsetof natfw_config kernel_port_lo",
+                offset_of!(XdpConfig, kernel_port_lo),
+            ),
+            (
+                "offsetof natfw_config kernel_port_hi",
+                offset_of!(XdpConfig, kernel_port_hi),
+            ),
+            ("sizeof struct addr_key", size_of::<AddrKey>()),
+            ("offsetof addr_key addr", offset_of!(AddrKey, addr)),
+            ("sizeof struct lpm_v4_key", size_of::<Key<[u8; 4]>>()),
+            ("sizeof struct lpm_v6_key", size_of::<Key<[u8; 16]>>()),
+            ("NATFW_SIDE_INSIDE", IfSide::Inside as usize),
+            ("NATFW_SIDE_OUTSIDE", IfSide::Outside as usize),
+        ];
+        let mut c = String::from("#include <stdio.h>\n#include <stddef.h>\n#include \"natfw.h\"\n");
+        c.push_str("int main(void) {\n");
+        for (what, _) in &rust {
+            let expr = match what.split(' ').collect::<Vec<_>>()[..] {
+                ["sizeof", "struct", name] => format!("sizeof(struct {name})"),
+                ["offsetof", st, field] => format!("offsetof(struct {st}, {field})"),
+                [constant] => format!("(size_t)({constant})"),
+                _ => unreachable!("{what}"),
+            };
+            c.push_str(&format!("    printf(\"%zu\\n\", {expr});\n"));
+        }
+        c.push_str("    return 0;\n}\n");
+        let dir = tempfile::tempdir().unwrap();
+        let (src, exe) = (dir.path().join("layout.c"), dir.path().join("layout"));
+        std::fs::write(&src, c).unwrap();
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let built = std::process::Command::new(&cc)
+            .arg("-I")
+            .arg(ebpf_dir())
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .output();
+        let built = match built {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("SKIP layouts_match_natfw_h: no C compiler ({cc}: {e})");
+                return;
+            }
+        };
+        assert!(
+            built.status.success(),
+            "{cc} on natfw.h: {}",
+            String::from_utf8_lossy(&built.stderr)
+        );
+        let out = std::process::Command::new(&exe).output().unwrap();
+        let c_values: Vec<usize> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        assert_eq!(c_values.len(), rust.len());
+        let differ: Vec<String> = rust
+            .iter()
+            .zip(&c_values)
+            .filter(|((_, r), c)| r != *c)
+            .map(|((what, r), c)| format!("{what}: C {c}, Rust {r}"))
+            .collect();
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
+    }
+
+    /// The `SPDX-License-Identifier` of the eBPF sources and the license string the program
+    /// declares to the kernel (`LICENSE[]`) say the same thing.
+    #[test]
+    fn spdx_and_license_section_agree() {
+        // SPDX expression -> the kernel's license string for it (the GPL-2.0 alternative is
+        // the one the kernel is told about; it knows no string for Apache-2.0).
+        let kernel_string = |spdx: &str| match spdx {
+            "GPL-2.0-only" | "(GPL-2.0-only OR Apache-2.0)" => Some("GPL v2"),
+            "GPL-2.0-or-later" => Some("GPL"),
+            "(GPL-2.0-only OR BSD-2-Clause)" | "(GPL-2.0-only OR BSD-3-Clause)" => {
+                Some("Dual BSD/GPL")
+            }
+            "(GPL-2.0-only OR MIT)" => Some("Dual MIT/GPL"),
+            _ => None,
+        };
+        let spdx_of = |text: &str| {
+            let line = text.lines().next().unwrap_or_default();
+            let at = line.find("SPDX-License-Identifier: ")?;
+            Some(
+                line[at + "SPDX-License-Identifier: ".len()..]
+                    .trim_end_matches("*/")
+                    .trim()
+                    .to_string(),
+            )
+        };
+        let prog = std::fs::read_to_string(ebpf_dir().join("natfw.bpf.c")).unwrap();
+        let header = std::fs::read_to_string(ebpf_dir().join("natfw.h")).unwrap();
+        let spdx = spdx_of(&prog).expect("natfw.bpf.c starts with an SPDX line");
+        assert_eq!(spdx_of(&header).as_deref(), Some(spdx.as_str()), "natfw.h");
+        let decl = prog
+            .lines()
+            .find(|l| l.starts_with("char LICENSE[]"))
+            .expect("LICENSE[] in natfw.bpf.c");
+        let declared = decl
+            .split_once('=')
+            .and_then(|(_, v)| v.split('"').nth(1))
+            .expect("LICENSE[] = \"...\"");
+        assert_eq!(
+            Some(declared),
+            kernel_string(&spdx),
+            "SPDX {spdx} vs LICENSE[] \"{declared}\""
+        );
     }
 }

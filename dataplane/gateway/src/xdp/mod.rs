@@ -8,7 +8,6 @@
 pub mod maps;
 
 use std::net::IpAddr;
-use std::ops::RangeInclusive;
 use std::os::fd::RawFd;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -24,21 +23,9 @@ pub static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/natfw.bpf.
 
 const PROGRAM_NAME: &str = "natfw_xdp";
 
-/// What the program steers, derived from the configuration and the live system.
-#[derive(Debug, Clone, Default)]
-pub struct SteeringRules {
-    /// SNAT source prefixes (inside: steer when the source is in one).
-    pub snat: Vec<IpNet>,
-    /// Sources that the kernel handles (inside: never steered).
-    pub bypass: Vec<IpNet>,
-    /// The EIPs (outside: steer when the destination is one).
-    pub eips: Vec<IpAddr>,
-    /// Every address of the gateway itself (inside: never steered).
-    pub gateway_addrs: Vec<IpAddr>,
-    /// TCP/UDP destination ports on an EIP that stay with the kernel (its own sockets and the
-    /// masquerade of bypassed sources).
-    pub kernel_ports: Option<RangeInclusive<u16>>,
-}
+/// What the program steers: the Rust classifier's rules (`natfw_engine::steer`), which make
+/// the same decision as the program.
+pub use natfw_engine::steer::SteeringRules;
 
 /// Errors of loading, filling or attaching the program.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,7 @@
 //! Operating a live gateway in the lab: a SIGHUP reload that now denies a domain leaves an
 //! established flow to it alone while new connections are refused; `/metrics` counts the
 //! traffic; `natfw bypass add|remove` through the admin API lets a host around the policy and
-//! back. Root only (prints `SKIP` otherwise); its own namespace tag (`natfw-o1-*`) and a
+//! back (after the removal its flows are SNATed, decided and logged by natfw again). Root only (prints `SKIP` otherwise); its own namespace tag (`natfw-o1-*`) and a
 //! guard that tears the lab down (and stops the natfw it started) on panic.
 
 use std::io::Read;
@@ -295,10 +295,42 @@ fn reload_keeps_established_flows_denies_new_ones_metrics_move_and_bypass_applie
         "bypassed request not seen from {own}: {}",
         lab.access_log()
     );
+    let to_kernel_before = metric(
+        &scrape(),
+        "natfw_afxdp_frames_total{event=\"to_kernel_dropped\"}",
+    );
     bypass("remove");
     assert!(
         !fetch().status.success(),
         "removing the bypass did not restore the policy"
+    );
+    // The removed source is natfw's again, in the engine too (not only in XDP and nftables):
+    // an allowed flow (ICMP) is SNATed to the EIP and answered, and logged below; no packet
+    // of it is answered "to the kernel" and dropped.
+    let ping = lab
+        .exec(
+            &host,
+            &["ping", "-c", "2", "-i", "0.2", "-W", "2", "203.0.113.53"],
+            t,
+        )
+        .expect("ping");
+    assert!(
+        ping.status.success(),
+        "ping from the un-bypassed host failed: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let to_kernel_after = loop {
+        let m = scrape();
+        let n = metric(&m, "natfw_afxdp_frames_total{event=\"to_kernel_dropped\"}");
+        if n > to_kernel_before || Instant::now() >= deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        to_kernel_after, to_kernel_before,
+        "frames of the un-bypassed host were dropped as the kernel's"
     );
 
     signal(natfw.0.id(), "TERM");
@@ -340,5 +372,24 @@ fn reload_keeps_established_flows_denies_new_ones_metrics_move_and_bypass_applie
     assert!(
         got.contains(&drop),
         "new flow not logged as dropped: {got:?}"
+    );
+    // Two denied flows: the one before the bypass and the one after its removal (while
+    // bypassed, the kernel carried the request and natfw logged nothing).
+    let drops = got.iter().filter(|g| **g == drop).count();
+    assert!(
+        drops >= 2,
+        "the flow after `bypass remove` was not decided by natfw: {got:?}"
+    );
+    let pings = natfw_lab::demo::records_for(
+        &recs,
+        "10.10.1.10".parse().unwrap(),
+        "203.0.113.53".parse().unwrap(),
+        None,
+    );
+    assert!(
+        pings.iter().any(|r| r["action"] == "accept"
+            && r["acl_rule_id"] == "allow-icmp"
+            && r["snat_ip"] == "198.51.100.11"),
+        "the un-bypassed host's ping was not SNATed and logged by natfw: {pings:?}"
     );
 }

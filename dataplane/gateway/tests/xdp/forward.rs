@@ -263,52 +263,39 @@ fn check_snat_path_v6(net: &NetNsGuard, port: u16) {
     assert_eq!(peers, vec![IpAddr::V6(EIP6)]);
 }
 
-/// A 1:1 static NAT (client <-> EIP, IPv4 and TCP/UDP over IPv6): a real, minimal handler that exercises the
-/// I/O layer (rings, UMEM accounting, MAC rewrite, neighbour lookup, checksum completion)
-/// independently of the engine.
+/// A 1:1 static NAT (client <-> EIP, IPv4 and IPv6): a real, minimal handler that exercises the
+/// I/O layer (rings, UMEM accounting, MAC rewrite, neighbour lookup) independently of the
+/// engine. Like the engine on this path, it rewrites with `wire::rewrite` in full-checksum
+/// mode: veth hands over partial checksums and the I/O layer does not complete them.
 struct StaticNat;
-
-fn ipv4_header_checksum(frame: &mut [u8]) {
-    let h = &mut frame[14..34];
-    h[10] = 0;
-    h[11] = 0;
-    let mut sum: u32 = h
-        .chunks_exact(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-}
 
 impl FrameHandler for StaticNat {
     fn handle(&mut self, _now: Timestamp, side: IfSide, frame: &mut [u8]) -> Disposition {
-        if frame.len() >= 54 && frame[12..14] == [0x86, 0xdd] {
-            // IPv6 has no header checksum; the I/O layer completes the TCP/UDP checksum.
-            let (at, from, to) = match side {
-                IfSide::Inside => (22, CLIENT6, EIP6),
-                IfSide::Outside => (38, EIP6, CLIENT6),
-            };
-            if frame[at..at + 16] != from.octets() {
-                return Disposition::ToKernel;
-            }
-            frame[at..at + 16].copy_from_slice(&to.octets());
-            return Disposition::Forward;
-        }
-        if frame.len() < 34 || frame[12..14] != [0x08, 0x00] || frame[14] != 0x45 {
+        use natfw_engine::wire::rewrite::{self, ChecksumMode};
+        let Ok(info) = natfw_engine::wire::parse(frame) else {
             return Disposition::Consumed;
-        }
-        let (at, from, to) = match side {
-            IfSide::Inside => (26, CLIENT, EIP),
-            IfSide::Outside => (30, EIP, CLIENT),
         };
-        if frame[at..at + 4] != from.octets() {
-            return Disposition::ToKernel;
+        let (v4, v6) = match side {
+            IfSide::Inside => ((CLIENT, EIP), (CLIENT6, EIP6)),
+            IfSide::Outside => ((EIP, CLIENT), (EIP6, CLIENT6)),
+        };
+        let (from, to) = match info.src {
+            IpAddr::V4(_) => (IpAddr::V4(v4.0), IpAddr::V4(v4.1)),
+            IpAddr::V6(_) => (IpAddr::V6(v6.0), IpAddr::V6(v6.1)),
+        };
+        let done = match side {
+            IfSide::Inside if info.src == from => {
+                rewrite::set_src(frame, &info, to, None, ChecksumMode::Full)
+            }
+            IfSide::Outside if info.dst == from => {
+                rewrite::set_dst(frame, &info, to, None, ChecksumMode::Full)
+            }
+            _ => return Disposition::ToKernel,
+        };
+        match done {
+            Ok(()) => Disposition::Forward,
+            Err(_) => Disposition::Consumed,
         }
-        frame[at..at + 4].copy_from_slice(&to.octets());
-        ipv4_header_checksum(frame);
-        Disposition::Forward
     }
 
     fn take_emits(&mut self, _out: &mut Vec<(IfSide, Vec<u8>)>) {}
