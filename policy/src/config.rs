@@ -202,6 +202,7 @@ pub fn embedded_default() -> Config {
         firewall: Firewall {
             enabled: true,
             mode: Mode::Loose,
+            on_unidentifiable: OnUnidentifiable::Accept,
             default_action: Action::Accept,
             rules: Vec::new(),
         },
@@ -656,6 +657,7 @@ impl Dec {
             None => Some(Firewall {
                 enabled: true,
                 mode: Mode::Loose,
+                on_unidentifiable: OnUnidentifiable::Accept,
                 default_action: Action::Accept,
                 rules: Vec::new(),
             }),
@@ -1204,6 +1206,7 @@ impl Dec {
             &[
                 "enabled",
                 "mode",
+                "on_unidentifiable",
                 "default_action",
                 "address_books",
                 "rules",
@@ -1217,6 +1220,26 @@ impl Dec {
                 &[("loose", Mode::Loose), ("strict", Mode::Strict)],
             )
         });
+        let on_unidentifiable =
+            f.get("on_unidentifiable")
+                .map_or(Some(OnUnidentifiable::Accept), |n| {
+                    self.choice(
+                        n,
+                        "firewall.on_unidentifiable",
+                        &[
+                            ("accept", OnUnidentifiable::Accept),
+                            ("drop", OnUnidentifiable::Drop),
+                        ],
+                    )
+                });
+        if let (Some(Mode::Strict), Some(OnUnidentifiable::Accept), Some(n)) =
+            (mode, on_unidentifiable, f.get("on_unidentifiable"))
+        {
+            self.warn(
+                n.pos,
+                "firewall.on_unidentifiable: accept has no effect in strict mode (unidentifiable flows are dropped)",
+            );
+        }
         let default_action = f.get("default_action").map_or(Some(Action::Accept), |n| {
             self.choice(
                 n,
@@ -1247,6 +1270,7 @@ impl Dec {
         Some(Firewall {
             enabled: enabled?,
             mode: mode?,
+            on_unidentifiable: on_unidentifiable?,
             default_action: default_action?,
             rules,
         })

@@ -36,6 +36,28 @@ pub(crate) struct Ident {
     pub quic: Option<Box<InitialAssembler>>,
     /// When identification started (pending deadline).
     pub started: Timestamp,
+    /// Highest acknowledgement the server sent (TCP), once seen.
+    pub server_ack: Option<SeqNumber>,
+    /// Client stream bytes released to the server while the verdict was pending (the part of a
+    /// ClientHello before its server_name extension), from the stream start.
+    pub released_pre_name: u32,
+}
+
+impl Ident {
+    /// The inspected client bytes must be kept to check later segments against them: the
+    /// server has not acknowledged all of them yet, so a segment carrying other bytes for the
+    /// same sequence numbers could still become what the server reads.
+    pub(crate) fn must_verify(&self) -> bool {
+        let Some(s) = self.stream.as_ref() else {
+            return false;
+        };
+        s.held() > 0 && self.server_ack.is_none_or(|a| a < s.end_seq())
+    }
+
+    /// Nothing left to do for this entry once the verdict is final and no fact is pending.
+    pub(crate) fn idle(&self) -> bool {
+        self.held.is_empty() && !self.must_verify()
+    }
 }
 
 /// Slab of [`Ident`]s with a global byte budget.
