@@ -22,8 +22,8 @@ use crate::counters::RuleCounters;
 use crate::domain::DomainSet;
 use crate::eval::{rule_tri, Evaluation, Fact, FlowFacts, IpProto, Walk};
 use crate::model::{
-    Action, CountryCode, Destination, OnUnidentifiable, DomainMode, DomainPattern, Firewall, Mode, Protocol, Rule,
-    RuleId,
+    Action, CountryCode, Destination, DomainMode, DomainPattern, Firewall, Mode, OnUnidentifiable,
+    Protocol, Rule, RuleId,
 };
 use crate::ports::{PortSet, PortSetBuilder};
 use crate::prefix::{PrefixSet, PrefixSetBuilder};

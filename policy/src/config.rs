@@ -1854,6 +1854,34 @@ admin: {listen: \"127.0.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}
     }
 
     #[test]
+    fn on_unidentifiable_is_decoded_and_checked() {
+        let base = "gateway: {name: gw, inside: a, outside: b, eips: [203.0.113.10], snat: [{name: a, source: 10.0.0.0/16}]}\n";
+        let c = load_str("t.yaml", base).unwrap().config;
+        assert_eq!(
+            c.firewall.on_unidentifiable,
+            OnUnidentifiable::Accept,
+            "default"
+        );
+        let text = format!("{base}firewall: {{mode: loose, on_unidentifiable: drop}}\n");
+        let l = load_str("t.yaml", &text).unwrap();
+        assert_eq!(l.config.firewall.on_unidentifiable, OnUnidentifiable::Drop);
+        assert!(l.warnings.is_empty());
+        let text = format!("{base}firewall: {{on_unidentifiable: reject}}\n");
+        let e = load_str("t.yaml", &text).unwrap_err().to_string();
+        assert!(
+            e.contains("t.yaml:2:") && e.contains("firewall.on_unidentifiable"),
+            "{e}"
+        );
+        // Strict mode drops unidentifiable flows anyway: an explicit accept is a mistake.
+        let text = format!("{base}firewall: {{mode: strict, on_unidentifiable: accept}}\n");
+        let l = load_str("t.yaml", &text).unwrap();
+        assert_eq!(l.warnings.len(), 1);
+        assert!(l.warnings[0]
+            .to_string()
+            .contains("no effect in strict mode"));
+    }
+
+    #[test]
     fn hints_for_near_misses() {
         assert_eq!(distance("enabeld", "enabled"), 2);
         assert_eq!(distance("", "abc"), 3);

@@ -31,7 +31,13 @@ pub const WHY_HELLO_TOO_LARGE: &str = "clienthello too large";
 /// `why` says the client made the name impossible to read (over the hold or reassembly
 /// limits, or stopped before the name until the identification deadline).
 pub fn client_made_unreadable(why: &str) -> bool {
-    [WHY_HOLD_LIMIT, WHY_REASM_LIMIT, WHY_TIMEOUT, WHY_HELLO_TOO_LARGE].contains(&why)
+    [
+        WHY_HOLD_LIMIT,
+        WHY_REASM_LIMIT,
+        WHY_TIMEOUT,
+        WHY_HELLO_TOO_LARGE,
+    ]
+    .contains(&why)
 }
 
 /// `why` says the protocol has no name to give (not a failure to identify one).

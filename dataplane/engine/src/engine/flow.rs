@@ -9,7 +9,8 @@ use natfw_policy::{App, CountryCode, DecidedBy, RuleId};
 
 pub use super::event::{DomainSrc, EndReason, FactState, FlowEnd, FlowVerdict};
 pub(crate) use super::event::{
-    WHY_HOLD_LIMIT, WHY_REASM_LIMIT, WHY_TIMEOUT, WHY_DNS_QUERY, WHY_ENDED_PENDING, WHY_NOT_TLS_HTTP, WHY_NO_NAME_PROTO, WHY_UDP_NO_NAME,
+    WHY_DNS_QUERY, WHY_ENDED_PENDING, WHY_HOLD_LIMIT, WHY_NOT_TLS_HTTP, WHY_NO_NAME_PROTO,
+    WHY_REASM_LIMIT, WHY_TIMEOUT, WHY_UDP_NO_NAME,
 };
 use crate::conntrack::{FlowKey, TcpTrack, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use crate::stats::Counter;

@@ -48,6 +48,7 @@ impl Engine {
             started: now,
             server_ack: None,
             released_pre_name: 0,
+            released_last: None,
         });
         e.data.ident = idx;
         let deadline = now.add(std::time::Duration::from_millis(
@@ -147,7 +148,9 @@ impl Engine {
             // Stream offset of the first payload byte (the SYN took relative sequence 0).
             let off = rel.wrapping_sub(1);
             let Ok(info) = wire::parse(f) else { break };
-            let L4::Tcp { flags, .. } = info.l4 else { break };
+            let L4::Tcp { flags, .. } = info.l4 else {
+                break;
+            };
             let end = off.wrapping_add(info.payload_len as u32);
             if off > upto || end > safe || flags.fin() || flags.syn() || flags.rst() {
                 break;
@@ -160,6 +163,7 @@ impl Engine {
         }
         id.released_pre_name = upto;
         let out: Vec<(u32, Vec<u8>)> = id.held.drain(..n).collect();
+        id.released_last = out.last().map(|(_, f)| f.clone());
         self.idents.recount(idx);
         for (_, f) in out {
             self.stats.pre_name_released.add(f.len());
@@ -260,10 +264,17 @@ impl Engine {
         let idx = e.data.ident;
         let isn_c = e.data.isn_c;
         e.data.ident = NO_IDENT;
-        let (held, server_ack, released) = self
+        let (held, server_ack, released, released_last) = self
             .idents
             .remove(idx)
-            .map(|id| (id.held, id.server_ack, id.released_pre_name))
+            .map(|id| {
+                (
+                    id.held,
+                    id.server_ack,
+                    id.released_pre_name,
+                    id.released_last,
+                )
+            })
             .unwrap_or_default();
         for (_, f) in &held {
             self.stats.discarded.add(f.len());
@@ -277,8 +288,10 @@ impl Engine {
                 .iter()
                 .min_by_key(|(rel, _)| *rel)
                 .map(|(_, f)| (f.clone(), true))
-                .or_else(|| current.map(|(f, _)| (f.to_vec(), translated)));
-            let expected = server_ack.or_else(|| (released > 0).then(|| isn_c + 1 + released as usize));
+                .or_else(|| current.map(|(f, _)| (f.to_vec(), translated)))
+                .or_else(|| released_last.map(|f| (f, true)));
+            let expected =
+                server_ack.or_else(|| (released > 0).then(|| isn_c + 1 + released as usize));
             if let Some((mut f, is_translated)) = tmpl {
                 if let Some(seq) = expected {
                     set_tcp_seq(&mut f, seq);

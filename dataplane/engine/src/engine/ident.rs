@@ -41,6 +41,9 @@ pub(crate) struct Ident {
     /// Client stream bytes released to the server while the verdict was pending (the part of a
     /// ClientHello before its server_name extension), from the stream start.
     pub released_pre_name: u32,
+    /// The last frame released before the name (translated): the RST template should the flow
+    /// be denied with nothing held.
+    pub released_last: Option<Vec<u8>>,
 }
 
 impl Ident {

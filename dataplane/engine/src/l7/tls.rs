@@ -470,7 +470,11 @@ mod tests {
             last = n;
         }
         assert_eq!(bytes_before_name(&s[..8]), 0, "headers first");
-        assert_eq!(bytes_before_name(&s[..100]), 100, "inside the fixed fields and padding");
+        assert_eq!(
+            bytes_before_name(&s[..100]),
+            100,
+            "inside the fixed fields and padding"
+        );
         assert_eq!(bytes_before_name(&s), sni_at);
         // No padding: the name is the first extension.
         let plain = synth_hello(b"a.test", &[]);

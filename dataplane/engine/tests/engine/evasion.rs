@@ -12,8 +12,7 @@ use natfw_engine::time::Timestamp;
 use natfw_engine::wire::{self, L4};
 use natfw_flowlog::{FlowEnd, FlowRecord, FlowSink};
 use natfw_policy::{
-    Action, Config, Destination, DomainPattern, Mode, OnUnidentifiable, Protocol, Rule,
-    RuleAction,
+    Action, Config, Destination, DomainPattern, Mode, OnUnidentifiable, Protocol, Rule, RuleAction,
 };
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -538,12 +537,19 @@ fn fine_segmentation_releases_the_bytes_before_the_name_and_holds_the_rest() {
             // Wholly before the name: sent on at once, this very segment.
             assert_eq!(out.len(), 1, "segment {i} ({start}..{end}) goes at once");
         } else if decided_at.is_none() && end < hello.len() {
-            assert!(out.is_empty(), "segment {i} ({start}..{end}) reaches the name: held");
+            assert!(
+                out.is_empty(),
+                "segment {i} ({start}..{end}) reaches the name: held"
+            );
         } else if decided_at.is_none() {
             decided_at = Some(i);
         }
     }
-    assert_eq!(decided_at, Some(steps.len() - 1), "decided on the last byte");
+    assert_eq!(
+        decided_at,
+        Some(steps.len() - 1),
+        "decided on the last byte"
+    );
     // Every byte reached the server exactly once, in order.
     let mut stream = Vec::new();
     for (off, p) in &released {
@@ -579,7 +585,10 @@ fn fine_segmentation_to_a_denied_name_sends_only_handshake_bytes_then_resets() {
             sent_upto += p.len();
         }
     }
-    assert!(sent_upto <= sni_at, "nothing from the name on left: {sent_upto} > {sni_at}");
+    assert!(
+        sent_upto <= sni_at,
+        "nothing from the name on left: {sent_upto} > {sni_at}"
+    );
     assert!(sent_upto + 48 > sni_at, "everything before it did");
     assert_eq!(steps.last().unwrap().0, Verdict::Drop(DropReason::Policy));
     // The server's RST continues exactly where the released bytes end.
@@ -709,7 +718,10 @@ fn a_clienthello_that_stops_before_the_name_times_out_per_on_unidentifiable() {
             Verdict::Held
         );
         let early = emits(&mut e);
-        assert!(early.is_empty(), "one segment reaching into the name: held whole");
+        assert!(
+            early.is_empty(),
+            "one segment reaching into the name: held whole"
+        );
         e.poll(t(6_000));
         let out = emits(&mut e);
         match on {
