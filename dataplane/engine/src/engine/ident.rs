@@ -166,7 +166,19 @@ pub(crate) fn analyse_tcp(f: &mut FlowData, id: &Ident, dport: u16) {
                         set_app(f, classify_tls(&info, Some(dport)));
                     }
                 }
-                Progress::NeedMore => {}
+                // The name may be complete before the message is: decide on it then, so
+                // that a ClientHello cut finely with a large tail after server_name is not
+                // starved (the tail is held, and the client's window is finite).
+                Progress::NeedMore => match l7::tls::server_name_early(client) {
+                    Some(Ok(info)) if info.sni.is_some() || info.sni_is_ip => {
+                        apply_hello(f, &info, DomainSrc::Sni);
+                    }
+                    Some(Err(why)) => {
+                        f.domain_fact = FactState::Unidentifiable;
+                        f.why.get_or_insert(why);
+                    }
+                    _ => {}
+                },
                 Progress::Invalid(why) => {
                     f.domain_fact = FactState::Unidentifiable;
                     f.why.get_or_insert(why);
@@ -194,6 +206,12 @@ pub(crate) fn analyse_tcp(f: &mut FlowData, id: &Ident, dport: u16) {
         }
     }
     if f.app_fact == FactState::Pending {
+        if f.domain_src == DomainSrc::Sni {
+            // The name came before the whole ClientHello: ECH is only known from all of it.
+            if let Progress::Done(info) = l7::tls::client_hello(client) {
+                f.ech |= info.ech;
+            }
+        }
         match classify(IpProto::Tcp, Some(dport), client, &id.server) {
             Progress::Done(app) => set_app(f, app),
             Progress::NeedMore => {}

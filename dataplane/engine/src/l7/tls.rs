@@ -112,17 +112,35 @@ const EXT_PADDING: u16 = 21;
 /// ClientHello that spans TLS records. 0 for anything that is not (yet) a well-formed
 /// ClientHello prefix; the first 9 bytes (record and handshake headers) must all be there.
 pub fn bytes_before_name(stream: &[u8]) -> usize {
+    walk_to_name(stream).0
+}
+
+/// The server_name of a ClientHello that has not fully arrived, once its server_name extension
+/// has (same single-record prefix walk as [`bytes_before_name`]): `None` while it has not, or
+/// when the stream is not a well-formed ClientHello prefix. The name is what the rest of the
+/// message can no longer change (a second server_name makes the ClientHello invalid for any
+/// TLS server); ALPN and ECH come with the whole message.
+pub fn server_name_early(stream: &[u8]) -> Option<Result<ClientHelloInfo, &'static str>> {
+    let (_, data) = walk_to_name(stream);
+    let (a, b) = data?;
+    let mut info = ClientHelloInfo::default();
+    Some(server_name(&stream[a..b], &mut info).map(|()| info))
+}
+
+/// Where the ClientHello prefix walk stops: the bytes known to lie before server_name, and the
+/// server_name extension's data `[start, end)` when all of it is there.
+fn walk_to_name(stream: &[u8]) -> (usize, Option<(usize, usize)>) {
     let b = stream;
     if b.len() < 9 || b[0] != CONTENT_HANDSHAKE || b[1] != 3 || b[2] > 4 {
-        return 0;
+        return (0, None);
     }
     let rec_len = usize::from(u16::from_be_bytes([b[3], b[4]]));
     if rec_len == 0 || rec_len > MAX_RECORD || b[5] != HS_CLIENT_HELLO {
-        return 0;
+        return (0, None);
     }
     let msg_len = (usize::from(b[6]) << 16) | (usize::from(b[7]) << 8) | usize::from(b[8]);
     if msg_len == 0 || msg_len + 4 > rec_len || msg_len + 4 > MAX_CLIENT_HELLO {
-        return 0;
+        return (0, None);
     }
     let msg_end = 9 + msg_len;
     let avail = b.len().min(msg_end - 1);
@@ -131,75 +149,76 @@ pub fn bytes_before_name(stream: &[u8]) -> usize {
     let mut p = 9;
     // version (2) + random (32)
     if p + 2 > avail {
-        return avail;
+        return (avail, None);
     }
     if b[p] != 3 {
-        return 0;
+        return (0, None);
     }
     p += 34;
     // session_id
     if p + 1 > avail {
-        return avail;
+        return (avail, None);
     }
     let n = u8_at(p);
     if n > 32 {
-        return 0;
+        return (0, None);
     }
     p += 1 + n;
     // cipher_suites
     if p + 2 > avail {
-        return avail;
+        return (avail, None);
     }
     let n = u16_at(p);
     if n == 0 || n % 2 != 0 {
-        return 0;
+        return (0, None);
     }
     p += 2 + n;
     // compression_methods
     if p + 1 > avail {
-        return avail;
+        return (avail, None);
     }
     let n = u8_at(p);
     if n == 0 {
-        return 0;
+        return (0, None);
     }
     p += 1 + n;
     if p >= msg_end {
         // No extensions (or lying lengths): the message ends with nothing to wait for.
-        return if p == msg_end { avail } else { 0 };
+        return (if p == msg_end { avail } else { 0 }, None);
     }
     // extensions
     if p + 2 > avail {
-        return avail;
+        return (avail, None);
     }
     if u16_at(p) != msg_end - p - 2 {
-        return 0;
+        return (0, None);
     }
     p += 2;
     while p < msg_end {
         if p + 4 > avail {
-            return p.min(avail);
+            return (p.min(avail), None);
         }
         let (typ, len) = (u16_at(p) as u16, u16_at(p + 2));
         if p + 4 + len > msg_end {
-            return 0;
+            return (0, None);
         }
         if typ == EXT_SERVER_NAME {
-            return p;
+            let data = (p + 4 + len <= b.len()).then_some((p + 4, p + 4 + len));
+            return (p, data);
         }
         if typ == EXT_PADDING {
             let seen = &b[(p + 4).min(avail)..(p + 4 + len).min(avail)];
             if let Some(i) = seen.iter().position(|&x| x != 0) {
                 // Not padding: held from the first odd byte on.
-                return p + 4 + i;
+                return (p + 4 + i, None);
             }
         }
         p += 4 + len;
         if p > avail {
-            return avail;
+            return (avail, None);
         }
     }
-    avail
+    (avail, None)
 }
 
 fn finish(r: Result<ClientHelloInfo, &'static str>) -> Progress<ClientHelloInfo> {
@@ -476,6 +495,13 @@ mod tests {
             "inside the fixed fields and padding"
         );
         assert_eq!(bytes_before_name(&s), sni_at);
+        // The name is known as soon as its extension is complete, before the message is.
+        let sni_end = sni_at + 9 + "padded.example.test".len();
+        assert_eq!(server_name_early(&s[..sni_end - 1]), None);
+        let early = server_name_early(&s[..sni_end]).unwrap().unwrap();
+        assert_eq!(early.sni.as_deref(), Some("padded.example.test"));
+        assert!(matches!(client_hello(&s[..sni_end]), Progress::NeedMore));
+        assert_eq!(server_name_early(b"GET / HTTP/1.1\r\n"), None);
         // No padding: the name is the first extension.
         let plain = synth_hello(b"a.test", &[]);
         assert_eq!(bytes_before_name(&plain), 5 + 4 + 2 + 32 + 7 + 2);

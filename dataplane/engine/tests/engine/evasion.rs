@@ -521,10 +521,11 @@ fn fine_segmentation_releases_the_bytes_before_the_name_and_holds_the_rest() {
     let mss = 20;
     assert!(hello.len().div_ceil(mss) - sni_at / mss >= 3);
     let steps = send_fine(&mut e, &conn, &hello, mss);
+    // The server_name extension: 4 header bytes, list length, type, name length, name.
+    let sni_end = sni_at + 9 + "allowed.example".len();
     let mut released = Vec::new();
     let mut decided_at = None;
     for (i, (v, out)) in steps.iter().enumerate() {
-        assert_eq!(*v, Verdict::Held, "segment {i}");
         let start = i * mss;
         let end = (start + mss).min(hello.len());
         for m in out {
@@ -535,21 +536,36 @@ fn fine_segmentation_releases_the_bytes_before_the_name_and_holds_the_rest() {
         }
         if end <= sni_at {
             // Wholly before the name: sent on at once, this very segment.
+            assert_eq!(*v, Verdict::Held, "segment {i}");
             assert_eq!(out.len(), 1, "segment {i} ({start}..{end}) goes at once");
-        } else if decided_at.is_none() && end < hello.len() {
+        } else if end < sni_end {
+            assert_eq!(*v, Verdict::Held, "segment {i}");
             assert!(
                 out.is_empty(),
                 "segment {i} ({start}..{end}) reaches the name: held"
             );
         } else if decided_at.is_none() {
+            // The name is complete: decided (before the rest of the ClientHello), the held
+            // segments and this one go.
             decided_at = Some(i);
+            assert_eq!(*v, Verdict::Held, "segment {i}");
+            assert!(out.len() >= 2, "segment {i}: {} released", out.len());
+        } else {
+            assert_eq!(*v, Verdict::Forward, "segment {i}: accepted, passes");
         }
     }
-    assert_eq!(
-        decided_at,
-        Some(steps.len() - 1),
-        "decided on the last byte"
+    assert!(
+        decided_at.is_some_and(|i| i < steps.len() - 1),
+        "{decided_at:?}"
     );
+    // What was forwarded directly completes the stream.
+    for (i, (v, _)) in steps.iter().enumerate() {
+        if *v == Verdict::Forward {
+            let start = i * mss;
+            let end = (start + mss).min(hello.len());
+            released.push((start, hello[start..end].to_vec()));
+        }
+    }
     // Every byte reached the server exactly once, in order.
     let mut stream = Vec::new();
     for (off, p) in &released {
