@@ -156,6 +156,7 @@ pub fn synthetic_firewall(n: usize, seed: u64) -> Firewall {
     Firewall {
         enabled: true,
         mode: Mode::Loose,
+        on_unidentifiable: natfw_policy::OnUnidentifiable::Accept,
         default_action: Action::Drop,
         rules,
     }

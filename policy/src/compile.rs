@@ -22,8 +22,8 @@ use crate::counters::RuleCounters;
 use crate::domain::DomainSet;
 use crate::eval::{rule_tri, Evaluation, Fact, FlowFacts, IpProto, Walk};
 use crate::model::{
-    Action, CountryCode, Destination, DomainMode, DomainPattern, Firewall, Mode, Protocol, Rule,
-    RuleId,
+    Action, CountryCode, Destination, DomainMode, DomainPattern, Firewall, Mode, OnUnidentifiable,
+    Protocol, Rule, RuleId,
 };
 use crate::ports::{PortSet, PortSetBuilder};
 use crate::prefix::{PrefixSet, PrefixSetBuilder};
@@ -632,6 +632,11 @@ impl CompiledPolicy {
         self.fw.mode
     }
 
+    /// Loose mode's handling of a flow whose name the client made unreadable.
+    pub fn on_unidentifiable(&self) -> OnUnidentifiable {
+        self.fw.on_unidentifiable
+    }
+
     /// The action when no rule decides.
     pub fn default_action(&self) -> Action {
         self.fw.default_action
@@ -701,6 +706,7 @@ mod tests {
         Firewall {
             enabled: true,
             mode: Mode::Loose,
+            on_unidentifiable: OnUnidentifiable::Accept,
             default_action: Action::Drop,
             rules,
         }

@@ -202,6 +202,7 @@ pub fn embedded_default() -> Config {
         firewall: Firewall {
             enabled: true,
             mode: Mode::Loose,
+            on_unidentifiable: OnUnidentifiable::Accept,
             default_action: Action::Accept,
             rules: Vec::new(),
         },
@@ -656,6 +657,7 @@ impl Dec {
             None => Some(Firewall {
                 enabled: true,
                 mode: Mode::Loose,
+                on_unidentifiable: OnUnidentifiable::Accept,
                 default_action: Action::Accept,
                 rules: Vec::new(),
             }),
@@ -1204,6 +1206,7 @@ impl Dec {
             &[
                 "enabled",
                 "mode",
+                "on_unidentifiable",
                 "default_action",
                 "address_books",
                 "rules",
@@ -1217,6 +1220,26 @@ impl Dec {
                 &[("loose", Mode::Loose), ("strict", Mode::Strict)],
             )
         });
+        let on_unidentifiable =
+            f.get("on_unidentifiable")
+                .map_or(Some(OnUnidentifiable::Accept), |n| {
+                    self.choice(
+                        n,
+                        "firewall.on_unidentifiable",
+                        &[
+                            ("accept", OnUnidentifiable::Accept),
+                            ("drop", OnUnidentifiable::Drop),
+                        ],
+                    )
+                });
+        if let (Some(Mode::Strict), Some(OnUnidentifiable::Accept), Some(n)) =
+            (mode, on_unidentifiable, f.get("on_unidentifiable"))
+        {
+            self.warn(
+                n.pos,
+                "firewall.on_unidentifiable: accept has no effect in strict mode (unidentifiable flows are dropped)",
+            );
+        }
         let default_action = f.get("default_action").map_or(Some(Action::Accept), |n| {
             self.choice(
                 n,
@@ -1247,6 +1270,7 @@ impl Dec {
         Some(Firewall {
             enabled: enabled?,
             mode: mode?,
+            on_unidentifiable: on_unidentifiable?,
             default_action: default_action?,
             rules,
         })
@@ -1827,6 +1851,34 @@ admin: {listen: \"127.0.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}
         assert_eq!(c.logging.rotate_bytes, Some(1_000_000));
         assert_eq!(c.geo.database.as_deref(), Some("/x.mmdb"));
         assert_eq!(c.admin.unwrap().tls_key.as_deref(), Some("/k"));
+    }
+
+    #[test]
+    fn on_unidentifiable_is_decoded_and_checked() {
+        let base = "gateway: {name: gw, inside: a, outside: b, eips: [203.0.113.10], snat: [{name: a, source: 10.0.0.0/16}]}\n";
+        let c = load_str("t.yaml", base).unwrap().config;
+        assert_eq!(
+            c.firewall.on_unidentifiable,
+            OnUnidentifiable::Accept,
+            "default"
+        );
+        let text = format!("{base}firewall: {{mode: loose, on_unidentifiable: drop}}\n");
+        let l = load_str("t.yaml", &text).unwrap();
+        assert_eq!(l.config.firewall.on_unidentifiable, OnUnidentifiable::Drop);
+        assert!(l.warnings.is_empty());
+        let text = format!("{base}firewall: {{on_unidentifiable: reject}}\n");
+        let e = load_str("t.yaml", &text).unwrap_err().to_string();
+        assert!(
+            e.contains("t.yaml:2:") && e.contains("firewall.on_unidentifiable"),
+            "{e}"
+        );
+        // Strict mode drops unidentifiable flows anyway: an explicit accept is a mistake.
+        let text = format!("{base}firewall: {{mode: strict, on_unidentifiable: accept}}\n");
+        let l = load_str("t.yaml", &text).unwrap();
+        assert_eq!(l.warnings.len(), 1);
+        assert!(l.warnings[0]
+            .to_string()
+            .contains("no effect in strict mode"));
     }
 
     #[test]

@@ -86,12 +86,26 @@ pub enum Mode {
     Strict,
 }
 
+/// Loose mode's handling of a flow whose name the client made impossible to read (its
+/// ClientHello or request head is over the hold/reassembly limits, or stops before the name
+/// until identification times out) while the verdict depends on that name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OnUnidentifiable {
+    /// Like any unknown fact in loose mode: not matching, evaluation goes on (the appliance).
+    #[default]
+    Accept,
+    /// Drop the flow (RST both ways).
+    Drop,
+}
+
 /// The firewall: on/off, mode, default action and the ordered rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Firewall {
     /// `false` = SNAT only, nothing inspected or denied.
     pub enabled: bool,
     pub mode: Mode,
+    /// Loose mode: a flow whose name the client made unreadable (see [`OnUnidentifiable`]).
+    pub on_unidentifiable: OnUnidentifiable,
     /// Applied when no rule decides.
     pub default_action: Action,
     /// The ordered rules, address books already resolved. Index = [`RuleId`].

@@ -126,6 +126,7 @@ fn firewall() -> impl Strategy<Value = Firewall> {
         .prop_map(|(enabled, strict, drop, rules)| Firewall {
             enabled,
             mode: if strict { Mode::Strict } else { Mode::Loose },
+            on_unidentifiable: natfw_policy::OnUnidentifiable::Accept,
             default_action: if drop { Action::Drop } else { Action::Accept },
             rules,
         })

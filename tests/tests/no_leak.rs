@@ -1,5 +1,9 @@
 //! "No application payload byte reaches the outside before the verdict is final": real captures
 //! driven through the engine frame by frame, every frame the engine forwards or emits inspected.
+//! The one kind of client byte that may go on while the verdict waits is the part of a TLS
+//! ClientHello before its server_name extension (handshake structure, no name, no application
+//! data: it keeps a finely segmented ClientHello's window open); a dropped flow sends nothing
+//! from the name on.
 //!
 //! Captures were taken on the inside, so server replies are first turned into what arrives at the
 //! outside (`Engine::to_outside_view`), as `natfw replay` does.
@@ -135,6 +139,54 @@ impl Rig {
     }
 }
 
+/// What left by the outside before a drop is at most, per flow, the ClientHello bytes before
+/// its server_name extension: assembled in sequence order from the first byte, contiguous, all
+/// of it before the name (`bytes_before_name` of exactly these bytes is all of them) and never
+/// containing `domain`.
+fn assert_only_before_name(capture: &str, out: &[Out], domain: &str) {
+    use std::collections::HashMap;
+    let mut isn: HashMap<u16, u32> = HashMap::new();
+    let mut sent: HashMap<u16, Vec<(u32, Vec<u8>)>> = HashMap::new();
+    for o in out.iter().filter(|o| o.side == Side::Outside) {
+        let info = wire::parse(&o.frame).unwrap();
+        let L4::Tcp {
+            sport, seq, flags, ..
+        } = info.l4
+        else {
+            assert_eq!(info.payload_len, 0, "{capture}: payload leaked: {o:?}");
+            continue;
+        };
+        if flags.syn() {
+            isn.insert(sport, seq);
+        }
+        if info.payload_len > 0 {
+            let p = o.frame[info.payload_offset..info.payload_offset + info.payload_len].to_vec();
+            sent.entry(sport).or_default().push((seq, p));
+        }
+    }
+    for (port, mut segs) in sent {
+        let base = isn[&port].wrapping_add(1);
+        segs.sort_by_key(|(seq, _)| seq.wrapping_sub(base));
+        let mut stream = Vec::new();
+        for (seq, p) in segs {
+            let off = seq.wrapping_sub(base) as usize;
+            assert!(off <= stream.len(), "{capture}: a gap before offset {off}");
+            if off + p.len() > stream.len() {
+                stream.extend_from_slice(&p[stream.len() - off..]);
+            }
+        }
+        assert_eq!(
+            natfw_engine::l7::tls::bytes_before_name(&stream),
+            stream.len(),
+            "{capture}: bytes from the server_name extension on left before the verdict"
+        );
+        assert!(
+            !stream.windows(domain.len()).any(|w| w == domain.as_bytes()),
+            "{capture}: the name left"
+        );
+    }
+}
+
 fn tcp(info: &PacketInfo) -> (u32, u8) {
     match info.l4 {
         L4::Tcp { seq, flags, .. } => (seq, flags.0),
@@ -196,7 +248,6 @@ fn assert_dropped(capture: &str, domain: &str, server: &str, proto: &str) {
             Side::Outside => {
                 assert_eq!(info.dst, server);
                 assert_eq!(info.src, eip(), "left untranslated");
-                assert_eq!(info.payload_len, 0, "{capture}: payload leaked: {o:?}");
                 if proto == "tcp" && tcp(&info).1 & RST != 0 && o.emitted {
                     rst_out += 1;
                 }
@@ -210,6 +261,7 @@ fn assert_dropped(capture: &str, domain: &str, server: &str, proto: &str) {
             }
         }
     }
+    assert_only_before_name(capture, &rig.out, domain.trim_start_matches("*."));
     let recs = rig.records();
     let flows: Vec<_> = recs
         .iter()
@@ -534,12 +586,24 @@ fn incomplete_hello_times_out_into_unidentifiable() {
         assert_eq!(r.domain, None);
         assert!(r.reason.contains("timed out"), "{}", r.reason);
         assert_eq!(r.app_dpi_state, state, "{r:?}");
-        assert!(rig
-            .out
-            .iter()
-            .all(|o| o.side == Side::Inside || wire::parse(&o.frame).unwrap().payload_len == 0));
-        // Both ends were reset.
-        let rsts = rig.out.iter().filter(|o| o.emitted).count();
-        assert_eq!(rsts, 2);
+        assert_only_before_name("https_chromium.pcap", &rig.out, "www.pq.example.test");
+        // Both ends were reset; the server's RST follows the ClientHello bytes sent before the
+        // name (the first segment lies wholly before server_name and went on at once).
+        let (mut syn, mut released_end, mut rst_seq) = (None, None, Vec::new());
+        for o in &rig.out {
+            let info = wire::parse(&o.frame).unwrap();
+            let (seq, flags) = tcp(&info);
+            match o.side {
+                Side::Outside if flags & 0x02 != 0 => syn = Some(seq),
+                Side::Outside if o.emitted && info.payload_len > 0 => {
+                    released_end = Some(seq.wrapping_add(info.payload_len as u32))
+                }
+                _ if o.emitted && flags & RST != 0 => rst_seq.push((o.side, seq)),
+                _ => {}
+            }
+        }
+        assert_eq!(rst_seq.len(), 2, "{rst_seq:?}");
+        let expected = released_end.unwrap_or(syn.unwrap().wrapping_add(1));
+        assert!(rst_seq.contains(&(Side::Outside, expected)), "{rst_seq:?}");
     }
 }

@@ -86,6 +86,24 @@ impl StreamBuf {
         self.contiguous().len() >= self.limit
     }
 
+    /// Sequence number just after the last byte held (in order or not).
+    pub fn end_seq(&self) -> SeqNumber {
+        self.base + self.ranges.last().map_or(0, |&(_, e)| e)
+    }
+
+    /// Whether a segment's payload at `seq` agrees byte for byte with every held byte it
+    /// overlaps (bytes outside the held ranges are not judged). Stores nothing.
+    pub fn consistent(&self, seq: SeqNumber, data: &[u8]) -> bool {
+        let rel = i64::from(seq.diff(self.base));
+        let end = rel + data.len() as i64;
+        self.ranges.iter().all(|&(rs, re)| {
+            let (os, oe) = (rel.max(rs as i64), end.min(re as i64));
+            os >= oe
+                || self.data[os as usize..oe as usize]
+                    == data[(os - rel) as usize..(oe - rel) as usize]
+        })
+    }
+
     /// Offer a segment's payload starting at sequence number `seq`.
     pub fn push(&mut self, seq: SeqNumber, data: &[u8]) -> PushResult {
         if data.is_empty() {
@@ -228,6 +246,22 @@ mod tests {
         assert!(s.is_full());
         assert_eq!(s.push(SeqNumber(108), b"more"), PushResult::Full);
         assert_eq!(s.held(), 8);
+    }
+
+    #[test]
+    fn consistency_of_later_segments() {
+        let mut s = StreamBuf::starting_at(SeqNumber(100), 64);
+        assert_eq!(s.push(SeqNumber(100), b"hello"), PushResult::Ok);
+        assert_eq!(s.push(SeqNumber(110), b"world"), PushResult::Ok);
+        assert_eq!(s.end_seq(), SeqNumber(115));
+        assert!(s.consistent(SeqNumber(100), b"hello"));
+        assert!(s.consistent(SeqNumber(98), b"..hel")); // before the start: not judged
+        assert!(s.consistent(SeqNumber(103), b"lo?????wor")); // the gap is not judged
+        assert!(s.consistent(SeqNumber(113), b"ld and more"));
+        assert!(!s.consistent(SeqNumber(100), b"hellO"));
+        assert!(!s.consistent(SeqNumber(112), b"rX"));
+        assert!(s.consistent(SeqNumber(200), b"far ahead"));
+        assert!(s.consistent(SeqNumber(100), b""));
     }
 
     #[test]

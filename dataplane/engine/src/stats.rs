@@ -77,6 +77,11 @@ pub struct EngineStats {
     pub table_full: u64,
     /// Flows evicted to make room.
     pub evictions: u64,
+    /// A client SYN with a new sequence number reused the tuple of a closed flow: the old flow
+    /// ended and a new one was opened.
+    pub tuple_reuses: u64,
+    /// Segments for a closed flow that were not its stragglers (new data, a SYN): dropped.
+    pub closed_flow_strays: u64,
 
     /// Gauge: payload bytes currently held across all flows.
     pub held_bytes: u64,
@@ -95,6 +100,9 @@ pub struct EngineStats {
     pub l7_timeouts: u64,
     /// L7 outcomes: conflicting retransmissions seen (evasion attempts).
     pub l7_conflicts: u64,
+    /// Client segments released to the server while the verdict was pending because they lie
+    /// wholly before the TLS server_name extension (handshake bytes, no application data).
+    pub pre_name_released: Counter,
     /// DNS responses learned into the DNS cache.
     pub dns_answers_learned: u64,
 }

@@ -33,7 +33,9 @@ fn dpi_state(ev: &FlowEnd, mode: Mode) -> &'static str {
     }
     let dropped = ev.verdict == FlowVerdict::Drop;
     match ev.decided_by {
-        _ if dropped && ev.evasion && mode == Mode::Strict => return "unknown_strict",
+        // Reset for carrying other bytes than those inspected: unknown, handled strictly in
+        // every mode.
+        _ if dropped && (ev.evasion || ev.unidentifiable_drop) => return "unknown_strict",
         Some(DecidedBy::UnknownStrict) => return "unknown_strict",
         Some(DecidedBy::Match) if dropped => return "policy_discard",
         _ => {}
@@ -55,6 +57,12 @@ fn dpi_state(ev: &FlowEnd, mode: Mode) -> &'static str {
     }
     "success"
 }
+
+/// The reason of a flow reset for an insertion evasion.
+const EVASION_RESET: &str = "evasion attempt: a TCP segment carried other bytes for sequence numbers already inspected; flow reset both ways";
+
+/// The reason of a drop by `firewall.on_unidentifiable: drop`.
+const UNREADABLE_DROP: &str = "loose mode with firewall.on_unidentifiable drop: the verdict depended on a name the client made unreadable";
 
 fn reason(ev: &FlowEnd, policy: &CompiledPolicy) -> String {
     let rule_name = |id: RuleId| {
@@ -101,8 +109,11 @@ fn reason(ev: &FlowEnd, policy: &CompiledPolicy) -> String {
                     rule.map_or_else(|| "?".to_string(), rule_name)
                 );
             }
+            (FlowVerdict::Drop, None, _) if ev.unidentifiable_drop => {
+                s.push_str(UNREADABLE_DROP);
+            }
             (FlowVerdict::Drop, None, _) if ev.evasion => {
-                s.push_str("strict mode: overlapping TCP retransmission with different bytes (evasion attempt)");
+                s.push_str(EVASION_RESET);
             }
             (FlowVerdict::Pending, _, _) => {
                 s.push_str("verdict pending when the flow ended");

@@ -67,6 +67,7 @@ fn event(i: u64) -> FlowEnd {
         country: None,
         ech: false,
         evasion: false,
+        unidentifiable_drop: false,
         client_payload: true,
         established: true,
         fw_off: false,

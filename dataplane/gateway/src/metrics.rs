@@ -206,6 +206,9 @@ fn publish(s: &Snapshot) {
     gauge!("natfw_flows_active").set(e.flows_active as f64);
     counter!("natfw_flows_table_full_total").absolute(e.table_full);
     counter!("natfw_flows_evicted_total").absolute(e.evictions);
+    counter!("natfw_flows_tuple_reused_total").absolute(e.tuple_reuses);
+    counter!("natfw_closed_flow_strays_total").absolute(e.closed_flow_strays);
+    counter!("natfw_pre_name_released_packets_total").absolute(e.pre_name_released.packets);
     gauge!("natfw_held_payload_bytes").set(e.held_bytes as f64);
     gauge!("natfw_l7_buffered_bytes").set(e.l7_bytes as f64);
     counter!("natfw_policy_evaluations_total").absolute(e.policy_evaluations);

@@ -36,6 +36,15 @@ pub(super) fn decide(
     let Outcome::Decided { rule, action, by } = ev.outcome else {
         return None;
     };
+    if action == Action::Accept && unreadable_name_matters(policy, &facts, d) {
+        // Loose mode, `on_unidentifiable: drop`: the client made the name unreadable and the
+        // verdict depends on it (it would not be decided if the fact were still pending).
+        d.verdict = FlowVerdict::Drop;
+        d.rule = None;
+        d.decided_by = None;
+        d.decided_under = Some(Arc::clone(policy));
+        return Some(DecidedBy::UnknownStrict);
+    }
     d.verdict = match action {
         Action::Accept => FlowVerdict::Accept,
         Action::Drop => FlowVerdict::Drop,
@@ -45,9 +54,29 @@ pub(super) fn decide(
     policy.counters().get(rule).hit(now.as_nanos());
     d.decided_under = Some(Arc::clone(policy));
     if !ev.monitors.is_empty() {
-        d.monitors = Some(ev.monitors.into_boxed_slice());
+        d.monitors = Some(Box::new(ev.monitors.into_boxed_slice()));
     }
     Some(by)
+}
+
+/// `firewall.on_unidentifiable: drop` applies: loose mode, a fact unidentifiable because the
+/// client made it unreadable, and the policy could not decide without it.
+fn unreadable_name_matters(policy: &CompiledPolicy, facts: &FlowFacts<'_>, d: &FlowData) -> bool {
+    use natfw_policy::{Fact, Mode, OnUnidentifiable};
+    if policy.mode() != Mode::Loose
+        || policy.on_unidentifiable() != OnUnidentifiable::Drop
+        || !d.why.is_some_and(super::event::client_made_unreadable)
+    {
+        return false;
+    }
+    let mut open = *facts;
+    if matches!(open.domain, Fact::Unidentifiable) {
+        open.domain = Fact::Pending;
+    }
+    if matches!(open.app, Fact::Unidentifiable) {
+        open.app = Fact::Pending;
+    }
+    !matches!(policy.evaluate(&open).outcome, Outcome::Decided { .. })
 }
 
 impl Engine {
@@ -103,7 +132,7 @@ impl Engine {
             Some(id) if id.flow == r && id.started.add(timeout) <= now => {}
             _ => return,
         }
-        e.data.give_up("identification timed out");
+        e.data.give_up(flow::WHY_TIMEOUT);
         self.stats.l7_timeouts += 1;
         let was_pending = e.data.verdict == FlowVerdict::Pending;
         self.evaluate(now, r);

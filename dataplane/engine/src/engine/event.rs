@@ -21,6 +21,25 @@ pub const WHY_NOT_TLS_HTTP: &str = "payload is neither TLS nor HTTP";
 /// A flow ended while its facts were still being identified.
 pub const WHY_ENDED_PENDING: &str = "flow ended before identification finished";
 
+/// The client made its name unreadable: reasons `firewall.on_unidentifiable` applies to.
+pub const WHY_HOLD_LIMIT: &str = "hold buffer limit reached";
+pub const WHY_REASM_LIMIT: &str = "reassembly buffer limit reached";
+pub const WHY_TIMEOUT: &str = "identification timed out";
+/// The TLS parser's reason for a ClientHello declared over its size limit.
+pub const WHY_HELLO_TOO_LARGE: &str = "clienthello too large";
+
+/// `why` says the client made the name impossible to read (over the hold or reassembly
+/// limits, or stopped before the name until the identification deadline).
+pub fn client_made_unreadable(why: &str) -> bool {
+    [
+        WHY_HOLD_LIMIT,
+        WHY_REASM_LIMIT,
+        WHY_TIMEOUT,
+        WHY_HELLO_TOO_LARGE,
+    ]
+    .contains(&why)
+}
+
 /// `why` says the protocol has no name to give (not a failure to identify one).
 pub fn benign(why: &str) -> bool {
     [
@@ -136,6 +155,9 @@ pub struct FlowEnd {
     pub ech: bool,
     /// An overlapping retransmission carried different bytes.
     pub evasion: bool,
+    /// Dropped by `firewall.on_unidentifiable: drop` (loose mode): the verdict depended on a
+    /// name the client made unreadable (`why` says how).
+    pub unidentifiable_drop: bool,
     pub client_payload: bool,
     pub established: bool,
     /// The firewall was off when the flow started (SNAT only).

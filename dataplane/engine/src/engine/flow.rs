@@ -9,7 +9,8 @@ use natfw_policy::{App, CountryCode, DecidedBy, RuleId};
 
 pub use super::event::{DomainSrc, EndReason, FactState, FlowEnd, FlowVerdict};
 pub(crate) use super::event::{
-    WHY_DNS_QUERY, WHY_ENDED_PENDING, WHY_NOT_TLS_HTTP, WHY_NO_NAME_PROTO, WHY_UDP_NO_NAME,
+    WHY_DNS_QUERY, WHY_ENDED_PENDING, WHY_HOLD_LIMIT, WHY_NOT_TLS_HTTP, WHY_NO_NAME_PROTO,
+    WHY_REASM_LIMIT, WHY_TIMEOUT, WHY_UDP_NO_NAME,
 };
 use crate::conntrack::{FlowKey, TcpTrack, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use crate::stats::Counter;
@@ -29,7 +30,9 @@ pub(crate) struct FlowData {
     pub verdict: FlowVerdict,
     pub decided_by: Option<DecidedBy>,
     pub rule: Option<RuleId>,
-    pub monitors: Option<Box<[RuleId]>>,
+    /// Boxed twice: rare, and a thin pointer keeps the entry within its size budget.
+    #[allow(clippy::box_collection, clippy::redundant_allocation)]
+    pub monitors: Option<Box<Box<[RuleId]>>>,
     /// The policy that decided the flow: `rule` and `monitors` index into it, so the record
     /// names the right rules after a hot reload swapped in another policy.
     pub decided_under: Option<std::sync::Arc<CompiledPolicy>>,
@@ -61,6 +64,11 @@ pub(crate) struct FlowData {
     /// SYN sequence numbers (client, server).
     pub isn_c: SeqNumber,
     pub isn_s: SeqNumber,
+    /// Sequence number of the FIN of each side (client, server), meaningful once
+    /// `tcp.fin_out` / `tcp.fin_in`: a closed flow's stragglers must lie inside
+    /// `[isn + 1, fin + 1]` of their side.
+    pub fin_c: SeqNumber,
+    pub fin_s: SeqNumber,
     /// Side-table index of the L7 state, or [`NO_IDENT`].
     pub ident: u32,
 }
@@ -106,8 +114,35 @@ impl FlowData {
             sent: false,
             isn_c: SeqNumber(0),
             isn_s: SeqNumber(0),
+            fin_c: SeqNumber(0),
+            fin_s: SeqNumber(0),
             ident: NO_IDENT,
         }
+    }
+
+    /// A segment of this (closed) flow's `dir` side, `seq` and `len` payload bytes, lies inside
+    /// what that side sent before its FIN (a retransmission, the last ACK): a TIME_WAIT
+    /// straggler. Anything else (new data, a SYN, an unknown FIN) does not belong to the flow.
+    pub(crate) fn is_straggler(&self, out: bool, seq: SeqNumber, len: usize) -> bool {
+        let (isn, fin, seen) = if out {
+            (self.isn_c, self.fin_c, self.tcp.fin_out)
+        } else {
+            (self.isn_s, self.fin_s, self.tcp.fin_in)
+        };
+        if !seen {
+            return false;
+        }
+        let end = seq + len;
+        seq > isn && seq.diff(fin + 1) <= 0 && end.diff(fin + 1) <= 0
+    }
+
+    /// Dropped by `firewall.on_unidentifiable: drop`: dropped without a deciding rule, not for
+    /// an evasion, with a reason the client chose (the one way the engine reaches this state).
+    pub(crate) fn unidentifiable_drop(&self) -> bool {
+        self.verdict == FlowVerdict::Drop
+            && self.decided_by.is_none()
+            && !self.evasion
+            && self.why.is_some_and(super::event::client_made_unreadable)
     }
 
     /// Some fact may still arrive.
@@ -172,7 +207,7 @@ impl FlowData {
             verdict: self.verdict,
             decided_by: self.decided_by,
             rule: self.rule,
-            monitors: self.monitors.clone(),
+            monitors: self.monitors.as_deref().cloned(),
             policy: self.decided_under.clone().unwrap_or(policy),
             domain: self.domain.clone(),
             domain_src: self.domain_src,
@@ -183,6 +218,7 @@ impl FlowData {
             country: self.country,
             ech: self.ech,
             evasion: self.evasion,
+            unidentifiable_drop: self.unidentifiable_drop(),
             client_payload: self.client_payload,
             established: self.established,
             fw_off: self.fw_off,

@@ -21,7 +21,7 @@ impl Engine {
             self.stats.l7_app_found += 1;
         }
         let idx = d.ident;
-        let empty = self.idents.get(idx).is_none_or(|id| id.held.is_empty());
+        let empty = self.idents.get(idx).is_none_or(Ident::idle);
         if empty && d.verdict != FlowVerdict::Pending {
             d.ident = NO_IDENT;
             self.idents.remove(idx);
@@ -46,6 +46,9 @@ impl Engine {
             bytes: 0,
             quic: None,
             started: now,
+            server_ack: None,
+            released_pre_name: 0,
+            released_last: None,
         });
         e.data.ident = idx;
         let deadline = now.add(std::time::Duration::from_millis(
@@ -73,7 +76,7 @@ impl Engine {
             || self.idents.bytes + frame.len() > self.opts.global_hold_bytes;
         if over {
             // Cannot wait any longer: decide with what is known.
-            e.data.give_up("hold buffer limit reached");
+            e.data.give_up(flow::WHY_HOLD_LIMIT);
             self.evaluate(now, r);
             let verdict = self.table.get(r).map(|e| e.data.verdict);
             return match verdict {
@@ -110,6 +113,79 @@ impl Engine {
         self.idents.recount(idx);
     }
 
+    /// While the verdict waits for a TLS server name: send on, in stream order, the held
+    /// client segments that lie wholly before the ClientHello's server_name extension
+    /// ([`crate::l7::tls::bytes_before_name`]: handshake structure, no application data, no
+    /// name). The server acknowledges them, so a client that cut its ClientHello into more
+    /// segments than its window holds can go on sending up to the name. The segment that
+    /// reaches into server_name and everything after it stay held until the verdict.
+    pub(super) fn release_pre_name(&mut self, r: FlowRef) {
+        let Some(e) = self.table.get(r) else {
+            return;
+        };
+        let d = &e.data;
+        if e.key.proto != PROTO_TCP
+            || d.verdict != FlowVerdict::Pending
+            || d.domain_fact != FactState::Pending
+        {
+            return;
+        }
+        let idx = d.ident;
+        let Some(id) = self.idents.get_mut(idx) else {
+            return;
+        };
+        let Some(stream) = id.stream.as_ref() else {
+            return;
+        };
+        let safe = crate::l7::tls::bytes_before_name(stream.contiguous()) as u32;
+        if safe <= id.released_pre_name || id.held.is_empty() {
+            return;
+        }
+        id.held.sort_by_key(|(rel, _)| *rel);
+        let mut upto = id.released_pre_name;
+        let mut n = 0;
+        for (rel, f) in &id.held {
+            // Stream offset of the first payload byte (the SYN took relative sequence 0).
+            let off = rel.wrapping_sub(1);
+            let Ok(info) = wire::parse(f) else { break };
+            let L4::Tcp { flags, .. } = info.l4 else {
+                break;
+            };
+            let end = off.wrapping_add(info.payload_len as u32);
+            if off > upto || end > safe || flags.fin() || flags.syn() || flags.rst() {
+                break;
+            }
+            upto = upto.max(end);
+            n += 1;
+        }
+        if n == 0 {
+            return;
+        }
+        id.released_pre_name = upto;
+        let out: Vec<(u32, Vec<u8>)> = id.held.drain(..n).collect();
+        id.released_last = out.last().map(|(_, f)| f.clone());
+        self.idents.recount(idx);
+        for (_, f) in out {
+            self.stats.pre_name_released.add(f.len());
+            self.emits.push(Emit {
+                side: Side::Outside,
+                frame: f,
+            });
+        }
+    }
+
+    /// The segment's payload lies wholly in what [`Engine::release_pre_name`] sent on.
+    pub(super) fn released_before_name(&self, r: FlowRef, seg: Seg) -> bool {
+        let Some(e) = self.table.get(r) else {
+            return false;
+        };
+        let Some(id) = self.idents.get(e.data.ident) else {
+            return false;
+        };
+        let end = seg.seq + seg.payload_len;
+        id.released_pre_name > 0 && end.diff(e.data.isn_c + 1 + id.released_pre_name as usize) <= 0
+    }
+
     /// Accepted: send every held frame, in stream order, exactly once.
     pub(super) fn release(&mut self, r: FlowRef) {
         let Some(e) = self.table.get_mut(r) else {
@@ -129,11 +205,43 @@ impl Engine {
                 frame: f,
             });
         }
+        let idle = id.idle();
         self.idents.recount(idx);
-        if !pending {
+        if !pending && idle {
             e.data.ident = NO_IDENT;
             self.idents.remove(idx);
         }
+    }
+
+    /// The server acknowledged up to `ack`: once it holds every inspected client byte, no later
+    /// segment can change what it reads, and the inspected bytes need not be kept.
+    pub(super) fn server_acked(&mut self, r: FlowRef, ack: SeqNumber) {
+        let Some(e) = self.table.get_mut(r) else {
+            return;
+        };
+        let idx = e.data.ident;
+        let Some(id) = self.idents.get_mut(idx) else {
+            return;
+        };
+        if id.server_ack.is_none_or(|a| ack > a) {
+            id.server_ack = Some(ack);
+        }
+        if id.idle() && !e.data.facts_pending() && e.data.verdict != FlowVerdict::Pending {
+            e.data.ident = NO_IDENT;
+            self.idents.remove(idx);
+        }
+    }
+
+    /// A client segment after identification: it must agree with the inspected bytes it
+    /// overlaps. `false`: it carries other bytes (an insertion evasion).
+    pub(super) fn consistent_with_inspected(&self, r: FlowRef, seg: Seg, frame: &[u8]) -> bool {
+        let Some(e) = self.table.get(r) else {
+            return true;
+        };
+        self.idents
+            .get(e.data.ident)
+            .and_then(|id| id.stream.as_ref())
+            .is_none_or(|s| s.consistent(seg.seq, seg.payload(frame)))
     }
 
     /// Denied: discard what is held, reset both ends (TCP), write the record, keep a tombstone.
@@ -154,25 +262,40 @@ impl Engine {
         e.data.verdict = FlowVerdict::Drop;
         let key = e.key;
         let idx = e.data.ident;
+        let isn_c = e.data.isn_c;
         e.data.ident = NO_IDENT;
-        let held = self
+        let (held, server_ack, released, released_last) = self
             .idents
             .remove(idx)
-            .map(|id| id.held)
+            .map(|id| {
+                (
+                    id.held,
+                    id.server_ack,
+                    id.released_pre_name,
+                    id.released_last,
+                )
+            })
             .unwrap_or_default();
         for (_, f) in &held {
             self.stats.discarded.add(f.len());
         }
         if key.proto == PROTO_TCP {
-            // Template for the server-side RST: the held frame at the stream start (the
-            // server's next expected sequence), else the current frame.
+            // Template for the server-side RST: the first held frame in stream order, else the
+            // current frame; its sequence number moved to where the server expects the next
+            // byte (what it acknowledged, or the end of what was released before the name),
+            // so the server takes the RST rather than answering a challenge ACK.
             let tmpl: Option<(Vec<u8>, bool)> = held
                 .iter()
-                .find(|(rel, _)| *rel == 1)
-                .or_else(|| held.first())
+                .min_by_key(|(rel, _)| *rel)
                 .map(|(_, f)| (f.clone(), true))
-                .or_else(|| current.map(|(f, _)| (f.to_vec(), translated)));
-            if let Some((f, is_translated)) = tmpl {
+                .or_else(|| current.map(|(f, _)| (f.to_vec(), translated)))
+                .or_else(|| released_last.map(|f| (f, true)));
+            let expected =
+                server_ack.or_else(|| (released > 0).then(|| isn_c + 1 + released as usize));
+            if let Some((mut f, is_translated)) = tmpl {
+                if let Some(seq) = expected {
+                    set_tcp_seq(&mut f, seq);
+                }
                 self.emit_rsts(r, &f, is_translated);
             }
         }
@@ -227,6 +350,17 @@ impl Engine {
                 side: Side::Inside,
                 frame: rst,
             });
+        }
+    }
+}
+
+/// Overwrite the sequence number of a TCP frame (a template for an RST; its checksum is not
+/// kept valid: the RST builder computes its own).
+fn set_tcp_seq(frame: &mut [u8], seq: SeqNumber) {
+    if let Ok(info) = wire::parse(frame) {
+        let off = info.l4_offset + 4;
+        if let Some(b) = frame.get_mut(off..off + 4) {
+            b.copy_from_slice(&seq.0.to_be_bytes());
         }
     }
 }

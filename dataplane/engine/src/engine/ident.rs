@@ -36,6 +36,31 @@ pub(crate) struct Ident {
     pub quic: Option<Box<InitialAssembler>>,
     /// When identification started (pending deadline).
     pub started: Timestamp,
+    /// Highest acknowledgement the server sent (TCP), once seen.
+    pub server_ack: Option<SeqNumber>,
+    /// Client stream bytes released to the server while the verdict was pending (the part of a
+    /// ClientHello before its server_name extension), from the stream start.
+    pub released_pre_name: u32,
+    /// The last frame released before the name (translated): the RST template should the flow
+    /// be denied with nothing held.
+    pub released_last: Option<Vec<u8>>,
+}
+
+impl Ident {
+    /// The inspected client bytes must be kept to check later segments against them: the
+    /// server has not acknowledged all of them yet, so a segment carrying other bytes for the
+    /// same sequence numbers could still become what the server reads.
+    pub(crate) fn must_verify(&self) -> bool {
+        let Some(s) = self.stream.as_ref() else {
+            return false;
+        };
+        s.held() > 0 && self.server_ack.is_none_or(|a| a < s.end_seq())
+    }
+
+    /// Nothing left to do for this entry once the verdict is final and no fact is pending.
+    pub(crate) fn idle(&self) -> bool {
+        self.held.is_empty() && !self.must_verify()
+    }
 }
 
 /// Slab of [`Ident`]s with a global byte budget.
@@ -141,7 +166,19 @@ pub(crate) fn analyse_tcp(f: &mut FlowData, id: &Ident, dport: u16) {
                         set_app(f, classify_tls(&info, Some(dport)));
                     }
                 }
-                Progress::NeedMore => {}
+                // The name may be complete before the message is: decide on it then, so
+                // that a ClientHello cut finely with a large tail after server_name is not
+                // starved (the tail is held, and the client's window is finite).
+                Progress::NeedMore => match l7::tls::server_name_early(client) {
+                    Some(Ok(info)) if info.sni.is_some() || info.sni_is_ip => {
+                        apply_hello(f, &info, DomainSrc::Sni);
+                    }
+                    Some(Err(why)) => {
+                        f.domain_fact = FactState::Unidentifiable;
+                        f.why.get_or_insert(why);
+                    }
+                    _ => {}
+                },
                 Progress::Invalid(why) => {
                     f.domain_fact = FactState::Unidentifiable;
                     f.why.get_or_insert(why);
@@ -169,6 +206,12 @@ pub(crate) fn analyse_tcp(f: &mut FlowData, id: &Ident, dport: u16) {
         }
     }
     if f.app_fact == FactState::Pending {
+        if f.domain_src == DomainSrc::Sni {
+            // The name came before the whole ClientHello: ECH is only known from all of it.
+            if let Progress::Done(info) = l7::tls::client_hello(client) {
+                f.ech |= info.ech;
+            }
+        }
         match classify(IpProto::Tcp, Some(dport), client, &id.server) {
             Progress::Done(app) => set_app(f, app),
             Progress::NeedMore => {}

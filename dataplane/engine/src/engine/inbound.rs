@@ -65,10 +65,17 @@ impl Engine {
         let key = e.key;
         let d = &mut e.data;
         if d.recorded {
+            // Tombstone: only the server's stragglers of the closed connection pass.
             return if d.verdict == FlowVerdict::Drop {
                 Verdict::Drop(DropReason::Policy)
-            } else {
+            } else if key.proto != PROTO_TCP
+                || (seg.flags & crate::conntrack::tcp_flags::SYN == 0
+                    && d.is_straggler(false, seg.seq, seg.payload_len))
+            {
                 self.translate_in(frame, info, &key)
+            } else {
+                self.stats.closed_flow_strays += 1;
+                Verdict::Drop(DropReason::InvalidState)
             };
         }
         let mut reset = false;
@@ -83,11 +90,22 @@ impl Engine {
             if before == TcpState::SynSent && d.tcp.state == TcpState::SynRecv {
                 d.isn_s = seg.seq;
             }
+            if seg.flags & crate::conntrack::tcp_flags::FIN != 0 && d.tcp.fin_in {
+                d.fin_s = seg.seq + seg.payload_len;
+            }
             d.established |= d.tcp.state != TcpState::SynSent && d.tcp.state != TcpState::SynRecv;
         }
         d.inb.add(len);
         let class = Self::class_of(key.proto, d);
+        let ident = d.ident;
         self.table.touch(r, class, now);
+        if ident != NO_IDENT && key.proto == PROTO_TCP {
+            if let L4::Tcp { ack, flags, .. } = info.l4 {
+                if flags.ack() {
+                    self.server_acked(r, SeqNumber(ack));
+                }
+            }
+        }
         if seg.payload_len > 0 {
             self.inbound_payload(now, r, &key, seg, frame);
         }

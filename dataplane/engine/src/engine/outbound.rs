@@ -47,13 +47,43 @@ impl Engine {
             _ => return Verdict::Drop(DropReason::Unsupported),
         };
         let r = match self.table.lookup(&key) {
-            Some(r) => r,
-            None => match self.new_flow(now, entry, key, info) {
-                Ok(r) => r,
-                Err(v) => return v,
-            },
+            Some(r) if !self.is_new_connection(r, info) => r,
+            found => {
+                if let Some(old) = found {
+                    // A new connection on the tuple of a closed one: the old flow ends here
+                    // (its record, if not written yet), the SYN opens a flow of its own.
+                    self.stats.tuple_reuses += 1;
+                    self.end_flow(now, old, EndReason::Fin);
+                }
+                match self.new_flow(now, entry, key, info) {
+                    Ok(r) => r,
+                    Err(v) => return v,
+                }
+            }
         };
         self.outbound_flow(now, r, frame, info)
+    }
+
+    /// A client SYN (no ACK) on the tuple of a flow that has closed or is closing, with an
+    /// initial sequence number other than that flow's: a new connection reusing the tuple
+    /// (TIME_WAIT reuse, a client binding the same source port again), not a retransmission.
+    fn is_new_connection(&self, r: FlowRef, info: &PacketInfo) -> bool {
+        let L4::Tcp { flags, seq, .. } = info.l4 else {
+            return false;
+        };
+        if !flags.syn() || flags.ack() || flags.rst() {
+            return false;
+        }
+        let Some(e) = self.table.get(r) else {
+            return false;
+        };
+        let d = &e.data;
+        let closing = d.recorded
+            || matches!(
+                d.tcp.state,
+                TcpState::FinWait | TcpState::Closing | TcpState::Closed
+            );
+        closing && SeqNumber(seq) != d.isn_c
     }
 
     pub(super) fn new_flow(
@@ -135,12 +165,23 @@ impl Engine {
         };
         let proto = e.key.proto;
         let d = &mut e.data;
+        if info.ttl <= 1 {
+            // Would expire here: not forwarded, so neither inspected nor tracked.
+            return Verdict::Drop(DropReason::TtlExceeded);
+        }
         if d.recorded {
-            // Tombstone: a denied flow stays denied; a closed one lets stragglers through.
+            // Tombstone: a denied flow stays denied; a closed one lets through only stragglers
+            // whose sequence numbers lie in what the client sent before its FIN.
             return if d.verdict == FlowVerdict::Drop {
                 Verdict::Drop(DropReason::Policy)
-            } else {
+            } else if proto != PROTO_TCP
+                || (seg.flags & crate::conntrack::tcp_flags::SYN == 0
+                    && d.is_straggler(true, seg.seq, seg.payload_len))
+            {
                 self.translate_out(frame, info, eip, eport)
+            } else {
+                self.stats.closed_flow_strays += 1;
+                Verdict::Drop(DropReason::InvalidState)
             };
         }
         let mut reset = false;
@@ -150,6 +191,9 @@ impl Engine {
                 TcpEvent::Invalid => return Verdict::Drop(DropReason::InvalidState),
                 TcpEvent::Reset => reset = true,
                 TcpEvent::Ok => closed = d.tcp.state == TcpState::Closed,
+            }
+            if seg.flags & crate::conntrack::tcp_flags::FIN != 0 && d.tcp.fin_out {
+                d.fin_c = seg.seq + seg.payload_len;
             }
             d.established |= d.tcp.state != TcpState::SynSent && d.tcp.state != TcpState::SynRecv;
         }
@@ -172,7 +216,13 @@ impl Engine {
         if payload_new {
             let d = &mut self.table.get_mut(r).expect("flow looked up above").data;
             d.client_payload = true;
-            if d.facts_pending() {
+            if d.ident != NO_IDENT && !d.facts_pending() && proto == PROTO_TCP {
+                // Identification is over but the server has not acknowledged every inspected
+                // byte yet: a segment covering them must carry the same bytes.
+                if !self.consistent_with_inspected(r, seg, frame) {
+                    evasion = true;
+                }
+            } else if d.facts_pending() {
                 match proto {
                     PROTO_TCP => match self.feed_tcp_client(now, r, seg, frame) {
                         Fed::Conflict => evasion = true,
@@ -185,14 +235,17 @@ impl Engine {
             }
         }
         if evasion {
+            // The same sequence numbers with other bytes: what was inspected may not be what
+            // the server reads (a TTL-limited decoy, an overlapping rewrite). In every mode the
+            // flow is reset both ways; the record says why.
             self.stats.l7_conflicts += 1;
-            let strict = self.policy.load().mode() == natfw_policy::Mode::Strict;
             let d = &mut self.table.get_mut(r).expect("flow looked up above").data;
             d.evasion = true;
-            if strict && !d.fw_off {
+            if !d.fw_off {
                 d.give_up("conflicting TCP retransmission");
                 d.verdict = FlowVerdict::Drop;
                 d.decided_by = None;
+                d.rule = None;
                 self.deny(now, r, Some((frame, info)), false);
                 return Verdict::Drop(DropReason::Evasion);
             }
@@ -241,11 +294,22 @@ impl Engine {
                 let fin = seg.flags & crate::conntrack::tcp_flags::FIN != 0;
                 if payload_new || (fin && has_held) || proto == PROTO_UDP {
                     if duplicate {
-                        // Already held once: exactly-once release.
+                        // Bytes already sent on before the name (the client retransmits
+                        // because the server's ACK was lost): they go out again. Otherwise
+                        // already held once: exactly-once release.
+                        if self.released_before_name(r, seg) {
+                            return self.translate_out(frame, info, eip, eport);
+                        }
                         return Verdict::Held;
                     }
                     match self.translate_out(frame, info, eip, eport) {
-                        Verdict::Forward => self.hold(now, r, seg, frame, info),
+                        Verdict::Forward => {
+                            let v = self.hold(now, r, seg, frame, info);
+                            if v == Verdict::Held && proto == PROTO_TCP {
+                                self.release_pre_name(r);
+                            }
+                            v
+                        }
                         other => other,
                     }
                 } else {
@@ -283,7 +347,7 @@ impl Engine {
         let fed = ident::feed_client(id, seg.seq, seg.payload(frame));
         ident::analyse_tcp(&mut e.data, id, e.key.dport);
         if fed == Fed::Full && e.data.facts_pending() {
-            e.data.give_up("reassembly buffer limit reached");
+            e.data.give_up(flow::WHY_REASM_LIMIT);
         }
         self.idents.recount(idx);
         self.after_analysis(r);

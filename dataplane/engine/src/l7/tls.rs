@@ -95,6 +95,132 @@ pub fn client_hello(stream: &[u8]) -> Progress<ClientHelloInfo> {
     }
 }
 
+/// The padding extension (RFC 7685): its content must be zeros.
+const EXT_PADDING: u16 = 21;
+
+/// How many bytes at the start of `stream` (the client's TCP stream from its first byte, as
+/// much as has arrived in order) are known to lie before the server_name extension of a
+/// well-formed ClientHello: the record and handshake headers, the fixed fields (version,
+/// random, session id, cipher suites, compression methods, extensions length) and every
+/// extension before server_name whose type is known (a padding extension only as far as its
+/// bytes are zeros). These bytes are handshake structure, not application data, and do not name
+/// the destination, so they can go to the server while the name is awaited.
+///
+/// Never counted: the server_name extension and everything after it, an extension whose
+/// 4-byte header has not fully arrived, the last byte of the handshake message (a complete
+/// ClientHello is decided on, not released), anything after the message (0-RTT data), and a
+/// ClientHello that spans TLS records. 0 for anything that is not (yet) a well-formed
+/// ClientHello prefix; the first 9 bytes (record and handshake headers) must all be there.
+pub fn bytes_before_name(stream: &[u8]) -> usize {
+    walk_to_name(stream).0
+}
+
+/// The server_name of a ClientHello that has not fully arrived, once its server_name extension
+/// has (same single-record prefix walk as [`bytes_before_name`]): `None` while it has not, or
+/// when the stream is not a well-formed ClientHello prefix. The name is what the rest of the
+/// message can no longer change (a second server_name makes the ClientHello invalid for any
+/// TLS server); ALPN and ECH come with the whole message.
+pub fn server_name_early(stream: &[u8]) -> Option<Result<ClientHelloInfo, &'static str>> {
+    let (_, data) = walk_to_name(stream);
+    let (a, b) = data?;
+    let mut info = ClientHelloInfo::default();
+    Some(server_name(&stream[a..b], &mut info).map(|()| info))
+}
+
+/// Where the ClientHello prefix walk stops: the bytes known to lie before server_name, and the
+/// server_name extension's data `[start, end)` when all of it is there.
+fn walk_to_name(stream: &[u8]) -> (usize, Option<(usize, usize)>) {
+    let b = stream;
+    if b.len() < 9 || b[0] != CONTENT_HANDSHAKE || b[1] != 3 || b[2] > 4 {
+        return (0, None);
+    }
+    let rec_len = usize::from(u16::from_be_bytes([b[3], b[4]]));
+    if rec_len == 0 || rec_len > MAX_RECORD || b[5] != HS_CLIENT_HELLO {
+        return (0, None);
+    }
+    let msg_len = (usize::from(b[6]) << 16) | (usize::from(b[7]) << 8) | usize::from(b[8]);
+    if msg_len == 0 || msg_len + 4 > rec_len || msg_len + 4 > MAX_CLIENT_HELLO {
+        return (0, None);
+    }
+    let msg_end = 9 + msg_len;
+    let avail = b.len().min(msg_end - 1);
+    let u8_at = |p: usize| usize::from(b[p]);
+    let u16_at = |p: usize| usize::from(u16::from_be_bytes([b[p], b[p + 1]]));
+    let mut p = 9;
+    // version (2) + random (32)
+    if p + 2 > avail {
+        return (avail, None);
+    }
+    if b[p] != 3 {
+        return (0, None);
+    }
+    p += 34;
+    // session_id
+    if p + 1 > avail {
+        return (avail, None);
+    }
+    let n = u8_at(p);
+    if n > 32 {
+        return (0, None);
+    }
+    p += 1 + n;
+    // cipher_suites
+    if p + 2 > avail {
+        return (avail, None);
+    }
+    let n = u16_at(p);
+    if n == 0 || n % 2 != 0 {
+        return (0, None);
+    }
+    p += 2 + n;
+    // compression_methods
+    if p + 1 > avail {
+        return (avail, None);
+    }
+    let n = u8_at(p);
+    if n == 0 {
+        return (0, None);
+    }
+    p += 1 + n;
+    if p >= msg_end {
+        // No extensions (or lying lengths): the message ends with nothing to wait for.
+        return (if p == msg_end { avail } else { 0 }, None);
+    }
+    // extensions
+    if p + 2 > avail {
+        return (avail, None);
+    }
+    if u16_at(p) != msg_end - p - 2 {
+        return (0, None);
+    }
+    p += 2;
+    while p < msg_end {
+        if p + 4 > avail {
+            return (p.min(avail), None);
+        }
+        let (typ, len) = (u16_at(p) as u16, u16_at(p + 2));
+        if p + 4 + len > msg_end {
+            return (0, None);
+        }
+        if typ == EXT_SERVER_NAME {
+            let data = (p + 4 + len <= b.len()).then_some((p + 4, p + 4 + len));
+            return (p, data);
+        }
+        if typ == EXT_PADDING {
+            let seen = &b[(p + 4).min(avail)..(p + 4 + len).min(avail)];
+            if let Some(i) = seen.iter().position(|&x| x != 0) {
+                // Not padding: held from the first odd byte on.
+                return (p + 4 + i, None);
+            }
+        }
+        p += 4 + len;
+        if p > avail {
+            return (avail, None);
+        }
+    }
+    (avail, None)
+}
+
 fn finish(r: Result<ClientHelloInfo, &'static str>) -> Progress<ClientHelloInfo> {
     match r {
         Ok(info) => Progress::Done(info),
@@ -326,6 +452,87 @@ mod tests {
         let mut bad = s[..6].to_vec();
         bad.extend_from_slice(&[21, 3, 3, 0, 2, 2, 40]);
         assert!(matches!(client_hello(&bad), Progress::Invalid(_)));
+    }
+
+    /// A ClientHello record with `pad` zero bytes of padding extension before server_name.
+    fn padded_hello(host: &[u8], pad: usize) -> (Vec<u8>, usize) {
+        let plain = synth_hello(host, &[b"h2"]);
+        // synth_hello: 5 record + 4 handshake + 2 + 32 + 7 fixed bytes, then 2 extensions length.
+        let ext_start = 5 + 4 + 2 + 32 + 7 + 2;
+        let mut exts = vec![0, EXT_PADDING as u8];
+        exts.extend_from_slice(&(pad as u16).to_be_bytes());
+        exts.extend(std::iter::repeat_n(0u8, pad));
+        exts.extend_from_slice(&plain[ext_start..]);
+        let mut body = plain[9..ext_start - 2].to_vec();
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut rec = vec![22, 3, 1];
+        rec.extend_from_slice(&((body.len() + 4) as u16).to_be_bytes());
+        rec.push(1);
+        rec.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        rec.extend_from_slice(&body);
+        (rec, ext_start + 4 + pad)
+    }
+
+    #[test]
+    fn bytes_before_name_stop_at_server_name() {
+        let (s, sni_at) = padded_hello(b"padded.example.test", 1000);
+        assert_eq!(
+            client_hello(&s),
+            Progress::Done(info(Some("padded.example.test"), &["h2"], false))
+        );
+        let mut last = 0;
+        for k in 0..=s.len() {
+            let n = bytes_before_name(&s[..k]);
+            assert!(n <= k && n <= sni_at, "prefix {k}: {n}");
+            assert!(n >= last, "monotone at {k}");
+            last = n;
+        }
+        assert_eq!(bytes_before_name(&s[..8]), 0, "headers first");
+        assert_eq!(
+            bytes_before_name(&s[..100]),
+            100,
+            "inside the fixed fields and padding"
+        );
+        assert_eq!(bytes_before_name(&s), sni_at);
+        // The name is known as soon as its extension is complete, before the message is.
+        let sni_end = sni_at + 9 + "padded.example.test".len();
+        assert_eq!(server_name_early(&s[..sni_end - 1]), None);
+        let early = server_name_early(&s[..sni_end]).unwrap().unwrap();
+        assert_eq!(early.sni.as_deref(), Some("padded.example.test"));
+        assert!(matches!(client_hello(&s[..sni_end]), Progress::NeedMore));
+        assert_eq!(server_name_early(b"GET / HTTP/1.1\r\n"), None);
+        // No padding: the name is the first extension.
+        let plain = synth_hello(b"a.test", &[]);
+        assert_eq!(bytes_before_name(&plain), 5 + 4 + 2 + 32 + 7 + 2);
+        // A padding extension carrying data is held from its first non-zero byte.
+        let mut odd = s.clone();
+        odd[sni_at - 10] = 0x41;
+        assert_eq!(bytes_before_name(&odd), sni_at - 10);
+        // Not TLS, or a ClientHello spanning records: nothing.
+        assert_eq!(bytes_before_name(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+        let mut spans = s.clone();
+        spans[3..5].copy_from_slice(&100u16.to_be_bytes());
+        assert_eq!(bytes_before_name(&spans), 0);
+    }
+
+    #[test]
+    fn bytes_before_name_never_the_whole_message() {
+        // Without server_name: everything but the last byte of the message, nothing after it.
+        let mut s = synth_hello(b"x.test", &[b"h2"]);
+        // Turn server_name (type 0) into an unknown extension type.
+        let ext_start = 5 + 4 + 2 + 32 + 7 + 2;
+        s[ext_start + 1] = 0x7f;
+        let end = s.len();
+        s.extend_from_slice(b"0-RTT application data");
+        assert_eq!(bytes_before_name(&s), end - 1);
+        // Chromium's real ClientHello: everything before its server_name extension.
+        let f = &tcp_flows("https_chromium.pcap")[0];
+        let n = bytes_before_name(&f.client_stream);
+        let cs = &f.client_stream;
+        assert!(n > 9 && n < cs.len());
+        assert_eq!(&cs[n..n + 2], &[0, 0], "stops at an extension of type 0");
+        assert!(matches!(client_hello(&cs[..n]), Progress::NeedMore));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Engine-level SNAT and connection-tracking behaviour on crafted frames: translation both ways,
 //! source-port keeping and collisions, ICMP echo ids and ICMP errors, bypass, eviction and
-//! timeout records, firewall off, hot reload, strict-mode evasion.
+//! timeout records, firewall off, hot reload, conflicting retransmissions.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
@@ -476,8 +476,8 @@ fn hot_reload_applies_to_new_flows() {
 }
 
 #[test]
-fn conflicting_retransmission_is_evasion_dropped_in_strict_mode() {
-    for (mode, dropped) in [(Mode::Loose, false), (Mode::Strict, true)] {
+fn conflicting_retransmission_is_evasion_reset_in_every_mode() {
+    for mode in [Mode::Loose, Mode::Strict] {
         let mut c = cfg();
         c.firewall.mode = mode;
         let (mut e, sink) = engine_with(&c, EngineOptions::default());
@@ -488,23 +488,16 @@ fn conflicting_retransmission_is_evasion_dropped_in_strict_mode() {
         // ...then the same bytes again, different.
         let mut g = tcp([10, 0, 0, 1], SERVER, 2000, 80, 101, Tcp::Psh, b"GET /xHT");
         let v = e.process(t(2), Side::Inside, &mut g);
-        assert_eq!(
-            v == Verdict::Drop(DropReason::Evasion),
-            dropped,
-            "{mode:?}: {v:?}"
-        );
+        assert_eq!(v, Verdict::Drop(DropReason::Evasion), "{mode:?}");
         e.shutdown(t(3));
         let recs = sink.take();
         assert_eq!(recs.len(), 1);
         assert!(recs[0].reason.contains("evasion"), "{}", recs[0].reason);
-        assert_eq!(recs[0].action, if dropped { "drop" } else { "accept" });
+        assert_eq!(recs[0].action, "drop");
+        assert_eq!(recs[0].app_dpi_state, "unknown_strict");
         let mut out = Vec::new();
         e.drain_emits(&mut out);
-        assert_eq!(
-            out.len(),
-            if dropped { 2 } else { 0 },
-            "RSTs both ways when dropped"
-        );
+        assert_eq!(out.len(), 2, "RSTs both ways");
     }
 }
 
