@@ -34,6 +34,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "aes",
                 "arc-swap",
                 "hashbrown",
+                "loona-hpack",
             ][..],
         ),
         (

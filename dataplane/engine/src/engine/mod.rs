@@ -13,6 +13,7 @@ mod icmp;
 mod ident;
 mod inbound;
 mod outbound;
+mod upgrade;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -210,6 +211,8 @@ pub struct Engine {
     ck: ChecksumMode,
     stats: EngineStats,
     emits: Vec<Emit>,
+    /// STARTTLS / h2c / DNS-over-TCP side tables.
+    watch: upgrade::Watches,
 }
 
 impl fmt::Debug for Engine {
@@ -318,6 +321,7 @@ impl Engine {
             opts,
             stats: EngineStats::default(),
             emits: Vec::new(),
+            watch: upgrade::Watches::default(),
         })
     }
 

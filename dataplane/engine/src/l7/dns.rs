@@ -206,6 +206,105 @@ impl DnsMessage {
     }
 }
 
+/// Largest DNS-over-TCP message reassembled from the server side; longer answers are skipped.
+pub const MAX_TCP_MESSAGE: usize = 16 * 1024;
+
+/// The first message of a DNS-over-TCP stream (RFC 7766: a 2-byte length, then the message),
+/// which may arrive across segments.
+pub fn tcp_message(stream: &[u8]) -> super::Progress<&[u8]> {
+    let [hi, lo, rest @ ..] = stream else {
+        return super::Progress::NeedMore;
+    };
+    let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+    if len < 12 {
+        return super::Progress::Invalid("DNS/TCP message shorter than a header");
+    }
+    match rest.get(..len) {
+        Some(m) => super::Progress::Done(m),
+        None => super::Progress::NeedMore,
+    }
+}
+
+/// Splits one direction of a DNS-over-TCP connection into messages, fed segments in sequence
+/// order. Bounded: one message of at most [`MAX_TCP_MESSAGE`] bytes is buffered; longer ones
+/// are skipped. A gap (a segment ahead of the next expected byte) stops it: the direction's
+/// messages can no longer be delimited.
+#[derive(Debug)]
+pub struct TcpMessages {
+    next: u32,
+    buf: Vec<u8>,
+    /// Bytes of an over-long message still to skip.
+    skip: usize,
+    /// Lost track of the framing.
+    pub lost: bool,
+}
+
+impl TcpMessages {
+    /// Splitting the direction whose first payload byte has sequence number `first_seq`.
+    pub fn new(first_seq: u32) -> Self {
+        TcpMessages {
+            next: first_seq,
+            buf: Vec::new(),
+            skip: 0,
+            lost: false,
+        }
+    }
+
+    /// Feed a segment; complete messages go to `out` (without their length prefix).
+    pub fn push(&mut self, seq: u32, data: &[u8], mut out: impl FnMut(&[u8])) {
+        if self.lost || data.is_empty() {
+            return;
+        }
+        let off = seq.wrapping_sub(self.next) as i32;
+        if off > 0 {
+            self.lost = true;
+            return;
+        }
+        // A retransmission: only the bytes past what was seen are new.
+        let old = off.unsigned_abs() as usize;
+        if old >= data.len() {
+            return;
+        }
+        let mut data = &data[old..];
+        self.next = self.next.wrapping_add(data.len() as u32);
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = &data[n..];
+                continue;
+            }
+            let want = if self.buf.len() < 2 {
+                2
+            } else {
+                2 + usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]))
+            };
+            if want == 2 && self.buf.len() == 2 {
+                // An empty message: nothing to deliver.
+                self.buf.clear();
+                continue;
+            }
+            if want > 2 + MAX_TCP_MESSAGE {
+                self.skip = want - self.buf.len();
+                self.buf.clear();
+                continue;
+            }
+            let n = (want - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == want && want > 2 {
+                out(&self.buf[2..]);
+                self.buf.clear();
+            }
+        }
+    }
+
+    /// Bytes buffered.
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
