@@ -44,23 +44,36 @@ pub fn supports(app: App) -> bool {
     matches!(app, App::Smtp | App::Imap | App::Pop3 | App::Ftp)
 }
 
-/// Complete lines of `data` (each without its line ending) with the offset after each; stops
-/// at an unfinished line. `Err` when a line is over [`MAX_LINE`].
-fn lines(data: &[u8]) -> Result<Vec<(&[u8], usize)>, &'static str> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Some(nl) = data[pos..].iter().position(|&b| b == b'\n') {
-        if nl > MAX_LINE {
-            return Err("STARTTLS: line too long");
+/// Complete lines of `data` (each without its line ending) with the offset after each, read
+/// lazily: callers stop at the upgrade, so the TLS bytes after it are never read as lines. An
+/// item is `Err` when a line runs over [`MAX_LINE`]; the iterator ends at an unfinished line.
+struct Lines<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+fn lines(data: &[u8]) -> Lines<'_> {
+    Lines { data, pos: 0 }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Result<(&'a [u8], usize), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = &self.data[self.pos..];
+        match rest.iter().take(MAX_LINE + 1).position(|&b| b == b'\n') {
+            Some(nl) => {
+                let line = &rest[..nl];
+                self.pos += nl + 1;
+                Some(Ok((line.strip_suffix(b"\r").unwrap_or(line), self.pos)))
+            }
+            None if rest.len() > MAX_LINE => {
+                self.pos = self.data.len();
+                Some(Err("STARTTLS: line too long"))
+            }
+            None => None,
         }
-        let line = &data[pos..pos + nl];
-        out.push((line.strip_suffix(b"\r").unwrap_or(line), pos + nl + 1));
-        pos += nl + 1;
     }
-    if data.len() - pos > MAX_LINE {
-        return Err("STARTTLS: line too long");
-    }
-    Ok(out)
 }
 
 fn word(line: &[u8], i: usize) -> &[u8] {
@@ -75,11 +88,16 @@ fn is(w: &[u8], want: &str) -> bool {
 }
 
 /// SMTP/FTP replies: `ddd-text` continues, `ddd text` (or `ddd`) ends a reply. Returns the
-/// codes of the complete replies, in order. FTP lets continuation lines be free text.
-fn coded_replies(server: &[u8]) -> Result<Vec<u16>, &'static str> {
+/// codes of the first `count` complete replies (fewer if not there yet). FTP lets continuation
+/// lines be free text.
+fn coded_replies(server: &[u8], count: usize) -> Result<Vec<u16>, &'static str> {
     let mut out = Vec::new();
     let mut open: Option<&[u8]> = None;
-    for (line, _) in lines(server)? {
+    for item in lines(server) {
+        if out.len() >= count {
+            break;
+        }
+        let (line, _) = item?;
         let code = line.get(..3).filter(|c| c.iter().all(u8::is_ascii_digit));
         match (open, code) {
             (Some(c), Some(lc)) if lc == c && line.get(3).is_none_or(|&b| b == b' ') => {
@@ -93,9 +111,6 @@ fn coded_replies(server: &[u8]) -> Result<Vec<u16>, &'static str> {
                 Some(_) => return Err("STARTTLS: malformed reply"),
             },
             (None, None) => return Err("STARTTLS: malformed reply"),
-        }
-        if out.len() > MAX_COMMANDS + 1 {
-            break;
         }
     }
     Ok(out)
@@ -124,6 +139,28 @@ pub fn phase(app: App, client: &[u8], server: &[u8]) -> Phase {
     r.unwrap_or_else(Phase::NoUpgrade)
 }
 
+/// The client's negotiation commands up to and including the upgrade command: (commands that
+/// passed so far, end offset of the last one, the upgrade command's (index, end) if sent).
+/// `Err` for a command that does not belong before an upgrade.
+fn commands<'a>(
+    client: &'a [u8],
+    mut allowed: impl FnMut(&'a [u8]) -> Result<bool, &'static str>,
+) -> Result<(usize, Option<(usize, usize)>), &'static str> {
+    let mut pass = 0;
+    for (i, item) in lines(client).enumerate() {
+        if i >= MAX_COMMANDS {
+            return Err("STARTTLS: too many commands before the upgrade");
+        }
+        let (line, end) = item?;
+        // true: the upgrade command; false: a negotiation command.
+        if allowed(line)? {
+            return Ok((end, Some((i, end))));
+        }
+        pass = end;
+    }
+    Ok((pass, None))
+}
+
 /// SMTP and FTP: one reply per command, after the greeting.
 fn coded(
     client: &[u8],
@@ -132,16 +169,7 @@ fn coded(
     upgrade: &str,
     go: u16,
 ) -> Result<Phase, &'static str> {
-    let replies = coded_replies(server)?;
-    match replies.first() {
-        Some(220) | None => {}
-        Some(_) => return Err("STARTTLS: server refused the session"),
-    }
-    let mut pass = 0;
-    for (i, (line, end)) in lines(client)?.into_iter().enumerate() {
-        if i >= MAX_COMMANDS {
-            return Err("STARTTLS: too many commands before the upgrade");
-        }
+    let (pass, up) = commands(client, |line| {
         let cmd = word(line, 0);
         if is(cmd, upgrade) {
             // FTP: AUTH TLS / AUTH SSL (RFC 4217); SMTP: a bare STARTTLS.
@@ -151,79 +179,81 @@ fn coded(
             } else {
                 word(line, 1).is_empty()
             };
-            if !arg_ok {
-                return Err("STARTTLS: plaintext command before the upgrade");
-            }
-            // Reply i+1 (reply 0 is the greeting) answers this command.
-            return match replies.get(i + 1) {
-                None => Ok(Phase::Plain { pass: end }),
-                Some(&c) if c == go => Ok(Phase::Upgraded { tls_start: end }),
-                Some(_) => Err("STARTTLS: the server refused the upgrade"),
+            return if arg_ok {
+                Ok(true)
+            } else {
+                Err("STARTTLS: plaintext command before the upgrade")
             };
         }
-        if !allowed.iter().any(|a| is(cmd, a)) {
-            return Err("STARTTLS: plaintext command before the upgrade");
+        if allowed.iter().any(|a| is(cmd, a)) {
+            Ok(false)
+        } else {
+            Err("STARTTLS: plaintext command before the upgrade")
         }
-        pass = end;
+    })?;
+    // Reply 0 is the greeting; reply i+1 answers command i.
+    let want = up.map_or(1, |(i, _)| i + 2);
+    let replies = coded_replies(server, want)?;
+    match replies.first() {
+        Some(220) | None => {}
+        Some(_) => return Err("STARTTLS: server refused the session"),
     }
-    Ok(Phase::Plain { pass })
+    match up {
+        None => Ok(Phase::Plain { pass }),
+        Some((i, end)) => match replies.get(i + 1) {
+            None => Ok(Phase::Plain { pass: end }),
+            Some(&c) if c == go => Ok(Phase::Upgraded { tls_start: end }),
+            Some(_) => Err("STARTTLS: the server refused the upgrade"),
+        },
+    }
 }
 
 /// POP3: `+OK`/`-ERR` replies; CAPA's positive reply is multi-line, ended by `.`.
 fn pop3(client: &[u8], server: &[u8]) -> Result<Phase, &'static str> {
-    let srv = lines(server)?;
-    let mut s = srv.iter();
+    let (pass, up) = commands(client, |line| {
+        let cmd = word(line, 0);
+        match (is(cmd, "STLS"), is(cmd, "CAPA"), word(line, 1).is_empty()) {
+            (true, _, true) => Ok(true),
+            (_, true, true) => Ok(false),
+            _ => Err("STARTTLS: plaintext command before the upgrade"),
+        }
+    })?;
+    let mut s = lines(server);
     // Greeting.
-    match s.next() {
-        None => {}
+    match s.next().transpose()? {
+        None => return Ok(Phase::Plain { pass }),
         Some((l, _)) if l.starts_with(b"+OK") => {}
         Some(_) => return Err("STARTTLS: server refused the session"),
     }
-    let mut pass = 0;
-    for (i, (line, end)) in lines(client)?.into_iter().enumerate() {
-        if i >= MAX_COMMANDS {
-            return Err("STARTTLS: too many commands before the upgrade");
-        }
-        let cmd = word(line, 0);
-        let reply = s.next();
-        if is(cmd, "STLS") && word(line, 1).is_empty() {
-            return match reply {
-                None => Ok(Phase::Plain { pass: end }),
-                Some((l, _)) if l.starts_with(b"+OK") => Ok(Phase::Upgraded { tls_start: end }),
-                Some(_) => Err("STARTTLS: the server refused the upgrade"),
-            };
-        }
-        if !is(cmd, "CAPA") || !word(line, 1).is_empty() {
-            return Err("STARTTLS: plaintext command before the upgrade");
-        }
-        if let Some((l, _)) = reply {
-            if l.starts_with(b"+OK") {
+    let Some((i, end)) = up else {
+        return Ok(Phase::Plain { pass });
+    };
+    // The replies to the i CAPA commands before STLS, then STLS's.
+    for _ in 0..i {
+        match s.next().transpose()? {
+            None => return Ok(Phase::Plain { pass: end }),
+            Some((l, _)) if l.starts_with(b"+OK") => loop {
                 // Multi-line: up to the lone dot.
-                for (l, _) in s.by_ref() {
-                    if *l == b"." {
-                        break;
-                    }
+                match s.next().transpose()? {
+                    None => return Ok(Phase::Plain { pass: end }),
+                    Some((l, _)) if l == b"." => break,
+                    Some(_) => {}
                 }
-            }
+            },
+            Some(_) => {}
         }
-        pass = end;
     }
-    Ok(Phase::Plain { pass })
+    match s.next().transpose()? {
+        None => Ok(Phase::Plain { pass: end }),
+        Some((l, _)) if l.starts_with(b"+OK") => Ok(Phase::Upgraded { tls_start: end }),
+        Some(_) => Err("STARTTLS: the server refused the upgrade"),
+    }
 }
 
 /// IMAP: tagged commands; the tagged completion (`tag OK`) answers each.
 fn imap(client: &[u8], server: &[u8]) -> Result<Phase, &'static str> {
-    let srv = lines(server)?;
-    match srv.first() {
-        None => {}
-        Some((l, _)) if l.starts_with(b"* OK") => {}
-        Some(_) => return Err("STARTTLS: server refused the session"),
-    }
-    let mut pass = 0;
-    for (i, (line, end)) in lines(client)?.into_iter().enumerate() {
-        if i >= MAX_COMMANDS {
-            return Err("STARTTLS: too many commands before the upgrade");
-        }
+    let mut up_tag: &[u8] = b"";
+    let (pass, up) = commands(client, |line| {
         let tag = word(line, 0);
         let cmd = word(line, 1);
         let tag_ok = !tag.is_empty()
@@ -236,20 +266,37 @@ fn imap(client: &[u8], server: &[u8]) -> Result<Phase, &'static str> {
             return Err("STARTTLS: plaintext command before the upgrade");
         }
         if is(cmd, "STARTTLS") && word(line, 2).is_empty() {
-            let done = srv.iter().skip(1).find(|(l, _)| word(l, 0) == tag);
-            return match done {
-                None => Ok(Phase::Plain { pass: end }),
-                Some((l, _)) if is(word(l, 1), "OK") => Ok(Phase::Upgraded { tls_start: end }),
-                Some(_) => Err("STARTTLS: the server refused the upgrade"),
+            up_tag = tag;
+            return Ok(true);
+        }
+        if is(cmd, "CAPABILITY") || is(cmd, "NOOP") || is(cmd, "ID") {
+            Ok(false)
+        } else {
+            Err("STARTTLS: plaintext command before the upgrade")
+        }
+    })?;
+    let mut s = lines(server);
+    match s.next().transpose()? {
+        None => return Ok(Phase::Plain { pass }),
+        Some((l, _)) if l.starts_with(b"* OK") => {}
+        Some(_) => return Err("STARTTLS: server refused the session"),
+    }
+    let Some((_, end)) = up else {
+        return Ok(Phase::Plain { pass });
+    };
+    // Up to the STARTTLS command's tagged completion (the server sends nothing in plaintext
+    // after it).
+    for item in s {
+        let (l, _) = item?;
+        if word(l, 0) == up_tag {
+            return if is(word(l, 1), "OK") {
+                Ok(Phase::Upgraded { tls_start: end })
+            } else {
+                Err("STARTTLS: the server refused the upgrade")
             };
         }
-        let allowed = is(cmd, "CAPABILITY") || is(cmd, "NOOP") || is(cmd, "ID");
-        if !allowed {
-            return Err("STARTTLS: plaintext command before the upgrade");
-        }
-        pass = end;
     }
-    Ok(Phase::Plain { pass })
+    Ok(Phase::Plain { pass: end })
 }
 
 #[cfg(test)]
@@ -282,6 +329,29 @@ mod tests {
             let p = phase(App::Smtp, c, &SMTP_S[..cut]);
             assert!(matches!(p, Phase::Plain { .. }), "cut {cut}: {p:?}");
         }
+    }
+
+    /// After the go-ahead both sides speak TLS: long binary records, with or without newline
+    /// bytes, are never read as lines.
+    #[test]
+    fn tls_bytes_after_the_upgrade_are_not_lines() {
+        let mut c = b"EHLO client.test\r\nSTARTTLS\r\n".to_vec();
+        let mut s = SMTP_S.to_vec();
+        let mut tls = vec![0x16, 0x03, 0x01, 0x06, 0x00];
+        tls.extend((0..1600u32).map(|i| (i * 7 % 251) as u8));
+        c.extend_from_slice(&tls);
+        s.extend_from_slice(&tls);
+        assert_eq!(phase(App::Smtp, &c, &s), Phase::Upgraded { tls_start: 28 });
+        let mut c = b"a1 STARTTLS\r\n".to_vec();
+        c.extend_from_slice(&tls);
+        let mut s = b"* OK ready\r\na1 OK go\r\n".to_vec();
+        s.extend_from_slice(&tls);
+        assert_eq!(phase(App::Imap, &c, &s), Phase::Upgraded { tls_start: 13 });
+        let mut c = b"STLS\r\n".to_vec();
+        c.extend_from_slice(&tls);
+        let mut s = b"+OK ready\r\n+OK go\r\n".to_vec();
+        s.extend_from_slice(&tls);
+        assert_eq!(phase(App::Pop3, &c, &s), Phase::Upgraded { tls_start: 6 });
     }
 
     #[test]
