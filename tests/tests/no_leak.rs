@@ -925,3 +925,54 @@ fn h2c_second_authority_is_cut_off() {
     assert!(rig.out.iter().any(|o| o.emitted && o.side == Side::Outside));
     assert!(rig.out.iter().any(|o| o.emitted && o.side == Side::Inside));
 }
+
+/// A CNAME chain (www.shop → shop.cdn → edge.cdn → two addresses), resolved through the
+/// gateway by the client, then a flow to one of the addresses by IP (no name sent): the record
+/// carries the name the client asked for, and a `dns`-mode rule for the asked name or for any
+/// CNAME target decides the flow.
+#[test]
+fn cname_chain_names_the_flow_by_the_asked_name_and_every_name_matches() {
+    for (capture, edge) in [
+        ("captures/dns_cname_asked.pcap", "203.0.113.60"),
+        ("captures/dns_tcp_cname.pcap", "203.0.113.61"),
+    ] {
+        for (name, want) in [
+            ("www.shop.example.test", "accept"),
+            ("shop.cdn.example.test", "accept"),
+            ("edge.cdn.example.test", "accept"),
+            ("other.example.test", "drop"),
+        ] {
+            let allow_dns = Rule {
+                name: "dns".into(),
+                applications: Some(vec![natfw_policy::App::Dns]),
+                destination: Destination::Any,
+                action: RuleAction::Accept,
+                ..rule("dns", "x.test", RuleAction::Accept)
+            };
+            let by_name = Rule {
+                domain_mode: DomainMode::Dns,
+                ..rule("web", name, RuleAction::Accept)
+            };
+            let cfg = config(vec![allow_dns, by_name], Action::Drop, Mode::Loose);
+            let mut rig = Rig::new(&cfg, EngineOptions::default());
+            rig.run(capture);
+            let recs = rig.records();
+            let r = recs
+                .iter()
+                .find(|r| r.dst_ip == edge)
+                .unwrap_or_else(|| panic!("{capture}: no record for {edge}: {recs:?}"));
+            assert_eq!(r.domain.as_deref(), Some("www.shop.example.test"), "{r:?}");
+            assert_eq!(r.domain_source.as_deref(), Some("dns"));
+            assert_eq!(r.action, want, "{capture}, rule for {name}: {r:?}");
+            if want == "accept" {
+                assert_eq!(r.acl_rule_id.as_deref(), Some("web"));
+            }
+            let q = recs
+                .iter()
+                .find(|r| r.app_name.as_deref() == Some("DNS"))
+                .unwrap();
+            assert_eq!(q.action, "accept");
+            assert_eq!(q.domain.as_deref(), Some("www.shop.example.test"));
+        }
+    }
+}

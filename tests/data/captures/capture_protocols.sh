@@ -5,9 +5,8 @@
 # tcpdump records on the client's side, i.e. the inside view `natfw replay` expects.
 #
 # Usage: capture_protocols.sh [OUTDIR] [CASE...]   (default: this directory, every case)
-# Debian packages: exim4-daemon-light dovecot-imapd dovecot-pop3d vsftpd nginx nghttp2-client
-# nghttp2-server dnsmasq dnsutils chrony ntpsec-ntpdate memcached libmemcached-tools mosquitto
-# mosquitto-clients postgresql (server + psql) python3-pymongo freerdp2-x11
+# Debian packages: exim4-daemon-light dovecot-imapd dovecot-pop3d vsftpd nginx dnsmasq dnsutils chrony ntpsec-ntpdate memcached libmemcached-tools mosquitto
+# mosquitto-clients postgresql (server + psql) python3-pymongo freerdp2-x11 apache2
 # tigervnc-standalone-server vncsnapshot sip-tester samba smbclient curl openssl tcpdump.
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -82,7 +81,10 @@ cap() {
     cx tcpdump -i natfwcap0 -U -s 0 -w "$W/$name.pcap" "$filter" 2>/dev/null &
     local dump=$!
     sleep 0.7
-    cx "$@" >"$W/$name.client.log" 2>&1 || echo "($name: client exited $?)"
+    cx "$@" </dev/null >"$W/$name.client.log" 2>&1 || {
+        echo "($name: client exited $?)"
+        tail -3 "$W/$name.client.log"
+    }
     sleep 0.7
     kill "$dump"
     wait "$dump" 2>/dev/null || true
@@ -194,7 +196,7 @@ EOF
         "ftp://ftp.example.test/"
 fi
 
-# ---------------------------------------------------------------- HTTP/2 cleartext (nginx, nghttpd)
+# ---------------------------------------------------------------- HTTP/2 cleartext (nginx, apache)
 if want h2c_prior_knowledge || want h2c_upgrade; then
     mkdir -p "$W/www"
     echo hello >"$W/www/index.html"
@@ -218,8 +220,30 @@ http {
 EOF
     bg_server nginx -c "$W/nginx.conf"
     wait_port tcp $H2 80
-    # nginx speaks h2c only with prior knowledge; nghttpd also takes the Upgrade.
-    bg_server nghttpd --no-tls -a $H2 8080 -d "$W/www"
+    # nginx speaks h2c only with prior knowledge; Apache's mod_http2 takes the Upgrade.
+    mkdir -p "$W/apache-run"
+    chown www-data: "$W/apache-run"
+    M=/usr/lib/apache2/modules
+    cat >"$W/apache.conf" <<EOF
+LoadModule mpm_event_module $M/mod_mpm_event.so
+LoadModule unixd_module $M/mod_unixd.so
+LoadModule authz_core_module $M/mod_authz_core.so
+LoadModule http2_module $M/mod_http2.so
+ServerName up.example.test
+Listen $H2:8080
+User www-data
+Group www-data
+PidFile $W/apache-run/apache.pid
+DefaultRuntimeDir $W/apache-run
+Mutex file:$W/apache-run
+ErrorLog $W/apache-run/error.log
+DocumentRoot $W/www
+<Directory $W/www>
+  Require all granted
+</Directory>
+Protocols h2c http/1.1
+EOF
+    bg_server apache2 -f "$W/apache.conf" -DFOREGROUND
     wait_port tcp $H2 8080
     want h2c_prior_knowledge && cap h2c_prior_knowledge "host $H2" -- \
         curl -sS --http2-prior-knowledge --resolve h2.example.test:80:$H2 \
@@ -309,6 +333,7 @@ if want postgres; then
     chown postgres: "$W/pg"
     pgrun() { setpriv --reuid postgres --regid postgres --init-groups "$@"; }
     pgrun initdb -D "$W/pg/data" -A trust -U postgres >/dev/null
+    echo "host all all 10.0.0.0/8 trust" >>"$W/pg/data/pg_hba.conf"
     bg_server setpriv --reuid postgres --regid postgres --init-groups \
         postgres -D "$W/pg/data" -k "$W/pg" -c listen_addresses=$PG
     wait_port tcp $PG 5432
@@ -322,7 +347,7 @@ fi
 if want mongodb; then
     # No MongoDB server is packaged for Debian: a listener that reads the client's hello and
     # closes. The client (pymongo) is real.
-    bg_server python3 -c "
+    bg_server /usr/bin/python3 -c "
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('$MONGO', 27017)); s.listen(8)
@@ -332,7 +357,7 @@ while True:
     except OSError: pass
     c.close()"
     wait_port tcp $MONGO 27017
-    cap mongodb "host $MONGO" -- python3 -c "
+    cap mongodb "host $MONGO" -- /usr/bin/python3 -c "
 import pymongo
 from pymongo.server_api import ServerApi
 for api in (ServerApi('1'), None):
@@ -346,7 +371,7 @@ fi
 if want rdp; then
     # xrdp needs a desktop session stack; the listener reads the X.224 Connection Request and
     # closes. The client (FreeRDP) is real; it gets a display from Xvnc.
-    bg_server python3 -c "
+    bg_server /usr/bin/python3 -c "
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('$RDP', 3389)); s.listen(8)

@@ -309,6 +309,7 @@ impl TcpMessages {
 mod tests {
     use super::*;
     use crate::l7::testpcap::udp_datagrams;
+    use crate::l7::Progress;
 
     #[test]
     fn corpus_query_and_answer() {
@@ -438,5 +439,52 @@ mod tests {
         let m = parse(&msg(0x8180, 1, 3, &body)).unwrap();
         let got = m.resolved();
         assert_eq!(got.len(), 2, "{got:?}");
+    }
+
+    /// Length-prefixed messages split anywhere, retransmitted, too long or after a gap.
+    #[test]
+    fn tcp_framing_across_segments() {
+        let m1 = msg(0x8180, 1, 0, b"\x01a\x04test\x00\x00\x01\x00\x01");
+        let m2 = msg(0x8180, 1, 0, b"\x01b\x04test\x00\x00\x01\x00\x01");
+        let mut wire = Vec::new();
+        for m in [&m1, &m2] {
+            wire.extend_from_slice(&(m.len() as u16).to_be_bytes());
+            wire.extend_from_slice(m);
+        }
+        assert_eq!(tcp_message(&wire).done(), Some(&m1[..]));
+        assert_eq!(tcp_message(&wire[..5]), Progress::NeedMore);
+        assert!(matches!(
+            tcp_message(&[0, 3, 1, 2, 3]),
+            Progress::Invalid(_)
+        ));
+        for step in [1, 2, 3, 7, wire.len()] {
+            let mut t = TcpMessages::new(1000);
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let mut seq = 1000u32;
+            for c in wire.chunks(step) {
+                t.push(seq, c, |m| got.push(m.to_vec()));
+                // A retransmission of the same segment adds nothing.
+                t.push(seq, c, |m| got.push(m.to_vec()));
+                seq = seq.wrapping_add(c.len() as u32);
+            }
+            assert_eq!(got, vec![m1.clone(), m2.clone()], "step {step}");
+        }
+        // A gap stops the splitter (framing lost), counted in `lost`.
+        let mut t = TcpMessages::new(1);
+        let mut n = 0;
+        t.push(5, &wire[4..], |_| n += 1);
+        assert!(t.lost);
+        assert_eq!(n, 0);
+        // An over-long message is skipped, the next one still found; nothing large is kept.
+        let mut big = ((MAX_TCP_MESSAGE + 10) as u16).to_be_bytes().to_vec();
+        big.resize(2 + MAX_TCP_MESSAGE + 10, 0);
+        big.extend_from_slice(&wire[..2 + m1.len()]);
+        let mut t = TcpMessages::new(0);
+        let mut got = Vec::new();
+        for (i, c) in big.chunks(1000).enumerate() {
+            t.push((i * 1000) as u32, c, |m| got.push(m.to_vec()));
+            assert!(t.held() <= 2 + MAX_TCP_MESSAGE);
+        }
+        assert_eq!(got, vec![m1]);
     }
 }

@@ -139,13 +139,16 @@ pub fn phase(app: App, client: &[u8], server: &[u8]) -> Phase {
     r.unwrap_or_else(Phase::NoUpgrade)
 }
 
+/// (client bytes of negotiation commands, the upgrade command's (index, end offset) if sent).
+type Commands = (usize, Option<(usize, usize)>);
+
 /// The client's negotiation commands up to and including the upgrade command: (commands that
 /// passed so far, end offset of the last one, the upgrade command's (index, end) if sent).
 /// `Err` for a command that does not belong before an upgrade.
 fn commands<'a>(
     client: &'a [u8],
     mut allowed: impl FnMut(&'a [u8]) -> Result<bool, &'static str>,
-) -> Result<(usize, Option<(usize, usize)>), &'static str> {
+) -> Result<Commands, &'static str> {
     let mut pass = 0;
     for (i, item) in lines(client).enumerate() {
         if i >= MAX_COMMANDS {
