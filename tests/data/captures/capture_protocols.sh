@@ -55,9 +55,9 @@ ip -n $S route add 10.0.1.0/24 dev natfwcap1
 for a in $SMTP $IMAP $POP3 $FTP $H2 $DNS $EDGE1 $EDGE2 $NTP $MEMC $MQTT $PG $MONGO $RDP $VNC $SIP $SMB; do
     ip -n $S addr add $a/32 dev natfwcap1
 done
-# No offloads: tcpdump should see wire-sized segments.
-ip netns exec $C ethtool -K natfwcap0 tso off gso off gro off >/dev/null 2>&1 || true
-ip netns exec $S ethtool -K natfwcap1 tso off gso off gro off >/dev/null 2>&1 || true
+# No offloads: tcpdump should see wire-sized segments with their checksums filled in.
+ip netns exec $C ethtool -K natfwcap0 tx off tso off gso off gro off >/dev/null 2>&1 || true
+ip netns exec $S ethtool -K natfwcap1 tx off tso off gso off gro off >/dev/null 2>&1 || true
 
 sx() { ip netns exec $S "$@"; }
 cx() { ip netns exec $C "$@"; }
