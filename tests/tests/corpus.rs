@@ -178,7 +178,6 @@ corpus!(
     memcache,
     mqtt,
     postgres,
-    mongodb,
     rdp,
     vnc,
     sip,

@@ -55,7 +55,6 @@ fn samples() -> Vec<Sample> {
         tcp(App::Memcache, "captures/memcache.pcap", 11211),
         tcp(App::Mqtt, "captures/mqtt.pcap", 1883),
         tcp(App::PostgreSql, "captures/postgres.pcap", 5432),
-        tcp(App::MongoDb, "captures/mongodb.pcap", 27017),
         tcp(App::Rdp, "captures/rdp.pcap", 3389),
         tcp(App::Vnc, "captures/vnc.pcap", 5900),
         tcp(App::Sip, "captures/sip.pcap", 5060),
@@ -77,6 +76,34 @@ fn samples() -> Vec<Sample> {
         udp(App::Dns, "dns_query.pcap", 53),
         udp(App::Quic, "quic_aioquic.pcap", 443),
     ];
+    // MongoDB: no capture (see tests/data/captures/README.md); an OP_MSG `hello` as pymongo
+    // sends it with a server API version, built from the wire-protocol layout.
+    let mut bson = Vec::new();
+    bson.extend_from_slice(&[0x10]);
+    bson.extend_from_slice(b"hello\0");
+    bson.extend_from_slice(&1i32.to_le_bytes());
+    bson.extend_from_slice(&[0x02]);
+    bson.extend_from_slice(b"$db\0");
+    bson.extend_from_slice(&6i32.to_le_bytes());
+    bson.extend_from_slice(b"admin\0");
+    bson.push(0);
+    let mut doc = ((bson.len() + 4) as i32).to_le_bytes().to_vec();
+    doc.extend_from_slice(&bson);
+    let mut body = 0u32.to_le_bytes().to_vec(); // flagBits
+    body.push(0); // section kind 0
+    body.extend_from_slice(&doc);
+    let mut m = ((16 + body.len()) as u32).to_le_bytes().to_vec();
+    m.extend_from_slice(&7u32.to_le_bytes()); // requestID
+    m.extend_from_slice(&0u32.to_le_bytes()); // responseTo
+    m.extend_from_slice(&2013u32.to_le_bytes()); // OP_MSG
+    m.extend_from_slice(&body);
+    v.push(Sample {
+        what: "OP_MSG hello (built)".into(),
+        app: App::MongoDb,
+        proto: IpProto::Tcp,
+        client: m,
+        server: Vec::new(),
+    });
     // Every NTP datagram of the capture, both clients (ntpdig, chronyd) and the server.
     for d in testpcap::udp_datagrams("captures/ntp.pcap") {
         let (client, server) = if d.1.port() == 123 {
