@@ -844,13 +844,38 @@ fn accepted_starttls_stream_leaves_complete() {
 /// carrying it never reaches the server; the connection is reset.
 #[test]
 fn h2c_second_authority_is_cut_off() {
+    smuggle(
+        "captures/h2c_prior_knowledge.pcap",
+        "h2.example.test",
+        "198.51.100.80",
+        &[],
+    );
+}
+
+/// After an `Upgrade: h2c` request accepted on its Host, the client's HTTP/2 bytes (preface,
+/// SETTINGS, then a HEADERS for another authority) are watched the same way.
+#[test]
+fn h2c_upgrade_cannot_smuggle_another_authority() {
+    let mut after = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    after.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    smuggle(
+        "captures/h2c_upgrade.pcap",
+        "up.example.test",
+        "198.51.100.80",
+        &after,
+    );
+}
+
+/// Replay `capture` under "allow `domain`, default drop", with a crafted client segment after
+/// the client's last data segment: `prefix`, then a HEADERS frame on a new stream naming
+/// another authority.
+fn smuggle(capture: &str, domain: &str, server: &str, prefix: &[u8]) {
     use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
     let cfg = config(
-        vec![rule("allow", "h2.example.test", RuleAction::Accept)],
+        vec![rule("allow", domain, RuleAction::Accept)],
         Action::Drop,
         Mode::Loose,
     );
-    let capture = "captures/h2c_prior_knowledge.pcap";
     let fs = frames(capture);
     // The client's last data segment: the smuggled request follows it.
     let (t_last, last) = fs
@@ -875,7 +900,8 @@ fn h2c_second_authority_is_cut_off() {
     let evil = b"evil.example.test";
     block.push(evil.len() as u8);
     block.extend_from_slice(evil);
-    let mut frame = (block.len() as u32).to_be_bytes()[1..].to_vec();
+    let mut frame = prefix.to_vec();
+    frame.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
     frame.extend_from_slice(&[1, 0x5, 0, 0, 0, 3]);
     frame.extend_from_slice(&block);
     let eth = etherparse::Ethernet2Header::from_slice(&last).unwrap().0;
@@ -915,11 +941,9 @@ fn h2c_second_authority_is_cut_off() {
         );
     }
     let recs = rig.records();
-    let r = recs
-        .iter()
-        .find(|r| r.dst_ip == "198.51.100.80")
-        .expect("record");
+    let r = recs.iter().find(|r| r.dst_ip == server).expect("record");
     assert_eq!(r.action, "drop", "{r:?}");
+    assert_eq!(r.domain.as_deref(), Some(domain));
     assert!(r.reason.contains("another authority"), "{}", r.reason);
     // Both ends were reset.
     assert!(rig.out.iter().any(|o| o.emitted && o.side == Side::Outside));
