@@ -142,10 +142,15 @@ fn write_fuzz_seeds() {
         ("captures/h2c_prior_knowledge.pcap", 80),
         ("captures/h2c_upgrade.pcap", 8080),
     ] {
-        for f in testpcap::tcp_flows(file).iter().filter(|f| f.server.port() == port) {
+        for f in testpcap::tcp_flows(file)
+            .iter()
+            .filter(|f| f.server.port() == port)
+        {
             let mut input = vec![2, 7];
             input.extend_from_slice(&f.client_stream[..f.client_stream.len().min(8192)]);
-            let name = file.trim_start_matches("captures/").trim_end_matches(".pcap");
+            let name = file
+                .trim_start_matches("captures/")
+                .trim_end_matches(".pcap");
             write("h2", name, &input);
         }
     }
@@ -157,7 +162,10 @@ fn write_fuzz_seeds() {
         ("captures/pop3_stls.pcap", 110),
         ("captures/ftp_auth_tls.pcap", 21),
     ] {
-        for f in testpcap::tcp_flows(file).iter().filter(|f| f.server.port() == port) {
+        for f in testpcap::tcp_flows(file)
+            .iter()
+            .filter(|f| f.server.port() == port)
+        {
             let c = &f.client_stream[..f.client_stream.len().min(2048)];
             let mut input = (c.len() as u16).to_be_bytes().to_vec();
             input.extend_from_slice(c);
