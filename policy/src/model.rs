@@ -149,7 +149,7 @@ pub enum Protocol {
     Icmp,
 }
 
-/// How a domain condition is checked (see SPEC.md "Domain identification modes").
+/// How a domain condition is checked (docs/CONTRACT.md, "Verdict semantics").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DomainMode {
     /// The name the client sent (TLS SNI, HTTP Host, QUIC SNI).

@@ -10,12 +10,11 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use natfw_engine::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
 use natfw_engine::time::Timestamp;
 use natfw_engine::wire::{self, PacketInfo, L4};
-use natfw_flowlog::{FlowEnd, FlowRecord, FlowSink};
+use natfw_flowlog::{FlowRecord, SharedRecords};
 use natfw_policy::{
     Action, Config, Destination, DomainMode, DomainPattern, Mode, Protocol, Rule, RuleAction,
 };
@@ -39,18 +38,6 @@ fn frames(name: &str) -> Vec<(Timestamp, Vec<u8>)> {
         .collect()
 }
 
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<FlowRecord>>>);
-
-impl FlowSink for Sink {
-    fn flow_end(&mut self, ev: FlowEnd) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(natfw_flowlog::render(&ev, "gw"));
-    }
-}
-
 /// A frame that left the engine: by which side, and whether it was a release/RST (emit).
 #[derive(Debug)]
 struct Out {
@@ -61,7 +48,7 @@ struct Out {
 
 struct Rig {
     engine: Engine,
-    sink: Sink,
+    sink: SharedRecords,
     out: Vec<Out>,
     verdicts: Vec<Verdict>,
 }
@@ -72,7 +59,7 @@ fn private(ip: IpAddr) -> bool {
 
 impl Rig {
     fn new(cfg: &Config, opts: EngineOptions) -> Rig {
-        let sink = Sink::default();
+        let sink = SharedRecords::new("gw");
         let engine =
             Engine::with_options(cfg, GeoDb::embedded(), Box::new(sink.clone()), opts).unwrap();
         Rig {
@@ -138,7 +125,7 @@ impl Rig {
     }
 
     fn records(&self) -> Vec<FlowRecord> {
-        self.sink.0.lock().unwrap().clone()
+        self.sink.snapshot()
     }
 }
 

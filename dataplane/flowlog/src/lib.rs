@@ -92,5 +92,45 @@ impl FlowSink for RecordVec {
     }
 }
 
+/// Like [`RecordVec`], but readable while the engine (which owns its box) runs and after it is
+/// gone: clones share one list. For tests and `natfw replay`'s in-memory records.
+#[derive(Debug, Clone, Default)]
+pub struct SharedRecords {
+    gateway: String,
+    records: std::sync::Arc<std::sync::Mutex<Vec<FlowRecord>>>,
+}
+
+impl SharedRecords {
+    pub fn new(gateway: &str) -> SharedRecords {
+        SharedRecords {
+            gateway: gateway.to_string(),
+            records: Default::default(),
+        }
+    }
+
+    /// Take the records rendered so far.
+    pub fn take(&self) -> Vec<FlowRecord> {
+        std::mem::take(&mut *self.records.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A copy of the records rendered so far.
+    pub fn snapshot(&self) -> Vec<FlowRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl FlowSink for SharedRecords {
+    fn flow_end(&mut self, ev: FlowEnd) {
+        let rec = render(&ev, &self.gateway);
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rec);
+    }
+}
+
 #[cfg(test)]
 mod tests;

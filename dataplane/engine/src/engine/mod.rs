@@ -1,5 +1,5 @@
 //! The sans-I/O engine: connection tracking, SNAT, L7 identification, the verdict state machine
-//! (SPEC.md "Verdict semantics") and flow-log records. The caller owns I/O and time: it hands
+//! (docs/CONTRACT.md, "Verdict semantics") and flow-log records. The caller owns I/O and time: it hands
 //! frames to [`Engine::process`], sends what [`Engine::drain_emits`] returns and calls
 //! [`Engine::poll`] about every 100 ms.
 
