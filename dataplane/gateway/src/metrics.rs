@@ -146,6 +146,21 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
         "AF_XDP loop events, by event.",
     ),
     (
+        "natfw_flows_tuple_reused_total",
+        Kind::Counter,
+        "Client SYNs that reused the tuple of a closed or closing flow: a new flow began.",
+    ),
+    (
+        "natfw_closed_flow_strays_total",
+        Kind::Counter,
+        "Segments for a closed flow that were not its stragglers, dropped.",
+    ),
+    (
+        "natfw_pre_name_released_packets_total",
+        Kind::Counter,
+        "ClientHello segments sent on while the verdict waited, wholly before the server_name.",
+    ),
+    (
         "natfw_worker_heartbeats_total",
         Kind::Counter,
         "Turns of the packet worker's loop (the systemd watchdog is fed only while it grows).",
