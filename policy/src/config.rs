@@ -673,9 +673,15 @@ impl Dec {
             .map_or(Some(None), |n| self.admin(n).map(Some));
         let metrics = f.get("metrics").map_or(Some(None), |n| {
             let m = self.fields(n, "metrics", &["listen"])?;
-            let listen = self.required(&m, "listen")?;
-            self.socket(listen, "metrics.listen")
-                .map(|listen| Some(MetricsConfig { listen }))
+            match m.get("listen") {
+                // Port 9469: not 9100, node_exporter's.
+                None => Some(Some(MetricsConfig {
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9469)),
+                })),
+                Some(listen) => self
+                    .socket(listen, "metrics.listen")
+                    .map(|listen| Some(MetricsConfig { listen })),
+            }
         });
 
         if let (Some(Some(a)), Some(Some(m)), Some(mn)) = (&admin, &metrics, f.get("metrics")) {
@@ -717,7 +723,7 @@ impl Dec {
                 self.err(
                     n.pos,
                     format!(
-                        "{what}: bad listen address `{s}` (expected 127.0.0.1:9100 or [::1]:9100)"
+                        "{what}: bad listen address `{s}` (expected 127.0.0.1:9469 or [::1]:9469)"
                     ),
                 );
                 None
@@ -1100,7 +1106,19 @@ impl Dec {
     }
 
     fn logging(&mut self, n: &Node) -> Option<Logging> {
-        let f = self.fields(n, "logging", &["flow_log", "rotate_bytes", "keep"])?;
+        let f = self.fields(
+            n,
+            "logging",
+            &["flow_log", "rotate_bytes", "keep", "format"],
+        )?;
+        let format = match f.get("format") {
+            None => Some(RecordFormat::Json),
+            Some(n) => self.choice(
+                n,
+                "logging.format",
+                &[("json", RecordFormat::Json), ("ecs", RecordFormat::Ecs)],
+            ),
+        };
         let flow_log = self.opt_string(&f, "flow_log");
         let rotate = match f.get("rotate_bytes") {
             None => Some(None),
@@ -1131,6 +1149,7 @@ impl Dec {
             flow_log: flow_log?.unwrap_or_else(|| Logging::default().flow_log),
             rotate_bytes: rotate?,
             keep: keep?,
+            format: format?,
         })
     }
 

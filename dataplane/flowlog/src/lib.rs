@@ -6,13 +6,16 @@
 //! event ([`render`]) and writes JSON lines to a file or stdout, rotating by size.
 //! [`read_records`] streams them back for the offline views ([`views`]).
 
+mod ecs;
 mod read;
 mod render;
 mod timefmt;
 pub mod views;
 mod writer;
 
+pub use ecs::{to_ecs, ECS_VERSION};
 pub use natfw_engine::engine::{FlowEnd, FlowSink};
+pub use natfw_policy::RecordFormat;
 pub use read::{read_records, ReadError, Records};
 pub use render::render;
 pub use timefmt::{format_rfc3339_millis, parse_rfc3339};

@@ -166,7 +166,10 @@ pub fn run(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let rotation = if opts.flow_log.is_some() {
         Rotation::from_config(&cfg.logging)
     } else {
-        Rotation::default()
+        Rotation {
+            format: cfg.logging.format,
+            ..Rotation::default()
+        }
     };
     let (sink, writer) = natfw_flowlog::spawn_writer(&cfg.gateway.name, target, rotation)
         .map_err(ReplayError::FlowLog)?;
@@ -460,7 +463,7 @@ mod tests {
         assert!(!want.is_empty());
 
         let block = |out: &mut Vec<u8>, btype: u32, mut body: Vec<u8>| {
-            while body.len() % 4 != 0 {
+            while !body.len().is_multiple_of(4) {
                 body.push(0);
             }
             let len = (body.len() + 12) as u32;

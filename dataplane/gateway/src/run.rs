@@ -13,7 +13,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -131,8 +131,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let (fd_tx, fd_rx) = mpsc::channel();
     let (engine_bypass_tx, engine_bypass_rx) = mpsc::channel::<EngineBypass>();
     let io_stats = Arc::new(Mutex::new(IoStats::default()));
+    // Turns of the worker's loop: the systemd watchdog is fed only while it moves.
+    let heartbeat = Arc::new(AtomicU64::new(0));
     let worker = {
         let stop = Arc::clone(&stop);
+        let heartbeat = Arc::clone(&heartbeat);
         let io_stats = Arc::clone(&io_stats);
         let engine_stats = Arc::clone(&engine_stats);
         let (inside, outside) = (sys.inside.clone(), sys.outside.clone());
@@ -145,7 +148,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                     engine,
                     &stop,
                     (&fd_tx, engine_bypass_rx),
-                    (&io_stats, &engine_stats),
+                    (&io_stats, &engine_stats, &heartbeat),
                 )
             })
             .map_err(|e| RunError::Other(format!("spawning the data-path thread: {e}")))?
@@ -184,6 +187,12 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         "forwarding {} <-> {} (EIPs {:?}); SIGHUP reloads the policy; SIGINT/SIGTERM to stop",
         cfg.gateway.inside, cfg.gateway.outside, cfg.gateway.eips
     ));
+    // systemd: ready only now (XDP attached, sockets registered, the worker running).
+    let mut notify = crate::notify::Notifier::from_env();
+    let notify_err = |e: std::io::Error| tracing::warn!("sd_notify: {e}");
+    let _ = notify
+        .ready(&status_line(&engine_stats))
+        .map_err(notify_err);
 
     let mut last_log = Instant::now();
     let mut last_publish = Instant::now();
@@ -192,8 +201,15 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         if worker.is_finished() {
             break;
         }
+        let _ = notify
+            .feed_watchdog(Instant::now(), heartbeat.load(Ordering::Relaxed))
+            .map_err(notify_err);
         if hup.swap(false, Ordering::Relaxed) {
+            let _ = notify.reloading().map_err(notify_err);
             reload(&control);
+            let _ = notify
+                .ready(&status_line(&engine_stats))
+                .map_err(notify_err);
         }
         while let Ok(cmd) = bypass_rx.try_recv() {
             let r = set_bypass(
@@ -215,7 +231,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 &io_stats,
                 &engine_stats,
                 &sink_probe,
+                heartbeat.load(Ordering::Relaxed),
             );
+            let _ = notify
+                .status(&status_line(&engine_stats))
+                .map_err(notify_err);
         }
         if last_log.elapsed() >= LOG_EVERY {
             last_log = Instant::now();
@@ -223,6 +243,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
     }
     log("stopping");
+    let _ = notify.stopping().map_err(notify_err);
     for s in servers {
         s.stop();
     }
@@ -248,7 +269,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 }
 
 fn log(msg: &str) {
-    eprintln!("natfw: {msg}");
+    tracing::info!("{msg}");
 }
 
 /// SIGHUP: reload the config file's policy; on error keep the running one.
@@ -256,10 +277,10 @@ fn reload(control: &crate::admin::Control) {
     match control.reload_file() {
         Ok(r) => {
             for w in &r.warnings {
-                log(w);
+                tracing::warn!("{w}");
             }
             for i in &r.ignored {
-                log(i);
+                tracing::warn!("{i}");
             }
             log(&format!(
                 "reloaded: {} rules now apply to new flows",
@@ -268,9 +289,9 @@ fn reload(control: &crate::admin::Control) {
         }
         Err(errors) => {
             for e in &errors {
-                eprintln!("{e}");
+                tracing::error!("{e}");
             }
-            log("reload failed: the running policy stays");
+            tracing::error!("reload failed: the running policy stays");
         }
     }
 }
@@ -344,8 +365,12 @@ fn publish(
     io: &Mutex<IoStats>,
     engine: &Mutex<natfw_engine::stats::EngineStats>,
     sink: &natfw_flowlog::ChannelSink,
+    heartbeats: u64,
 ) {
-    let mut s = crate::metrics::Snapshot::default();
+    let mut s = crate::metrics::Snapshot {
+        heartbeats,
+        ..Default::default()
+    };
     if let Ok(e) = engine.lock() {
         s.engine = e.clone();
     }
@@ -362,11 +387,37 @@ fn publish(
     control.publish(s);
 }
 
+/// The `STATUS=` line systemd shows: flows now and in total, packets dropped.
+fn status_line(engine: &Mutex<natfw_engine::stats::EngineStats>) -> String {
+    let Ok(e) = engine.lock() else {
+        return "running".into();
+    };
+    let drops: u64 = [
+        e.drop_parse,
+        e.drop_fragment,
+        e.drop_policy,
+        e.drop_no_flow,
+        e.drop_no_port,
+        e.drop_table_full,
+        e.drop_hold_full,
+        e.drop_invalid_state,
+        e.drop_unsupported,
+        e.drop_evasion,
+    ]
+    .iter()
+    .map(|c| c.packets)
+    .sum();
+    format!(
+        "forwarding: {} flows active, {} created, {drops} packets dropped",
+        e.flows_active, e.flows_created
+    )
+}
+
 fn log_counters(a: &Steering, b: &Steering, io: &Mutex<IoStats>) {
     for s in [a, b] {
         match s.counters() {
             Ok(c) => log(&format!("xdp {}: {c}", s.iface())),
-            Err(e) => log(&format!("xdp {}: counters: {e}", s.iface())),
+            Err(e) => tracing::warn!("xdp {}: counters: {e}", s.iface()),
         }
     }
     if let Ok(io) = io.lock() {
@@ -378,7 +429,7 @@ fn load_config(path: &Path) -> Result<Config, RunError> {
     let loaded = natfw_policy::config::load_file(path)
         .map_err(|d| RunError::Config(d.to_string().trim_end().to_string()))?;
     for w in &loaded.warnings {
-        eprintln!("{w}");
+        tracing::warn!("{w}");
     }
     let cfg = loaded.config;
     if !cfg.gateway.dnat.is_empty() {
@@ -541,7 +592,7 @@ impl Drop for Nft {
     fn drop(&mut self) {
         if self.installed {
             if let Err(e) = nft(&format!("delete table inet {NFT_TABLE}")) {
-                log(&format!("removing nftables table {NFT_TABLE}: {e}"));
+                tracing::error!("removing nftables table {NFT_TABLE}: {e}");
             }
         }
     }
@@ -607,12 +658,14 @@ fn worker(
     engine: Engine,
     stop: &AtomicBool,
     (fds, bypass): (&mpsc::Sender<FdReply>, mpsc::Receiver<EngineBypass>),
-    (io_stats, engine_stats): (&Mutex<IoStats>, &Mutex<natfw_engine::stats::EngineStats>),
+    (io_stats, engine_stats, heartbeat): (
+        &Mutex<IoStats>,
+        &Mutex<natfw_engine::stats::EngineStats>,
+        &AtomicU64,
+    ),
 ) -> String {
     if let Err(e) = pin_to_cpu(0) {
-        log(&format!(
-            "pinning the data path to CPU 0: {e} (continuing unpinned)"
-        ));
+        tracing::warn!("pinning the data path to CPU 0: {e} (continuing unpinned)");
     }
     let mut x = match AfXdp::open(inside, outside) {
         Ok(x) => x,
@@ -627,6 +680,7 @@ fn worker(
         emits: Vec::new(),
         io_stats,
         engine_stats,
+        heartbeat,
         last: IoStats::default(),
         bypass,
     };
@@ -650,6 +704,8 @@ struct EngineHandler<'a> {
     last: IoStats,
     /// Bypass changes from the admin API, applied between batches.
     bypass: mpsc::Receiver<EngineBypass>,
+    /// Bumped every tick: the loop is alive.
+    heartbeat: &'a AtomicU64,
 }
 
 fn side(s: IfSide) -> Side {
@@ -680,6 +736,7 @@ impl FrameHandler for EngineHandler<'_> {
     }
 
     fn tick(&mut self, now: Timestamp, io: &IoStats) {
+        self.heartbeat.fetch_add(1, Ordering::Relaxed);
         while let Ok((net, on, ack)) = self.bypass.try_recv() {
             self.engine.set_bypass(net, on);
             let _ = ack.send(());
