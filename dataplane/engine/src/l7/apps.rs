@@ -20,7 +20,7 @@ pub fn ntp(d: &[u8], mode: u8) -> bool {
     let version = (b0 >> 3) & 7;
     let max_stratum = if mode == 4 { 16 } else { 15 };
     (48..=1024).contains(&d.len())
-        && d.len() % 4 == 0
+        && d.len().is_multiple_of(4)
         && (1..=4).contains(&version)
         && b0 & 7 == mode
         && *stratum <= max_stratum
