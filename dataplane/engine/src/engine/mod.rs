@@ -458,6 +458,12 @@ impl Engine {
         self.stats.held_bytes = self.idents.bytes as u64;
     }
 
+    /// Turn the on-demand resolution of names ([`EngineOptions::on_demand_resolution`]) on or
+    /// off (off: when the caller has no resolver to answer requests).
+    pub fn set_on_demand_resolution(&mut self, on: bool) {
+        self.opts.on_demand_resolution = on;
+    }
+
     /// The counters.
     pub fn stats(&self) -> &EngineStats {
         &self.stats
