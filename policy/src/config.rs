@@ -650,7 +650,9 @@ impl Dec {
         let f = self.fields(
             root,
             "the top level",
-            &["gateway", "firewall", "logging", "geo", "admin", "metrics", "dns"],
+            &[
+                "gateway", "firewall", "logging", "geo", "admin", "metrics", "dns",
+            ],
         )?;
         let gw = self.required(&f, "gateway").and_then(|n| self.gateway(n));
         let fw = match f.get("firewall") {
@@ -1160,7 +1162,14 @@ impl Dec {
         }
     }
 
-    fn bounded(&mut self, f: &Fields<'_>, key: &str, min: u64, max: u64, default: u64) -> Option<u64> {
+    fn bounded(
+        &mut self,
+        f: &Fields<'_>,
+        key: &str,
+        min: u64,
+        max: u64,
+        default: u64,
+    ) -> Option<u64> {
         let Some(n) = f.get(key) else {
             return Some(default);
         };
@@ -1198,8 +1207,20 @@ impl Dec {
                 Self::resolver,
             ),
         };
-        let min = self.bounded(&f, "refresh_min_secs", 1, 86_400, u64::from(d.refresh_min_secs));
-        let max = self.bounded(&f, "refresh_max_secs", 1, 604_800, u64::from(d.refresh_max_secs));
+        let min = self.bounded(
+            &f,
+            "refresh_min_secs",
+            1,
+            86_400,
+            u64::from(d.refresh_min_secs),
+        );
+        let max = self.bounded(
+            &f,
+            "refresh_max_secs",
+            1,
+            604_800,
+            u64::from(d.refresh_max_secs),
+        );
         if let (Some(a), Some(b)) = (min, max) {
             if a > b {
                 self.err(
@@ -1214,25 +1235,34 @@ impl Dec {
             Some(v) => self.boolean(v, "dns.verify"),
         };
         let timeout = self.bounded(&f, "verify_timeout_ms", 10, 30_000, d.verify_timeout_ms);
-        let conc = self.bounded(&f, "verify_concurrency", 1, 10_000, d.verify_concurrency as u64);
+        let conc = self.bounded(
+            &f,
+            "verify_concurrency",
+            1,
+            10_000,
+            d.verify_concurrency as u64,
+        );
         let forwarder = match f.get("forwarder") {
             None => Some(None),
             Some(fw) => (|| {
-                let g = self.fields(fw, "dns.forwarder", &["listen", "refuse_denied", "max_inflight"])?;
+                let g = self.fields(
+                    fw,
+                    "dns.forwarder",
+                    &["listen", "refuse_denied", "max_inflight"],
+                )?;
                 let listen = self.required(&g, "listen")?;
                 let listen = self.socket(listen, "dns.forwarder.listen")?;
                 let refuse = match g.get("refuse_denied") {
                     None => Some(None),
-                    Some(r) => self
-                        .choice(
-                            r,
-                            "dns.forwarder.refuse_denied",
-                            &[
-                                ("nxdomain", Some(Refusal::NxDomain)),
-                                ("refused", Some(Refusal::Refused)),
-                                ("none", None),
-                            ],
-                        ),
+                    Some(r) => self.choice(
+                        r,
+                        "dns.forwarder.refuse_denied",
+                        &[
+                            ("nxdomain", Some(Refusal::NxDomain)),
+                            ("refused", Some(Refusal::Refused)),
+                            ("none", None),
+                        ],
+                    ),
                 };
                 let inflight = self.bounded(&g, "max_inflight", 1, 100_000, 512);
                 Some(Some(ForwarderConfig {
@@ -2070,7 +2100,10 @@ admin: {listen: \"127.0.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}
                 "10.0.0.3:5353".parse().unwrap()
             ]
         );
-        assert_eq!((d.refresh_min_secs, d.refresh_max_secs, d.max_names), (10, 600, 50));
+        assert_eq!(
+            (d.refresh_min_secs, d.refresh_max_secs, d.max_names),
+            (10, 600, 50)
+        );
         assert!(d.verify);
         assert_eq!(d.verify_timeout_ms, 500);
         let f = d.forwarder.unwrap();
@@ -2080,9 +2113,14 @@ admin: {listen: \"127.0.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}
         let d = load_str("d.yaml", gw).unwrap().config.dns;
         assert_eq!(d, DnsConfig::default());
         // Errors name the key.
-        let bad = format!("{gw}dns: {{resolvers: [nope], refresh_min_secs: 900, refresh_max_secs: 60}}\n");
+        let bad = format!(
+            "{gw}dns: {{resolvers: [nope], refresh_min_secs: 900, refresh_max_secs: 60}}\n"
+        );
         let e = load_str("d.yaml", &bad).unwrap_err().to_string();
         assert!(e.contains("dns.resolvers[0]: bad resolver `nope`"), "{e}");
-        assert!(e.contains("refresh_min_secs (900) is above refresh_max_secs (60)"), "{e}");
+        assert!(
+            e.contains("refresh_min_secs (900) is above refresh_max_secs (60)"),
+            "{e}"
+        );
     }
 }

@@ -8,9 +8,8 @@ use ipnet::IpNet;
 use natfw_policy::compile::CompiledPolicy;
 use natfw_policy::eval::IpProto;
 use natfw_policy::{
-    Resolution,
     naive_evaluate, Action, App, CountryCode, Destination, DomainMode, DomainPattern, Fact,
-    Firewall, FlowFacts, Mode, Pos, Protocol, Rule, RuleAction,
+    Firewall, FlowFacts, Mode, Pos, Protocol, Resolution, Rule, RuleAction,
 };
 use proptest::prelude::*;
 

@@ -199,9 +199,7 @@ impl DnsCache {
             .get(&ip)?
             .iter()
             .rev()
-            .find(|e| {
-                e.expires > now && e.client.is_none_or(|c| c == client) && &*e.name == name
-            })
+            .find(|e| e.expires > now && e.client.is_none_or(|c| c == client) && &*e.name == name)
             .map(|e| e.source)
     }
 
@@ -299,7 +297,9 @@ impl GatewayFacts {
                 return false;
             }
         }
-        let key: Arc<str> = self.forget_keep_key(name).unwrap_or_else(|| Arc::from(name));
+        let key: Arc<str> = self
+            .forget_keep_key(name)
+            .unwrap_or_else(|| Arc::from(name));
         for ip in addrs.iter() {
             self.by_ip.entry(*ip).or_default().push(Arc::clone(&key));
         }
@@ -446,7 +446,14 @@ mod tests {
         let t0 = Timestamp::from_secs(1000);
         let (a, b, srv) = (ip("10.0.1.10"), ip("10.0.1.11"), ip("198.51.100.10"));
         c.learn(t0, Some(a), "shop.example.test", srv, 300);
-        c.learn_from(t0, Some(b), "fwd.example.test", srv, 300, AnswerSource::Forwarder);
+        c.learn_from(
+            t0,
+            Some(b),
+            "fwd.example.test",
+            srv,
+            300,
+            AnswerSource::Forwarder,
+        );
         assert_eq!(
             c.names_for_client(t0, a, srv).collect::<Vec<_>>(),
             ["shop.example.test"]
@@ -495,7 +502,10 @@ mod tests {
             .map(|i| IpAddr::V4(std::net::Ipv4Addr::from(0xcb00_7100 + i)))
             .collect();
         assert!(g.set(t1, "c.test", &many, Duration::from_secs(60)));
-        assert_eq!(g.addrs(t1, "c.test").map(<[_]>::len), Some(MAX_ADDRS_PER_NAME));
+        assert_eq!(
+            g.addrs(t1, "c.test").map(<[_]>::len),
+            Some(MAX_ADDRS_PER_NAME)
+        );
         // Failure and forgetting.
         assert!(g.set_failed(t1, "a.test", Duration::from_secs(5)));
         assert_eq!(g.state(t1, "a.test"), NameState::Failed);

@@ -223,7 +223,11 @@ impl Engine {
         if matches!(e.data.dns_wait, DnsWait::Waiting | DnsWait::Failed) {
             return;
         }
-        let Some(name) = e.data.domain.as_deref().filter(|_| e.data.domain_fact == FactState::Known)
+        let Some(name) = e
+            .data
+            .domain
+            .as_deref()
+            .filter(|_| e.data.domain_fact == FactState::Known)
         else {
             return;
         };
@@ -248,8 +252,11 @@ impl Engine {
                 waiters: vec![r],
             },
         );
-        let deadline = now.add(std::time::Duration::from_millis(self.opts.resolve_timeout_ms));
-        self.resolve_deadlines.push_back((deadline, Arc::clone(&name)));
+        let deadline = now.add(std::time::Duration::from_millis(
+            self.opts.resolve_timeout_ms,
+        ));
+        self.resolve_deadlines
+            .push_back((deadline, Arc::clone(&name)));
         self.resolve_requests.push(name);
         self.stats.dns_resolve_requests += 1;
         self.stats.dns_resolve_waits += 1;

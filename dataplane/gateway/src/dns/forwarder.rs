@@ -55,11 +55,24 @@ pub async fn serve(
         }
         inflight.set(inflight.get() + 1);
         let query = buf[..n].to_vec();
-        let (sock, upstreams, inflight) = (Rc::clone(&sock), Rc::clone(&upstreams), Rc::clone(&inflight));
+        let (sock, upstreams, inflight) = (
+            Rc::clone(&sock),
+            Rc::clone(&upstreams),
+            Rc::clone(&inflight),
+        );
         let (policy, updates, stats) = (Arc::clone(&policy), updates.clone(), Arc::clone(&stats));
         let refuse = cfg.refuse_denied;
         tokio::task::spawn_local(async move {
-            let reply = answer(&query, from.ip(), refuse, &upstreams, &policy, &updates, &stats).await;
+            let reply = answer(
+                &query,
+                from.ip(),
+                refuse,
+                &upstreams,
+                &policy,
+                &updates,
+                &stats,
+            )
+            .await;
             if let Some(reply) = reply {
                 let _ = sock.send_to(&reply, from).await;
             }
@@ -194,7 +207,13 @@ pub fn addresses(resp: &Message) -> Vec<(IpAddr, u32)> {
 
 /// Hand the answer's facts to the engine: the asked name resolves to every address of the
 /// answer; each CNAME target name with addresses of its own resolves to those.
-fn record(resp: &Message, client: IpAddr, qname: &str, updates: &Sender<DnsUpdate>, stats: &DnsStats) {
+fn record(
+    resp: &Message,
+    client: IpAddr,
+    qname: &str,
+    updates: &Sender<DnsUpdate>,
+    stats: &DnsStats,
+) {
     if resp.response_code() != ResponseCode::NoError {
         return;
     }

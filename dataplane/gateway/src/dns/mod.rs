@@ -80,19 +80,67 @@ impl DnsStats {
     pub fn rows(&self) -> Vec<(&'static str, &'static str, u64)> {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         vec![
-            ("natfw_dns_resolutions_total", "rule_ok", g(&self.rule_resolutions)),
-            ("natfw_dns_resolutions_total", "rule_failed", g(&self.rule_failures)),
-            ("natfw_dns_resolutions_total", "on_demand_ok", g(&self.on_demand_ok)),
-            ("natfw_dns_resolutions_total", "on_demand_failed", g(&self.on_demand_failed)),
-            ("natfw_dns_resolutions_total", "on_demand_dropped", g(&self.on_demand_dropped)),
-            ("natfw_dns_forwarder_queries_total", "received", g(&self.fwd_queries)),
-            ("natfw_dns_forwarder_queries_total", "answered", g(&self.fwd_answered)),
-            ("natfw_dns_forwarder_queries_total", "refused", g(&self.fwd_refused)),
-            ("natfw_dns_forwarder_queries_total", "failed", g(&self.fwd_failed)),
-            ("natfw_dns_forwarder_queries_total", "dropped", g(&self.fwd_dropped)),
-            ("natfw_dns_updates_dropped_total", "", g(&self.updates_dropped)),
+            (
+                "natfw_dns_resolutions_total",
+                "rule_ok",
+                g(&self.rule_resolutions),
+            ),
+            (
+                "natfw_dns_resolutions_total",
+                "rule_failed",
+                g(&self.rule_failures),
+            ),
+            (
+                "natfw_dns_resolutions_total",
+                "on_demand_ok",
+                g(&self.on_demand_ok),
+            ),
+            (
+                "natfw_dns_resolutions_total",
+                "on_demand_failed",
+                g(&self.on_demand_failed),
+            ),
+            (
+                "natfw_dns_resolutions_total",
+                "on_demand_dropped",
+                g(&self.on_demand_dropped),
+            ),
+            (
+                "natfw_dns_forwarder_queries_total",
+                "received",
+                g(&self.fwd_queries),
+            ),
+            (
+                "natfw_dns_forwarder_queries_total",
+                "answered",
+                g(&self.fwd_answered),
+            ),
+            (
+                "natfw_dns_forwarder_queries_total",
+                "refused",
+                g(&self.fwd_refused),
+            ),
+            (
+                "natfw_dns_forwarder_queries_total",
+                "failed",
+                g(&self.fwd_failed),
+            ),
+            (
+                "natfw_dns_forwarder_queries_total",
+                "dropped",
+                g(&self.fwd_dropped),
+            ),
+            (
+                "natfw_dns_updates_dropped_total",
+                "",
+                g(&self.updates_dropped),
+            ),
             ("natfw_dns_rule_names", "", g(&self.rule_names)),
-            ("natfw_dns_rule_names_over_limit", "", g(&self.rule_names_over_limit)),
+            (
+                "natfw_dns_rule_names_over_limit",
+                "",
+                g(&self.rule_names_over_limit),
+            ),
         ]
     }
 }
@@ -122,6 +170,12 @@ impl DnsLink {
         while let Ok(u) = self.updates.try_recv() {
             apply_update(engine, now, u);
         }
+    }
+
+    /// The next update, waiting up to `timeout` (tools and tests that watch the DNS thread
+    /// without an engine).
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Option<DnsUpdate> {
+        self.updates.recv_timeout(timeout).ok()
     }
 
     /// Apply updates, then pass the engine's resolution requests to the DNS thread; a request

@@ -196,7 +196,9 @@ pub async fn run(
                         cfg.max_names
                     );
                 }
-                stats.rule_names_over_limit.store(over as u64, Ordering::Relaxed);
+                stats
+                    .rule_names_over_limit
+                    .store(over as u64, Ordering::Relaxed);
                 let keep: HashSet<&Arc<str>> = names.iter().collect();
                 let gone: Vec<Arc<str>> =
                     due.keys().filter(|n| !keep.contains(n)).cloned().collect();

@@ -1,4 +1,5 @@
-//! Operating a gateway: the admin API, HTTPS, metrics. One test binary per area; one module per topic.
+//! Operating a gateway: the admin API, HTTPS, metrics, the DNS thread. One test binary per area; one module per topic.
 
 mod admin;
+mod dns;
 mod tls;
