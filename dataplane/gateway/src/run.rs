@@ -179,6 +179,14 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         Err(_) => return Err(RunError::Other("data-path thread died during setup".into())),
     };
+    // The first flows must find the rule names' addresses: give the first lookups a moment.
+    if let Some(d) = &dns {
+        if !d.wait_initial(Duration::from_millis(
+            cfg.dns.verify_timeout_ms.max(1000) * 2,
+        )) {
+            log("dns: the rule names are not all resolved yet (continuing; see natfw_dns_resolutions_total)");
+        }
+    }
     let attach = (|| -> Result<(), RunError> {
         for (side, fd) in fds {
             match side {

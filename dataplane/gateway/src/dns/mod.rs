@@ -73,6 +73,8 @@ pub struct DnsStats {
     pub fwd_dropped: AtomicU64,
     /// Updates lost because the channel to the packet worker was full.
     pub updates_dropped: AtomicU64,
+    /// Every rule name of the first policy has been looked up once (answer or failure).
+    pub initial_done: AtomicBool,
 }
 
 impl DnsStats {
@@ -298,6 +300,23 @@ impl DnsService {
             },
             link,
         ))
+    }
+}
+
+impl DnsService {
+    /// Wait (at most `timeout`) until every rule name of the starting policy has been looked
+    /// up once, so that the first flows find their addresses. `false` on timeout.
+    pub fn wait_initial(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.stats.initial_done.load(Ordering::Relaxed) {
+            if std::time::Instant::now() >= deadline
+                || self.thread.as_ref().is_none_or(|t| t.is_finished())
+            {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        true
     }
 }
 

@@ -170,6 +170,8 @@ pub async fn run(
     let mut rule_inflight: HashSet<Arc<str>> = HashSet::new();
     let mut od_inflight: HashSet<Arc<str>> = HashSet::new();
     let mut last: Option<Arc<CompiledPolicy>> = None;
+    // Rule names of the first policy not looked up yet.
+    let mut first_round: Option<HashSet<Arc<str>>> = None;
     let mut last_check = Instant::now() - POLICY_CHECK;
     let spawn = |name: Arc<str>, kind: Kind| {
         let (r, tx) = (Arc::clone(&resolver), done_tx.clone());
@@ -210,8 +212,14 @@ pub async fn run(
                     due.entry(n).or_insert(now);
                 }
                 stats.rule_names.store(due.len() as u64, Ordering::Relaxed);
+                if first_round.is_none() {
+                    first_round = Some(due.keys().cloned().collect());
+                }
                 last = Some(cur);
             }
+        }
+        if first_round.as_ref().is_some_and(HashSet::is_empty) {
+            stats.initial_done.store(true, Ordering::Relaxed);
         }
         let mut next = now + POLICY_CHECK;
         for (name, at) in &due {
@@ -236,6 +244,9 @@ pub async fn run(
                 match kind {
                     Kind::Rule => {
                         rule_inflight.remove(&name);
+                        if let Some(f) = &mut first_round {
+                            f.remove(&name);
+                        }
                         let Some(at) = due.get_mut(&name) else {
                             continue; // dropped by a reload meanwhile
                         };
