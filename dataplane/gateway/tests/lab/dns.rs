@@ -59,7 +59,7 @@ fn field<'a>(r: &'a Value, k: &str) -> &'a Value {
     r.get(k).unwrap_or(&Value::Null)
 }
 
-fn one<'a>(recs: &'a [Value], src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> &'a Value {
+fn one(recs: &[Value], src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> &Value {
     let rs = records_for(recs, src, dst, Some(port));
     assert_eq!(
         rs.len(),
