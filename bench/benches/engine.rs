@@ -1,6 +1,8 @@
 //! Engine hot paths on real frames from the corpus:
 //! - an established-flow packet (parse, conntrack hit, SNAT rewrite, checksum), both ways;
 //! - a whole new TLS flow whose ClientHello spans two segments (Chromium), SNI extracted;
+//! - the same flow under a policy with an `fqdn_and_dns` rule it does not need, with the
+//!   on-demand verification off and on (the verification path must cost such flows nothing);
 //! - the flow table at 1,000,000 flows (lookup hit, insert + remove), plus the resident memory
 //!   of 1,000,000 engine flows (printed once).
 //!
@@ -46,11 +48,50 @@ fn private(f: &[u8]) -> bool {
 
 fn engine(max_flows: usize) -> Engine {
     let cfg = natfw_policy::config::embedded_default();
+    engine_with(&cfg, max_flows, false)
+}
+
+fn engine_with(cfg: &natfw_policy::Config, max_flows: usize, on_demand: bool) -> Engine {
     let opts = EngineOptions {
         max_flows,
+        on_demand_resolution: on_demand,
         ..EngineOptions::default()
     };
-    Engine::with_options(&cfg, GeoDb::embedded(), Box::new(Discard(0)), opts).expect("engine")
+    Engine::with_options(cfg, GeoDb::embedded(), Box::new(Discard(0)), opts).expect("engine")
+}
+
+/// A policy with an `fqdn_and_dns` wildcard rule the Chromium flow's name does not match, then
+/// an `fqdn` rule it does: the flow needs no DNS fact.
+fn verify_policy() -> natfw_policy::Config {
+    use natfw_policy::{Destination, DomainMode, DomainPattern, Protocol, Rule, RuleAction};
+    let rule = |name: &str, p: DomainPattern, mode| Rule {
+        name: name.into(),
+        description: String::new(),
+        source: None,
+        destination: Destination::Domains(vec![p]),
+        domain_mode: mode,
+        protocol: Protocol::Tcp,
+        ports: None,
+        applications: None,
+        action: RuleAction::Accept,
+        enabled: true,
+        pos: Default::default(),
+    };
+    let mut cfg = natfw_policy::config::embedded_default();
+    cfg.firewall.rules = vec![
+        rule(
+            "cdn",
+            DomainPattern::Wildcard("cdn.other.test".into()),
+            DomainMode::FqdnAndDns,
+        ),
+        rule(
+            "pq",
+            DomainPattern::Exact("www.pq.example.test".into()),
+            DomainMode::Fqdn,
+        ),
+    ];
+    cfg.firewall.default_action = natfw_policy::Action::Drop;
+    cfg
 }
 
 fn established(c: &mut Criterion) {
@@ -107,15 +148,13 @@ fn established(c: &mut Criterion) {
     g.finish();
 }
 
-/// The first Chromium connection: handshake, two-segment ClientHello, and a client RST to
-/// end it, with the client port changed every iteration so each run is a new flow.
-fn new_flow_chromium(c: &mut Criterion) {
+/// Frames of the first Chromium connection: handshake and its two-segment ClientHello.
+fn chromium_conn() -> Vec<Vec<u8>> {
     let fs = frames("https_chromium.pcap");
     let first = wire::parse(&fs[0]).unwrap();
     let L4::Tcp { sport, .. } = first.l4 else {
         panic!("first frame is not TCP")
     };
-    // Frames of the first connection up to the second ClientHello segment.
     let mut conn = Vec::new();
     let mut client_payloads = 0;
     for f in &fs {
@@ -138,15 +177,19 @@ fn new_flow_chromium(c: &mut Criterion) {
         }
     }
     assert_eq!(client_payloads, 2);
-    let mut e = engine(1 << 20);
+    conn
+}
+
+/// One new flow per iteration (`conn` with the client port changed), ended by a client RST.
+fn bench_new_flow(c: &mut Criterion, id: &str, e: &mut Engine, conn: &[Vec<u8>]) {
     let t = Timestamp::from_secs(1_000);
     let mut port: u16 = 1024;
     let mut emits: Vec<Emit> = Vec::new();
-    c.bench_function("new_flow/chromium_two_segment_hello", |b| {
+    c.bench_function(id, |b| {
         b.iter(|| {
             port = if port == u16::MAX { 1024 } else { port + 1 };
             let mut last = None;
-            for f in &conn {
+            for f in conn {
                 let mut buf = f.clone();
                 let info = wire::parse(&buf).unwrap();
                 let side = if private(f) {
@@ -186,6 +229,33 @@ fn new_flow_chromium(c: &mut Criterion) {
         })
     });
     assert_eq!(e.flow_count(), 0);
+}
+
+/// The first Chromium connection: handshake, two-segment ClientHello, and a client RST to
+/// end it, with the client port changed every iteration so each run is a new flow.
+fn new_flow_chromium(c: &mut Criterion) {
+    let conn = chromium_conn();
+    let mut e = engine(1 << 20);
+    bench_new_flow(c, "new_flow/chromium_two_segment_hello", &mut e, &conn);
+}
+
+/// The `fqdn_and_dns` verification path costs flows that need no DNS fact nothing: the same
+/// new flow under a policy with an `fqdn_and_dns` rule, on-demand resolution off (`off`: the
+/// verification path unused) and on (`on`), in one run.
+fn new_flow_dns_verification(c: &mut Criterion) {
+    let conn = chromium_conn();
+    let cfg = verify_policy();
+    for (id, on) in [
+        ("new_flow/no_dns_fact_verification_off", false),
+        ("new_flow/no_dns_fact_verification_on", true),
+    ] {
+        let mut e = engine_with(&cfg, 1 << 20, on);
+        bench_new_flow(c, id, &mut e, &conn);
+        let mut req = Vec::new();
+        e.drain_resolve_requests(&mut req);
+        assert!(req.is_empty(), "the flow needed no resolution");
+        assert_eq!(e.stats().dns_resolve_waits, 0);
+    }
 }
 
 fn key(i: u32) -> FlowKey {
@@ -283,6 +353,7 @@ criterion_group!(
     benches,
     established,
     new_flow_chromium,
+    new_flow_dns_verification,
     table_1m,
     engine_memory_1m
 );

@@ -196,6 +196,7 @@ impl SyntheticFlow {
             },
             app: Fact::Pending,
             dns_names,
+            resolution: natfw_policy::Resolution::Final,
         }
     }
 }

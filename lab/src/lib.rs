@@ -527,6 +527,12 @@ impl Lab {
         let mut dns_cmd = vec!["dnsmasq"];
         dns_cmd.extend(dns.iter().map(String::as_str));
         self.spawn_in(&inet, "dnsmasq.log", &dns_cmd)?;
+        if let Some(r) = self.plan.vpc_resolver.clone() {
+            let args = servers::dnsmasq_args_at(&d, r.addr, "dnsmasq-vpc.pid");
+            let mut cmd = vec!["dnsmasq"];
+            cmd.extend(args.iter().map(String::as_str));
+            self.spawn_in(&r.ns, "dnsmasq-vpc.log", &cmd)?;
+        }
         let sshd_conf = self.path("sshd_config");
         std::fs::write(
             &sshd_conf,
@@ -581,7 +587,17 @@ impl Lab {
             want.push(format!("{}:80", w.addr));
             want.push(format!("{}:443", w.addr));
         }
-        let missing: Vec<&String> = want.iter().filter(|w| !ss.contains(w.as_str())).collect();
+        let mut missing: Vec<&String> = want.iter().filter(|w| !ss.contains(w.as_str())).collect();
+        let vpc = self
+            .plan
+            .vpc_resolver
+            .as_ref()
+            .map(|r| (r.ns.clone(), format!("{}:53", r.addr)));
+        if let Some((ns, addr)) = &vpc {
+            if !ns_must(ns, &["ss", "-Hlnu"])?.contains(addr.as_str()) {
+                missing.push(addr);
+            }
+        }
         if missing.is_empty() {
             Ok(())
         } else {
@@ -668,6 +684,17 @@ impl Lab {
             .clone();
         let text = gateway_config_text(&g)
             .ok_or_else(|| err("start natfw", format!("no config {}", g.config)))?;
+        self.start_natfw_with(gi, text)
+    }
+
+    /// [`Lab::start_natfw`] with the config `text` instead of the gateway's embedded one.
+    pub fn start_natfw_with(&mut self, gi: usize, text: &str) -> Result<(), LabError> {
+        let g = self
+            .plan
+            .gateways
+            .get(gi)
+            .ok_or_else(|| err("start natfw", "no gateway"))?
+            .clone();
         let cfg = self.dir.join(format!("{}.yaml", g.name));
         std::fs::write(&cfg, text).map_err(|e| err("write config", e))?;
         let log_name = format!("natfw-{}.log", g.name);

@@ -203,6 +203,17 @@ pub struct HostSpec {
     pub bypassed: bool,
 }
 
+/// A DNS resolver inside the VPC (the provider's private DNS): VPC hosts reach it without
+/// crossing the gateway, so its answers never cross it either.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpcResolver {
+    pub ns: String,
+    pub addr: Ipv4Addr,
+}
+
+/// The in-VPC resolver's address (its own /24 behind the VPC router).
+pub const VPC_RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(10, 254, 53, 53);
+
 /// A whole topology for one scenario and tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -212,6 +223,8 @@ pub struct Plan {
     pub links: Vec<Link>,
     pub gateways: Vec<GatewaySpec>,
     pub hosts: Vec<HostSpec>,
+    /// The variant with a resolver inside the VPC ([`Plan::with_vpc_resolver`]).
+    pub vpc_resolver: Option<VpcResolver>,
 }
 
 fn net(a: Ipv4Addr, len: u8) -> Ipv4Net {
@@ -343,6 +356,7 @@ pub fn plan(scenario: Scenario, tag: &str) -> Plan {
             links: Vec::new(),
             gateways: Vec::new(),
             hosts: Vec::new(),
+            vpc_resolver: None,
         },
     };
     b.ns("inet", Role::Internet);
@@ -445,6 +459,40 @@ pub fn plan(scenario: Scenario, tag: &str) -> Plan {
 }
 
 impl Plan {
+    /// The variant whose DNS resolver sits in the VPC: a `res` namespace behind the VPC's
+    /// router (transit or vSwitch router) at [`VPC_RESOLVER_ADDR`], authoritative for the lab
+    /// names. `None` for a scenario without a VPC router (scenario 1).
+    pub fn with_vpc_resolver(mut self) -> Option<Plan> {
+        let router = self
+            .namespaces
+            .iter()
+            .find(|n| n.role == Role::Router)?
+            .name
+            .clone();
+        let ns = format!("{NS_PREFIX}{}-res", self.tag);
+        let o = VPC_RESOLVER_ADDR.octets();
+        let peer = ip(o[0], o[1], o[2], 1);
+        self.namespaces.push(NsSpec {
+            name: ns.clone(),
+            role: Role::Host,
+            routes: vec![(None, peer)],
+        });
+        self.links.push(Link {
+            a_ns: ns.clone(),
+            a_if: "eth0".into(),
+            a_addr: Some(net(VPC_RESOLVER_ADDR, 24)),
+            b_ns: router,
+            b_if: "res0".into(),
+            b_addr: Some(net(peer, 24)),
+            b_bridged: false,
+        });
+        self.vpc_resolver = Some(VpcResolver {
+            ns,
+            addr: VPC_RESOLVER_ADDR,
+        });
+        Some(self)
+    }
+
     /// The internet namespace.
     pub fn inet_ns(&self) -> &str {
         &self.namespaces[0].name
@@ -537,6 +585,19 @@ mod tests {
             .map(|n| p.expected_eip(p.host(n).unwrap()).unwrap())
             .collect();
         assert_eq!(eips.len(), 3);
+    }
+
+    #[test]
+    fn vpc_resolver_sits_behind_the_vpc_router_not_the_gateway() {
+        assert!(plan(Scenario::ProdTest, "x").with_vpc_resolver().is_none());
+        for s in [Scenario::SharedDmz, Scenario::VSwitches] {
+            let p = plan(s, "x").with_vpc_resolver().unwrap();
+            let r = p.vpc_resolver.as_ref().unwrap();
+            let l = p.links.iter().find(|l| l.a_ns == r.ns).unwrap();
+            let peer = p.namespaces.iter().find(|n| n.name == l.b_ns).unwrap();
+            assert_eq!(peer.role, Role::Router);
+            assert!(p.gateways.iter().all(|g| g.ns != l.b_ns));
+        }
     }
 
     #[test]

@@ -58,15 +58,21 @@ pub fn nginx_conf(dir: &Path) -> String {
 /// dnsmasq arguments: authoritative-style answers for the lab names only, nothing forwarded
 /// anywhere (no upstream servers, no /etc/hosts, no resolv.conf).
 pub fn dnsmasq_args(dir: &Path) -> Vec<String> {
+    dnsmasq_args_at(dir, DNS_ADDR, "dnsmasq.pid")
+}
+
+/// dnsmasq authoritative for [`WEB_NAMES`] on `addr` (the internet-side server, or the
+/// in-VPC resolver of [`crate::plan::Plan::with_vpc_resolver`]).
+pub fn dnsmasq_args_at(dir: &Path, addr: std::net::Ipv4Addr, pid_file: &str) -> Vec<String> {
     let mut a = vec![
         "--keep-in-foreground".to_string(),
         "--no-resolv".into(),
         "--no-hosts".into(),
         "--no-poll".into(),
         "--bind-interfaces".into(),
-        format!("--listen-address={DNS_ADDR}"),
+        format!("--listen-address={addr}"),
         "--except-interface=none".into(),
-        format!("--pid-file={}/dnsmasq.pid", dir.display()),
+        format!("--pid-file={}/{pid_file}", dir.display()),
         "--user=root".into(),
         "--log-facility=-".into(),
         "--log-queries".into(),

@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use crate::app::App;
 use crate::counters::RuleCounters;
 use crate::domain::DomainSet;
-use crate::eval::{rule_tri, Evaluation, Fact, FlowFacts, IpProto, Walk};
+use crate::eval::{rule_tri, Evaluation, Fact, FlowFacts, IpProto, Resolution, Walk};
 use crate::model::{
     Action, CountryCode, Destination, DomainMode, DomainPattern, Firewall, Mode, OnUnidentifiable,
     Protocol, Rule, RuleId,
@@ -572,8 +572,13 @@ impl CompiledPolicy {
             }
             // Loose: an application rule is now unknown (skipped by the walk) unless its
             // destination is still pending: a sent-name rule while the name is pending.
+            // Likewise while the gateway still resolves a known name (an `fqdn_and_dns`
+            // verification is pending).
             Fact::Unidentifiable => Some(DimWords::new(match (&self.dst, f.domain) {
                 (Some(_), Fact::Pending) => &a.any_or_name_modes.0,
+                (Some(_), Fact::Known(_)) if f.resolution == Resolution::Pending => {
+                    &a.any_or_name_modes.0
+                }
                 _ => &a.any.0,
             })),
         });
@@ -722,6 +727,7 @@ mod tests {
             domain,
             app: Fact::Pending,
             dns_names: &[],
+            resolution: Resolution::Final,
         }
     }
 
@@ -762,7 +768,8 @@ mod tests {
                 rule: RuleId(3),
                 needs: Needs {
                     domain: true,
-                    app: false
+                    app: false,
+                    dns: false
                 }
             }
         );
@@ -912,6 +919,11 @@ mod tests {
                     domain: rng.pick(&[Fact::Known(name), Fact::Pending, Fact::Unidentifiable]),
                     app: rng.pick(&[Fact::Known(app), Fact::Pending, Fact::Unidentifiable]),
                     dns_names: &dns,
+                    resolution: rng.pick(&[
+                        Resolution::Final,
+                        Resolution::Pending,
+                        Resolution::Failed,
+                    ]),
                 };
                 assert_eq!(p.evaluate(&f), naive_evaluate(&fw, &f), "{f:?}");
             }

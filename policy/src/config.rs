@@ -210,6 +210,7 @@ pub fn embedded_default() -> Config {
         geo: GeoConfig::default(),
         admin: None,
         metrics: None,
+        dns: DnsConfig::default(),
     }
 }
 
@@ -649,7 +650,9 @@ impl Dec {
         let f = self.fields(
             root,
             "the top level",
-            &["gateway", "firewall", "logging", "geo", "admin", "metrics"],
+            &[
+                "gateway", "firewall", "logging", "geo", "admin", "metrics", "dns",
+            ],
         )?;
         let gw = self.required(&f, "gateway").and_then(|n| self.gateway(n));
         let fw = match f.get("firewall") {
@@ -692,6 +695,9 @@ impl Dec {
                 );
             }
         }
+        let dns = f
+            .get("dns")
+            .map_or(Some(DnsConfig::default()), |n| self.dns(n));
         let (gateway, dnat_pos) = gw?;
         let firewall = fw?;
         if firewall.enabled && !gateway.dnat.is_empty() {
@@ -708,6 +714,7 @@ impl Dec {
             geo: geo?,
             admin: admin?,
             metrics: metrics?,
+            dns: dns?,
         };
         (!self.has_errors()).then_some(config)
     }
@@ -1150,6 +1157,149 @@ impl Dec {
             rotate_bytes: rotate?,
             keep: keep?,
             format: format?,
+        })
+    }
+
+    /// A resolver: `10.0.0.2` (port 53) or `10.0.0.2:5353` / `[fd00::2]:53`.
+    fn resolver(&mut self, n: &Node, what: &str) -> Option<SocketAddr> {
+        let Some(s) = n.as_str() else {
+            self.wrong_type(n, what, "an address or address:port");
+            return None;
+        };
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Some(SocketAddr::new(ip, 53));
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(
+                    n.pos,
+                    format!("{what}: bad resolver `{s}` (expected 10.0.0.2 or 10.0.0.2:53)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn bounded(
+        &mut self,
+        f: &Fields<'_>,
+        key: &str,
+        min: u64,
+        max: u64,
+        default: u64,
+    ) -> Option<u64> {
+        let Some(n) = f.get(key) else {
+            return Some(default);
+        };
+        let what = format!("{}.{key}", f.what);
+        let v = self.uint(n, &what)?;
+        if !(min..=max).contains(&v) {
+            self.err(n.pos, format!("{what}: {v} is outside {min}..={max}"));
+            return None;
+        }
+        Some(v)
+    }
+
+    fn dns(&mut self, n: &Node) -> Option<DnsConfig> {
+        let f = self.fields(
+            n,
+            "dns",
+            &[
+                "resolvers",
+                "refresh_min_secs",
+                "refresh_max_secs",
+                "max_names",
+                "verify",
+                "verify_timeout_ms",
+                "verify_concurrency",
+                "forwarder",
+            ],
+        )?;
+        let d = DnsConfig::default();
+        let resolvers = match f.get("resolvers") {
+            None => Some(Vec::new()),
+            Some(r) => self.list(
+                r,
+                "dns.resolvers",
+                "empty list (omit the key to use the system's resolvers)",
+                Self::resolver,
+            ),
+        };
+        let min = self.bounded(
+            &f,
+            "refresh_min_secs",
+            1,
+            86_400,
+            u64::from(d.refresh_min_secs),
+        );
+        let max = self.bounded(
+            &f,
+            "refresh_max_secs",
+            1,
+            604_800,
+            u64::from(d.refresh_max_secs),
+        );
+        if let (Some(a), Some(b)) = (min, max) {
+            if a > b {
+                self.err(
+                    n.pos,
+                    format!("dns: refresh_min_secs ({a}) is above refresh_max_secs ({b})"),
+                );
+            }
+        }
+        let max_names = self.bounded(&f, "max_names", 1, 1_000_000, d.max_names as u64);
+        let verify = match f.get("verify") {
+            None => Some(d.verify),
+            Some(v) => self.boolean(v, "dns.verify"),
+        };
+        let timeout = self.bounded(&f, "verify_timeout_ms", 10, 30_000, d.verify_timeout_ms);
+        let conc = self.bounded(
+            &f,
+            "verify_concurrency",
+            1,
+            10_000,
+            d.verify_concurrency as u64,
+        );
+        let forwarder = match f.get("forwarder") {
+            None => Some(None),
+            Some(fw) => (|| {
+                let g = self.fields(
+                    fw,
+                    "dns.forwarder",
+                    &["listen", "refuse_denied", "max_inflight"],
+                )?;
+                let listen = self.required(&g, "listen")?;
+                let listen = self.socket(listen, "dns.forwarder.listen")?;
+                let refuse = match g.get("refuse_denied") {
+                    None => Some(None),
+                    Some(r) => self.choice(
+                        r,
+                        "dns.forwarder.refuse_denied",
+                        &[
+                            ("nxdomain", Some(Refusal::NxDomain)),
+                            ("refused", Some(Refusal::Refused)),
+                            ("none", None),
+                        ],
+                    ),
+                };
+                let inflight = self.bounded(&g, "max_inflight", 1, 100_000, 512);
+                Some(Some(ForwarderConfig {
+                    listen,
+                    refuse_denied: refuse?,
+                    max_inflight: inflight? as usize,
+                }))
+            })(),
+        };
+        Some(DnsConfig {
+            resolvers: resolvers?,
+            refresh_min_secs: min? as u32,
+            refresh_max_secs: max? as u32,
+            max_names: max_names? as usize,
+            verify: verify?,
+            verify_timeout_ms: timeout?,
+            verify_concurrency: conc? as usize,
+            forwarder: forwarder?,
         })
     }
 
@@ -1949,6 +2099,47 @@ admin: {listen: \"127.0.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}
         assert_eq!(
             e.to_string(),
             "e.yaml:1:1: empty configuration: a `gateway` section is required\n"
+        );
+    }
+
+    #[test]
+    fn decodes_the_dns_section() {
+        let gw = "gateway: {name: gw, inside: eth1, outside: eth2, eips: [203.0.113.10], \
+                  snat: [{name: a, source: 10.0.0.0/16}]}\n";
+        let text = format!(
+            "{gw}dns:\n  resolvers: [10.0.0.2, \"10.0.0.3:5353\"]\n  refresh_min_secs: 10\n  \
+             refresh_max_secs: 600\n  max_names: 50\n  verify_timeout_ms: 500\n  \
+             forwarder: {{listen: \"10.0.0.1:53\", refuse_denied: nxdomain}}\n"
+        );
+        let d = load_str("d.yaml", &text).unwrap().config.dns;
+        assert_eq!(
+            d.resolvers,
+            [
+                "10.0.0.2:53".parse::<SocketAddr>().unwrap(),
+                "10.0.0.3:5353".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            (d.refresh_min_secs, d.refresh_max_secs, d.max_names),
+            (10, 600, 50)
+        );
+        assert!(d.verify);
+        assert_eq!(d.verify_timeout_ms, 500);
+        let f = d.forwarder.unwrap();
+        assert_eq!(f.listen, "10.0.0.1:53".parse().unwrap());
+        assert_eq!(f.refuse_denied, Some(Refusal::NxDomain));
+        // Defaults.
+        let d = load_str("d.yaml", gw).unwrap().config.dns;
+        assert_eq!(d, DnsConfig::default());
+        // Errors name the key.
+        let bad = format!(
+            "{gw}dns: {{resolvers: [nope], refresh_min_secs: 900, refresh_max_secs: 60}}\n"
+        );
+        let e = load_str("d.yaml", &bad).unwrap_err().to_string();
+        assert!(e.contains("dns.resolvers[0]: bad resolver `nope`"), "{e}");
+        assert!(
+            e.contains("refresh_min_secs (900) is above refresh_max_secs (60)"),
+            "{e}"
         );
     }
 }

@@ -61,6 +61,22 @@ pub struct FlowFacts<'a> {
     /// Normalised names that resolved to `dst` (from DNS answers seen crossing the gateway or
     /// the gateway's own resolution of rule domains). Empty when none.
     pub dns_names: &'a [&'a str],
+    /// Whether `dns_names` is complete for the flow's own name (`domain`): what a missing
+    /// address means to an `fqdn_and_dns` rule.
+    pub resolution: Resolution,
+}
+
+/// State of the gateway's own resolution of the name a flow presents (`FlowFacts::domain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Resolution {
+    /// Complete, or none will be made: a name missing from `dns_names` did not resolve to the
+    /// destination.
+    #[default]
+    Final,
+    /// The gateway may still resolve the name: a missing name is pending (the flow waits).
+    Pending,
+    /// The gateway's resolution failed or timed out: a missing name is unknown.
+    Failed,
 }
 
 /// Which facts a pending outcome is waiting for.
@@ -68,6 +84,8 @@ pub struct FlowFacts<'a> {
 pub struct Needs {
     pub domain: bool,
     pub app: bool,
+    /// The gateway's resolution of the flow's name (an `fqdn_and_dns` verification).
+    pub dns: bool,
 }
 
 /// Why a decided outcome was reached.
@@ -129,7 +147,7 @@ impl PartialOrd for Needs {
 }
 impl Ord for Needs {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.domain, self.app).cmp(&(other.domain, other.app))
+        (self.domain, self.app, self.dns).cmp(&(other.domain, other.app, other.dns))
     }
 }
 
@@ -138,10 +156,7 @@ impl Tri {
     pub fn and(self, other: Tri) -> Tri {
         match (self, other) {
             (Tri::False, _) | (_, Tri::False) => Tri::False,
-            (Tri::Pending(a), Tri::Pending(b)) => Tri::Pending(Needs {
-                domain: a.domain || b.domain,
-                app: a.app || b.app,
-            }),
+            (Tri::Pending(a), Tri::Pending(b)) => Tri::Pending(a.merge(b)),
             (Tri::Pending(a), _) | (_, Tri::Pending(a)) => Tri::Pending(a),
             (Tri::Unknown, _) | (_, Tri::Unknown) => Tri::Unknown,
             (Tri::True, Tri::True) => Tri::True,
@@ -152,10 +167,7 @@ impl Tri {
     pub fn or(self, other: Tri) -> Tri {
         match (self, other) {
             (Tri::True, _) | (_, Tri::True) => Tri::True,
-            (Tri::Pending(a), Tri::Pending(b)) => Tri::Pending(Needs {
-                domain: a.domain || b.domain,
-                app: a.app || b.app,
-            }),
+            (Tri::Pending(a), Tri::Pending(b)) => Tri::Pending(a.merge(b)),
             (Tri::Pending(a), _) | (_, Tri::Pending(a)) => Tri::Pending(a),
             (Tri::Unknown, _) | (_, Tri::Unknown) => Tri::Unknown,
             (Tri::False, Tri::False) => Tri::False,
@@ -171,13 +183,30 @@ impl Tri {
     }
 }
 
+impl Needs {
+    fn merge(self, b: Needs) -> Needs {
+        Needs {
+            domain: self.domain || b.domain,
+            app: self.app || b.app,
+            dns: self.dns || b.dns,
+        }
+    }
+}
+
 const NEED_DOMAIN: Needs = Needs {
     domain: true,
     app: false,
+    dns: false,
 };
 const NEED_APP: Needs = Needs {
     domain: false,
     app: true,
+    dns: false,
+};
+const NEED_DNS: Needs = Needs {
+    domain: false,
+    app: false,
+    dns: true,
 };
 
 fn proto_matches(rule: Protocol, flow: IpProto) -> bool {
@@ -211,10 +240,16 @@ pub fn destination_tri(rule: &Rule, f: &FlowFacts<'_>) -> Tri {
                 DomainMode::Fqdn => fqdn(),
                 DomainMode::Dns => dns(),
                 DomainMode::FqdnOrDns => fqdn().or(dns()),
+                // The sent name must match and the destination must be one of *its* addresses;
+                // while the gateway still resolves the name, that is pending.
                 DomainMode::FqdnAndDns => match f.domain {
-                    Fact::Known(name) => {
-                        Tri::from_bool(any_pattern(patterns, name) && f.dns_names.contains(&name))
-                    }
+                    Fact::Known(name) if !any_pattern(patterns, name) => Tri::False,
+                    Fact::Known(name) if f.dns_names.contains(&name) => Tri::True,
+                    Fact::Known(_) => match f.resolution {
+                        Resolution::Final => Tri::False,
+                        Resolution::Pending => Tri::Pending(NEED_DNS),
+                        Resolution::Failed => Tri::Unknown,
+                    },
                     _ => fqdn(),
                 },
             }

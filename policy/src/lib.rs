@@ -28,5 +28,7 @@ pub mod prefix;
 pub mod yaml;
 
 pub use app::App;
-pub use eval::{naive_evaluate, DecidedBy, Evaluation, Fact, FlowFacts, Needs, Outcome};
+pub use eval::{
+    naive_evaluate, DecidedBy, Evaluation, Fact, FlowFacts, Needs, Outcome, Resolution,
+};
 pub use model::*;

@@ -35,6 +35,63 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Prometheus metrics listener; `None` = no exporter.
     pub metrics: Option<MetricsConfig>,
+    /// The gateway's own DNS: resolution of rule names, on-demand verification, forwarder.
+    pub dns: DnsConfig,
+}
+
+/// `dns`: how the gateway resolves names itself and (optionally) forwards the VPC's queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Upstream resolvers; empty = the system's (`/etc/resolv.conf`).
+    pub resolvers: Vec<std::net::SocketAddr>,
+    /// Shortest interval between two resolutions of a rule name (TTL floor), seconds.
+    pub refresh_min_secs: u32,
+    /// Longest interval between two resolutions of a rule name (TTL ceiling), seconds.
+    pub refresh_max_secs: u32,
+    /// Most names the gateway keeps resolved for rules (the rest are left unresolved, with a
+    /// warning).
+    pub max_names: usize,
+    /// Resolve the name a flow presents when an `fqdn_and_dns` rule needs its addresses.
+    pub verify: bool,
+    /// How long such a flow waits for that resolution, ms.
+    pub verify_timeout_ms: u64,
+    /// Names resolved on demand at once.
+    pub verify_concurrency: usize,
+    /// The DNS forwarder; `None` = none.
+    pub forwarder: Option<ForwarderConfig>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            resolvers: Vec::new(),
+            refresh_min_secs: 30,
+            refresh_max_secs: 3600,
+            max_names: 4096,
+            verify: true,
+            verify_timeout_ms: 2000,
+            verify_concurrency: 64,
+            forwarder: None,
+        }
+    }
+}
+
+/// `dns.forwarder`: answer the VPC's queries by forwarding them upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwarderConfig {
+    /// Inside address (UDP and TCP) the forwarder answers on.
+    pub listen: std::net::SocketAddr,
+    /// Refuse queries for names a rule denies; `None` = answer every query.
+    pub refuse_denied: Option<Refusal>,
+    /// Queries being forwarded at once; more are answered SERVFAIL.
+    pub max_inflight: usize,
+}
+
+/// How the forwarder refuses a denied name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NxDomain,
+    Refused,
 }
 
 /// The NAT gateway: interfaces, EIPs and how private sources map onto them.

@@ -259,6 +259,7 @@ proptest! {
             domain: f.domain.map_or(Fact::Unidentifiable, Fact::Known),
             app: f.app.map_or(Fact::Unidentifiable, Fact::Known),
             dns_names: &f.dns,
+            resolution: natfw_policy::Resolution::Final,
         };
         let (ta, tb) = (rule_tri(&a, &facts), rule_tri(&b, &facts));
         match tb {

@@ -9,7 +9,7 @@ use natfw_policy::compile::CompiledPolicy;
 use natfw_policy::eval::IpProto;
 use natfw_policy::{
     naive_evaluate, Action, App, CountryCode, Destination, DomainMode, DomainPattern, Fact,
-    Firewall, FlowFacts, Mode, Pos, Protocol, Rule, RuleAction,
+    Firewall, FlowFacts, Mode, Pos, Protocol, Resolution, Rule, RuleAction,
 };
 use proptest::prelude::*;
 
@@ -153,6 +153,7 @@ struct Flow {
     app: Fact<App>,
     dns_names: Vec<String>,
     dns_includes_domain: bool,
+    resolution: Resolution,
 }
 
 fn flow() -> impl Strategy<Value = Flow> {
@@ -171,9 +172,25 @@ fn flow() -> impl Strategy<Value = Flow> {
         fact(app()),
         prop::collection::vec(name(), 0..3),
         any::<bool>(),
+        prop::sample::select(vec![
+            Resolution::Final,
+            Resolution::Pending,
+            Resolution::Failed,
+        ]),
     )
         .prop_map(
-            |(src, dst, proto, dst_port, country, domain, app, dns_names, dns_includes_domain)| {
+            |(
+                src,
+                dst,
+                proto,
+                dst_port,
+                country,
+                domain,
+                app,
+                dns_names,
+                dns_includes_domain,
+                resolution,
+            )| {
                 Flow {
                     src,
                     dst,
@@ -184,6 +201,7 @@ fn flow() -> impl Strategy<Value = Flow> {
                     app,
                     dns_names,
                     dns_includes_domain,
+                    resolution,
                 }
             },
         )
@@ -216,6 +234,7 @@ proptest! {
                 domain,
                 app: fl.app,
                 dns_names: &dns,
+                resolution: fl.resolution,
             };
             prop_assert_eq!(compiled.evaluate(&f), naive_evaluate(&fw, &f), "flow {:?}", fl);
         }
@@ -251,6 +270,7 @@ fn generators_reach_every_outcome_kind() {
                 },
                 app: fl.app,
                 dns_names: &dns,
+                resolution: fl.resolution,
             };
             let e = compiled.evaluate(&f);
             monitored += usize::from(!e.monitors.is_empty());

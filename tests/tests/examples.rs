@@ -83,6 +83,7 @@ fn decide(fw: &Firewall, f: &Flow<'_>) -> (String, Action) {
         domain: f.domain.map_or(Fact::Unidentifiable, Fact::Known),
         app: f.app.map_or(Fact::Unidentifiable, Fact::Known),
         dns_names: f.dns,
+        resolution: natfw_policy::Resolution::Final,
     };
     match naive_evaluate(fw, &facts).outcome {
         Outcome::Decided { rule, action, by } => {
@@ -278,6 +279,7 @@ fn dmz_allows_only_partner_services_and_monitors_the_rest() {
         domain: Fact::Unidentifiable,
         app: Fact::Known(App::Smtp),
         dns_names: &[],
+        resolution: natfw_policy::Resolution::Final,
     };
     let ev = naive_evaluate(&fw, &facts);
     let names: Vec<&str> = ev
@@ -366,6 +368,7 @@ fn vswitches_have_their_own_eips_and_policies() {
         domain: Fact::Known("eu-1.objects.storage.example"),
         app: Fact::Known(App::Https),
         dns_names: &[],
+        resolution: natfw_policy::Resolution::Final,
     };
     let ev = naive_evaluate(fw, &up);
     assert_eq!(ev.monitors.len(), 1);

@@ -64,6 +64,8 @@ const IO_CRATES: &[&str] = &[
     "signal-hook",
     "metrics",
     "crossbeam-channel",
+    "tokio",
+    "hickory-resolver",
 ];
 
 /// The platform natfw is built for (AF_XDP gateways on x86-64 Linux). The resolve is filtered

@@ -105,4 +105,18 @@ pub struct EngineStats {
     pub pre_name_released: Counter,
     /// DNS responses learned into the DNS cache.
     pub dns_answers_learned: u64,
+    /// Addresses learned from answers the gateway's DNS forwarder relayed.
+    pub dns_answers_forwarded: u64,
+    /// Names the engine asked the gateway to resolve (`fqdn_and_dns` verification).
+    pub dns_resolve_requests: u64,
+    /// Flows that waited for such a resolution.
+    pub dns_resolve_waits: u64,
+    /// Resolutions that did not answer in time (their flows' verification is unknown).
+    pub dns_resolve_timeouts: u64,
+    /// Flows that could not wait: too many names being resolved at once.
+    pub dns_resolve_refused: u64,
+    /// Resolution results not stored: the bound on names was reached.
+    pub dns_gateway_names_full: u64,
+    /// Gauge: names the gateway's own resolution holds.
+    pub dns_gateway_names: u64,
 }

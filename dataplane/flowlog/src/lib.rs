@@ -69,6 +69,10 @@ pub struct FlowRecord {
     pub in_packet_bytes: u64,
     /// `fin`, `rst`, `timeout`, `denied`, `evicted`, `shutdown`.
     pub end_reason: String,
+    /// How the deciding rule tied the destination address to a name: `client_answer`,
+    /// `gateway_resolution`, `forwarder`; `None` when no DNS fact decided the flow.
+    #[serde(default)]
+    pub dns_verified: Option<String>,
 }
 
 /// Keeps rendered records in memory (tests, replay into a buffer): the engine's

@@ -92,6 +92,15 @@ fn reason(ev: &FlowEnd, policy: &CompiledPolicy) -> String {
                     },
                 }
             }
+            (_, Some(DecidedBy::UnknownStrict), rule) if ev.dns_failed => {
+                let _ = write!(
+                    s,
+                    "strict mode: the gateway could not resolve {} in time to verify the \
+                     destination for rule {}",
+                    ev.domain.as_deref().unwrap_or("the name"),
+                    rule.map_or_else(|| "?".to_string(), rule_name)
+                );
+            }
             (_, Some(DecidedBy::UnknownStrict), rule) => {
                 let rule_ref = rule.and_then(|id| policy.rules().get(id.0 as usize));
                 let fact = match rule_ref.map(|r| &r.destination) {
@@ -138,6 +147,21 @@ fn reason(ev: &FlowEnd, policy: &CompiledPolicy) -> String {
                 let _ = write!(s, "no rule matched; default action {}", action.as_str());
             }
         }
+    }
+    if let Some(v) = ev.dns_verified {
+        let _ = write!(
+            s,
+            "; destination tied to the name by {} ({})",
+            v.human(),
+            v.as_str()
+        );
+    }
+    if ev.dns_failed && ev.decided_by != Some(DecidedBy::UnknownStrict) {
+        let _ = write!(
+            s,
+            "; the gateway could not resolve {} in time (address unverified)",
+            ev.domain.as_deref().unwrap_or("the name")
+        );
     }
     if let Some(why) = ev.why.filter(|w| !benign(w)) {
         if ev.decided_by != Some(DecidedBy::UnknownStrict) {
@@ -215,5 +239,6 @@ pub fn render(ev: &FlowEnd, gateway: &str) -> FlowRecord {
         in_packet_count: ev.inb.packets,
         in_packet_bytes: ev.inb.bytes,
         end_reason: end_reason.as_str().into(),
+        dns_verified: ev.dns_verified.map(|v| v.as_str().to_string()),
     }
 }

@@ -31,6 +31,7 @@ fn record(i: u64) -> FlowRecord {
         in_packet_count: 0,
         in_packet_bytes: 0,
         end_reason: "fin".into(),
+        dns_verified: None,
     }
 }
 
@@ -64,6 +65,8 @@ fn event(i: u64) -> FlowEnd {
         app: Some(natfw_policy::App::Https),
         app_fact: FactState::Known,
         why: None,
+        dns_verified: None,
+        dns_failed: false,
         country: None,
         ech: false,
         evasion: false,
@@ -115,8 +118,9 @@ fn every_key_present_with_nulls() {
     let line = serde_json::to_string(&record(1)).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     let obj = v.as_object().unwrap();
-    assert_eq!(obj.len(), 26);
+    assert_eq!(obj.len(), 27);
     assert!(obj["snat_ip"].is_null() && obj["domain"].is_null() && obj["acl_rule_id"].is_null());
+    assert!(obj["dns_verified"].is_null());
     assert_eq!(obj["monitor_rules"], serde_json::json!([]));
 }
 

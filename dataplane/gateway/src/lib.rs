@@ -5,6 +5,7 @@ pub mod admin;
 pub mod afxdp;
 pub mod check;
 pub mod cli;
+pub mod dns;
 pub mod logging;
 pub mod metrics;
 pub mod neigh;

@@ -225,6 +225,9 @@ pub struct Snapshot {
     pub reloads_failed: u64,
     /// Turns of the packet worker's loop so far.
     pub heartbeats: u64,
+    /// The DNS thread's counters: (metric, `kind` label or "", value); see
+    /// [`crate::dns::DnsStats::rows`].
+    pub dns: Vec<(&'static str, &'static str, u64)>,
 }
 
 /// The recorder and its Prometheus rendering.
@@ -386,6 +389,24 @@ fn publish(s: &Snapshot) {
         counter!("natfw_l7_outcomes_total", "outcome" => outcome).absolute(n);
     }
     counter!("natfw_dns_answers_learned_total").absolute(e.dns_answers_learned);
+    counter!("natfw_dns_answers_forwarded_total").absolute(e.dns_answers_forwarded);
+    for (outcome, n) in [
+        ("requested", e.dns_resolve_requests),
+        ("waited", e.dns_resolve_waits),
+        ("timeout", e.dns_resolve_timeouts),
+        ("refused", e.dns_resolve_refused),
+    ] {
+        counter!("natfw_dns_verifications_total", "outcome" => outcome).absolute(n);
+    }
+    gauge!("natfw_dns_gateway_names").set(e.dns_gateway_names as f64);
+    counter!("natfw_dns_gateway_names_full_total").absolute(e.dns_gateway_names_full);
+    for &(name, kind, n) in &s.dns {
+        match (name.ends_with("_total"), kind.is_empty()) {
+            (true, true) => counter!(name).absolute(n),
+            (true, false) => counter!(name, "kind" => kind).absolute(n),
+            (false, _) => gauge!(name).set(n as f64),
+        }
+    }
 
     counter!("natfw_flowlog_records_total").absolute(s.flowlog_records);
     counter!("natfw_flowlog_dropped_total").absolute(s.flowlog_dropped);

@@ -84,6 +84,10 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         // partial (the pseudo-header sum the device was to complete), and the copy into the
         // socket drops that marker, so a forwarded frame must carry a complete checksum.
         full_checksums: true,
+        on_demand_resolution: cfg.dns.verify,
+        resolve_timeout_ms: cfg.dns.verify_timeout_ms,
+        max_resolving: cfg.dns.verify_concurrency,
+        gateway_dns_names: cfg.dns.max_names.saturating_add(16_384),
         ..EngineOptions::default()
     };
     let geo = match &cfg.geo.database {
@@ -94,8 +98,25 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         None => GeoDb::embedded(),
     };
     let sink_probe = sink.clone();
-    let engine = Engine::with_options(&cfg, geo, Box::new(sink), opts)
+    let mut engine = Engine::with_options(&cfg, geo, Box::new(sink), opts)
         .map_err(|e| RunError::Config(e.to_string()))?;
+    // The gateway's own DNS (rule names, on-demand verification, forwarder) on its thread.
+    let (dns, dns_link) = match crate::dns::DnsService::start(&cfg.dns, engine.policy_handle()) {
+        Ok((s, l)) => {
+            if let Some(a) = s.forwarder_addr {
+                log(&format!("DNS forwarder listening on {a}"));
+            }
+            (Some(s), Some(l))
+        }
+        Err(e) if cfg.dns.forwarder.is_some() => return Err(RunError::Config(e)),
+        Err(e) => {
+            log(&format!(
+                "{e}: the gateway resolves no names itself (dns rules see only answers crossing it)"
+            ));
+            engine.set_on_demand_resolution(false);
+            (None, None)
+        }
+    };
     let control = Arc::new(crate::admin::Control::new(
         cfg.clone(),
         config_path,
@@ -145,7 +166,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 worker(
                     inside,
                     outside,
-                    engine,
+                    (engine, dns_link),
                     &stop,
                     (&fd_tx, engine_bypass_rx),
                     (&io_stats, &engine_stats, &heartbeat),
@@ -161,6 +182,14 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         Err(_) => return Err(RunError::Other("data-path thread died during setup".into())),
     };
+    // The first flows must find the rule names' addresses: give the first lookups a moment.
+    if let Some(d) = &dns {
+        if !d.wait_initial(Duration::from_millis(
+            cfg.dns.verify_timeout_ms.max(1000) * 2,
+        )) {
+            log("dns: the rule names are not all resolved yet (continuing; see natfw_dns_resolutions_total)");
+        }
+    }
     let attach = (|| -> Result<(), RunError> {
         for (side, fd) in fds {
             match side {
@@ -228,10 +257,10 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 &control,
                 &steer_in,
                 &steer_out,
-                &io_stats,
-                &engine_stats,
+                (&io_stats, &engine_stats),
                 &sink_probe,
                 heartbeat.load(Ordering::Relaxed),
+                dns.as_ref().map(|d| &*d.stats),
             );
             let _ = notify
                 .status(&status_line(&engine_stats))
@@ -255,6 +284,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let stats = worker
         .join()
         .map_err(|_| RunError::Other("data-path thread panicked".into()))?;
+    drop(dns);
     let w = writer.finish();
     drop(nft);
     log(&format!(
@@ -362,15 +392,18 @@ fn publish(
     control: &crate::admin::Control,
     a: &Steering,
     b: &Steering,
-    io: &Mutex<IoStats>,
-    engine: &Mutex<natfw_engine::stats::EngineStats>,
+    (io, engine): (&Mutex<IoStats>, &Mutex<natfw_engine::stats::EngineStats>),
     sink: &natfw_flowlog::ChannelSink,
     heartbeats: u64,
+    dns: Option<&crate::dns::DnsStats>,
 ) {
     let mut s = crate::metrics::Snapshot {
         heartbeats,
         ..Default::default()
     };
+    if let Some(d) = dns {
+        s.dns = d.rows();
+    }
     if let Ok(e) = engine.lock() {
         s.engine = e.clone();
     }
@@ -655,7 +688,7 @@ type FdReply = Result<[(IfSide, i32); 2], crate::afxdp::AfXdpError>;
 fn worker(
     inside: PortInfo,
     outside: PortInfo,
-    engine: Engine,
+    (engine, dns): (Engine, Option<crate::dns::DnsLink>),
     stop: &AtomicBool,
     (fds, bypass): (&mpsc::Sender<FdReply>, mpsc::Receiver<EngineBypass>),
     (io_stats, engine_stats, heartbeat): (
@@ -677,6 +710,7 @@ fn worker(
     let _ = fds.send(Ok(x.socket_fds()));
     let mut h = EngineHandler {
         engine,
+        dns,
         emits: Vec::new(),
         io_stats,
         engine_stats,
@@ -696,6 +730,8 @@ fn worker(
 /// Adapts the engine to the I/O loop.
 struct EngineHandler<'a> {
     engine: Engine,
+    /// Facts from the DNS thread, requests to it.
+    dns: Option<crate::dns::DnsLink>,
     emits: Vec<Emit>,
     io_stats: &'a Mutex<IoStats>,
     /// The engine's counters as of the last tick, for the control plane.
@@ -717,6 +753,11 @@ fn side(s: IfSide) -> Side {
 
 impl FrameHandler for EngineHandler<'_> {
     fn handle(&mut self, now: Timestamp, s: IfSide, frame: &mut [u8]) -> Disposition {
+        // A fact handed over before this frame arrived (a forwarded answer the client acted
+        // on) is applied before the frame is decided.
+        if let Some(d) = &self.dns {
+            d.apply(&mut self.engine, now);
+        }
         match self.engine.process(now, side(s), frame) {
             Verdict::Forward => Disposition::Forward,
             Verdict::Drop(_) | Verdict::Held => Disposition::Consumed,
@@ -725,6 +766,9 @@ impl FrameHandler for EngineHandler<'_> {
     }
 
     fn take_emits(&mut self, out: &mut Vec<(IfSide, Vec<u8>)>) {
+        if let Some(d) = &mut self.dns {
+            d.pump(&mut self.engine, Timestamp::now());
+        }
         self.engine.drain_emits(&mut self.emits);
         out.extend(self.emits.drain(..).map(|e| {
             let s = match e.side {

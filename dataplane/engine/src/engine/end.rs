@@ -1,6 +1,6 @@
 //! The end of a flow: FIN, RST, timeout, eviction, shutdown; the flow-end event.
 
-use super::decide::decide;
+use super::decide::{decide, DnsView};
 use super::*;
 
 impl Engine {
@@ -46,7 +46,12 @@ impl Engine {
         if e.data.verdict == FlowVerdict::Pending && !e.data.fw_off {
             // Settle the verdict for the record with what is known now.
             let policy = self.policy.load_full();
-            decide(&policy, &self.dns, now, &e.key, &mut e.data, true);
+            let view = DnsView {
+                cache: &self.dns,
+                gw: &self.gw_dns,
+                on_demand: self.opts.on_demand_resolution,
+            };
+            let _ = decide(&policy, view, now, &e.key, &mut e.data, true);
         } else if e.data.verdict == FlowVerdict::Pending {
             e.data.verdict = FlowVerdict::Accept;
         }

@@ -92,6 +92,37 @@ impl DomainSrc {
     }
 }
 
+/// How the destination address was tied to a name by the rule that decided (`dns_verified`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DnsVerified {
+    /// A DNS answer to this client that crossed the gateway.
+    ClientAnswer,
+    /// The gateway's own resolution (of a rule name, or of the name the flow presented).
+    GatewayResolution,
+    /// An answer the gateway's DNS forwarder relayed to this client.
+    Forwarder,
+}
+
+impl DnsVerified {
+    /// The flow-log value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsVerified::ClientAnswer => "client_answer",
+            DnsVerified::GatewayResolution => "gateway_resolution",
+            DnsVerified::Forwarder => "forwarder",
+        }
+    }
+
+    /// For the reason sentence.
+    pub fn human(self) -> &'static str {
+        match self {
+            DnsVerified::ClientAnswer => "a DNS answer to the client",
+            DnsVerified::GatewayResolution => "the gateway's own resolution",
+            DnsVerified::Forwarder => "the gateway's DNS forwarder",
+        }
+    }
+}
+
 /// The flow's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlowVerdict {
@@ -151,6 +182,12 @@ pub struct FlowEnd {
     pub app_fact: FactState,
     /// First reason a fact became unidentifiable (see [`benign`]).
     pub why: Option<&'static str>,
+    /// How the deciding rule tied the destination address to a name (rules in `dns`,
+    /// `fqdn_or_dns` through DNS, `fqdn_and_dns`); `None` when no DNS fact decided.
+    pub dns_verified: Option<DnsVerified>,
+    /// The gateway's resolution of the flow's name failed or timed out while a rule waited
+    /// for it.
+    pub dns_failed: bool,
     pub country: Option<CountryCode>,
     pub ech: bool,
     /// An overlapping retransmission carried different bytes.

@@ -15,25 +15,27 @@ mod inbound;
 mod outbound;
 mod upgrade;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use self::event::{DomainSrc, EndReason, FactState, FlowEnd, FlowSink, FlowVerdict, NullSink};
+pub use self::event::{
+    DnsVerified, DomainSrc, EndReason, FactState, FlowEnd, FlowSink, FlowVerdict, NullSink,
+};
 use arc_swap::ArcSwap;
 pub use natfw_policy::compile::CompiledPolicy;
 use natfw_policy::eval::IpProto;
 pub use natfw_policy::geo::GeoDb;
-use natfw_policy::{Action, DecidedBy, FlowFacts, Outcome};
+use natfw_policy::{Action, DecidedBy, DomainMode, FlowFacts, Outcome, Resolution};
 
-use self::flow::{FlowData, NO_IDENT, WHY_ENDED_PENDING};
+use self::flow::{DnsWait, FlowData, NO_IDENT, WHY_ENDED_PENDING};
 use self::ident::{Fed, Ident, IdentTable};
 use crate::conntrack::{
     Dir, Entry, FlowKey, FlowRef, ReplyKey, Table, TcpEvent, TcpState, Timeouts, TimerClass,
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
-use crate::dnscache::DnsCache;
+use crate::dnscache::{AnswerSource, DnsCache, GatewayFacts, NameState};
 pub use crate::frag::FragConfig;
 use crate::frag::{FragResult, FragStats, Reassembler};
 use crate::reasm::StreamBuf;
@@ -171,6 +173,16 @@ pub struct EngineOptions {
     pub full_checksums: bool,
     /// Entries of the DNS name cache.
     pub dns_cache_entries: usize,
+    /// Names the gateway's own resolution may hold (rule names and names resolved on demand).
+    pub gateway_dns_names: usize,
+    /// The caller resolves names on request ([`Engine::drain_resolve_requests`]): a flow whose
+    /// `fqdn_and_dns` rule needs its name's addresses waits for them. Off: a name the engine
+    /// has no address for does not resolve to the destination.
+    pub on_demand_resolution: bool,
+    /// How long a flow waits for an on-demand resolution before it counts as unknown, ms.
+    pub resolve_timeout_ms: u64,
+    /// Names being resolved on demand at once; a flow over the bound does not wait (unknown).
+    pub max_resolving: usize,
     /// Bounds of IP fragment reassembly.
     pub frag: FragConfig,
     /// Largest frame (Ethernet header included) a reassembled datagram may be sent as; larger
@@ -188,6 +200,10 @@ impl Default for EngineOptions {
             pending_timeout_ms: 5_000,
             full_checksums: false,
             dns_cache_entries: 65_536,
+            gateway_dns_names: 16_384,
+            on_demand_resolution: false,
+            resolve_timeout_ms: 2_000,
+            max_resolving: 256,
             frag: FragConfig::default(),
             // Ethernet header + a 1500-byte IP MTU.
             max_frame_len: 1514,
@@ -206,6 +222,14 @@ pub struct Engine {
     /// (deadline, flow) of identifications in progress, in deadline order (constant timeout).
     deadlines: VecDeque<(Timestamp, FlowRef)>,
     dns: DnsCache,
+    /// The gateway's own resolution results.
+    gw_dns: GatewayFacts,
+    /// Names being resolved on demand, with the flows waiting for them.
+    resolving: HashMap<Arc<str>, Resolving>,
+    /// (deadline, name) of on-demand resolutions, in deadline order (constant timeout).
+    resolve_deadlines: VecDeque<(Timestamp, Arc<str>)>,
+    /// Names to resolve, for the caller ([`Engine::drain_resolve_requests`]).
+    resolve_requests: Vec<Arc<str>>,
     frags: Reassembler,
     opts: EngineOptions,
     ck: ChecksumMode,
@@ -222,6 +246,23 @@ impl fmt::Debug for Engine {
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
+}
+
+/// An on-demand resolution in progress.
+#[derive(Debug)]
+struct Resolving {
+    asked: Timestamp,
+    waiters: Vec<FlowRef>,
+}
+
+/// What the gateway's resolution of a name gave ([`Engine::resolution`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveOutcome {
+    /// The name resolves to these addresses (A and AAAA, CNAMEs followed; empty for NXDOMAIN
+    /// or no records), valid for `valid_secs`.
+    Addresses { addrs: Vec<IpAddr>, valid_secs: u32 },
+    /// No answer could be had (timeout, server failure); remembered for `retry_secs`.
+    Failed { retry_secs: u32 },
 }
 
 /// A packet's place in its flow, from one parse.
@@ -312,6 +353,10 @@ impl Engine {
             idents: IdentTable::default(),
             deadlines: VecDeque::new(),
             dns: DnsCache::new(opts.dns_cache_entries),
+            gw_dns: GatewayFacts::new(opts.gateway_dns_names),
+            resolving: HashMap::new(),
+            resolve_deadlines: VecDeque::new(),
+            resolve_requests: Vec::new(),
             frags: Reassembler::new(opts.frag),
             ck: if opts.full_checksums {
                 ChecksumMode::Full
@@ -380,6 +425,23 @@ impl Engine {
             self.deadlines.pop_front();
             self.identification_timeout(now, r);
         }
+        let timeout = std::time::Duration::from_millis(self.opts.resolve_timeout_ms);
+        while let Some((deadline, _)) = self.resolve_deadlines.front() {
+            if *deadline > now {
+                break;
+            }
+            let Some((_, name)) = self.resolve_deadlines.pop_front() else {
+                break;
+            };
+            if self
+                .resolving
+                .get(&name)
+                .is_some_and(|w| w.asked.add(timeout) <= now)
+            {
+                self.stats.dns_resolve_timeouts += 1;
+                self.resolution_done(now, &name, true);
+            }
+        }
         while let Some((r, e)) = self.table.pop_expired(now) {
             let reason = match e.data.tcp.state {
                 _ if e.key.proto != PROTO_TCP => EndReason::Timeout,
@@ -398,6 +460,12 @@ impl Engine {
         }
         self.deadlines.clear();
         self.stats.held_bytes = self.idents.bytes as u64;
+    }
+
+    /// Turn the on-demand resolution of names ([`EngineOptions::on_demand_resolution`]) on or
+    /// off (off: when the caller has no resolver to answer requests).
+    pub fn set_on_demand_resolution(&mut self, on: bool) {
+        self.opts.on_demand_resolution = on;
     }
 
     /// The counters.
@@ -433,12 +501,67 @@ impl Engine {
         self.snat.bypass()
     }
 
-    /// Teach the engine that `name` resolves to `ips` (the gateway's own resolution of the
-    /// rule domains in `dns` modes, see `CompiledPolicy::dns_mode_domains`).
-    pub fn learn_resolution(&mut self, now: Timestamp, name: &str, ips: &[IpAddr], ttl: u32) {
-        for &ip in ips {
-            self.dns.learn(now, None, name, ip, ttl);
+    /// The gateway's own resolution of `name` (a rule name it keeps resolved, or a name asked
+    /// for by [`Engine::drain_resolve_requests`]): a gateway-scoped fact, valid for every client,
+    /// that replaces what was known of the name. Flows waiting for it are decided.
+    pub fn resolution(&mut self, now: Timestamp, name: &str, outcome: ResolveOutcome) {
+        let secs = |s: u32| std::time::Duration::from_secs(u64::from(s));
+        let stored = match &outcome {
+            ResolveOutcome::Addresses { addrs, valid_secs } => {
+                self.gw_dns.set(now, name, addrs, secs(*valid_secs))
+            }
+            ResolveOutcome::Failed { retry_secs } => {
+                self.gw_dns.set_failed(now, name, secs(*retry_secs))
+            }
+        };
+        if !stored {
+            self.stats.dns_gateway_names_full += 1;
         }
+        self.stats.dns_gateway_names = self.gw_dns.len() as u64;
+        let failed = !stored || matches!(outcome, ResolveOutcome::Failed { .. });
+        self.resolution_done(now, name, failed);
+    }
+
+    /// Forget the gateway's resolution of `name` (no rule uses it any more).
+    pub fn forget_resolution(&mut self, name: &str) {
+        self.gw_dns.forget(name);
+        self.stats.dns_gateway_names = self.gw_dns.len() as u64;
+    }
+
+    /// Teach the engine that `name` resolves to `ips` for every client (the gateway's own
+    /// resolution), valid for `ttl` seconds.
+    pub fn learn_resolution(&mut self, now: Timestamp, name: &str, ips: &[IpAddr], ttl: u32) {
+        self.resolution(
+            now,
+            name,
+            ResolveOutcome::Addresses {
+                addrs: ips.to_vec(),
+                valid_secs: ttl,
+            },
+        );
+    }
+
+    /// An answer the gateway's DNS forwarder relayed to `client`: `name` resolves to each
+    /// (address, TTL). A client-scoped fact, like an answer crossing the gateway.
+    pub fn learn_forwarded_answer(
+        &mut self,
+        now: Timestamp,
+        client: IpAddr,
+        name: &str,
+        answers: &[(IpAddr, u32)],
+    ) {
+        for &(ip, ttl) in answers {
+            self.dns
+                .learn_from(now, Some(client), name, ip, ttl, AnswerSource::Forwarder);
+            self.stats.dns_answers_forwarded += 1;
+        }
+    }
+
+    /// Move the names the engine wants resolved into `out`; answer each with
+    /// [`Engine::resolution`]. Unanswered names time out after
+    /// [`EngineOptions::resolve_timeout_ms`].
+    pub fn drain_resolve_requests(&mut self, out: &mut Vec<Arc<str>>) {
+        out.append(&mut self.resolve_requests);
     }
 
     /// Replay: a frame captured on the inside going TO a private host (a server reply) is

@@ -1,5 +1,6 @@
-//! The whole engine: SNAT and conntrack, fragments, fuzz regressions. One test binary per area; one module per topic.
+//! The whole engine: SNAT and conntrack, DNS facts, fragments, fuzz regressions. One test binary per area; one module per topic.
 
+mod dns;
 mod evasion;
 mod frag;
 mod fuzz_regress;

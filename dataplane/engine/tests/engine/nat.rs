@@ -607,13 +607,10 @@ fn dns_answers_name_later_flows_and_feed_dns_rules() {
     );
     assert_eq!(e.process(t(1), Side::Outside, &mut a), Verdict::Forward);
     assert_eq!(e.stats().dns_answers_learned, 1);
-    // Another client's flow to that address: denied by the dns-mode rule (global knowledge),
-    // but its log shows no name (it did not resolve it itself).
+    // Another client's flow to that address: an answer crossing the gateway is a fact for the
+    // client that asked only, so the dns-mode rule does not apply (no name in its log either).
     let mut f = tcp([10, 0, 0, 8], SERVER, 6000, 443, 1, Tcp::Syn, &[]);
-    assert_eq!(
-        e.process(t(2), Side::Inside, &mut f),
-        Verdict::Drop(DropReason::Policy)
-    );
+    assert_eq!(e.process(t(2), Side::Inside, &mut f), Verdict::Forward);
     // The asking client's flow: same verdict, named from its own answer.
     let mut g = tcp([10, 0, 0, 7], SERVER, 6001, 443, 1, Tcp::Syn, &[]);
     assert_eq!(
@@ -634,11 +631,14 @@ fn dns_answers_name_later_flows_and_feed_dns_rules() {
     assert_eq!(q.app_name.as_deref(), Some("DNS"));
     let other = by_src("10.0.0.8", "tcp");
     assert_eq!(other.domain, None);
-    assert_eq!(other.acl_rule_id.as_deref(), Some("no-shop"));
+    assert_eq!(other.acl_rule_id, None);
+    assert_eq!(other.dns_verified, None);
     let same = by_src("10.0.0.7", "tcp");
     assert_eq!(same.domain.as_deref(), Some("shop.example.test"));
     assert_eq!(same.domain_source.as_deref(), Some("dns"));
     assert_eq!(same.action, "drop");
+    assert_eq!(same.dns_verified.as_deref(), Some("client_answer"));
+    assert!(same.reason.contains("client_answer"), "{}", same.reason);
 }
 
 #[test]

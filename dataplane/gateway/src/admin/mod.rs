@@ -79,6 +79,8 @@ pub fn not_live(running: &Config, new: &Config) -> Vec<String> {
     check(running.geo != new.geo, "geo");
     check(running.admin != new.admin, "admin");
     check(running.metrics != new.metrics, "metrics");
+    // The rule names the gateway resolves follow the firewall live; the DNS settings do not.
+    check(running.dns != new.dns, "dns");
     out
 }
 

@@ -62,7 +62,8 @@ fn replays_to_stdout_with_summary() {
     // Every key present, even the null ones.
     for l in stdout.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        assert_eq!(v.as_object().unwrap().len(), 26, "{l}");
+        assert_eq!(v.as_object().unwrap().len(), 27, "{l}");
+        assert!(v["dns_verified"].is_null(), "{l}");
     }
     let web = records
         .iter()

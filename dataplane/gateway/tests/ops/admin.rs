@@ -245,6 +245,7 @@ fn record(src: &str, domain: &str, rule: &str, bytes: u64) -> FlowRecord {
         in_packet_count: 0,
         in_packet_bytes: 0,
         end_reason: "denied".into(),
+        dns_verified: None,
     }
 }
 

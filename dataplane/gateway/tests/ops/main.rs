@@ -1,5 +1,6 @@
-//! Operating a gateway: the admin API, HTTPS, metrics. One test binary per area; one module per topic.
+//! Operating a gateway: the admin API, HTTPS, metrics, the DNS thread. One test binary per area; one module per topic.
 
 mod admin;
+mod dns;
 mod openapi;
 mod tls;

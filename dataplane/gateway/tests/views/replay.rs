@@ -144,6 +144,7 @@ fn committed_demo_log_matches_a_fresh_replay() {
             r.acl_rule_id,
             r.domain,
             r.app_name,
+            r.dns_verified,
         )
     };
     let read = |p: &Path| {

@@ -54,6 +54,7 @@ fn rec(
         in_packet_count: 1,
         in_packet_bytes: inb,
         end_reason: "fin".into(),
+        dns_verified: None,
     }
 }
 
