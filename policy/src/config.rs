@@ -197,6 +197,7 @@ pub fn embedded_default() -> Config {
             ],
             dnat: Vec::new(),
             bypass: Vec::new(),
+            allow_bypass_all: false,
             protected_bandwidth_mbps: None,
         },
         firewall: Firewall {
@@ -210,6 +211,7 @@ pub fn embedded_default() -> Config {
         geo: GeoConfig::default(),
         admin: None,
         metrics: None,
+        fail_mode: FailMode::Closed,
     }
 }
 
@@ -649,7 +651,15 @@ impl Dec {
         let f = self.fields(
             root,
             "the top level",
-            &["gateway", "firewall", "logging", "geo", "admin", "metrics"],
+            &[
+                "gateway",
+                "firewall",
+                "logging",
+                "geo",
+                "admin",
+                "metrics",
+                "fail_mode",
+            ],
         )?;
         let gw = self.required(&f, "gateway").and_then(|n| self.gateway(n));
         let fw = match f.get("firewall") {
@@ -672,10 +682,29 @@ impl Dec {
             .get("admin")
             .map_or(Some(None), |n| self.admin(n).map(Some));
         let metrics = f.get("metrics").map_or(Some(None), |n| {
-            let m = self.fields(n, "metrics", &["listen"])?;
+            let m = self.fields(n, "metrics", &["listen", "require_token"])?;
+            let require_token = self.opt_bool(&m, "require_token", false);
             let listen = self.required(&m, "listen")?;
-            self.socket(listen, "metrics.listen")
-                .map(|listen| Some(MetricsConfig { listen }))
+            let listen = self.socket(listen, "metrics.listen");
+            Some(Some(MetricsConfig {
+                listen: listen?,
+                require_token: require_token?,
+            }))
+        });
+        if let (Some(None), Some(Some(m)), Some(mn)) = (&admin, &metrics, f.get("metrics")) {
+            if m.require_token {
+                self.err(
+                    mn.pos,
+                    "metrics.require_token: the token is admin.token_file; add an `admin` section",
+                );
+            }
+        }
+        let fail_mode = f.get("fail_mode").map_or(Some(FailMode::Closed), |n| {
+            self.choice(
+                n,
+                "fail_mode",
+                &[("closed", FailMode::Closed), ("open", FailMode::Open)],
+            )
         });
 
         if let (Some(Some(a)), Some(Some(m)), Some(mn)) = (&admin, &metrics, f.get("metrics")) {
@@ -702,6 +731,7 @@ impl Dec {
             geo: geo?,
             admin: admin?,
             metrics: metrics?,
+            fail_mode: fail_mode?,
         };
         (!self.has_errors()).then_some(config)
     }
@@ -738,9 +768,11 @@ impl Dec {
                 "snat",
                 "dnat",
                 "bypass",
+                "allow_bypass_all",
                 "protected_bandwidth_mbps",
             ],
         )?;
+        let allow_bypass_all = self.opt_bool(&f, "allow_bypass_all", false);
         let name = self
             .required(&f, "name")
             .and_then(|n| self.string(n, "gateway.name"));
@@ -783,6 +815,20 @@ impl Dec {
             Some(n) => {
                 let nodes = one_or_many(n);
                 let nets = self.nets(n, "gateway.bypass");
+                if let (Some(nets), Some(snat), Some(false)) = (&nets, &snat, allow_bypass_all) {
+                    for (net, node) in nets.iter().zip(&nodes) {
+                        if bypass_opens_everything(net, snat) {
+                            self.err(
+                                node.pos,
+                                format!(
+                                    "gateway.bypass: {net} covers every SNAT source: the \
+                                     firewall would inspect nothing (set \
+                                     gateway.allow_bypass_all: true if that is what you want)"
+                                ),
+                            );
+                        }
+                    }
+                }
                 if let (Some(nets), Some(snat)) = (&nets, &snat) {
                     for (net, node) in nets.iter().zip(nodes) {
                         let inside = snat.iter().any(|e: &SnatEntry| e.source.contains(net));
@@ -821,6 +867,7 @@ impl Dec {
                 snat: snat?,
                 dnat: dnat?,
                 bypass: bypass?,
+                allow_bypass_all: allow_bypass_all?,
                 protected_bandwidth_mbps: bw?,
             },
             dnat_pos,

@@ -42,6 +42,16 @@ enum Command {
         #[arg(long)]
         config: std::path::PathBuf,
     },
+    /// Install the nftables guard (and the bypass NAT) without starting natfw: nothing
+    /// SNAT-bound is forwarded until `natfw run` forwards it (for boot, before natfw starts).
+    Guard {
+        /// Path to natfw.yaml.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Remove the nftables tables `natfw run` leaves in place (inet natfw_guard, inet natfw):
+    /// afterwards the kernel forwards VPC traffic unfiltered. Refused while natfw runs here.
+    Uninstall,
     /// Search flow logs.
     Logs {
         /// Flow-log files (JSON lines; `-` = stdin).
@@ -182,6 +192,30 @@ pub fn main() -> i32 {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("natfw run: {e}");
+                1
+            }
+        },
+        Command::Guard { config } => match crate::run::guard_only(&config) {
+            Ok(msg) => {
+                eprintln!("natfw guard: {msg}");
+                0
+            }
+            Err(e) => {
+                eprintln!("natfw guard: {e}");
+                1
+            }
+        },
+        Command::Uninstall => match crate::run::uninstall() {
+            Ok(()) => {
+                eprintln!(
+                    "natfw uninstall: nftables tables inet {} and inet {} removed",
+                    crate::guard::GUARD_TABLE,
+                    crate::guard::NAT_TABLE
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("natfw uninstall: {e}");
                 1
             }
         },

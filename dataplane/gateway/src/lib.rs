@@ -5,6 +5,7 @@ pub mod admin;
 pub mod afxdp;
 pub mod check;
 pub mod cli;
+pub mod guard;
 pub mod metrics;
 pub mod neigh;
 pub mod netlink;

@@ -1,18 +1,20 @@
 //! `natfw run --config CONFIG`: put the gateway in the path of real traffic.
 //!
-//! Order of events: load and validate the config; check the live system (interfaces up, EIPs
-//! on the outside interface, a default route out of it, no DNAT); start the flow-log writer and
-//! the engine; load the XDP program per interface with its maps filled; install the nftables
-//! masquerade for bypassed sources; open the AF_XDP sockets on a worker thread pinned to CPU 0,
+//! Order of events: load and validate the config; take the instance lock (one `natfw run` per
+//! network namespace, before anything is touched); check the live system (interfaces up, EIPs
+//! on the outside interface, a default route out of it, no DNAT); install the nftables guard
+//! and NAT tables ([`crate::guard`], left in place at exit); start the flow-log writer and
+//! the engine; load the XDP program per interface with its maps filled; open the AF_XDP
+//! sockets on a worker thread pinned to CPU 0,
 //! register them and attach XDP. The main thread then logs, reloads the policy on SIGHUP (see
 //! [`crate::admin`]), applies admin-API bypass changes, publishes counters to the admin/metrics
 //! listeners and waits for SIGINT/SIGTERM, after which XDP is detached, the worker stops, the
-//! engine shuts down (every flow ends with `shutdown`), the last emits go out, the flow log is
-//! flushed and the nftables table removed.
+//! engine shuts down (every flow ends with `shutdown`), the last emits go out and the flow log
+//! is flushed. The nftables tables stay: until the next `natfw run` the guard keeps SNAT-bound
+//! traffic from being forwarded untranslated (see docs/OPERATIONS.md "Failure modes").
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,8 +27,8 @@ use natfw_engine::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
 use natfw_engine::time::Timestamp;
 use natfw_flowlog::{spawn_writer, Rotation, Target};
 
-/// Name of the nftables table `run` owns (created at start, deleted at exit).
-pub const NFT_TABLE: &str = "natfw";
+/// Name of the nftables NAT table `run` owns (see [`crate::guard`]).
+pub const NFT_TABLE: &str = crate::guard::NAT_TABLE;
 /// How often the engine is polled for timeouts.
 const POLL: Duration = Duration::from_millis(100);
 /// How often counters are published to the control plane (metrics, status).
@@ -62,7 +64,19 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     }
     let cfg = load_config(&opts.config)?;
     let config_path = opts.config.clone(); // `opts` is shadowed by the engine's below
+                                           // Before anything on the system is touched: one natfw run per network namespace.
+    let _lock = crate::guard::InstanceLock::acquire(Path::new(crate::guard::LOCK_DIR))
+        .map_err(RunError::Prerequisite)?;
     let sys = check_system(&cfg)?;
+    // The guard first (and for good: it stays when this process ends, however it ends).
+    let mut guard = crate::guard::Spec::from_config(&cfg, &sys.kernel_addrs);
+    crate::guard::install(&guard).map_err(RunError::Prerequisite)?;
+    log(&format!(
+        "nftables tables inet {} and inet {} installed (fail_mode: {}); they stay after natfw exits (natfw uninstall removes them)",
+        crate::guard::GUARD_TABLE,
+        crate::guard::NAT_TABLE,
+        cfg.fail_mode.as_str()
+    ));
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -123,8 +137,6 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut steer_in = Steering::load(&cfg.gateway.inside, IfSide::Inside, &rules)?;
     let mut steer_out = Steering::load(&cfg.gateway.outside, IfSide::Outside, &rules)?;
 
-    let mut nft = Nft::install(&cfg, &sys.kernel_addrs)?;
-    let mut bypass = cfg.gateway.bypass.clone();
     let bypass_rx = control.bypass_channel();
 
     // The worker owns the sockets (xdpilone's UMEM is not Send) and the engine.
@@ -198,13 +210,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         while let Ok(cmd) = bypass_rx.try_recv() {
             let r = set_bypass(
                 &cmd,
-                &mut bypass,
+                &mut guard,
                 &engine_bypass_tx,
                 [&mut steer_in, &mut steer_out],
-                &mut nft,
-                (&cfg.gateway.outside, &sys.kernel_addrs),
             );
-            let _ = cmd.reply.send(r.map(|()| bypass.clone()));
+            let _ = cmd.reply.send(r.map(|()| guard.bypass.clone()));
         }
         if last_publish.elapsed() >= PUBLISH_EVERY {
             last_publish = Instant::now();
@@ -235,7 +245,12 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         .join()
         .map_err(|_| RunError::Other("data-path thread panicked".into()))?;
     let w = writer.finish();
-    drop(nft);
+    log(&format!(
+        "nftables tables inet {} and inet {} left in place (fail_mode: {})",
+        crate::guard::GUARD_TABLE,
+        crate::guard::NAT_TABLE,
+        cfg.fail_mode.as_str()
+    ));
     log(&format!(
         "engine: {stats}; flow log: {} written, {} dropped{}",
         w.written,
@@ -245,6 +260,51 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             .unwrap_or_default()
     ));
     Ok(())
+}
+
+/// `natfw guard --config`: install the guard and NAT tables from the config without starting.
+/// When the bypass NAT cannot be set up (no kernel address yet), the guard goes in without the
+/// bypass list: those sources are dropped too until `natfw run` installs the full tables.
+pub fn guard_only(config: &Path) -> Result<String, RunError> {
+    let cfg = load_config(config)?;
+    if crate::guard::InstanceLock::held(Path::new(crate::guard::LOCK_DIR)) {
+        return Err(RunError::Prerequisite(
+            "natfw run is active in this network namespace; it manages the tables".into(),
+        ));
+    }
+    let addrs = crate::netlink::addresses().unwrap_or_default();
+    let outside = crate::netlink::if_index(&cfg.gateway.outside).ok();
+    let kernel_addrs: Vec<IpAddr> = addrs
+        .iter()
+        .filter(|(i, a)| Some(*i) == outside && !cfg.gateway.eips.contains(a))
+        .filter(|(_, a)| !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .map(|(_, a)| *a)
+        .collect();
+    let mut spec = crate::guard::Spec::from_config(&cfg, &kernel_addrs);
+    match crate::guard::install(&spec) {
+        Ok(()) => Ok(format!(
+            "nftables guard installed (fail_mode: {})",
+            cfg.fail_mode.as_str()
+        )),
+        Err(e) if !spec.bypass.is_empty() => {
+            spec.bypass.clear();
+            crate::guard::install(&spec).map_err(RunError::Prerequisite)?;
+            Ok(format!(
+                "nftables guard installed without the bypass list ({e}): bypassed sources are dropped until natfw run starts"
+            ))
+        }
+        Err(e) => Err(RunError::Prerequisite(e)),
+    }
+}
+
+/// `natfw uninstall`: remove the tables, unless a `natfw run` is active here.
+pub fn uninstall() -> Result<(), RunError> {
+    if crate::guard::InstanceLock::held(Path::new(crate::guard::LOCK_DIR)) {
+        return Err(RunError::Prerequisite(
+            "natfw run is active in this network namespace: stop it first".into(),
+        ));
+    }
+    crate::guard::uninstall().map_err(RunError::Other)
 }
 
 fn log(msg: &str) {
@@ -297,28 +357,25 @@ fn engine_bypass(
 }
 
 /// Admin API: add or remove a bypassed source in the engine, the XDP maps of both interfaces
-/// and the nftables masquerade. All three must agree: a source the XDP program steers but the
+/// and the nftables guard and masquerade. All three must agree: a source the XDP program steers but the
 /// engine still thinks bypassed would be answered "to the kernel" and dropped. So a source
 /// leaves the bypass in the engine first (then XDP steers it to an engine that SNATs it), and
 /// joins it in the engine last (after XDP stopped steering it; replies of its existing flows,
 /// to the EIPs, still reach the engine).
 fn set_bypass(
     cmd: &crate::admin::BypassCmd,
-    list: &mut Vec<ipnet::IpNet>,
+    guard: &mut crate::guard::Spec,
     engine: &mpsc::Sender<EngineBypass>,
     steer: [&mut Steering; 2],
-    nft: &mut Nft,
-    (outside, kernel_addrs): (&str, &[IpAddr]),
 ) -> Result<(), String> {
     let net = cmd.net.trunc();
-    let mut new = list.clone();
-    new.retain(|n| *n != net);
+    let mut new = guard.clone();
+    new.bypass.retain(|n| *n != net);
     if cmd.add {
-        new.push(net);
+        new.bypass.push(net);
     }
     // nftables first: if the kernel cannot masquerade the source, XDP must not hand it over.
-    nft.apply(outside, &new, kernel_addrs)
-        .map_err(|e| e.to_string())?;
+    crate::guard::update(&new)?;
     if !cmd.add {
         engine_bypass(engine, net, false)?;
     }
@@ -332,7 +389,7 @@ fn set_bypass(
         "bypass {net} {}",
         if cmd.add { "added" } else { "removed" }
     ));
-    *list = new;
+    *guard = new;
     Ok(())
 }
 
@@ -472,112 +529,6 @@ fn check_system(cfg: &Config) -> Result<System, RunError> {
         kernel_addrs,
         routers,
     })
-}
-
-/// The nftables table for bypassed sources: masqueraded by the kernel, uninspected. Deleted on
-/// drop.
-#[derive(Debug)]
-struct Nft {
-    installed: bool,
-}
-
-impl Nft {
-    fn install(cfg: &Config, kernel_addrs: &[IpAddr]) -> Result<Nft, RunError> {
-        // A table left by a crashed run goes first (an error here just means there was none).
-        let _ = nft(&format!("delete table inet {NFT_TABLE}"));
-        let mut n = Nft { installed: false };
-        n.apply(&cfg.gateway.outside, &cfg.gateway.bypass, kernel_addrs)?;
-        Ok(n)
-    }
-
-    /// Replace the table's rules with the masquerade of `bypass` (atomically: one nft script).
-    fn apply(
-        &mut self,
-        outside: &str,
-        bypass: &[ipnet::IpNet],
-        kernel_addrs: &[IpAddr],
-    ) -> Result<(), RunError> {
-        if bypass.is_empty() {
-            if self.installed {
-                nft(&format!("delete table inet {NFT_TABLE}")).map_err(RunError::Other)?;
-                self.installed = false;
-            }
-            return Ok(());
-        }
-        let mut script = String::new();
-        if self.installed {
-            script.push_str(&format!("delete table inet {NFT_TABLE}\n"));
-        }
-        script.push_str(&format!(
-            "table inet {NFT_TABLE} {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n"
-        ));
-        for net in bypass {
-            let v4 = net.addr().is_ipv4();
-            // Not an EIP: replies to an EIP are steered to the engine, which does not know
-            // the kernel's connections.
-            let to = kernel_addrs.iter().find(|a| a.is_ipv4() == v4).ok_or_else(|| {
-                RunError::Prerequisite(format!(
-                    "bypass {net}: {outside} has no IPv{} address besides the EIPs for the kernel to SNAT bypassed sources to (ip addr add ADDR dev {outside})",
-                    if v4 { 4 } else { 6 },
-                ))
-            })?;
-            let fam = if v4 { "ip" } else { "ip6" };
-            script.push_str(&format!(
-                "  oifname \"{outside}\" {fam} saddr {net} snat {fam} to {to}\n"
-            ));
-        }
-        script.push_str(" }\n}\n");
-        nft_script(&script).map_err(|e| {
-            RunError::Prerequisite(format!(
-                "installing the nftables masquerade for bypassed sources: {e}"
-            ))
-        })?;
-        self.installed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Nft {
-    fn drop(&mut self) {
-        if self.installed {
-            if let Err(e) = nft(&format!("delete table inet {NFT_TABLE}")) {
-                log(&format!("removing nftables table {NFT_TABLE}: {e}"));
-            }
-        }
-    }
-}
-
-fn nft(cmd: &str) -> Result<(), String> {
-    let out = Command::new("nft")
-        .args(cmd.split_whitespace())
-        .output()
-        .map_err(|e| format!("nft: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-fn nft_script(script: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft: {e} (install nftables)"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("nft: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 /// Pin the calling thread to one CPU (the data path does not migrate).
