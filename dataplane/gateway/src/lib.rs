@@ -12,3 +12,4 @@ pub mod netlink;
 pub mod replay;
 pub mod run;
 pub mod xdp;
+pub mod xsk_stats;

@@ -15,6 +15,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -170,6 +171,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         Err(_) => return Err(RunError::Other("data-path thread died during setup".into())),
     };
+    let mut watch = Watch::new(&cfg, &sys, &fds);
     let attach = (|| -> Result<(), RunError> {
         for (side, fd) in fds {
             match side {
@@ -220,11 +222,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             last_publish = Instant::now();
             publish(
                 &control,
-                &steer_in,
-                &steer_out,
+                (&steer_in, &steer_out),
                 &io_stats,
                 &engine_stats,
                 &sink_probe,
+                &mut watch,
             );
         }
         if last_log.elapsed() >= LOG_EVERY {
@@ -393,14 +395,15 @@ fn set_bypass(
     Ok(())
 }
 
-/// Gather the counters the control plane publishes (metrics, status).
+/// Gather the counters the control plane publishes (metrics, status), and watch what the
+/// data path cannot see (flow-log losses, the guard, AF_XDP ring drops, the default route).
 fn publish(
     control: &crate::admin::Control,
-    a: &Steering,
-    b: &Steering,
+    (a, b): (&Steering, &Steering),
     io: &Mutex<IoStats>,
     engine: &Mutex<natfw_engine::stats::EngineStats>,
     sink: &natfw_flowlog::ChannelSink,
+    watch: &mut Watch,
 ) {
     let mut s = crate::metrics::Snapshot::default();
     if let Ok(e) = engine.lock() {
@@ -415,8 +418,208 @@ fn publish(
         }
     }
     s.flowlog_records = sink.offered();
-    s.flowlog_dropped = sink.dropped();
+    s.flowlog_write_failed = sink.write_failed();
+    s.flowlog_dropped = sink.dropped() + s.flowlog_write_failed;
+    s.flowlog_space_freed = sink.space_freed();
+    s.flowlog_last_error = sink.last_error();
+    watch.flowlog(&s);
+    s.guard = watch.guard();
+    s.xsk = watch.xsk();
+    watch.routes();
+    s.default_route = watch.route_ok.clone();
+    s.default_route_restored = watch.restored;
     control.publish(s);
+}
+
+/// How often a continuing flow-log loss is logged.
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often a default route that cannot be restored is reported again.
+const ROUTE_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// State of what `publish` watches.
+struct Watch {
+    xsk_fds: Vec<(&'static str, i32)>,
+    /// Records lost as of the last loss message.
+    lost_logged: u64,
+    last_loss_log: Option<Instant>,
+    guard_failed: bool,
+    guard_last: crate::guard::GuardCounters,
+    last_guard_read: Option<Instant>,
+    outside: (String, u32),
+    /// Families with EIPs: (IPv6?, label, routers of the family at start).
+    families: Vec<(bool, &'static str, Vec<IpAddr>)>,
+    route_ok: Vec<(&'static str, bool)>,
+    last_route_log: Vec<Option<Instant>>,
+    restored: u64,
+}
+
+impl Watch {
+    fn new(cfg: &Config, sys: &System, fds: &[(IfSide, i32)]) -> Watch {
+        let families: Vec<_> = [(false, "ipv4"), (true, "ipv6")]
+            .into_iter()
+            .filter(|(v6, _)| cfg.gateway.eips.iter().any(|e| e.is_ipv6() == *v6))
+            .map(|(v6, l)| {
+                let r = sys.routers.iter().copied().filter(|r| r.is_ipv6() == v6);
+                (v6, l, r.collect())
+            })
+            .collect();
+        Watch {
+            xsk_fds: fds
+                .iter()
+                .map(|(side, fd)| {
+                    let s = match side {
+                        IfSide::Inside => "inside",
+                        IfSide::Outside => "outside",
+                    };
+                    (s, *fd)
+                })
+                .collect(),
+            lost_logged: 0,
+            last_loss_log: None,
+            guard_failed: false,
+            guard_last: Default::default(),
+            last_guard_read: None,
+            outside: (sys.outside.name.clone(), sys.outside.ifindex),
+            route_ok: families.iter().map(|(_, l, _)| (*l, true)).collect(),
+            last_route_log: vec![None; families.len()],
+            families,
+            restored: 0,
+        }
+    }
+
+    /// Log lost flow records as they happen (at most every [`LOSS_LOG_EVERY`]).
+    fn flowlog(&mut self, s: &crate::metrics::Snapshot) {
+        let lost = s.flowlog_dropped;
+        if lost <= self.lost_logged {
+            return;
+        }
+        if self
+            .last_loss_log
+            .is_some_and(|t| t.elapsed() < LOSS_LOG_EVERY)
+        {
+            return;
+        }
+        log(&format!(
+            "flow log: {} records lost since the last report ({} in all: {} failed writes, {} dropped with the writer behind){}",
+            lost - self.lost_logged,
+            lost,
+            s.flowlog_write_failed,
+            lost - s.flowlog_write_failed,
+            s.flowlog_last_error
+                .as_ref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        ));
+        self.lost_logged = lost;
+        self.last_loss_log = Some(Instant::now());
+    }
+
+    /// The guard's counters (read with `nft` at most every 2 s).
+    fn guard(&mut self) -> crate::guard::GuardCounters {
+        if self
+            .last_guard_read
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return self.guard_last;
+        }
+        self.last_guard_read = Some(Instant::now());
+        match crate::guard::GuardCounters::read() {
+            Ok(c) => {
+                self.guard_failed = false;
+                self.guard_last = c;
+            }
+            Err(e) if !self.guard_failed => {
+                self.guard_failed = true;
+                log(&format!(
+                    "reading the nftables guard counters: {e} (was table inet {} removed?)",
+                    crate::guard::GUARD_TABLE
+                ));
+            }
+            Err(_) => {}
+        }
+        self.guard_last
+    }
+
+    fn xsk(&self) -> Vec<(&'static str, crate::xsk_stats::XskStats)> {
+        self.xsk_fds
+            .iter()
+            .filter_map(|(side, fd)| {
+                crate::xsk_stats::XskStats::read(*fd)
+                    .ok()
+                    .map(|x| (*side, x))
+            })
+            .collect()
+    }
+
+    /// A link flap removes the default route: put it back once the link is up again, and say
+    /// so loudly either way.
+    fn routes(&mut self) {
+        let (name, ifindex) = (self.outside.0.clone(), self.outside.1);
+        for (i, (v6, label, routers)) in self.families.iter().enumerate() {
+            let present = crate::netlink::default_routes(*v6)
+                .map(|rs| rs.iter().any(|r| r.oif == ifindex))
+                .unwrap_or(true);
+            let was = self.route_ok[i].1;
+            if present {
+                if !was {
+                    log(&format!("{label} default route out of {name} is back"));
+                }
+                self.route_ok[i].1 = true;
+                continue;
+            }
+            if was {
+                log(&format!(
+                    "ALERT: the {label} default route out of {name} is gone (link down?): nothing SNATed leaves until it is back"
+                ));
+                self.last_route_log[i] = Some(Instant::now());
+            }
+            self.route_ok[i].1 = false;
+            let up = crate::netlink::link(ifindex).is_ok_and(|l| l.up);
+            if !up {
+                continue;
+            }
+            let fam = if *v6 { "-6" } else { "-4" };
+            let mut restored = Vec::new();
+            let mut errors = Vec::new();
+            let hops: Vec<Option<IpAddr>> = if routers.is_empty() {
+                vec![None]
+            } else {
+                routers.iter().copied().map(Some).collect()
+            };
+            for hop in hops {
+                let mut args = vec![fam.to_string(), "route".into(), "replace".into()];
+                args.push("default".into());
+                if let Some(h) = hop {
+                    args.extend(["via".into(), h.to_string()]);
+                }
+                args.extend(["dev".into(), name.clone()]);
+                match Command::new("ip").args(&args).output() {
+                    Ok(o) if o.status.success() => {
+                        restored.push(args[3..].join(" "));
+                        if let Some(h) = hop {
+                            crate::neigh::probe(h, ifindex);
+                        }
+                    }
+                    Ok(o) => errors.push(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            if !restored.is_empty() {
+                self.restored += 1;
+                self.route_ok[i].1 = true;
+                log(&format!(
+                    "{name} is up again: restored the {label} {}",
+                    restored.join(", ")
+                ));
+            } else if self.last_route_log[i].is_none_or(|t| t.elapsed() >= ROUTE_LOG_EVERY) {
+                self.last_route_log[i] = Some(Instant::now());
+                log(&format!(
+                    "ALERT: {name} is up but the {label} default route could not be restored: {}",
+                    errors.join("; ")
+                ));
+            }
+        }
+    }
 }
 
 fn log_counters(a: &Steering, b: &Steering, io: &Mutex<IoStats>) {

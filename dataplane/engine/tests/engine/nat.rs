@@ -325,7 +325,10 @@ fn mid_stream_tcp_without_syn_is_refused_and_the_client_reset() {
     e.drain_emits(&mut out);
     assert_eq!(out.len(), 1, "one RST expected");
     assert_eq!(out[0].side, Side::Inside);
-    assert_eq!(tuple(&out[0].frame), (ip(SERVER), 443, ip([10, 0, 0, 5]), 1234));
+    assert_eq!(
+        tuple(&out[0].frame),
+        (ip(SERVER), 443, ip([10, 0, 0, 5]), 1234)
+    );
     let info = wire::parse(&out[0].frame).unwrap();
     let L4::Tcp { flags, seq, .. } = info.l4 else {
         panic!("not TCP");
