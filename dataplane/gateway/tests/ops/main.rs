@@ -1,4 +1,5 @@
 //! Operating a gateway: the admin API, HTTPS, metrics. One test binary per area; one module per topic.
 
 mod admin;
+mod hardening;
 mod tls;
