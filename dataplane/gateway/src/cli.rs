@@ -290,7 +290,8 @@ pub fn main() -> i32 {
             allow_open,
             admin,
         } => {
-            let body = serde_json::json!({ "source": source, "allow_open": allow_open }).to_string();
+            let body =
+                serde_json::json!({ "source": source, "allow_open": allow_open }).to_string();
             let method = match op {
                 AddRemove::Add => "POST",
                 AddRemove::Remove => "DELETE",

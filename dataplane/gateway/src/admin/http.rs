@@ -15,12 +15,12 @@
 //! response byte, has [`Limits::request_deadline`]. When every slot is taken by authenticated
 //! requests, new connections get `503 Service Unavailable` instead of a silent close.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -312,8 +312,7 @@ fn accept_loop(l: &TcpListener, svc: &Arc<Service>, stop: &AtomicBool) {
             } else if unauth >= lim.max_unauthenticated.max(1) {
                 evict_unauthenticated(&mut open, None);
             }
-            if open.len() >= lim.max_connections.max(1) && !evict_unauthenticated(&mut open, None)
-            {
+            if open.len() >= lim.max_connections.max(1) && !evict_unauthenticated(&mut open, None) {
                 false
             } else {
                 match sock.try_clone() {

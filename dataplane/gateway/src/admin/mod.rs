@@ -96,7 +96,8 @@ pub fn opens_everything(fw: &natfw_policy::Firewall) -> bool {
 /// `allow_open=true` in the query or `"allow_open": true` in a JSON body: the operator's
 /// explicit consent to a change that opens everything.
 fn allow_open(req: &Request) -> bool {
-    req.param("allow_open").is_some_and(|v| v == "true" || v == "1")
+    req.param("allow_open")
+        .is_some_and(|v| v == "true" || v == "1")
         || serde_json::from_slice::<serde_json::Value>(&req.body)
             .ok()
             .and_then(|v| v.get("allow_open")?.as_bool())

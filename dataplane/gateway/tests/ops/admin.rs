@@ -416,7 +416,11 @@ fn cli_client_applies_and_reports_errors_with_exit_codes() {
         "{o:?}"
     );
     let o = natfw(&["firewall", "off"]);
-    assert_eq!(o.status.code(), Some(1), "firewall off without --allow-open");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "firewall off without --allow-open"
+    );
     assert!(f.engine.policy_handle().load().enabled());
     let o = natfw(&["firewall", "off", "--allow-open"]);
     assert_eq!(o.status.code(), Some(0));

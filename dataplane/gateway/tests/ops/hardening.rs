@@ -125,7 +125,9 @@ fn slowloris(
             };
             made += 1;
             let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
-            if s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n").is_err() {
+            if s.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+                .is_err()
+            {
                 continue;
             }
             let mut buf = [0u8; 512];
@@ -177,7 +179,8 @@ fn slowloris_without_a_token_cannot_lock_the_operator_out() {
     let t0 = Instant::now();
     let mut lone = connect_from(Ipv4Addr::new(127, 0, 0, 9), addr).unwrap();
     lone.write_all(b"GET /v1/status HTTP/1.1\r\n").unwrap();
-    lone.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    lone.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut sink = Vec::new();
     let _ = lone.read_to_end(&mut sink);
     let held = t0.elapsed();
@@ -194,7 +197,10 @@ fn slowloris_without_a_token_cannot_lock_the_operator_out() {
     }
     stop.store(true, Ordering::Relaxed);
     let made: u32 = attackers.into_iter().map(|t| t.join().unwrap()).sum();
-    assert_eq!(ok, 20, "operator calls failed under slowloris: {failures:?}");
+    assert_eq!(
+        ok, 20,
+        "operator calls failed under slowloris: {failures:?}"
+    );
     assert!(made > 120, "the attack did not run: {made} connections");
     assert!(
         held < Duration::from_secs(12),
@@ -238,14 +244,8 @@ fn busy_slots_answer_503_instead_of_closing() {
         ..Limits::default()
     };
     let gate = Some(token_gate(Token::new(TOKEN)));
-    let srv = Server::start_with(
-        "127.0.0.1:0".parse().unwrap(),
-        None,
-        handler,
-        gate,
-        limits,
-    )
-    .unwrap();
+    let srv =
+        Server::start_with("127.0.0.1:0".parse().unwrap(), None, handler, gate, limits).unwrap();
     let url = format!("http://{}", srv.addr);
     let busy: Vec<_> = (0..2)
         .map(|_| {
@@ -260,7 +260,10 @@ fn busy_slots_answer_503_instead_of_closing() {
         assert_eq!(t.join().unwrap().unwrap().0, 200);
     }
     // Free again.
-    assert_eq!(call(&url, "GET", "/x", Some(TOKEN), None, None).unwrap().0, 200);
+    assert_eq!(
+        call(&url, "GET", "/x", Some(TOKEN), None, None).unwrap().0,
+        200
+    );
     srv.stop();
 }
 
