@@ -1,5 +1,6 @@
 //! The network-namespace lab end to end (root; SKIP otherwise). One test binary per area; one module per topic.
 
 mod e2e;
+mod failclosed;
 mod ops;
 mod topology;
