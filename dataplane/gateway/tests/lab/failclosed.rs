@@ -1,6 +1,6 @@
 //! Fail closed, in the lab's scenario 1 (prod gateway), through the real path: `natfw run`
-//! killed with SIGKILL and stopped with SIGTERM under traffic, with tcpdump on the gateway's
-//! internet side proving that no packet with a private source leaves and nginx proving that
+//! killed with SIGKILL and stopped with SIGTERM under traffic, with tcpdump on the internet's
+//! end of the gateway's outside link proving that no packet with a private source leaves and nginx proving that
 //! no request to the denied domain arrives; a restart that resets the connections the crash
 //! broke; spoofed and foreign sources dropped and counted while natfw runs; a second
 //! `natfw run` refused before it touches anything; a full flow-log disk whose counters move
@@ -204,8 +204,12 @@ fn crash_stop_and_restart_fail_closed_foreign_sources_dropped_second_instance_re
         .expect("curl")
     };
 
-    // Everything the gateway sends to the internet, from before the first start to the end.
-    let cap = lab.capture(&g.ns, "outside0", "ip").expect("tcpdump");
+    // Everything the gateway sends to the internet, from before the first start to the end,
+    // seen from the internet's end of its outside link (frames sent by XDP bypass a capture
+    // on the gateway itself).
+    let cap = lab
+        .capture(lab.plan.inet_ns(), &format!("to-{}", g.name), "ip")
+        .expect("tcpdump");
 
     let mut first = Natfw::start(&lab, &g.ns, &cfg, "fc-natfw-1.log");
     first.ready();
