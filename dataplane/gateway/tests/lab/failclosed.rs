@@ -530,6 +530,11 @@ fn full_flow_log_disk_counted_while_running_rotation_frees_space_and_link_flap_r
     );
     let m = scrape();
     assert_eq!(metric(&m, "natfw_flowlog_write_errors_total"), 0, "{m}");
+    // The kernel's statistics of the real AF_XDP sockets are read and exported.
+    for side in ["inside", "outside"] {
+        let s = format!("natfw_afxdp_kernel_total{{side=\"{side}\",event=\"rx_ring_full\"}}");
+        assert!(m.contains(&s), "no {s}:\n{m}");
+    }
     n.signal("TERM");
     assert!(n
         .wait_exit(Duration::from_secs(30))
