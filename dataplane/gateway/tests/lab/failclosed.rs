@@ -5,7 +5,8 @@
 //! broke; spoofed and foreign sources dropped and counted while natfw runs; a second
 //! `natfw run` refused before it touches anything; a full flow-log disk whose counters move
 //! while natfw runs, with rotation freeing space; the default route restored after the
-//! outside link goes down and up. Root only (prints `SKIP` otherwise); namespace tags
+//! outside link goes down and up; `fail_mode: open` forwarding uninspected once natfw is
+//! stopped. Root only (prints `SKIP` otherwise); namespace tags
 //! `natfw-f1-*`, `natfw-f2-*`, torn down by a guard even on failure.
 
 use std::net::Ipv4Addr;
@@ -450,7 +451,8 @@ impl Drop for Tmpfs {
 }
 
 #[test]
-fn full_flow_log_disk_counted_while_running_rotation_frees_space_and_link_flap_restores_route() {
+fn full_flow_log_disk_counted_while_running_rotation_frees_space_link_flap_restores_route_open_mode(
+) {
     let Some(lab) = up("f2") else { return };
     let g = lab
         .plan
@@ -624,4 +626,53 @@ fn full_flow_log_disk_counted_while_running_rotation_frees_space_and_link_flap_r
     );
     n.signal("TERM");
     assert!(n.wait_exit(Duration::from_secs(30)).is_some());
+
+    // 4. fail_mode: open: once natfw is stopped the kernel forwards and SNATs to the EIP,
+    //    uninspected (the denied domain too); that is the documented risk.
+    let open = with(&format!(
+        "logging:\n  flow_log: {}/open.jsonl\n",
+        lab.dir.display()
+    ))
+    .replace("gateway:\n", "fail_mode: open\ngateway:\n");
+    std::fs::write(&cfg, open).unwrap();
+    let mut n = Natfw::start(&lab, &g.ns, &cfg, "fl-natfw-3.log");
+    n.ready();
+    n.signal("TERM");
+    assert!(n
+        .wait_exit(Duration::from_secs(30))
+        .is_some_and(|s| s.success()));
+    let get = |name: &str, addr: &str, path: &str| {
+        lab.exec(
+            &host.ns,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "3",
+                "--resolve",
+                &format!("{name}:80:{addr}"),
+                &format!("http://{name}/{path}"),
+            ],
+            T,
+        )
+        .unwrap()
+    };
+    let o = get(ALLOWED, ALLOWED_ADDR, "fl-open-allowed");
+    assert!(
+        o.status.success(),
+        "open mode did not forward: {}",
+        text(&o)
+    );
+    let o = get("blocked.example.test", "203.0.113.13", "fl-open-denied");
+    assert!(o.status.success(), "open mode is uninspected: {}", text(&o));
+    let eip = g.eips[0].to_string();
+    let access = lab.access_log();
+    for probe in ["fl-open-allowed", "fl-open-denied"] {
+        assert!(
+            access
+                .lines()
+                .any(|l| l.contains(probe) && l.starts_with(&eip)),
+            "{probe} not seen from the EIP {eip}:\n{access}"
+        );
+    }
 }

@@ -712,7 +712,10 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
         "XDP detached on exit"
     );
     // The tables stay (fail closed) until an explicit uninstall.
-    assert!(nft_table_exists(&net.gw), "nftables tables left in place on exit");
+    assert!(
+        nft_table_exists(&net.gw),
+        "nftables tables left in place on exit"
+    );
     let un = Command::new("ip")
         .args(["netns", "exec", &net.gw])
         .arg(env!("CARGO_BIN_EXE_natfw"))
@@ -720,7 +723,10 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
         .output()
         .expect("natfw uninstall");
     assert!(un.status.success(), "{un:?}");
-    assert!(!nft_table_exists(&net.gw), "nftables tables removed by uninstall");
+    assert!(
+        !nft_table_exists(&net.gw),
+        "nftables tables removed by uninstall"
+    );
 
     // The flow log has the TCP flow, before and after SNAT.
     let text = std::fs::read_to_string(&flows).unwrap_or_default();
