@@ -77,7 +77,7 @@ pub struct Options {
     /// The `natfw` binary (runs `natfw run` and the lab's traffic tools in namespaces).
     pub natfw_bin: PathBuf,
     /// Turn TX checksum offload off on end-host and internet veths (AF_XDP forwarding through
-    /// veth otherwise sees partial checksums; see PLATFORM-NOTES.md).
+    /// veth otherwise sees partial checksums; see docs/PLATFORM.md).
     pub tx_csum_off: bool,
     /// Gateway mode right after `up`.
     pub mode: GatewayMode,

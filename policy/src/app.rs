@@ -24,13 +24,20 @@ pub enum App {
     Redis,
     Rdp,
     Ntp,
+    Memcache,
+    Mqtt,
+    PostgreSql,
+    MongoDb,
+    Vnc,
+    Sip,
+    Smb,
     Icmp,
     Unknown,
 }
 
 impl App {
     /// Every label, in a stable order.
-    pub const ALL: [App; 19] = [
+    pub const ALL: [App; 26] = [
         App::Http,
         App::Https,
         App::Ssl,
@@ -48,6 +55,13 @@ impl App {
         App::Redis,
         App::Rdp,
         App::Ntp,
+        App::Memcache,
+        App::Mqtt,
+        App::PostgreSql,
+        App::MongoDb,
+        App::Vnc,
+        App::Sip,
+        App::Smb,
         App::Icmp,
         App::Unknown,
     ];
@@ -72,6 +86,13 @@ impl App {
             App::Redis => "Redis",
             App::Rdp => "RDP",
             App::Ntp => "NTP",
+            App::Memcache => "Memcache",
+            App::Mqtt => "MQTT",
+            App::PostgreSql => "PostgreSQL",
+            App::MongoDb => "MongoDB",
+            App::Vnc => "VNC",
+            App::Sip => "SIP",
+            App::Smb => "SMB",
             App::Icmp => "ICMP",
             App::Unknown => "Unknown",
         }
@@ -81,7 +102,7 @@ impl App {
     pub fn carried_by(self) -> &'static [crate::model::Protocol] {
         use crate::model::Protocol::*;
         match self {
-            App::Dns => &[Udp, Tcp],
+            App::Dns | App::Sip => &[Udp, Tcp],
             App::Quic | App::Ntp => &[Udp],
             App::Icmp => &[Icmp],
             App::Unknown => &[Tcp, Udp, Icmp],

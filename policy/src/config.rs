@@ -703,8 +703,11 @@ impl Dec {
         let metrics = f.get("metrics").map_or(Some(None), |n| {
             let m = self.fields(n, "metrics", &["listen", "require_token"])?;
             let require_token = self.opt_bool(&m, "require_token", false);
-            let listen = self.required(&m, "listen")?;
-            let listen = self.socket(listen, "metrics.listen");
+            let listen = match m.get("listen") {
+                // Port 9469: not 9100, node_exporter's.
+                None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9469))),
+                Some(listen) => self.socket(listen, "metrics.listen"),
+            };
             Some(Some(MetricsConfig {
                 listen: listen?,
                 require_token: require_token?,
@@ -790,7 +793,7 @@ impl Dec {
                 self.err(
                     n.pos,
                     format!(
-                        "{what}: bad listen address `{s}` (expected 127.0.0.1:9100 or [::1]:9100)"
+                        "{what}: bad listen address `{s}` (expected 127.0.0.1:9469 or [::1]:9469)"
                     ),
                 );
                 None
@@ -1190,7 +1193,19 @@ impl Dec {
     }
 
     fn logging(&mut self, n: &Node) -> Option<Logging> {
-        let f = self.fields(n, "logging", &["flow_log", "rotate_bytes", "keep"])?;
+        let f = self.fields(
+            n,
+            "logging",
+            &["flow_log", "rotate_bytes", "keep", "format"],
+        )?;
+        let format = match f.get("format") {
+            None => Some(RecordFormat::Json),
+            Some(n) => self.choice(
+                n,
+                "logging.format",
+                &[("json", RecordFormat::Json), ("ecs", RecordFormat::Ecs)],
+            ),
+        };
         let flow_log = self.opt_string(&f, "flow_log");
         let rotate = match f.get("rotate_bytes") {
             None => Some(None),
@@ -1221,6 +1236,7 @@ impl Dec {
             flow_log: flow_log?.unwrap_or_else(|| Logging::default().flow_log),
             rotate_bytes: rotate?,
             keep: keep?,
+            format: format?,
         })
     }
 

@@ -176,7 +176,7 @@ pub enum Protocol {
     Icmp,
 }
 
-/// How a domain condition is checked (see SPEC.md "Domain identification modes").
+/// How a domain condition is checked (docs/CONTRACT.md, "Verdict semantics").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum DomainMode {
     /// The name the client sent (TLS SNI, HTTP Host, QUIC SNI).
@@ -287,6 +287,18 @@ pub struct Logging {
     pub rotate_bytes: Option<u64>,
     /// How many rotated files to keep.
     pub keep: u32,
+    /// Layout of each record: natfw's own fields (default) or Elastic Common Schema.
+    pub format: RecordFormat,
+}
+
+/// `logging.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordFormat {
+    /// The flow-log record of the contract (`src_ip`, `acl_rule_id`, ...).
+    #[default]
+    Json,
+    /// The same facts as Elastic Common Schema fields (`source.ip`, `rule.name`, ...).
+    Ecs,
 }
 
 impl Default for Logging {
@@ -295,6 +307,7 @@ impl Default for Logging {
             flow_log: "-".into(),
             rotate_bytes: None,
             keep: 5,
+            format: RecordFormat::Json,
         }
     }
 }

@@ -533,10 +533,17 @@ fn admin_listener_rules() {
     );
     let text = format!("{GW}admin: {{listen: \"127.0.0.1:9443\", token_file: /t}}\n");
     error_at(&text, 10, "{listen", "set tls_cert and tls_key");
-    let ok = format!("{GW}admin: {{listen: \"[::1]:9443\", token_file: /t, plain_http: true}}\nmetrics: {{listen: \"127.0.0.1:9100\"}}\n");
+    let ok = format!("{GW}admin: {{listen: \"[::1]:9443\", token_file: /t, plain_http: true}}\nmetrics: {{listen: \"127.0.0.1:9469\"}}\n");
     let l = load_str("t.yaml", &ok).unwrap();
     assert!(l.config.admin.unwrap().plain_http);
-    assert_eq!(l.config.metrics.unwrap().listen.port(), 9100);
+    assert_eq!(l.config.metrics.unwrap().listen.port(), 9469);
+    // Without `listen`: loopback on 9469 (node_exporter has 9100).
+    let dflt = format!("{GW}metrics: {{}}\n");
+    let l = load_str("t.yaml", &dflt).unwrap();
+    assert_eq!(
+        l.config.metrics.unwrap().listen,
+        "127.0.0.1:9469".parse().unwrap()
+    );
 }
 
 #[test]
@@ -645,7 +652,18 @@ fn gateway_interfaces_and_dnat_conflicts() {
 #[test]
 fn admin_and_metrics_cannot_share_a_listener() {
     let text = format!(
-        "{GW}admin: {{listen: \"127.0.0.1:9100\", token_file: /t, plain_http: true}}\nmetrics: {{listen: \"127.0.0.1:9100\"}}\n"
+        "{GW}admin: {{listen: \"127.0.0.1:9469\", token_file: /t, plain_http: true}}\nmetrics: {{listen: \"127.0.0.1:9469\"}}\n"
     );
-    error_at(&text, 11, "{", "127.0.0.1:9100 is also the admin listener");
+    error_at(&text, 11, "{", "127.0.0.1:9469 is also the admin listener");
+}
+
+#[test]
+fn logging_format_is_json_or_ecs() {
+    let l = load_str("t.yaml", GW).unwrap();
+    assert_eq!(l.config.logging.format, natfw_policy::RecordFormat::Json);
+    let ecs = format!("{GW}logging: {{format: ecs}}\n");
+    let l = load_str("t.yaml", &ecs).unwrap();
+    assert_eq!(l.config.logging.format, natfw_policy::RecordFormat::Ecs);
+    let bad = format!("{GW}logging: {{format: elastic}}\n");
+    error_at(&bad, 10, "elastic", "logging.format");
 }

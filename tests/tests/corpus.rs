@@ -1,6 +1,7 @@
-//! Every capture of `tests/data/corpus/` replayed through the engine (the library, as
-//! `natfw replay` does) under the embedded default config, each flow record compared with the
-//! ground truth in `expected.json`: domain, domain source, application and verdict.
+//! Every capture of `tests/data/corpus/` (the shared corpus) and `tests/data/captures/` (our own)
+//! replayed through the engine (the library, as `natfw replay` does) under the embedded default
+//! config, each flow record compared with the ground truth in the directory's `expected.json`:
+//! domain, domain source, application and verdict.
 //!
 //! Flows are matched by `(dst_ip, dst_port, proto)`; every record must match an expected flow and
 //! every expected flow must have a record (as many as its `connections` note says, when given).
@@ -11,12 +12,12 @@ use natfw_flowlog::FlowRecord;
 use natfw_gateway::replay::replay_records;
 use serde_json::Value;
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/corpus")
+fn data_dir(dir: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(dir)
 }
 
-fn expected() -> Value {
-    let path = corpus_dir().join("expected.json");
+fn expected(dir: &str) -> Value {
+    let path = data_dir(dir).join("expected.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -34,14 +35,14 @@ fn key_of(r: &FlowRecord) -> (String, Option<u16>, String) {
     (r.dst_ip.clone(), r.dst_port, r.ip_protocol.clone())
 }
 
-fn check(case: &str) {
-    let all = expected();
+fn check(dir: &str, case: &str) {
+    let all = expected(dir);
     let Some(spec) = all["cases"].get(case) else {
         panic!("{case}: not in expected.json");
     };
     let file = spec["file"].as_str().expect("file");
     let cfg = natfw_policy::config::embedded_default();
-    let (records, summary) = replay_records(&cfg, &[corpus_dir().join(file)])
+    let (records, summary) = replay_records(&cfg, &[data_dir(dir).join(file)])
         .unwrap_or_else(|e| panic!("{case}: replay failed: {e}"));
     assert!(summary.packets > 0, "{case}: no packets read");
     assert_eq!(summary.parse_errors, 0, "{case}: {:?}", summary.warnings);
@@ -122,28 +123,32 @@ fn check(case: &str) {
 }
 
 macro_rules! corpus {
-    ($($case:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $case() {
-                check(stringify!($case));
-            }
-        )*
+    ($module:ident, $dir:literal: $($case:ident),* $(,)?) => {
+        mod $module {
+            use super::*;
+            $(
+                #[test]
+                fn $case() {
+                    check($dir, stringify!($case));
+                }
+            )*
 
-        /// A capture added to expected.json must get a test here too.
-        #[test]
-        fn every_case_has_a_test() {
-            let listed = [$(stringify!($case)),*];
-            let all = expected();
-            let cases = all["cases"].as_object().expect("cases");
-            let missing: Vec<_> =
-                cases.keys().filter(|k| !listed.contains(&k.as_str())).collect();
-            assert!(missing.is_empty(), "cases without a test: {missing:?}");
+            /// A capture added to expected.json must get a test here too.
+            #[test]
+            fn every_case_has_a_test() {
+                let listed = [$(stringify!($case)),*];
+                let all = expected($dir);
+                let cases = all["cases"].as_object().expect("cases");
+                let missing: Vec<_> =
+                    cases.keys().filter(|k| !listed.contains(&k.as_str())).collect();
+                assert!(missing.is_empty(), "cases without a test: {missing:?}");
+            }
         }
     };
 }
 
 corpus!(
+    shared, "corpus":
     http_curl,
     https_curl,
     https_openssl,
@@ -157,4 +162,24 @@ corpus!(
     tls_out_of_order,
     tls_malformed_lengths,
     syn_flood,
+);
+
+corpus!(
+    own, "captures":
+    smtp_starttls,
+    imap_starttls,
+    pop3_stls,
+    ftp_auth_tls,
+    h2c_prior_knowledge,
+    h2c_upgrade,
+    dns_tcp_cname,
+    dns_cname_asked,
+    ntp,
+    memcache,
+    mqtt,
+    postgres,
+    rdp,
+    vnc,
+    sip,
+    smb,
 );

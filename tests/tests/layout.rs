@@ -34,6 +34,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "aes",
                 "arc-swap",
                 "hashbrown",
+                "loona-hpack",
             ][..],
         ),
         (
@@ -185,4 +186,52 @@ fn the_engine_forbids_unsafe_code() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dataplane/engine/src/lib.rs");
     let text = std::fs::read_to_string(lib).unwrap();
     assert!(text.contains("#![forbid(unsafe_code)]"));
+}
+
+/// The repository carries its own contract (docs/CONTRACT.md, docs/PLATFORM.md): no file refers
+/// to a document or folder outside it. (The needles are split so this file does not match.)
+#[test]
+fn no_file_refers_to_documents_outside_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let needles = [
+        ["SPEC", ".md"].concat(),
+        ["PLATFORM-", "NOTES"].concat(),
+        ["../", "shared/"].concat(),
+        ["/work/", "shared"].concat(),
+    ];
+    let mut found = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !matches!(name.as_str(), "target" | ".git") {
+                    stack.push(path);
+                }
+                continue;
+            }
+            let text_file = [
+                ".rs", ".md", ".c", ".h", ".sh", ".toml", ".yaml", ".yml", ".py",
+            ]
+            .iter()
+            .any(|e| name.ends_with(e))
+                || name == "run";
+            if !text_file {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            for n in &needles {
+                if text.contains(n.as_str()) {
+                    found.push(format!(
+                        "{}: {n}",
+                        path.strip_prefix(&root).unwrap().display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
 }

@@ -10,20 +10,22 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use natfw_engine::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
 use natfw_engine::time::Timestamp;
 use natfw_engine::wire::{self, PacketInfo, L4};
-use natfw_flowlog::{FlowEnd, FlowRecord, FlowSink};
+use natfw_flowlog::{FlowRecord, SharedRecords};
 use natfw_policy::{
     Action, Config, Destination, DomainMode, DomainPattern, Mode, Protocol, Rule, RuleAction,
 };
 
+/// A shared-corpus capture, or one of ours for a name starting with `captures/`.
 fn corpus(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/corpus")
-        .join(name)
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    match name.strip_prefix("captures/") {
+        Some(own) => data.join("captures").join(own),
+        None => data.join("corpus").join(name),
+    }
 }
 
 fn frames(name: &str) -> Vec<(Timestamp, Vec<u8>)> {
@@ -36,18 +38,6 @@ fn frames(name: &str) -> Vec<(Timestamp, Vec<u8>)> {
         .collect()
 }
 
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<FlowRecord>>>);
-
-impl FlowSink for Sink {
-    fn flow_end(&mut self, ev: FlowEnd) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(natfw_flowlog::render(&ev, "gw"));
-    }
-}
-
 /// A frame that left the engine: by which side, and whether it was a release/RST (emit).
 #[derive(Debug)]
 struct Out {
@@ -58,7 +48,7 @@ struct Out {
 
 struct Rig {
     engine: Engine,
-    sink: Sink,
+    sink: SharedRecords,
     out: Vec<Out>,
     verdicts: Vec<Verdict>,
 }
@@ -69,7 +59,7 @@ fn private(ip: IpAddr) -> bool {
 
 impl Rig {
     fn new(cfg: &Config, opts: EngineOptions) -> Rig {
-        let sink = Sink::default();
+        let sink = SharedRecords::new("gw");
         let engine =
             Engine::with_options(cfg, GeoDb::embedded(), Box::new(sink.clone()), opts).unwrap();
         Rig {
@@ -135,7 +125,7 @@ impl Rig {
     }
 
     fn records(&self) -> Vec<FlowRecord> {
-        self.sink.0.lock().unwrap().clone()
+        self.sink.snapshot()
     }
 }
 
@@ -605,5 +595,395 @@ fn incomplete_hello_times_out_into_unidentifiable() {
         assert_eq!(rst_seq.len(), 2, "{rst_seq:?}");
         let expected = released_end.unwrap_or(syn.unwrap().wrapping_add(1));
         assert!(rst_seq.contains(&(Side::Outside, expected)), "{rst_seq:?}");
+    }
+}
+
+#[test]
+fn dropped_h2c_prior_knowledge_authority_never_leaks() {
+    assert_dropped(
+        "captures/h2c_prior_knowledge.pcap",
+        "h2.example.test",
+        "198.51.100.80",
+        "tcp",
+    );
+}
+
+#[test]
+fn dropped_h2c_upgrade_host_never_leaks() {
+    assert_dropped(
+        "captures/h2c_upgrade.pcap",
+        "up.example.test",
+        "198.51.100.80",
+        "tcp",
+    );
+}
+
+/// Client streams of a capture by client port: (client ISN + 1, bytes).
+fn client_streams(fs: &[(Timestamp, Vec<u8>)]) -> std::collections::BTreeMap<u16, (u32, Vec<u8>)> {
+    let mut out: std::collections::BTreeMap<u16, (u32, Vec<u8>)> = Default::default();
+    for (_, f) in fs {
+        let Ok(info) = wire::parse(f) else { continue };
+        let L4::Tcp {
+            sport, seq, flags, ..
+        } = info.l4
+        else {
+            continue;
+        };
+        if !private(info.src) {
+            continue;
+        }
+        if flags.syn() {
+            out.insert(sport, (seq.wrapping_add(1), Vec::new()));
+            continue;
+        }
+        let Some((isn, bytes)) = out.get_mut(&sport) else {
+            continue;
+        };
+        let off = seq.wrapping_sub(*isn) as usize;
+        let p = info.payload(f);
+        if p.is_empty() {
+            continue;
+        }
+        if off + p.len() > bytes.len() {
+            bytes.resize(off + p.len(), 0);
+        }
+        bytes[off..off + p.len()].copy_from_slice(p);
+    }
+    out
+}
+
+/// Offset of the TLS ClientHello that follows the plaintext negotiation.
+fn hello_offset(stream: &[u8]) -> usize {
+    (1..stream.len().saturating_sub(1))
+        .find(|&i| stream[i - 1] == b'\n' && stream[i] == 0x16 && stream[i + 1] == 0x03)
+        .expect("a ClientHello after the negotiation")
+}
+
+/// STARTTLS to a denied domain: the plaintext negotiation went out (the server had to answer
+/// it), but not one byte of the ClientHello or after it; both ends are reset, the record says
+/// drop with the SNI and the mail/file protocol.
+fn assert_starttls_dropped(capture: &str, domain: &str, server: &str, app: &str) {
+    let cfg = config(
+        vec![rule("block", domain, RuleAction::Drop)],
+        Action::Accept,
+        Mode::Loose,
+    );
+    let mut rig = Rig::new(&cfg, EngineOptions::default());
+    let fs = frames(capture);
+    let streams = client_streams(&fs);
+    rig.run(capture);
+    let server: IpAddr = server.parse().unwrap();
+    let recs = rig.records();
+    let flows: Vec<_> = recs
+        .iter()
+        .filter(|r| r.dst_ip == server.to_string() && r.domain.as_deref() == Some(domain))
+        .collect();
+    assert!(
+        !flows.is_empty(),
+        "{capture}: no flow named {domain}: {recs:?}"
+    );
+    for r in &flows {
+        assert_eq!(r.action, "drop", "{r:?}");
+        assert_eq!(r.acl_rule_id.as_deref(), Some("block"));
+        assert_eq!(r.domain_source.as_deref(), Some("sni"));
+        assert_eq!(r.app_name.as_deref(), Some(app));
+        let (isn, stream) = &streams[&r.src_port.unwrap()];
+        let limit = hello_offset(stream);
+        let snat_port = r.snat_port.unwrap();
+        let mut plain_out = 0;
+        let mut rst_out = 0;
+        for o in rig.out.iter().filter(|o| o.side == Side::Outside) {
+            let info = wire::parse(&o.frame).unwrap();
+            let L4::Tcp {
+                sport, seq, flags, ..
+            } = info.l4
+            else {
+                continue;
+            };
+            if sport != snat_port {
+                continue;
+            }
+            if flags.rst() && o.emitted {
+                rst_out += 1;
+            }
+            if info.payload_len == 0 {
+                continue;
+            }
+            let end = seq.wrapping_sub(*isn) as usize + info.payload_len;
+            assert!(
+                end <= limit,
+                "{capture}: client bytes up to {end} left, the ClientHello starts at {limit}"
+            );
+            plain_out += info.payload_len;
+        }
+        assert!(plain_out > 0, "{capture}: the negotiation must pass");
+        assert_eq!(rst_out, 1, "{capture}: one RST to the server");
+        let rst_in = rig
+            .out
+            .iter()
+            .filter(|o| o.side == Side::Inside && o.emitted)
+            .filter(|o| {
+                let info = wire::parse(&o.frame).unwrap();
+                matches!(info.l4, L4::Tcp { dport, flags, .. } if flags.rst() && dport == r.src_port.unwrap())
+            })
+            .count();
+        assert_eq!(rst_in, 1, "{capture}: one RST to the client");
+    }
+}
+
+#[test]
+fn dropped_smtp_starttls_domain_never_leaks_the_hello() {
+    assert_starttls_dropped(
+        "captures/smtp_starttls.pcap",
+        "mx.example.test",
+        "203.0.113.25",
+        "SMTP",
+    );
+    assert_starttls_dropped(
+        "captures/smtp_starttls.pcap",
+        "relay.example.test",
+        "203.0.113.25",
+        "SMTP",
+    );
+}
+
+#[test]
+fn dropped_imap_pop3_ftp_starttls_domains_never_leak_the_hello() {
+    assert_starttls_dropped(
+        "captures/imap_starttls.pcap",
+        "imap.example.test",
+        "203.0.113.143",
+        "IMAP",
+    );
+    assert_starttls_dropped(
+        "captures/pop3_stls.pcap",
+        "pop.example.test",
+        "203.0.113.110",
+        "POP3",
+    );
+    assert_starttls_dropped(
+        "captures/ftp_auth_tls.pcap",
+        "ftp.example.test",
+        "203.0.113.21",
+        "FTP",
+    );
+}
+
+/// Accepted STARTTLS under a default drop: the negotiation passes while pending, the ClientHello
+/// waits for the verdict, then the stream leaves complete, each byte once.
+#[test]
+fn accepted_starttls_stream_leaves_complete() {
+    let cfg = config(
+        vec![rule("allow", "mx.example.test", RuleAction::Accept)],
+        Action::Drop,
+        Mode::Loose,
+    );
+    let mut rig = Rig::new(&cfg, EngineOptions::default());
+    let capture = "captures/smtp_starttls.pcap";
+    let fs = frames(capture);
+    let streams = client_streams(&fs);
+    rig.run(capture);
+    let recs = rig.records();
+    let r = recs
+        .iter()
+        .find(|r| r.domain.as_deref() == Some("mx.example.test"))
+        .expect("the port-25 session");
+    assert_eq!(r.action, "accept", "{r:?}");
+    assert_eq!(r.domain_source.as_deref(), Some("sni"));
+    let (isn, want) = &streams[&r.src_port.unwrap()];
+    let mut got: Vec<Option<u8>> = vec![None; want.len()];
+    for o in rig.out.iter().filter(|o| o.side == Side::Outside) {
+        let info = wire::parse(&o.frame).unwrap();
+        let L4::Tcp { sport, seq, .. } = info.l4 else {
+            continue;
+        };
+        if sport != r.snat_port.unwrap() {
+            continue;
+        }
+        let off = seq.wrapping_sub(*isn) as usize;
+        for (i, b) in info.payload(&o.frame).iter().enumerate() {
+            if let Some(prev) = got[off + i] {
+                assert_eq!(prev, *b);
+            }
+            got[off + i] = Some(*b);
+        }
+    }
+    let missing: Vec<usize> = (0..got.len()).filter(|&i| got[i].is_none()).collect();
+    assert!(
+        missing.is_empty(),
+        "the outside missed {} bytes from {:?} of {}; verdicts {:?}",
+        missing.len(),
+        missing.first(),
+        got.len(),
+        rig.verdicts
+    );
+    let got: Vec<u8> = got.into_iter().map(Option::unwrap).collect();
+    assert_eq!(&got, want);
+    // The other session (relay.example.test) is not allowed: default drop.
+    let other = recs
+        .iter()
+        .find(|r| r.domain.as_deref() == Some("relay.example.test"))
+        .expect("the port-2525 session");
+    assert_eq!(other.action, "drop");
+}
+
+/// An accepted h2c connection that opens a second stream naming another authority: the frame
+/// carrying it never reaches the server; the connection is reset.
+#[test]
+fn h2c_second_authority_is_cut_off() {
+    smuggle(
+        "captures/h2c_prior_knowledge.pcap",
+        "h2.example.test",
+        "198.51.100.80",
+        &[],
+    );
+}
+
+/// After an `Upgrade: h2c` request accepted on its Host, the client's HTTP/2 bytes (preface,
+/// SETTINGS, then a HEADERS for another authority) are watched the same way.
+#[test]
+fn h2c_upgrade_cannot_smuggle_another_authority() {
+    let mut after = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    after.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    smuggle(
+        "captures/h2c_upgrade.pcap",
+        "up.example.test",
+        "198.51.100.80",
+        &after,
+    );
+}
+
+/// Replay `capture` under "allow `domain`, default drop", with a crafted client segment after
+/// the client's last data segment: `prefix`, then a HEADERS frame on a new stream naming
+/// another authority.
+fn smuggle(capture: &str, domain: &str, server: &str, prefix: &[u8]) {
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+    let cfg = config(
+        vec![rule("allow", domain, RuleAction::Accept)],
+        Action::Drop,
+        Mode::Loose,
+    );
+    let fs = frames(capture);
+    // The client's last data segment: the smuggled request follows it.
+    let (t_last, last) = fs
+        .iter()
+        .rev()
+        .find(|(_, f)| {
+            let i = wire::parse(f).unwrap();
+            private(i.src) && i.payload_len > 0
+        })
+        .cloned()
+        .expect("a client data segment");
+    let p = SlicedPacket::from_ethernet(&last).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
+        panic!("ipv4")
+    };
+    let Some(TransportSlice::Tcp(tcp)) = p.transport else {
+        panic!("tcp")
+    };
+    // A HEADERS frame on stream 3, literals without indexing (valid in any HPACK state).
+    let mut block = vec![0x82, 0x86, 0x84]; // :method GET, :scheme http, :path /
+    block.push(0x01); // :authority, literal without indexing, indexed name 1
+    let evil = b"evil.example.test";
+    block.push(evil.len() as u8);
+    block.extend_from_slice(evil);
+    let mut frame = prefix.to_vec();
+    frame.extend_from_slice(&(block.len() as u32).to_be_bytes()[1..]);
+    frame.extend_from_slice(&[1, 0x5, 0, 0, 0, 3]);
+    frame.extend_from_slice(&block);
+    let eth = etherparse::Ethernet2Header::from_slice(&last).unwrap().0;
+    let b = PacketBuilder::ethernet2(eth.source, eth.destination)
+        .ipv4(ip.header().source(), ip.header().destination(), 64)
+        .tcp(
+            tcp.source_port(),
+            tcp.destination_port(),
+            tcp.sequence_number()
+                .wrapping_add(tcp.payload().len() as u32),
+            tcp.window_size(),
+        )
+        .ack(tcp.acknowledgment_number())
+        .psh();
+    let mut smuggled = Vec::new();
+    b.write(&mut smuggled, &frame).unwrap();
+
+    let mut rig = Rig::new(&cfg, EngineOptions::default());
+    let mut fed_smuggled = false;
+    for (t, f) in &fs {
+        rig.feed(*t, f);
+        if f == &last && !fed_smuggled {
+            let v = rig.feed(t_last, &smuggled);
+            assert_eq!(v, Verdict::Drop(natfw_engine::engine::DropReason::Policy));
+            fed_smuggled = true;
+        }
+    }
+    rig.finish(fs.last().unwrap().0);
+    assert!(fed_smuggled);
+    // The smuggled bytes never left.
+    for o in rig.out.iter().filter(|o| o.side == Side::Outside) {
+        let info = wire::parse(&o.frame).unwrap();
+        let p = info.payload(&o.frame);
+        assert!(
+            !p.windows(evil.len()).any(|w| w == evil),
+            "the smuggled request left"
+        );
+    }
+    let recs = rig.records();
+    let r = recs.iter().find(|r| r.dst_ip == server).expect("record");
+    assert_eq!(r.action, "drop", "{r:?}");
+    assert_eq!(r.domain.as_deref(), Some(domain));
+    assert!(r.reason.contains("another authority"), "{}", r.reason);
+    // Both ends were reset.
+    assert!(rig.out.iter().any(|o| o.emitted && o.side == Side::Outside));
+    assert!(rig.out.iter().any(|o| o.emitted && o.side == Side::Inside));
+}
+
+/// A CNAME chain (www.shop → shop.cdn → edge.cdn → two addresses), resolved through the
+/// gateway by the client, then a flow to one of the addresses by IP (no name sent): the record
+/// carries the name the client asked for, and a `dns`-mode rule for the asked name or for any
+/// CNAME target decides the flow.
+#[test]
+fn cname_chain_names_the_flow_by_the_asked_name_and_every_name_matches() {
+    for (capture, edge) in [
+        ("captures/dns_cname_asked.pcap", "203.0.113.60"),
+        ("captures/dns_tcp_cname.pcap", "203.0.113.61"),
+    ] {
+        for (name, want) in [
+            ("www.shop.example.test", "accept"),
+            ("shop.cdn.example.test", "accept"),
+            ("edge.cdn.example.test", "accept"),
+            ("other.example.test", "drop"),
+        ] {
+            let allow_dns = Rule {
+                name: "dns".into(),
+                applications: Some(vec![natfw_policy::App::Dns]),
+                destination: Destination::Any,
+                action: RuleAction::Accept,
+                ..rule("dns", "x.test", RuleAction::Accept)
+            };
+            let by_name = Rule {
+                domain_mode: DomainMode::Dns,
+                ..rule("web", name, RuleAction::Accept)
+            };
+            let cfg = config(vec![allow_dns, by_name], Action::Drop, Mode::Loose);
+            let mut rig = Rig::new(&cfg, EngineOptions::default());
+            rig.run(capture);
+            let recs = rig.records();
+            let r = recs
+                .iter()
+                .find(|r| r.dst_ip == edge)
+                .unwrap_or_else(|| panic!("{capture}: no record for {edge}: {recs:?}"));
+            assert_eq!(r.domain.as_deref(), Some("www.shop.example.test"), "{r:?}");
+            assert_eq!(r.domain_source.as_deref(), Some("dns"));
+            assert_eq!(r.action, want, "{capture}, rule for {name}: {r:?}");
+            if want == "accept" {
+                assert_eq!(r.acl_rule_id.as_deref(), Some("web"));
+            }
+            let q = recs
+                .iter()
+                .find(|r| r.app_name.as_deref() == Some("DNS"))
+                .unwrap();
+            assert_eq!(q.action, "accept");
+            assert_eq!(q.domain.as_deref(), Some("www.shop.example.test"));
+        }
     }
 }

@@ -31,6 +31,8 @@ struct Entry {
     expires: Timestamp,
     /// Insertion serial, to match the FIFO queue.
     serial: u64,
+    /// The name the client asked for (the question), not a CNAME target on the way.
+    asked: bool,
 }
 
 /// The bounded cache.
@@ -75,6 +77,21 @@ impl DnsCache {
         ip: IpAddr,
         ttl: u32,
     ) {
+        self.learn_name(now, client, name, ip, ttl, false);
+    }
+
+    /// Learn one name of an answer: `asked` when it is the question's name, not a CNAME target
+    /// the chain went through (the flow log names a later flow with the asked name; rules in
+    /// `dns` modes match every name of the chain).
+    pub fn learn_name(
+        &mut self,
+        now: Timestamp,
+        client: Option<IpAddr>,
+        name: &str,
+        ip: IpAddr,
+        ttl: u32,
+        asked: bool,
+    ) {
         let ttl = ttl.clamp(MIN_TTL_SECS, MAX_TTL_SECS);
         let expires = now.add(std::time::Duration::from_secs(u64::from(ttl)));
         self.serial += 1;
@@ -85,6 +102,7 @@ impl DnsCache {
             .find(|e| e.client == client && &*e.name == name)
         {
             e.expires = e.expires.max(expires);
+            e.asked |= asked;
             return;
         }
         // Drop expired names of this address first, then the oldest if still full.
@@ -99,6 +117,7 @@ impl DnsCache {
             client,
             expires,
             serial,
+            asked,
         });
         self.len = self.len + 1 - removed;
         self.order.push_back((ip, serial));
@@ -136,13 +155,16 @@ impl DnsCache {
             .map(|e| &*e.name)
     }
 
-    /// The name `client` most recently resolved to `ip`, if still valid (flow-log `dns`).
+    /// The name `client` most recently asked for and got `ip` (through any CNAME chain), if
+    /// still valid, else the most recent name of any kind (flow-log `dns`).
     pub fn name_for_client(&self, now: Timestamp, client: IpAddr, ip: IpAddr) -> Option<&str> {
-        self.by_ip
-            .get(&ip)?
-            .iter()
+        let list = self.by_ip.get(&ip)?;
+        let valid = |e: &&Entry| e.client == Some(client) && e.expires > now;
+        list.iter()
             .rev()
-            .find(|e| e.client == Some(client) && e.expires > now)
+            .filter(valid)
+            .find(|e| e.asked)
+            .or_else(|| list.iter().rev().find(valid))
             .map(|e| &*e.name)
     }
 }
@@ -172,6 +194,26 @@ mod tests {
         let later = Timestamp::from_secs(1000 + 301);
         assert_eq!(c.name_for_client(later, a, srv), None);
         assert_eq!(c.names_for(later, srv).count(), 0);
+    }
+
+    /// asked → CNAME → CNAME → address: a later flow is named with the asked name whichever
+    /// order the names were learned in; rules see the whole chain.
+    #[test]
+    fn asked_name_wins_over_cname_targets() {
+        let mut c = DnsCache::new(100);
+        let t0 = Timestamp::from_secs(10);
+        let a = ip("10.0.1.10");
+        let srv = ip("203.0.113.50");
+        c.learn_name(t0, Some(a), "www.shop.test", srv, 60, true);
+        c.learn_name(t0, Some(a), "shop.cdn.test", srv, 60, false);
+        c.learn_name(t0, Some(a), "edge7.cdn.test", srv, 60, false);
+        assert_eq!(c.name_for_client(t0, a, srv), Some("www.shop.test"));
+        let mut all: Vec<_> = c.names_for(t0, srv).collect();
+        all.sort_unstable();
+        assert_eq!(all, ["edge7.cdn.test", "shop.cdn.test", "www.shop.test"]);
+        // Learned again later as a target only: still named by what was asked.
+        c.learn_name(t0, Some(a), "shop.cdn.test", srv, 60, false);
+        assert_eq!(c.name_for_client(t0, a, srv), Some("www.shop.test"));
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod conntrack;
 pub mod dnscache;
 pub mod engine;
 pub mod frag;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod l7;
 pub mod reasm;
 pub mod snat;

@@ -6,13 +6,16 @@
 //! event ([`render`]) and writes JSON lines to a file or stdout, rotating by size.
 //! [`read_records`] streams them back for the offline views ([`views`]).
 
+mod ecs;
 mod read;
 mod render;
 mod timefmt;
 pub mod views;
 mod writer;
 
+pub use ecs::{to_ecs, ECS_VERSION};
 pub use natfw_engine::engine::{FlowEnd, FlowSink};
+pub use natfw_policy::RecordFormat;
 pub use read::{read_records, ReadError, Records};
 pub use render::render;
 pub use timefmt::{format_rfc3339_millis, parse_rfc3339};
@@ -89,6 +92,46 @@ impl RecordVec {
 impl FlowSink for RecordVec {
     fn flow_end(&mut self, ev: FlowEnd) {
         self.records.push(render(&ev, &self.gateway));
+    }
+}
+
+/// Like [`RecordVec`], but readable while the engine (which owns its box) runs and after it is
+/// gone: clones share one list. For tests and `natfw replay`'s in-memory records.
+#[derive(Debug, Clone, Default)]
+pub struct SharedRecords {
+    gateway: String,
+    records: std::sync::Arc<std::sync::Mutex<Vec<FlowRecord>>>,
+}
+
+impl SharedRecords {
+    pub fn new(gateway: &str) -> SharedRecords {
+        SharedRecords {
+            gateway: gateway.to_string(),
+            records: Default::default(),
+        }
+    }
+
+    /// Take the records rendered so far.
+    pub fn take(&self) -> Vec<FlowRecord> {
+        std::mem::take(&mut *self.records.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A copy of the records rendered so far.
+    pub fn snapshot(&self) -> Vec<FlowRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl FlowSink for SharedRecords {
+    fn flow_end(&mut self, ev: FlowEnd) {
+        let rec = render(&ev, &self.gateway);
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rec);
     }
 }
 

@@ -109,6 +109,17 @@ fn reason(ev: &FlowEnd, policy: &CompiledPolicy) -> String {
                     rule.map_or_else(|| "?".to_string(), rule_name)
                 );
             }
+            // An accepted h2c connection that went on to another authority (the engine's
+            // authority watch): cut off.
+            (FlowVerdict::Drop, None, _)
+                if ev.evasion && ev.why.is_some_and(|w| w.starts_with("h2")) =>
+            {
+                let _ = write!(
+                    s,
+                    "connection cut off: {} (evasion attempt)",
+                    ev.why.unwrap_or_default()
+                );
+            }
             (FlowVerdict::Drop, None, _) if ev.unidentifiable_drop => {
                 s.push_str(UNREADABLE_DROP);
             }

@@ -151,6 +151,7 @@ fn rotation_keeps_n_files_each_below_the_limit() {
     let rot = Rotation {
         max_bytes: Some(max),
         keep: 2,
+        ..Rotation::default()
     };
     let mut w = Writer::open(Target::File(path.clone()), rot).unwrap();
     // 10..=19 all serialise to the same length (two-digit counters).
@@ -187,6 +188,7 @@ fn rotation_with_keep_zero_truncates() {
     let rot = Rotation {
         max_bytes: Some(10), // smaller than one line: one line per file
         keep: 0,
+        ..Rotation::default()
     };
     let mut w = Writer::open(Target::File(path.clone()), rot).unwrap();
     for i in 0..3 {
@@ -314,6 +316,7 @@ fn full_disk_deletes_the_oldest_rotated_file_then_counts_what_cannot_be_written(
     let rot = Rotation {
         max_bytes: Some(40 * 1024),
         keep: 10,
+        ..Rotation::default()
     };
     let mut w = Writer::open(Target::File(path.clone()), rot).unwrap();
     let n = 3 * 440 * 1024 / line_len;
@@ -380,4 +383,85 @@ fn full_disk_deletes_the_oldest_rotated_file_then_counts_what_cannot_be_written(
     for l in text.lines() {
         serde_json::from_str::<FlowRecord>(l).unwrap();
     }
+}
+
+#[test]
+fn ecs_format_maps_every_fact_to_elastic_common_schema() {
+    let mut r = record(3);
+    r.snat_ip = Some("192.0.2.1".into());
+    r.snat_port = Some(40_003);
+    r.domain = Some("example.com".into());
+    r.domain_source = Some("sni".into());
+    r.dst_country = Some("US".into());
+    r.acl_rule_id = Some("web".into());
+    r.in_packet_count = 2;
+    r.in_packet_bytes = 900;
+    let e = to_ecs(&r);
+    assert_eq!(e["@timestamp"], "2026-11-28T17:11:23.456Z");
+    assert_eq!(e["ecs"]["version"], ECS_VERSION);
+    assert_eq!(e["event"]["action"], "accept");
+    assert_eq!(e["event"]["category"], serde_json::json!(["network"]));
+    assert_eq!(e["event"]["start"], "2026-11-28T17:11:22.123Z");
+    assert_eq!(e["event"]["reason"], "default action accept");
+    assert_eq!(e["observer"]["name"], "natfw");
+    assert_eq!(e["source"]["ip"], "10.0.1.10");
+    assert_eq!(e["source"]["port"], 40_003);
+    assert_eq!(e["source"]["nat"]["ip"], "192.0.2.1");
+    assert_eq!(e["source"]["bytes"], 300);
+    assert_eq!(e["destination"]["ip"], "198.51.100.10");
+    assert_eq!(e["destination"]["port"], 443);
+    assert_eq!(e["destination"]["bytes"], 900);
+    assert_eq!(e["destination"]["geo"]["country_iso_code"], "US");
+    assert_eq!(e["network"]["transport"], "tcp");
+    assert_eq!(e["network"]["protocol"], "https");
+    assert_eq!(e["network"]["bytes"], 1200);
+    assert_eq!(e["network"]["packets"], 5);
+    assert_eq!(e["rule"]["name"], "web");
+    assert_eq!(e["url"]["domain"], "example.com");
+    assert_eq!(e["tls"]["client"]["server_name"], "example.com");
+    assert_eq!(e["natfw"]["end_reason"], "fin");
+    assert_eq!(e["natfw"]["domain_source"], "sni");
+
+    // Unknown facts are absent, not null; a drop by the default action.
+    let mut d = record(1);
+    d.action = "drop".into();
+    d.src_port = None;
+    let e = to_ecs(&d);
+    assert!(e["source"].get("port").is_none(), "{e}");
+    assert!(e["source"].get("nat").is_none(), "{e}");
+    assert!(e.get("url").is_none() && e.get("tls").is_none(), "{e}");
+    assert_eq!(e["rule"]["name"], "(default)");
+    assert!(e["event"]["type"]
+        .as_array()
+        .unwrap()
+        .contains(&"denied".into()));
+    fn no_nulls(v: &serde_json::Value) {
+        match v {
+            serde_json::Value::Null => panic!("null in an ECS document"),
+            serde_json::Value::Object(m) => m.values().for_each(no_nulls),
+            serde_json::Value::Array(a) => a.iter().for_each(no_nulls),
+            _ => {}
+        }
+    }
+    no_nulls(&e);
+}
+
+#[test]
+fn writer_writes_ecs_on_request_and_the_contract_record_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, ecs) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let mut w = Writer::open(Target::File(json.clone()), Rotation::default()).unwrap();
+    w.write(&record(1)).unwrap();
+    w.flush().unwrap();
+    let rot = Rotation {
+        format: RecordFormat::Ecs,
+        ..Rotation::default()
+    };
+    let mut w = Writer::open(Target::File(ecs.clone()), rot).unwrap();
+    w.write(&record(1)).unwrap();
+    w.flush().unwrap();
+    assert_eq!(lines(&json), vec![record(1)]);
+    let text = std::fs::read_to_string(&ecs).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(v, to_ecs(&record(1)));
 }

@@ -63,6 +63,8 @@ pub struct Rotation {
     pub max_bytes: Option<u64>,
     /// Rotated files kept (0 = the old file is simply truncated).
     pub keep: u32,
+    /// Layout of each line (`logging.format`): natfw's record or ECS.
+    pub format: crate::RecordFormat,
 }
 
 impl Rotation {
@@ -71,6 +73,7 @@ impl Rotation {
         Rotation {
             max_bytes: l.rotate_bytes,
             keep: l.keep,
+            format: l.format,
         }
     }
 }
@@ -194,7 +197,11 @@ impl Writer {
     /// before it, could not be written (counted in [`WriterCounters::write_failed`]).
     pub fn write(&mut self, rec: &FlowRecord) -> io::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, rec).map_err(io::Error::other)?;
+        match self.rotation.format {
+            crate::RecordFormat::Json => serde_json::to_writer(&mut self.line, rec),
+            crate::RecordFormat::Ecs => serde_json::to_writer(&mut self.line, &crate::to_ecs(rec)),
+        }
+        .map_err(io::Error::other)?;
         self.line.push(b'\n');
         if let (Some(max), Some(_)) = (self.rotation.max_bytes, &self.path) {
             let used = self.size + self.buf.len() as u64;

@@ -1,11 +1,14 @@
 //! Command-line parsing and dispatch. Each subcommand lives in its own module and returns the
 //! process exit code.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// Config file `natfw run` reads unless told otherwise (the package installs a commented one).
+pub const DEFAULT_CONFIG: &str = "/etc/natfw/natfw.yaml";
 
 /// natfw: an egress firewall for cloud NAT gateways.
 #[derive(Debug, Parser)]
-#[command(name = "natfw", version, about)]
+#[command(name = "natfw", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,8 +42,11 @@ enum Command {
     /// the flow log.
     Run {
         /// Path to natfw.yaml.
-        #[arg(long)]
+        #[arg(long, env = "NATFW_CONFIG", default_value = DEFAULT_CONFIG)]
         config: std::path::PathBuf,
+        /// Log line format on stderr (the filter is NATFW_LOG, else RUST_LOG, else `info`).
+        #[arg(long, env = "NATFW_LOG_FORMAT", value_enum, default_value = "text")]
+        log_format: crate::logging::LogFormat,
     },
     /// Install the nftables guard (and the bypass NAT) without starting natfw: nothing
     /// SNAT-bound is forwarded until `natfw run` forwards it (for boot, before natfw starts).
@@ -52,6 +58,9 @@ enum Command {
     /// Remove the nftables tables `natfw run` leaves in place (inet natfw_guard, inet natfw):
     /// afterwards the kernel forwards VPC traffic unfiltered. Refused while natfw runs here.
     Uninstall,
+    /// Print the man page (roff) generated from this command line.
+    #[command(hide = true)]
+    Manpage,
     /// Search flow logs.
     Logs {
         /// Flow-log files (JSON lines; `-` = stdin).
@@ -199,13 +208,30 @@ pub fn main() -> i32 {
             flow_log,
             captures,
         }),
-        Command::Run { config } => match crate::run::run(&crate::run::RunOptions { config }) {
-            Ok(()) => 0,
-            Err(e) => {
+        Command::Run { config, log_format } => {
+            if let Err(e) = crate::logging::init(log_format) {
                 eprintln!("natfw run: {e}");
-                1
+                return 2;
             }
-        },
+            match crate::run::run(&crate::run::RunOptions { config }) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("natfw run: {e}");
+                    1
+                }
+            }
+        }
+        Command::Manpage => {
+            let man = clap_mangen::Man::new(Cli::command());
+            match man.render(&mut std::io::stdout()) {
+                Ok(()) => 0,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+                Err(e) => {
+                    eprintln!("natfw: {e}");
+                    1
+                }
+            }
+        }
         Command::Guard { config } => match crate::run::guard_only(&config) {
             Ok(msg) => {
                 eprintln!("natfw guard: {msg}");

@@ -6,10 +6,18 @@ pub mod afxdp;
 pub mod check;
 pub mod cli;
 pub mod guard;
+pub mod logging;
 pub mod metrics;
 pub mod neigh;
 pub mod netlink;
+pub mod notify;
 pub mod replay;
 pub mod run;
 pub mod xdp;
 pub mod xsk_stats;
+
+/// The rule deciding when `build.rs` reruns, compiled here for its tests.
+#[cfg(test)]
+#[allow(dead_code)] // items only build.rs uses
+#[path = "../build/rerun.rs"]
+mod build_rerun;

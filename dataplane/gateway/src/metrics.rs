@@ -8,12 +8,164 @@
 
 use std::collections::HashMap;
 
-use metrics::{counter, gauge};
+use metrics::{counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::afxdp::IoStats;
 use crate::xdp::Counters as XdpCounters;
 use natfw_engine::stats::{Counter, EngineStats};
+
+/// The port `metrics.listen` uses when only an address is wanted (docs, packaged config): not
+/// 9100, which is node_exporter's.
+pub const DEFAULT_PORT: u16 = 9469;
+
+/// natfw's version and the git commit it was built from (`natfw_build_info`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const GIT: &str = env!("NATFW_GIT");
+
+/// Whether a series is a counter or a gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// Every series natfw exports: name, type and the HELP text (docs/OPERATIONS.md has the same
+/// list with the labels).
+pub const SERIES: &[(&str, Kind, &str)] = &[
+    (
+        "natfw_build_info",
+        Kind::Gauge,
+        "Always 1; the version and git commit natfw was built from.",
+    ),
+    (
+        "natfw_packets_total",
+        Kind::Counter,
+        "Packets handled by the engine, by direction and action.",
+    ),
+    (
+        "natfw_bytes_total",
+        Kind::Counter,
+        "Bytes handled by the engine, by direction and action.",
+    ),
+    (
+        "natfw_dropped_packets_total",
+        Kind::Counter,
+        "Packets dropped by the engine, by reason.",
+    ),
+    (
+        "natfw_dropped_bytes_total",
+        Kind::Counter,
+        "Bytes of packets dropped by the engine, by reason.",
+    ),
+    ("natfw_flows_created_total", Kind::Counter, "Flows created."),
+    (
+        "natfw_flows_ended_total",
+        Kind::Counter,
+        "Flows ended, by reason.",
+    ),
+    ("natfw_flows_active", Kind::Gauge, "Flows tracked now."),
+    (
+        "natfw_flows_table_full_total",
+        Kind::Counter,
+        "New flows refused because the table was full of non-evictable flows.",
+    ),
+    (
+        "natfw_flows_evicted_total",
+        Kind::Counter,
+        "Flows evicted to make room.",
+    ),
+    (
+        "natfw_held_payload_bytes",
+        Kind::Gauge,
+        "Client payload bytes held now while a verdict is pending.",
+    ),
+    (
+        "natfw_l7_buffered_bytes",
+        Kind::Gauge,
+        "L7 reassembly bytes buffered now.",
+    ),
+    (
+        "natfw_policy_evaluations_total",
+        Kind::Counter,
+        "Policy evaluations.",
+    ),
+    (
+        "natfw_l7_outcomes_total",
+        Kind::Counter,
+        "L7 identification outcomes.",
+    ),
+    (
+        "natfw_dns_answers_learned_total",
+        Kind::Counter,
+        "DNS answers learned into the DNS cache.",
+    ),
+    (
+        "natfw_flowlog_records_total",
+        Kind::Counter,
+        "Flow records handed to the flow-log writer.",
+    ),
+    (
+        "natfw_flowlog_dropped_total",
+        Kind::Counter,
+        "Flow records dropped because the writer could not keep up.",
+    ),
+    (
+        "natfw_policy_reloads_total",
+        Kind::Counter,
+        "Policy reloads (SIGHUP or PUT /v1/policy), by result.",
+    ),
+    (
+        "natfw_rule_hits_total",
+        Kind::Counter,
+        "Flows decided by each rule.",
+    ),
+    (
+        "natfw_rule_bytes_total",
+        Kind::Counter,
+        "Bytes (out + in) of ended flows decided by each rule.",
+    ),
+    (
+        "natfw_xdp_packets_total",
+        Kind::Counter,
+        "XDP program counters per interface, summed over CPUs.",
+    ),
+    (
+        "natfw_afxdp_rx_frames_total",
+        Kind::Counter,
+        "Frames received from the AF_XDP RX rings.",
+    ),
+    (
+        "natfw_afxdp_tx_frames_total",
+        Kind::Counter,
+        "Frames put on the AF_XDP TX rings.",
+    ),
+    (
+        "natfw_afxdp_frames_total",
+        Kind::Counter,
+        "AF_XDP loop events, by event.",
+    ),
+    (
+        "natfw_flows_tuple_reused_total",
+        Kind::Counter,
+        "Client SYNs that reused the tuple of a closed or closing flow: a new flow began.",
+    ),
+    (
+        "natfw_closed_flow_strays_total",
+        Kind::Counter,
+        "Segments for a closed flow that were not its stragglers, dropped.",
+    ),
+    (
+        "natfw_pre_name_released_packets_total",
+        Kind::Counter,
+        "ClientHello segments sent on while the verdict waited, wholly before the server_name.",
+    ),
+    (
+        "natfw_worker_heartbeats_total",
+        Kind::Counter,
+        "Turns of the packet worker's loop (the systemd watchdog is fed only while it grows).",
+    ),
+];
 
 /// Label used for flows decided by the default action.
 pub const DEFAULT_RULE: &str = "(default)";
@@ -86,6 +238,8 @@ pub struct Snapshot {
     /// Policy reloads (SIGHUP or admin API) that applied, and that failed.
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// Turns of the packet worker's loop so far.
+    pub heartbeats: u64,
 }
 
 /// The recorder and its Prometheus rendering.
@@ -125,6 +279,15 @@ impl Metrics {
     pub fn new() -> Metrics {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            for (name, kind, help) in SERIES {
+                match kind {
+                    Kind::Counter => describe_counter!(*name, *help),
+                    Kind::Gauge => describe_gauge!(*name, *help),
+                }
+            }
+            gauge!("natfw_build_info", "version" => VERSION, "git" => GIT).set(1.0);
+        });
         Metrics { recorder, handle }
     }
 
@@ -140,6 +303,7 @@ impl Metrics {
 }
 
 fn publish(s: &Snapshot) {
+    counter!("natfw_worker_heartbeats_total").absolute(s.heartbeats);
     let e = &s.engine;
     let (p, b) = ("natfw_packets_total", "natfw_bytes_total");
     pair(
@@ -304,6 +468,76 @@ fn publish(s: &Snapshot) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The exposition as a Prometheus text parser reads it: every series has HELP and TYPE,
+    /// counters end in `_total`, every name is one of [`SERIES`] and documented.
+    #[test]
+    fn exposition_parses_with_help_and_type_for_every_series() {
+        let m = Metrics::new();
+        let mut s = Snapshot::default();
+        s.engine.fwd_out.add(100);
+        s.engine.flows_active = 2;
+        s.rules.insert("web".into(), RuleStat::default());
+        s.xdp.push(("in0".into(), XdpCounters::default()));
+        s.heartbeats = 7;
+        m.publish(&s);
+        let text = m.render();
+        let lines = text.lines().map(|l| Ok(l.to_string()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("parses");
+        let doc = include_str!("../../../docs/OPERATIONS.md");
+        let mut seen = std::collections::BTreeSet::new();
+        for sample in &scrape.samples {
+            let name = sample.metric.as_str();
+            seen.insert(name.to_string());
+            let (_, kind, help) = SERIES
+                .iter()
+                .find(|(n, _, _)| *n == name)
+                .unwrap_or_else(|| panic!("{name} is not in SERIES"));
+            assert_eq!(
+                scrape.docs.get(name).map(String::as_str),
+                Some(*help),
+                "HELP of {name}"
+            );
+            let typed = format!(
+                "# TYPE {name} {}",
+                match kind {
+                    Kind::Counter => "counter",
+                    Kind::Gauge => "gauge",
+                }
+            );
+            assert!(text.contains(&typed), "{typed}");
+            match (kind, &sample.value) {
+                (Kind::Counter, prometheus_parse::Value::Counter(_)) => {
+                    assert!(name.ends_with("_total"), "{name}")
+                }
+                (Kind::Gauge, prometheus_parse::Value::Gauge(_)) => {
+                    assert!(!name.ends_with("_total"), "{name}")
+                }
+                (k, v) => panic!("{name}: {k:?} rendered as {v:?}"),
+            }
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "{name} missing from docs/OPERATIONS.md"
+            );
+        }
+        let all: std::collections::BTreeSet<String> =
+            SERIES.iter().map(|(n, _, _)| n.to_string()).collect();
+        assert_eq!(seen, all, "every listed series is exported");
+        let info = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "natfw_build_info")
+            .unwrap();
+        assert_eq!(info.labels.get("version"), Some(VERSION));
+        assert_eq!(info.labels.get("git"), Some(GIT));
+        assert!(!GIT.is_empty());
+        let hb = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "natfw_worker_heartbeats_total")
+            .unwrap();
+        assert_eq!(hb.value, prometheus_parse::Value::Counter(7.0));
+    }
 
     #[test]
     fn publish_renders_counters_with_labels() {

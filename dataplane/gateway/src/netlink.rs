@@ -1,45 +1,39 @@
-//! A small, bounds-checked NETLINK_ROUTE client: the few questions `natfw run` asks the kernel
-//! (links, addresses, routes, neighbours) and removing a stale XDP program. Written here instead
-//! of pulling an async netlink stack into a synchronous packet loop; every attribute is read
-//! through length checks, never trusted.
+//! The few questions `natfw run` asks the kernel over NETLINK_ROUTE — links, addresses, routes,
+//! neighbours, nexthop objects — and removing a stale XDP program, through netlink-packet-route
+//! (messages) and netlink-sys (a synchronous socket). Default routes may be single-path,
+//! multipath (ECMP, `RTA_MULTIPATH`) or point at a nexthop object (`RTA_NH_ID`, `ip nexthop`),
+//! itself a gateway or a group of them; every path is reported.
 
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const RTM_GETLINK: u16 = 18;
-const RTM_SETLINK: u16 = 19;
-const RTM_NEWADDR: u16 = 20;
-const RTM_GETADDR: u16 = 22;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_GETROUTE: u16 = 26;
-const RTM_NEWNEIGH: u16 = 28;
-const RTM_GETNEIGH: u16 = 30;
-const NLA_F_NESTED: u16 = 0x8000;
-const IFLA_ADDRESS: u16 = 1;
-const IFLA_MTU: u16 = 4;
-const IFLA_XDP: u16 = 43;
-const IFLA_XDP_FD: u16 = 1;
-const IFLA_XDP_FLAGS: u16 = 3;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_GATEWAY: u16 = 5;
-const RTA_TABLE: u16 = 15;
-const NDA_DST: u16 = 1;
-const NDA_LLADDR: u16 = 2;
-const RT_TABLE_MAIN: u32 = 254;
-const NUD_INCOMPLETE: u16 = 0x01;
-const NUD_FAILED: u16 = 0x20;
-const NUD_NOARP: u16 = 0x40;
+use netlink_packet_core::{
+    DecodeError, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NetlinkSerializable, NlasIterator, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteNextHop, RouteVia,
+};
+use netlink_packet_route::{address::AddressAttribute, address::AddressMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
 const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+const RT_TABLE_MAIN: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+/// Nexthop objects (linux/nexthop.h): not covered by netlink-packet-route.
+const RTM_NEWNEXTHOP: u16 = 104;
+const RTM_GETNEXTHOP: u16 = 106;
+const NHA_ID: u16 = 1;
+const NHA_GROUP: u16 = 2;
+const NHA_BLACKHOLE: u16 = 4;
+const NHA_OIF: u16 = 5;
+const NHA_GATEWAY: u16 = 6;
 
 /// A link's state as `natfw run` needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +44,7 @@ pub struct LinkInfo {
     pub mtu: u32,
 }
 
-/// A route as the kernel would use it for one destination.
+/// A route (one path of it) as the kernel would use it for one destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteInfo {
     pub oif: u32,
@@ -75,23 +69,22 @@ pub fn if_index(name: &str) -> io::Result<u32> {
 
 /// Link state, MAC and MTU of interface `index`.
 pub fn link(index: u32) -> io::Result<LinkInfo> {
-    let body = ifinfomsg(index);
-    let msgs = Socket::open()?.request(RTM_GETLINK, NLM_F_REQUEST, &body)?;
-    for (ty, m) in &msgs {
-        if *ty != 16 || m.len() < 16 {
-            continue; // RTM_NEWLINK
-        }
-        let flags = u32::from_ne_bytes(m[8..12].try_into().unwrap_or_default());
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    for reply in route_request(RouteNetlinkMessage::GetLink(m), NLM_F_REQUEST)? {
+        let RouteNetlinkMessage::NewLink(l) = reply else {
+            continue;
+        };
         let mut info = LinkInfo {
             index,
-            up: flags & libc::IFF_UP as u32 != 0,
+            up: l.header.flags.contains(LinkFlags::Up),
             mac: [0; 6],
             mtu: 0,
         };
-        for (t, v) in Attrs(&m[16..]) {
-            match t {
-                IFLA_ADDRESS if v.len() == 6 => info.mac.copy_from_slice(v),
-                IFLA_MTU if v.len() == 4 => info.mtu = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]),
+        for a in &l.attributes {
+            match a {
+                LinkAttribute::Address(v) if v.len() == 6 => info.mac.copy_from_slice(v),
+                LinkAttribute::Mtu(v) => info.mtu = *v,
                 _ => {}
             }
         }
@@ -147,24 +140,28 @@ pub fn active_rx_queues(name: &str) -> io::Result<Option<u32>> {
 /// Every address configured on the system, with its interface index.
 pub fn addresses() -> io::Result<Vec<(u32, IpAddr)>> {
     let mut out = Vec::new();
-    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        let body = [family, 0, 0, 0, 0, 0, 0, 0]; // ifaddrmsg
-        for (ty, m) in Socket::open()?.request(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, &body)? {
-            if ty != RTM_NEWADDR || m.len() < 8 {
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut m = AddressMessage::default();
+        m.header.family = family;
+        let replies = route_request(
+            RouteNetlinkMessage::GetAddress(m),
+            NLM_F_REQUEST | NLM_F_DUMP,
+        )?;
+        for reply in replies {
+            let RouteNetlinkMessage::NewAddress(a) = reply else {
                 continue;
-            }
-            let index = u32::from_ne_bytes([m[4], m[5], m[6], m[7]]);
+            };
             let mut local = None;
             let mut addr = None;
-            for (t, v) in Attrs(&m[8..]) {
-                match t {
-                    IFA_LOCAL => local = ip_from(v),
-                    IFA_ADDRESS => addr = ip_from(v),
+            for at in &a.attributes {
+                match at {
+                    AddressAttribute::Local(ip) => local = Some(*ip),
+                    AddressAttribute::Address(ip) => addr = Some(*ip),
                     _ => {}
                 }
             }
-            if let Some(a) = local.or(addr) {
-                out.push((index, a));
+            if let Some(ip) = local.or(addr) {
+                out.push((a.header.index, ip));
             }
         }
     }
@@ -173,79 +170,255 @@ pub fn addresses() -> io::Result<Vec<(u32, IpAddr)>> {
 
 /// The route the kernel picks for `dst` (RTM_GETROUTE for one address).
 pub fn route_get(dst: IpAddr) -> io::Result<RouteInfo> {
-    let (family, bits, bytes) = ip_parts(dst);
-    let mut body = vec![family, bits, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]; // rtmsg
-    push_attr(&mut body, RTA_DST, &bytes);
-    let msgs = Socket::open()?.request(RTM_GETROUTE, NLM_F_REQUEST, &body)?;
-    parse_routes(&msgs)
-        .into_iter()
-        .next()
-        .map(|(_, _, r)| r)
+    let mut m = RouteMessage::default();
+    m.header.address_family = family_of(dst);
+    m.header.destination_prefix_length = if dst.is_ipv4() { 32 } else { 128 };
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    let replies = route_request(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST)?;
+    replies
+        .iter()
+        .find_map(|r| match r {
+            RouteNetlinkMessage::NewRoute(r) => route_paths(r).into_iter().next(),
+            _ => None,
+        })
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no route to {dst}")))
 }
 
-/// Default routes of the main table for one family (`true` = IPv6).
+/// Every path of the main table's default routes for one family (`true` = IPv6): one per
+/// single-path route, one per next hop of a multipath (ECMP) route, one per member of the
+/// nexthop object (or group) a route points at.
 pub fn default_routes(v6: bool) -> io::Result<Vec<RouteInfo>> {
-    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET } as u8;
-    let body = [family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    let msgs = Socket::open()?.request(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, &body)?;
-    Ok(parse_routes(&msgs)
-        .into_iter()
-        .filter(|(dst_len, table, _)| *dst_len == 0 && *table == RT_TABLE_MAIN)
-        .map(|(_, _, r)| r)
-        .collect())
-}
-
-fn parse_routes(msgs: &[(u16, Vec<u8>)]) -> Vec<(u8, u32, RouteInfo)> {
+    let mut m = RouteMessage::default();
+    m.header.address_family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let replies = route_request(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST | NLM_F_DUMP)?;
     let mut out = Vec::new();
-    for (ty, m) in msgs {
-        if *ty != RTM_NEWROUTE || m.len() < 12 {
+    for reply in &replies {
+        let RouteNetlinkMessage::NewRoute(r) = reply else {
+            continue;
+        };
+        if r.header.destination_prefix_length != 0 || table(r) != RT_TABLE_MAIN {
             continue;
         }
-        let dst_len = m[1];
-        let mut table = u32::from(m[4]);
-        let mut r = RouteInfo {
-            oif: 0,
-            gateway: None,
+        let nh_id = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::NhId(id) => Some(*id),
+            _ => None,
+        });
+        match nh_id {
+            // The nexthop object is the truth; the kernel may also expand it into the route
+            // (nexthop_compat_mode), which is then the same paths again.
+            Some(id) => out.extend(nexthop_paths(id)?),
+            None => out.extend(route_paths(r)),
+        }
+    }
+    Ok(out)
+}
+
+fn table(r: &RouteMessage) -> u32 {
+    r.attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(r.header.table))
+}
+
+fn family_of(ip: IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn gateway_of(attrs: &[RouteAttribute]) -> Option<IpAddr> {
+    attrs.iter().find_map(|a| match a {
+        RouteAttribute::Gateway(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::Gateway(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
+        // An IPv4 route via an IPv6 next hop (RFC 5549).
+        RouteAttribute::Via(RouteVia::Inet(a)) => Some(IpAddr::V4(*a)),
+        RouteAttribute::Via(RouteVia::Inet6(a)) => Some(IpAddr::V6(*a)),
+        _ => None,
+    })
+}
+
+/// The paths of one route message: its own output interface and gateway, or each next hop of
+/// `RTA_MULTIPATH`.
+fn route_paths(r: &RouteMessage) -> Vec<RouteInfo> {
+    let hops: Option<&Vec<RouteNextHop>> = r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::MultiPath(h) => Some(h),
+        _ => None,
+    });
+    if let Some(hops) = hops {
+        return hops
+            .iter()
+            .map(|h| RouteInfo {
+                oif: h.interface_index,
+                gateway: gateway_of(&h.attributes),
+            })
+            .collect();
+    }
+    let oif = r.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    });
+    oif.map(|oif| RouteInfo {
+        oif,
+        gateway: gateway_of(&r.attributes),
+    })
+    .into_iter()
+    .collect()
+}
+
+/// The paths of nexthop object `id`: itself, or each member of the group it is. Blackhole
+/// nexthops have no path.
+fn nexthop_paths(id: u32) -> io::Result<Vec<RouteInfo>> {
+    let nh = nexthop(id)?;
+    if nh.group.is_empty() {
+        return Ok(nh.path().into_iter().collect());
+    }
+    let mut out = Vec::new();
+    for member in nh.group {
+        // Groups hold plain nexthops only (the kernel refuses nested groups).
+        out.extend(nexthop(member)?.path());
+    }
+    Ok(out)
+}
+
+fn nexthop(id: u32) -> io::Result<Nexthop> {
+    let replies = request(Nexthop::get(id), NLM_F_REQUEST)?;
+    replies
+        .into_iter()
+        .find(|n| n.id == id)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no nexthop {id}")))
+}
+
+/// A nexthop object (`struct nhmsg` + NHA_* attributes), request and reply.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Nexthop {
+    msg_type: u16,
+    id: u32,
+    oif: Option<u32>,
+    gateway: Option<IpAddr>,
+    blackhole: bool,
+    /// Member ids of a group.
+    group: Vec<u32>,
+}
+
+impl Nexthop {
+    fn get(id: u32) -> Nexthop {
+        Nexthop {
+            msg_type: RTM_GETNEXTHOP,
+            id,
+            ..Nexthop::default()
+        }
+    }
+
+    fn path(&self) -> Option<RouteInfo> {
+        match (self.blackhole, self.oif) {
+            (false, Some(oif)) => Some(RouteInfo {
+                oif,
+                gateway: self.gateway,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl NetlinkSerializable for Nexthop {
+    fn message_type(&self) -> u16 {
+        self.msg_type
+    }
+
+    fn buffer_len(&self) -> usize {
+        8 + 8 // nhmsg, NHA_ID
+    }
+
+    fn serialize(&self, buf: &mut [u8]) {
+        buf[..8].fill(0); // family AF_UNSPEC, scope, protocol, resvd, flags
+        buf[8..10].copy_from_slice(&8u16.to_ne_bytes());
+        buf[10..12].copy_from_slice(&NHA_ID.to_ne_bytes());
+        buf[12..16].copy_from_slice(&self.id.to_ne_bytes());
+    }
+}
+
+impl NetlinkDeserializable for Nexthop {
+    type Error = DecodeError;
+
+    fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Nexthop, DecodeError> {
+        let mut nh = Nexthop {
+            msg_type: header.message_type,
+            ..Nexthop::default()
         };
-        for (t, v) in Attrs(&m[12..]) {
-            match t {
-                RTA_OIF if v.len() == 4 => r.oif = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]),
-                RTA_GATEWAY => r.gateway = ip_from(v),
-                RTA_TABLE if v.len() == 4 => table = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]),
+        if header.message_type != RTM_NEWNEXTHOP {
+            return Ok(nh);
+        }
+        let attrs = payload
+            .get(8..)
+            .ok_or_else(|| DecodeError::from("nhmsg shorter than 8 bytes"))?;
+        let u32_of = |v: &[u8]| -> Result<u32, DecodeError> {
+            let b: [u8; 4] = v
+                .try_into()
+                .map_err(|_| DecodeError::from("nexthop attribute: not 4 bytes"))?;
+            Ok(u32::from_ne_bytes(b))
+        };
+        for a in NlasIterator::new(attrs) {
+            let a = a?;
+            let v = a.value();
+            match a.kind() & 0x3fff {
+                NHA_ID => nh.id = u32_of(v)?,
+                NHA_OIF => nh.oif = Some(u32_of(v)?),
+                NHA_BLACKHOLE => nh.blackhole = true,
+                NHA_GATEWAY => nh.gateway = ip_from(v),
+                NHA_GROUP => {
+                    // struct nexthop_grp { u32 id; u8 weight; u8 weight_high; u16 resvd2; }
+                    if v.len() % 8 != 0 {
+                        return Err(DecodeError::from("NHA_GROUP: not a multiple of 8 bytes"));
+                    }
+                    for g in v.chunks_exact(8) {
+                        nh.group.push(u32_of(&g[..4])?);
+                    }
+                }
                 _ => {}
             }
         }
-        out.push((dst_len, table, r));
+        Ok(nh)
     }
-    out
 }
 
 /// The link-layer address of neighbour `ip` on `ifindex`, if the kernel has a usable entry.
 pub fn neighbour(ifindex: u32, ip: IpAddr) -> io::Result<Option<[u8; 6]>> {
-    let (family, _, bytes) = ip_parts(ip);
-    let mut body = vec![family, 0, 0, 0];
-    body.extend_from_slice(&ifindex.to_ne_bytes());
-    body.extend_from_slice(&[0, 0, 0, 0]); // state, flags, type
-    push_attr(&mut body, NDA_DST, &bytes);
-    let msgs = match Socket::open()?.request(RTM_GETNEIGH, NLM_F_REQUEST, &body) {
-        Ok(m) => m,
+    let mut m = NeighbourMessage::default();
+    m.header.family = family_of(ip);
+    m.header.ifindex = ifindex;
+    m.attributes.push(NeighbourAttribute::Destination(match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }));
+    let replies = match route_request(RouteNetlinkMessage::GetNeighbour(m), NLM_F_REQUEST) {
+        Ok(r) => r,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
         Err(e) => return Err(e),
     };
-    for (ty, m) in &msgs {
-        if *ty != RTM_NEWNEIGH || m.len() < 12 {
+    for reply in replies {
+        let RouteNetlinkMessage::NewNeighbour(n) = reply else {
+            continue;
+        };
+        if matches!(
+            n.header.state,
+            NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::Noarp
+        ) {
             continue;
         }
-        let state = u16::from_ne_bytes([m[8], m[9]]);
-        if state & (NUD_INCOMPLETE | NUD_FAILED | NUD_NOARP) != 0 {
-            continue;
-        }
-        for (t, v) in Attrs(&m[12..]) {
-            if t == NDA_LLADDR && v.len() == 6 {
-                let mut mac = [0; 6];
-                mac.copy_from_slice(v);
-                return Ok(Some(mac));
+        for a in &n.attributes {
+            if let NeighbourAttribute::LinkLayerAddress(v) = a {
+                if let Ok(mac) = <[u8; 6]>::try_from(v.as_slice()) {
+                    return Ok(Some(mac));
+                }
             }
         }
     }
@@ -257,27 +430,15 @@ pub fn neighbour(ifindex: u32, ip: IpAddr) -> io::Result<Option<[u8; 6]>> {
 /// (another natfw is running).
 pub fn detach_xdp(ifindex: u32) -> io::Result<()> {
     for mode in [XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE] {
-        let mut body = ifinfomsg(ifindex);
-        let mut nested = Vec::new();
-        push_attr(&mut nested, IFLA_XDP_FD, &(-1i32).to_ne_bytes());
-        push_attr(&mut nested, IFLA_XDP_FLAGS, &mode.to_ne_bytes());
-        push_attr(&mut body, IFLA_XDP | NLA_F_NESTED, &nested);
-        Socket::open()?.request(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, &body)?;
+        let mut m = LinkMessage::default();
+        m.header.index = ifindex;
+        m.attributes.push(LinkAttribute::Xdp(vec![
+            LinkXdp::Fd(-1),
+            LinkXdp::Flags(mode),
+        ]));
+        route_request(RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK)?;
     }
     Ok(())
-}
-
-fn ifinfomsg(index: u32) -> Vec<u8> {
-    let mut b = vec![0u8; 16];
-    b[4..8].copy_from_slice(&index.to_ne_bytes());
-    b
-}
-
-fn ip_parts(ip: IpAddr) -> (u8, u8, Vec<u8>) {
-    match ip {
-        IpAddr::V4(a) => (libc::AF_INET as u8, 32, a.octets().to_vec()),
-        IpAddr::V6(a) => (libc::AF_INET6 as u8, 128, a.octets().to_vec()),
-    }
 }
 
 fn ip_from(v: &[u8]) -> Option<IpAddr> {
@@ -288,149 +449,88 @@ fn ip_from(v: &[u8]) -> Option<IpAddr> {
     }
 }
 
-fn push_attr(buf: &mut Vec<u8>, ty: u16, val: &[u8]) {
-    let len = 4 + val.len();
-    buf.extend_from_slice(&(len as u16).to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(val);
-    buf.resize(buf.len() + (align4(len) - len), 0);
+fn route_request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    request(msg, flags)
 }
 
-const fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
+/// Send one request on a fresh socket; collect the replies until DONE, an ACK, or the single
+/// reply of a non-dump request. An error reply becomes `Err`; a reply that does not parse
+/// becomes `InvalidData` (never trusted, never a panic). Replies wait at most 2 s.
+fn request<M>(msg: M, flags: u16) -> io::Result<Vec<M>>
+where
+    M: NetlinkSerializable + NetlinkDeserializable + std::fmt::Debug,
+{
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.connect(&SocketAddr::new(0, 0))?;
+    set_recv_timeout(&sock, 2)?;
+    const SEQ: u32 = 1;
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    header.sequence_number = SEQ;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    sock.send(&buf, 0)?;
 
-/// Iterator over `rtattr`s: (type without flag bits, value). Stops at the first malformed one.
-struct Attrs<'a>(&'a [u8]);
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = (u16, &'a [u8]);
-    fn next(&mut self) -> Option<Self::Item> {
-        let b = self.0;
-        if b.len() < 4 {
-            return None;
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+    let mut out = Vec::new();
+    loop {
+        let (data, _) = sock.recv_from_full()?;
+        let mut rest = &data[..];
+        while !rest.is_empty() {
+            let reply = NetlinkMessage::<M>::deserialize(rest).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("netlink reply: {e}"))
+            })?;
+            let len = reply.header.length as usize;
+            if len < 16 || len > rest.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "netlink reply: bad length",
+                ));
+            }
+            rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
+            if reply.header.sequence_number != SEQ {
+                continue;
+            }
+            match reply.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => match e.code {
+                    None => return Ok(out), // ACK
+                    Some(_) => return Err(e.to_io()),
+                },
+                NetlinkPayload::InnerMessage(m) => {
+                    out.push(m);
+                    if !dump && flags & NLM_F_ACK == 0 {
+                        return Ok(out);
+                    }
+                }
+                _ => {}
+            }
         }
-        let len = usize::from(u16::from_ne_bytes([b[0], b[1]]));
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            self.0 = &[];
-            return None;
-        }
-        let val = &b[4..len];
-        self.0 = b.get(align4(len)..).unwrap_or(&[]);
-        Some((ty, val))
     }
 }
 
-struct Socket {
-    fd: OwnedFd,
-    seq: u32,
-}
-
-impl Socket {
-    fn open() -> io::Result<Socket> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let tv = libc::timeval {
-            tv_sec: 2,
-            tv_usec: 0,
-        };
-        // SAFETY: valid fd, pointer to a live timeval of the size passed.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        Ok(Socket { fd, seq: 1 })
-    }
-
-    /// Send one request; collect the reply messages (type, body after the nlmsghdr) until DONE,
-    /// an ACK, or the single reply of a non-dump request. An error reply becomes `Err`.
-    fn request(&mut self, ty: u16, flags: u16, body: &[u8]) -> io::Result<Vec<(u16, Vec<u8>)>> {
-        self.seq += 1;
-        let len = 16 + body.len();
-        let mut msg = Vec::with_capacity(len);
-        msg.extend_from_slice(&(len as u32).to_ne_bytes());
-        msg.extend_from_slice(&ty.to_ne_bytes());
-        msg.extend_from_slice(&flags.to_ne_bytes());
-        msg.extend_from_slice(&self.seq.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(body);
-        // SAFETY: valid fd; buffer pointer and length describe `msg`. Destination = kernel
-        // (a zeroed sockaddr_nl is pid 0).
-        let sent = unsafe {
-            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-            sa.nl_family = libc::AF_NETLINK as u16;
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            // SAFETY: valid fd; `buf` is writable for its length.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut rest = &buf[..n as usize];
-            while rest.len() >= 16 {
-                let mlen = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-                let mty = u16::from_ne_bytes([rest[4], rest[5]]);
-                let mseq = u32::from_ne_bytes([rest[8], rest[9], rest[10], rest[11]]);
-                if mlen < 16 || mlen > rest.len() {
-                    return Err(io::Error::other("malformed netlink message"));
-                }
-                let payload = &rest[16..mlen];
-                rest = rest.get(align4(mlen)..).unwrap_or(&[]);
-                if mseq != self.seq {
-                    continue;
-                }
-                match mty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let code = payload
-                            .get(..4)
-                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        if code == 0 {
-                            return Ok(out); // ACK
-                        }
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                    _ => {
-                        out.push((mty, payload.to_vec()));
-                        if !dump && flags & NLM_F_ACK == 0 {
-                            return Ok(out);
-                        }
-                    }
-                }
-            }
-        }
+fn set_recv_timeout(sock: &Socket, secs: i64) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: secs,
+        tv_usec: 0,
+    };
+    // SAFETY: valid fd owned by `sock`; pointer to a live timeval of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -438,13 +538,103 @@ impl Socket {
 mod tests {
     use super::*;
 
+    fn nh_reply(attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut b = vec![0u8; 8];
+        for (t, v) in attrs {
+            let len = 4 + v.len();
+            b.extend_from_slice(&(len as u16).to_ne_bytes());
+            b.extend_from_slice(&t.to_ne_bytes());
+            b.extend_from_slice(v);
+            b.resize(b.len().next_multiple_of(4), 0);
+        }
+        b
+    }
+
+    fn header(ty: u16) -> NetlinkHeader {
+        let mut h = NetlinkHeader::default();
+        h.message_type = ty;
+        h
+    }
+
     #[test]
-    fn attrs_stop_at_malformed_lengths() {
-        let mut b = Vec::new();
-        push_attr(&mut b, 7, &[1, 2, 3]);
-        b.extend_from_slice(&[200, 0, 1, 0, 9]); // claims 200 bytes
-        let v: Vec<_> = Attrs(&b).collect();
-        assert_eq!(v, vec![(7, &[1u8, 2, 3][..])]);
+    fn nexthop_replies_are_parsed_with_length_checks() {
+        let gw = [203u8, 0, 113, 2];
+        let b = nh_reply(&[
+            (NHA_ID, &7u32.to_ne_bytes()),
+            (NHA_OIF, &3u32.to_ne_bytes()),
+            (NHA_GATEWAY, &gw),
+        ]);
+        let nh = Nexthop::deserialize(&header(RTM_NEWNEXTHOP), &b).unwrap();
+        assert_eq!(nh.id, 7);
+        assert_eq!(
+            nh.path(),
+            Some(RouteInfo {
+                oif: 3,
+                gateway: Some("203.0.113.2".parse().unwrap())
+            })
+        );
+        let mut grp = Vec::new();
+        for id in [1u32, 2] {
+            grp.extend_from_slice(&id.to_ne_bytes());
+            grp.extend_from_slice(&[1, 0, 0, 0]);
+        }
+        let b = nh_reply(&[(NHA_ID, &9u32.to_ne_bytes()), (NHA_GROUP, &grp)]);
+        let nh = Nexthop::deserialize(&header(RTM_NEWNEXTHOP), &b).unwrap();
+        assert_eq!(nh.group, vec![1, 2]);
+        assert_eq!(nh.path(), None);
+        let b = nh_reply(&[(NHA_ID, &5u32.to_ne_bytes()), (NHA_BLACKHOLE, &[])]);
+        assert_eq!(
+            Nexthop::deserialize(&header(RTM_NEWNEXTHOP), &b)
+                .unwrap()
+                .path(),
+            None
+        );
+        // Malformed: short header, odd group, short id, attribute past the end.
+        assert!(Nexthop::deserialize(&header(RTM_NEWNEXTHOP), &[0; 4]).is_err());
+        let b = nh_reply(&[(NHA_GROUP, &[0; 5])]);
+        assert!(Nexthop::deserialize(&header(RTM_NEWNEXTHOP), &b).is_err());
+        let b = nh_reply(&[(NHA_ID, &[0; 2])]);
+        assert!(Nexthop::deserialize(&header(RTM_NEWNEXTHOP), &b).is_err());
+        let mut b = nh_reply(&[]);
+        b.extend_from_slice(&[200, 0, 1, 0, 9]);
+        assert!(Nexthop::deserialize(&header(RTM_NEWNEXTHOP), &b).is_err());
+    }
+
+    #[test]
+    fn multipath_routes_give_one_path_per_next_hop() {
+        let mut r = RouteMessage::default();
+        let hop = |oif, gw: &str| {
+            let mut h = RouteNextHop::default();
+            h.interface_index = oif;
+            h.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::from(
+                    gw.parse::<IpAddr>().unwrap(),
+                )));
+            h
+        };
+        r.attributes.push(RouteAttribute::MultiPath(vec![
+            hop(4, "203.0.113.2"),
+            hop(5, "198.51.100.2"),
+        ]));
+        let p = route_paths(&r);
+        assert_eq!(p.len(), 2);
+        assert_eq!(
+            p[1],
+            RouteInfo {
+                oif: 5,
+                gateway: Some("198.51.100.2".parse().unwrap())
+            }
+        );
+        let mut single = RouteMessage::default();
+        single.attributes.push(RouteAttribute::Oif(2));
+        assert_eq!(
+            route_paths(&single),
+            vec![RouteInfo {
+                oif: 2,
+                gateway: None
+            }]
+        );
+        assert!(route_paths(&RouteMessage::default()).is_empty());
     }
 
     #[test]
@@ -461,5 +651,6 @@ mod tests {
         // Loopback reports no ethtool channels.
         assert_eq!(active_rx_queues("lo").unwrap(), None);
         assert!(active_rx_queues("no-such-if0").is_err());
+        assert!(link(0x7fff_fff0).is_err());
     }
 }

@@ -20,7 +20,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use natfw_policy::Config;
@@ -28,7 +28,7 @@ use natfw_policy::Config;
 use natfw_engine::engine::{Engine, EngineError, FlowEnd, FlowVerdict, GeoDb, Side, Verdict};
 use natfw_engine::steer::{Capture, SteeringRules};
 use natfw_engine::time::Timestamp;
-use natfw_flowlog::{FlowRecord, FlowSink, Rotation, Target};
+use natfw_flowlog::{FlowRecord, FlowSink, Rotation, SharedRecords, Target};
 use natfw_pcap::{CaptureError, CaptureReader, Frame};
 
 /// How often (in capture time) the engine's timers run, as on the live path.
@@ -166,7 +166,10 @@ pub fn run(opts: ReplayOptions) -> Result<ReplaySummary, ReplayError> {
     let rotation = if opts.flow_log.is_some() {
         Rotation::from_config(&cfg.logging)
     } else {
-        Rotation::default()
+        Rotation {
+            format: cfg.logging.format,
+            ..Rotation::default()
+        }
     };
     let (sink, writer) = natfw_flowlog::spawn_writer(&cfg.gateway.name, target, rotation)
         .map_err(ReplayError::FlowLog)?;
@@ -188,30 +191,9 @@ pub fn replay_records(
     cfg: &Config,
     captures: &[PathBuf],
 ) -> Result<(Vec<FlowRecord>, ReplaySummary), ReplayError> {
-    let shared = SharedVec {
-        gateway: cfg.gateway.name.clone(),
-        records: Arc::default(),
-    };
+    let shared = SharedRecords::new(&cfg.gateway.name);
     let summary = replay_into(cfg, captures, Box::new(shared.clone()))?;
-    let records = std::mem::take(&mut *shared.records.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok((records, summary))
-}
-
-/// A sink that can be read after the engine (which owns its box) is gone.
-#[derive(Debug, Clone)]
-struct SharedVec {
-    gateway: String,
-    records: Arc<Mutex<Vec<FlowRecord>>>,
-}
-
-impl FlowSink for SharedVec {
-    fn flow_end(&mut self, ev: FlowEnd) {
-        let rec = natfw_flowlog::render(&ev, &self.gateway);
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(rec);
-    }
+    Ok((shared.take(), summary))
 }
 
 #[derive(Debug, Default)]
@@ -481,7 +463,7 @@ mod tests {
         assert!(!want.is_empty());
 
         let block = |out: &mut Vec<u8>, btype: u32, mut body: Vec<u8>| {
-            while body.len() % 4 != 0 {
+            while !body.len().is_multiple_of(4) {
                 body.push(0);
             }
             let len = (body.len() + 12) as u32;

@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -144,8 +144,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let (fd_tx, fd_rx) = mpsc::channel();
     let (engine_bypass_tx, engine_bypass_rx) = mpsc::channel::<EngineBypass>();
     let io_stats = Arc::new(Mutex::new(IoStats::default()));
+    // Turns of the worker's loop: the systemd watchdog is fed only while it moves.
+    let heartbeat = Arc::new(AtomicU64::new(0));
     let worker = {
         let stop = Arc::clone(&stop);
+        let heartbeat = Arc::clone(&heartbeat);
         let io_stats = Arc::clone(&io_stats);
         let engine_stats = Arc::clone(&engine_stats);
         let (inside, outside) = (sys.inside.clone(), sys.outside.clone());
@@ -158,7 +161,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                     engine,
                     &stop,
                     (&fd_tx, engine_bypass_rx),
-                    (&io_stats, &engine_stats),
+                    (&io_stats, &engine_stats, &heartbeat),
                 )
             })
             .map_err(|e| RunError::Other(format!("spawning the data-path thread: {e}")))?
@@ -198,6 +201,12 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         "forwarding {} <-> {} (EIPs {:?}); SIGHUP reloads the policy; SIGINT/SIGTERM to stop",
         cfg.gateway.inside, cfg.gateway.outside, cfg.gateway.eips
     ));
+    // systemd: ready only now (XDP attached, sockets registered, the worker running).
+    let mut notify = crate::notify::Notifier::from_env();
+    let notify_err = |e: std::io::Error| tracing::warn!("sd_notify: {e}");
+    let _ = notify
+        .ready(&status_line(&engine_stats))
+        .map_err(notify_err);
 
     let mut last_log = Instant::now();
     let mut last_publish = Instant::now();
@@ -206,8 +215,15 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         if worker.is_finished() {
             break;
         }
+        let _ = notify
+            .feed_watchdog(Instant::now(), heartbeat.load(Ordering::Relaxed))
+            .map_err(notify_err);
         if hup.swap(false, Ordering::Relaxed) {
+            let _ = notify.reloading().map_err(notify_err);
             reload(&control);
+            let _ = notify
+                .ready(&status_line(&engine_stats))
+                .map_err(notify_err);
         }
         while let Ok(cmd) = bypass_rx.try_recv() {
             let r = set_bypass(
@@ -227,7 +243,11 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 &engine_stats,
                 &sink_probe,
                 &mut watch,
+                heartbeat.load(Ordering::Relaxed),
             );
+            let _ = notify
+                .status(&status_line(&engine_stats))
+                .map_err(notify_err);
         }
         if last_log.elapsed() >= LOG_EVERY {
             last_log = Instant::now();
@@ -235,6 +255,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
     }
     log("stopping");
+    let _ = notify.stopping().map_err(notify_err);
     for s in servers {
         s.stop();
     }
@@ -310,7 +331,7 @@ pub fn uninstall() -> Result<(), RunError> {
 }
 
 fn log(msg: &str) {
-    eprintln!("natfw: {msg}");
+    tracing::info!("{msg}");
 }
 
 /// SIGHUP: reload the config file's policy; on error keep the running one.
@@ -318,10 +339,10 @@ fn reload(control: &crate::admin::Control) {
     match control.reload_file() {
         Ok(r) => {
             for w in &r.warnings {
-                log(w);
+                tracing::warn!("{w}");
             }
             for i in &r.ignored {
-                log(i);
+                tracing::warn!("{i}");
             }
             log(&format!(
                 "reloaded: {} rules now apply to new flows",
@@ -330,9 +351,9 @@ fn reload(control: &crate::admin::Control) {
         }
         Err(errors) => {
             for e in &errors {
-                eprintln!("{e}");
+                tracing::error!("{e}");
             }
-            log("reload failed: the running policy stays");
+            tracing::error!("reload failed: the running policy stays");
         }
     }
 }
@@ -404,8 +425,12 @@ fn publish(
     engine: &Mutex<natfw_engine::stats::EngineStats>,
     sink: &natfw_flowlog::ChannelSink,
     watch: &mut Watch,
+    heartbeats: u64,
 ) {
-    let mut s = crate::metrics::Snapshot::default();
+    let mut s = crate::metrics::Snapshot {
+        heartbeats,
+        ..Default::default()
+    };
     if let Ok(e) = engine.lock() {
         s.engine = e.clone();
     }
@@ -622,11 +647,37 @@ impl Watch {
     }
 }
 
+/// The `STATUS=` line systemd shows: flows now and in total, packets dropped.
+fn status_line(engine: &Mutex<natfw_engine::stats::EngineStats>) -> String {
+    let Ok(e) = engine.lock() else {
+        return "running".into();
+    };
+    let drops: u64 = [
+        e.drop_parse,
+        e.drop_fragment,
+        e.drop_policy,
+        e.drop_no_flow,
+        e.drop_no_port,
+        e.drop_table_full,
+        e.drop_hold_full,
+        e.drop_invalid_state,
+        e.drop_unsupported,
+        e.drop_evasion,
+    ]
+    .iter()
+    .map(|c| c.packets)
+    .sum();
+    format!(
+        "forwarding: {} flows active, {} created, {drops} packets dropped",
+        e.flows_active, e.flows_created
+    )
+}
+
 fn log_counters(a: &Steering, b: &Steering, io: &Mutex<IoStats>) {
     for s in [a, b] {
         match s.counters() {
             Ok(c) => log(&format!("xdp {}: {c}", s.iface())),
-            Err(e) => log(&format!("xdp {}: counters: {e}", s.iface())),
+            Err(e) => tracing::warn!("xdp {}: counters: {e}", s.iface()),
         }
     }
     if let Ok(io) = io.lock() {
@@ -638,7 +689,7 @@ fn load_config(path: &Path) -> Result<Config, RunError> {
     let loaded = natfw_policy::config::load_file(path)
         .map_err(|d| RunError::Config(d.to_string().trim_end().to_string()))?;
     for w in &loaded.warnings {
-        eprintln!("{w}");
+        tracing::warn!("{w}");
     }
     let cfg = loaded.config;
     if !cfg.gateway.dnat.is_empty() {
@@ -761,12 +812,14 @@ fn worker(
     engine: Engine,
     stop: &AtomicBool,
     (fds, bypass): (&mpsc::Sender<FdReply>, mpsc::Receiver<EngineBypass>),
-    (io_stats, engine_stats): (&Mutex<IoStats>, &Mutex<natfw_engine::stats::EngineStats>),
+    (io_stats, engine_stats, heartbeat): (
+        &Mutex<IoStats>,
+        &Mutex<natfw_engine::stats::EngineStats>,
+        &AtomicU64,
+    ),
 ) -> String {
     if let Err(e) = pin_to_cpu(0) {
-        log(&format!(
-            "pinning the data path to CPU 0: {e} (continuing unpinned)"
-        ));
+        tracing::warn!("pinning the data path to CPU 0: {e} (continuing unpinned)");
     }
     let mut x = match AfXdp::open(inside, outside) {
         Ok(x) => x,
@@ -781,6 +834,7 @@ fn worker(
         emits: Vec::new(),
         io_stats,
         engine_stats,
+        heartbeat,
         last: IoStats::default(),
         bypass,
     };
@@ -804,6 +858,8 @@ struct EngineHandler<'a> {
     last: IoStats,
     /// Bypass changes from the admin API, applied between batches.
     bypass: mpsc::Receiver<EngineBypass>,
+    /// Bumped every tick: the loop is alive.
+    heartbeat: &'a AtomicU64,
 }
 
 fn side(s: IfSide) -> Side {
@@ -834,6 +890,7 @@ impl FrameHandler for EngineHandler<'_> {
     }
 
     fn tick(&mut self, now: Timestamp, io: &IoStats) {
+        self.heartbeat.fetch_add(1, Ordering::Relaxed);
         while let Ok((net, on, ack)) = self.bypass.try_recv() {
             self.engine.set_bypass(net, on);
             let _ = ack.send(());

@@ -383,7 +383,7 @@ impl<R: Read> CaptureReader<R> {
             };
             let btype = e.u32([head[0], head[1], head[2], head[3]]);
             let total = e.u32([head[4], head[5], head[6], head[7]]) as usize;
-            if total < 12 || total % 4 != 0 || total > MAX_BLOCK {
+            if total < 12 || !total.is_multiple_of(4) || total > MAX_BLOCK {
                 return Err(self.format_err(start, &format!("bad block length {total}")));
             }
             self.read_block(total - 8)?;
@@ -416,7 +416,7 @@ impl<R: Read> CaptureReader<R> {
             return Err(self.format_err(start + 8, "bad pcapng byte-order magic"));
         };
         let total = e.u32(len_bytes) as usize;
-        if total < 28 || total % 4 != 0 || total > MAX_BLOCK {
+        if total < 28 || !total.is_multiple_of(4) || total > MAX_BLOCK {
             return Err(self.format_err(start, &format!("bad section header length {total}")));
         }
         self.read_block(total - 12)?;

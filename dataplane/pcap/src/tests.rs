@@ -78,7 +78,7 @@ impl Ng {
         }
     }
     fn block(&mut self, btype: u32, mut body: Vec<u8>) {
-        while body.len() % 4 != 0 {
+        while !body.len().is_multiple_of(4) {
             body.push(0);
         }
         let total = body.len() as u32 + 12;

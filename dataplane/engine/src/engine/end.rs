@@ -23,10 +23,11 @@ impl Engine {
     pub(super) fn finish(
         &mut self,
         now: Timestamp,
-        _r: FlowRef,
+        r: FlowRef,
         mut e: Entry<FlowData>,
         reason: EndReason,
     ) {
+        self.watch.remove(r);
         if e.data.ident != NO_IDENT {
             if let Some(id) = self.idents.remove(e.data.ident) {
                 for (_, f) in &id.held {

@@ -49,6 +49,8 @@ impl Engine {
             server_ack: None,
             released_pre_name: 0,
             released_last: None,
+            pass: 0,
+            h2_from: None,
         });
         e.data.ident = idx;
         let deadline = now.add(std::time::Duration::from_millis(

@@ -15,8 +15,9 @@ use crate::reasm::{PushResult, StreamBuf};
 use crate::time::Timestamp;
 use crate::wire::tcp::SeqNumber;
 
-/// Server bytes kept for classification (server-speaks-first protocols).
-pub(crate) const SERVER_PEEK: usize = 512;
+/// Server bytes kept for classification (server-speaks-first protocols) and for following a
+/// STARTTLS negotiation up to the server's go-ahead.
+pub(crate) const SERVER_PEEK: usize = 4096;
 
 /// One flow's identification state.
 #[derive(Debug)]
@@ -44,6 +45,12 @@ pub(crate) struct Ident {
     /// The last frame released before the name (translated): the RST template should the flow
     /// be denied with nothing held.
     pub released_last: Option<Vec<u8>>,
+    /// Client stream bytes that may be forwarded while the verdict is pending: the plaintext
+    /// negotiation before a STARTTLS upgrade (see `l7::starttls`).
+    pub pass: usize,
+    /// HTTP/2 cleartext: the stream offset where the client's HTTP/2 bytes start (0 with prior
+    /// knowledge, the end of the `Upgrade: h2c` request otherwise), for the authority watch.
+    pub h2_from: Option<usize>,
 }
 
 impl Ident {
@@ -155,56 +162,9 @@ fn is_http_method_prefix(c: &[u8]) -> bool {
 }
 
 /// Analyse the client stream and server bytes of a TCP flow; updates pending facts.
-pub(crate) fn analyse_tcp(f: &mut FlowData, id: &Ident, dport: u16) {
+pub(crate) fn analyse_tcp(f: &mut FlowData, id: &mut Ident, dport: u16) {
     let client = id.stream.as_ref().map_or(&[][..], StreamBuf::contiguous);
-    if f.domain_fact == FactState::Pending && !client.is_empty() {
-        if l7::tls::looks_like_tls(client) {
-            match l7::tls::client_hello(client) {
-                Progress::Done(info) => {
-                    apply_hello(f, &info, DomainSrc::Sni);
-                    if f.app_fact == FactState::Pending {
-                        set_app(f, classify_tls(&info, Some(dport)));
-                    }
-                }
-                // The name may be complete before the message is: decide on it then, so
-                // that a ClientHello cut finely with a large tail after server_name is not
-                // starved (the tail is held, and the client's window is finite).
-                Progress::NeedMore => match l7::tls::server_name_early(client) {
-                    Some(Ok(info)) if info.sni.is_some() || info.sni_is_ip => {
-                        apply_hello(f, &info, DomainSrc::Sni);
-                    }
-                    Some(Err(why)) => {
-                        f.domain_fact = FactState::Unidentifiable;
-                        f.why.get_or_insert(why);
-                    }
-                    _ => {}
-                },
-                Progress::Invalid(why) => {
-                    f.domain_fact = FactState::Unidentifiable;
-                    f.why.get_or_insert(why);
-                }
-            }
-        } else {
-            match l7::http::request(client) {
-                Progress::Done(req) => match req.host {
-                    Some(h) => f.set_sent_domain(&h, DomainSrc::Host),
-                    None => {
-                        f.domain_fact = FactState::Unidentifiable;
-                        f.why.get_or_insert(if req.host_is_ip {
-                            "IP literal in HTTP Host"
-                        } else {
-                            "HTTP request without Host"
-                        });
-                    }
-                },
-                Progress::NeedMore if is_http_method_prefix(client) => {}
-                _ => {
-                    f.domain_fact = FactState::Unidentifiable;
-                    f.why.get_or_insert(WHY_NOT_TLS_HTTP);
-                }
-            }
-        }
-    }
+    // The application first: it says how to look for the name (STARTTLS, DNS).
     if f.app_fact == FactState::Pending {
         if f.domain_src == DomainSrc::Sni {
             // The name came before the whole ClientHello: ECH is only known from all of it.
@@ -221,11 +181,162 @@ pub(crate) fn analyse_tcp(f: &mut FlowData, id: &Ident, dport: u16) {
             }
         }
     }
-    // A server that speaks first (SSH, SMTP...) settles the domain question: no name is coming.
-    if f.domain_fact == FactState::Pending && client.is_empty() && f.app_fact == FactState::Known {
-        f.domain_fact = FactState::Unidentifiable;
-        f.why.get_or_insert(WHY_NO_NAME_PROTO);
+    if f.domain_fact != FactState::Pending {
+        return;
     }
+    let app = f.app.filter(|_| f.app_fact == FactState::Known);
+    match app {
+        Some(a) if l7::starttls::supports(a) => id.pass = starttls_domain(f, a, client, &id.server),
+        Some(App::Dns) => dns_tcp_domain(f, client),
+        _ if !client.is_empty() => {
+            let h2_from = domain_from_client(f, client, dport);
+            id.h2_from = h2_from;
+        }
+        // A server that speaks first (SSH...) settles the domain question: no name is coming.
+        Some(_) => {
+            f.domain_fact = FactState::Unidentifiable;
+            f.why.get_or_insert(WHY_NO_NAME_PROTO);
+        }
+        None => {}
+    }
+}
+
+/// TLS ClientHello, HTTP/1.x Host or HTTP/2 `:authority` at the start of the client stream.
+/// Returns where the client's HTTP/2 bytes start when the name came from h2c (prior knowledge
+/// or an `Upgrade: h2c` request), for the authority watch.
+fn domain_from_client(f: &mut FlowData, client: &[u8], dport: u16) -> Option<usize> {
+    if l7::tls::looks_like_tls(client) {
+        match l7::tls::client_hello(client) {
+            Progress::Done(info) => {
+                apply_hello(f, &info, DomainSrc::Sni);
+                if f.app_fact == FactState::Pending {
+                    set_app(f, classify_tls(&info, Some(dport)));
+                }
+            }
+            // The name may be complete before the message is: decide on it then, so that a
+            // ClientHello cut finely with a large tail after server_name is not starved (the
+            // tail is held, and the client's window is finite).
+            Progress::NeedMore => early_server_name(f, client),
+            Progress::Invalid(why) => {
+                f.domain_fact = FactState::Unidentifiable;
+                f.why.get_or_insert(why);
+            }
+        }
+        return None;
+    }
+    let h2 = l7::h2::is_preface_prefix(client);
+    let parsed = if h2 {
+        l7::h2::request(client)
+    } else {
+        l7::http::request(client)
+    };
+    match parsed {
+        Progress::Done(req) => {
+            match req.host {
+                Some(h) => f.set_sent_domain(&h, DomainSrc::Host),
+                None => {
+                    f.domain_fact = FactState::Unidentifiable;
+                    f.why.get_or_insert(if req.host_is_ip {
+                        "IP literal in HTTP Host"
+                    } else {
+                        "HTTP request without Host"
+                    });
+                }
+            }
+            if h2 {
+                Some(0)
+            } else {
+                req.upgrade_h2c.then_some(req.head_len)
+            }
+        }
+        Progress::NeedMore if h2 || is_http_method_prefix(client) => None,
+        Progress::Invalid(why) if h2 => {
+            f.domain_fact = FactState::Unidentifiable;
+            f.why.get_or_insert(why);
+            None
+        }
+        _ => {
+            f.domain_fact = FactState::Unidentifiable;
+            f.why.get_or_insert(WHY_NOT_TLS_HTTP);
+            None
+        }
+    }
+}
+
+/// A ClientHello still incomplete whose server_name extension is complete: take the name.
+fn early_server_name(f: &mut FlowData, hello: &[u8]) {
+    match l7::tls::server_name_early(hello) {
+        Some(Ok(info)) if info.sni.is_some() || info.sni_is_ip => {
+            apply_hello(f, &info, DomainSrc::Sni);
+        }
+        Some(Err(why)) => {
+            f.domain_fact = FactState::Unidentifiable;
+            f.why.get_or_insert(why);
+        }
+        _ => {}
+    }
+}
+
+/// SMTP/IMAP/POP3/FTP: follow the plaintext negotiation; the name is the SNI of the ClientHello
+/// after the server's go-ahead.
+/// Returns the client bytes that may pass while the verdict is pending.
+fn starttls_domain(f: &mut FlowData, app: App, client: &[u8], server: &[u8]) -> usize {
+    use l7::starttls::Phase;
+    match l7::starttls::phase(app, client, server) {
+        Phase::Plain { pass } => {
+            if server.len() >= SERVER_PEEK {
+                f.domain_fact = FactState::Unidentifiable;
+                f.why
+                    .get_or_insert("STARTTLS: server replies over the bound");
+            }
+            pass
+        }
+        Phase::Upgraded { tls_start } => {
+            let hello = &client[tls_start.min(client.len())..];
+            if hello.is_empty() {
+                return tls_start;
+            }
+            if !l7::tls::looks_like_tls(hello) {
+                f.domain_fact = FactState::Unidentifiable;
+                f.why.get_or_insert("STARTTLS: no TLS after the upgrade");
+                return tls_start;
+            }
+            match l7::tls::client_hello(hello) {
+                Progress::Done(info) => apply_hello(f, &info, DomainSrc::Sni),
+                Progress::NeedMore => early_server_name(f, hello),
+                Progress::Invalid(why) => {
+                    f.domain_fact = FactState::Unidentifiable;
+                    f.why.get_or_insert(why);
+                }
+            }
+            tls_start
+        }
+        Phase::NoUpgrade(why) => {
+            f.domain_fact = FactState::Unidentifiable;
+            f.why.get_or_insert(why);
+            0
+        }
+    }
+}
+
+/// DNS over TCP: the question of the first length-prefixed query names the flow for the log
+/// (as for UDP); it is not a name the client connects to, so the domain fact stays
+/// unidentifiable.
+fn dns_tcp_domain(f: &mut FlowData, client: &[u8]) {
+    match l7::dns::tcp_message(client) {
+        Progress::NeedMore => return,
+        Progress::Done(m) => {
+            if let Some(q) = l7::dns::parse(m).ok().and_then(|m| m.qname) {
+                if !q.is_empty() {
+                    f.domain = Some(q.into());
+                    f.domain_src = DomainSrc::Dns;
+                }
+            }
+        }
+        Progress::Invalid(_) => {}
+    }
+    f.domain_fact = FactState::Unidentifiable;
+    f.why.get_or_insert(WHY_DNS_QUERY);
 }
 
 /// Analyse one client UDP datagram; updates pending facts. `quic` is the flow's QUIC
@@ -257,7 +368,8 @@ pub(crate) fn analyse_udp(
         }
         return None;
     }
-    if let Ok(msg) = l7::dns::parse(payload) {
+    let dns = !l7::classify::udp_is_ntp(payload, &[]) && l7::classify::dns_message(payload, false);
+    if let Some(msg) = dns.then(|| l7::dns::parse(payload).ok()).flatten() {
         if !msg.is_response {
             set_app(f, App::Dns);
             f.dns_only = true;

@@ -151,15 +151,17 @@ impl Engine {
         if key.proto == PROTO_UDP && e.data.app == Some(natfw_policy::App::Dns) {
             if let Ok(msg) = crate::l7::dns::parse(payload) {
                 if msg.is_response {
-                    for (name, ip, ttl) in msg.resolved() {
-                        self.dns.learn(now, Some(key.src), &name, ip, ttl);
-                        self.stats.dns_answers_learned += 1;
-                    }
+                    self.learn_answer(now, key.src, &msg);
                 }
             }
             return;
         }
-        if key.proto != PROTO_TCP || e.data.app_fact != FactState::Pending {
+        if key.proto == PROTO_TCP && e.data.app == Some(natfw_policy::App::Dns) {
+            self.dns_tcp_answers(now, r, key, seg, payload);
+            return;
+        }
+        // Server bytes matter while a fact is pending: server-first protocols, STARTTLS replies.
+        if key.proto != PROTO_TCP || !e.data.facts_pending() {
             return;
         }
         let idx = self.ensure_ident(now, r);

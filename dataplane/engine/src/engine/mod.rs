@@ -1,5 +1,5 @@
 //! The sans-I/O engine: connection tracking, SNAT, L7 identification, the verdict state machine
-//! (SPEC.md "Verdict semantics") and flow-log records. The caller owns I/O and time: it hands
+//! (docs/CONTRACT.md, "Verdict semantics") and flow-log records. The caller owns I/O and time: it hands
 //! frames to [`Engine::process`], sends what [`Engine::drain_emits`] returns and calls
 //! [`Engine::poll`] about every 100 ms.
 
@@ -13,6 +13,7 @@ mod icmp;
 mod ident;
 mod inbound;
 mod outbound;
+mod upgrade;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -213,6 +214,8 @@ pub struct Engine {
     /// Set by `new_flow` when an inside TCP segment of no flow cannot open one: `process`
     /// answers it with a RST to the client.
     reset_unknown: bool,
+    /// STARTTLS / h2c / DNS-over-TCP side tables.
+    watch: upgrade::Watches,
 }
 
 impl fmt::Debug for Engine {
@@ -322,6 +325,7 @@ impl Engine {
             stats: EngineStats::default(),
             emits: Vec::new(),
             reset_unknown: false,
+            watch: upgrade::Watches::default(),
         })
     }
 

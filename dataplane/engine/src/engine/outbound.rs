@@ -266,6 +266,21 @@ impl Engine {
                 Verdict::Drop(DropReason::Policy)
             }
             FlowVerdict::Accept => {
+                // h2c: the bytes after the decision must keep to the authority it was made on.
+                let started = self.table.get(r).is_some_and(|e| e.data.ident != NO_IDENT)
+                    && !self.h2_watch_start(now, r);
+                if started {
+                    return Verdict::Drop(DropReason::Policy);
+                }
+                match self.h2_segment(now, r, seg, frame, info) {
+                    upgrade::H2Seg::NotWatched | upgrade::H2Seg::Pass => {}
+                    upgrade::H2Seg::Gap => return Verdict::Drop(DropReason::InvalidState),
+                    upgrade::H2Seg::Denied => return Verdict::Drop(DropReason::Policy),
+                }
+                let Some(e) = self.table.get(r) else {
+                    return Verdict::Drop(DropReason::NoFlow);
+                };
+                let d = &e.data;
                 let had_held = d.ident != NO_IDENT
                     && self
                         .idents
@@ -294,6 +309,16 @@ impl Engine {
                         .get(d.ident)
                         .is_some_and(|id| !id.held.is_empty());
                 let fin = seg.flags & crate::conntrack::tcp_flags::FIN != 0;
+                if payload_new && proto == PROTO_TCP && self.starttls_pass(r, seg) {
+                    // STARTTLS negotiation: passes while the name is awaited.
+                    let v = self.translate_out(frame, info, eip, eport);
+                    if v == Verdict::Forward {
+                        if let Some(e) = self.table.get_mut(r) {
+                            e.data.sent = true;
+                        }
+                    }
+                    return v;
+                }
                 if payload_new || (fin && has_held) || proto == PROTO_UDP {
                     if duplicate {
                         // Bytes already sent on before the name (the client retransmits

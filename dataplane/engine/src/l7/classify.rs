@@ -8,7 +8,7 @@
 use natfw_policy::eval::IpProto;
 use natfw_policy::App;
 
-use super::{dns, http, quic, tls, ClientHelloInfo, Progress};
+use super::{apps, dns, http, quic, tls, ClientHelloInfo, Progress};
 
 /// Bytes of payload after which a flow that matched nothing is `Unknown` (per side; a side that
 /// sent this much and still looks like nothing we know will not turn into something).
@@ -16,8 +16,9 @@ const ENOUGH: usize = 16;
 /// Most bytes a "could still be" detector may wait for before giving up.
 const MAX_WAIT: usize = http::MAX_HEAD;
 
+/// One detector's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
+pub enum Verdict {
     Yes(App),
     Maybe,
     No,
@@ -92,36 +93,108 @@ fn first(results: impl IntoIterator<Item = Verdict>) -> Verdict {
     out
 }
 
+/// A detector: (destination port, client bytes, server bytes) to a verdict.
+pub type Detector = fn(Option<u16>, &[u8], &[u8]) -> Verdict;
+
+/// The TCP detectors, in the order they are asked. Every one is run against every other
+/// label's samples in the misclassification tests.
+pub const TCP_DETECTORS: [(&str, Detector); 15] = [
+    ("tls", |p, c, _| tls_detect(p, c)),
+    ("ssh", |_, c, s| ssh(c, s)),
+    ("http", |_, c, _| http_detect(c)),
+    ("greeting", |_, c, s| greeting(c, s)),
+    ("mysql", |_, c, s| mysql(c, s)),
+    ("redis", |_, c, _| redis(c)),
+    ("rdp", |_, c, _| rdp(c)),
+    ("dns", |_, c, _| dns_tcp(c)),
+    ("memcache", |_, c, _| apps::memcache(c)),
+    ("mqtt", |_, c, _| apps::mqtt(c)),
+    ("postgres", |_, c, _| apps::postgres(c)),
+    ("mongodb", |_, c, _| apps::mongodb(c)),
+    // Server speaks first; the client answers with the same banner.
+    ("vnc", |_, c, s| {
+        if s.is_empty() {
+            if c.is_empty() {
+                Maybe
+            } else {
+                No
+            }
+        } else {
+            apps::vnc(s)
+        }
+    }),
+    ("sip", |_, c, _| apps::sip(c)),
+    ("smb", |_, c, _| apps::smb(c)),
+];
+
+/// The UDP detectors, in order (QUIC before DNS, NTP before DNS: an NTP request's root delay
+/// reads as a DNS question count).
+pub const UDP_DETECTORS: [(&str, Detector); 4] = [
+    ("quic", |_, c, _| {
+        if quic::is_long_header_initial(c) {
+            Yes(App::Quic)
+        } else {
+            No
+        }
+    }),
+    (
+        "ntp",
+        |_, c, s| {
+            if udp_is_ntp(c, s) {
+                Yes(App::Ntp)
+            } else {
+                No
+            }
+        },
+    ),
+    ("dns", |_, c, s| {
+        if !udp_is_ntp(c, s) && (dns_message(c, false) || dns_message(s, true)) {
+            Yes(App::Dns)
+        } else {
+            No
+        }
+    }),
+    ("sip", |_, c, s| match apps::sip(c) {
+        Yes(a) => Yes(a),
+        _ => match apps::sip(s) {
+            Yes(a) => Yes(a),
+            _ => No,
+        },
+    }),
+];
+
+/// NTP-shaped (client mode 3 or symmetric 1, or a server's mode 4) and not a DNS query with a
+/// name: an NTP request read as DNS has an empty (root) question name, while a DNS query that
+/// happens to have NTP's shape names something.
+pub fn udp_is_ntp(client: &[u8], server: &[u8]) -> bool {
+    let named = |m: &[u8], response: bool| {
+        dns_header(m, response)
+            && dns::parse(m).is_ok_and(|d| d.qname.is_some_and(|q| !q.is_empty()))
+    };
+    ((apps::ntp(client, 3) || apps::ntp(client, 1)) && !named(client, false))
+        || (client.is_empty() && apps::ntp(server, 4) && !named(server, true))
+}
+
 fn tcp(dst_port: Option<u16>, client: &[u8], server: &[u8]) -> Verdict {
     if client.is_empty() && server.is_empty() {
         return Maybe;
     }
-    first([
-        tls_detect(dst_port, client),
-        ssh(client, server),
-        http_detect(client),
-        greeting(client, server),
-        mysql(client, server),
-        redis(client),
-        rdp(client),
-        dns_tcp(client),
-    ])
+    first(
+        TCP_DETECTORS
+            .iter()
+            .map(|(_, d)| d(dst_port, client, server)),
+    )
 }
 
 fn udp(client: &[u8], server: &[u8]) -> Verdict {
     if client.is_empty() && server.is_empty() {
         return Maybe;
     }
-    if quic::is_long_header_initial(client) {
-        return Yes(App::Quic);
+    // A datagram is whole: "could still be" means no.
+    match first(UDP_DETECTORS.iter().map(|(_, d)| d(None, client, server))) {
+        Yes(a) => Yes(a),
+        _ => No,
     }
-    if dns_message(client, false) || dns_message(server, true) {
-        return Yes(App::Dns);
-    }
-    if ntp(client, 3) || ntp(server, 4) {
-        return Yes(App::Ntp);
-    }
-    No
 }
 
 /// `data` starts with `prefix`, or is a (shorter) prefix of it.
@@ -340,15 +413,9 @@ fn dns_header(m: &[u8], response: bool) -> bool {
     (f0 & 0x80 != 0) == response && (f0 >> 3) & 0xf == 0 && (1..=4).contains(&qd)
 }
 
-fn dns_message(m: &[u8], response: bool) -> bool {
+/// A well-formed DNS message with the QR bit as given and a question name.
+pub fn dns_message(m: &[u8], response: bool) -> bool {
     dns_header(m, response) && dns::parse(m).is_ok_and(|d| d.qname.is_some())
-}
-
-/// NTP (RFC 5905): 48-byte header (extension fields/MAC may follow), version 1–4, the mode.
-fn ntp(d: &[u8], mode: u8) -> bool {
-    let Some(&b0) = d.first() else { return false };
-    let version = (b0 >> 3) & 7;
-    d.len() >= 48 && d.len() <= 1024 && (1..=4).contains(&version) && b0 & 7 == mode
 }
 
 #[cfg(test)]

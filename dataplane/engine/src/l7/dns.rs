@@ -206,10 +206,110 @@ impl DnsMessage {
     }
 }
 
+/// Largest DNS-over-TCP message reassembled from the server side; longer answers are skipped.
+pub const MAX_TCP_MESSAGE: usize = 16 * 1024;
+
+/// The first message of a DNS-over-TCP stream (RFC 7766: a 2-byte length, then the message),
+/// which may arrive across segments.
+pub fn tcp_message(stream: &[u8]) -> super::Progress<&[u8]> {
+    let [hi, lo, rest @ ..] = stream else {
+        return super::Progress::NeedMore;
+    };
+    let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+    if len < 12 {
+        return super::Progress::Invalid("DNS/TCP message shorter than a header");
+    }
+    match rest.get(..len) {
+        Some(m) => super::Progress::Done(m),
+        None => super::Progress::NeedMore,
+    }
+}
+
+/// Splits one direction of a DNS-over-TCP connection into messages, fed segments in sequence
+/// order. Bounded: one message of at most [`MAX_TCP_MESSAGE`] bytes is buffered; longer ones
+/// are skipped. A gap (a segment ahead of the next expected byte) stops it: the direction's
+/// messages can no longer be delimited.
+#[derive(Debug)]
+pub struct TcpMessages {
+    next: u32,
+    buf: Vec<u8>,
+    /// Bytes of an over-long message still to skip.
+    skip: usize,
+    /// Lost track of the framing.
+    pub lost: bool,
+}
+
+impl TcpMessages {
+    /// Splitting the direction whose first payload byte has sequence number `first_seq`.
+    pub fn new(first_seq: u32) -> Self {
+        TcpMessages {
+            next: first_seq,
+            buf: Vec::new(),
+            skip: 0,
+            lost: false,
+        }
+    }
+
+    /// Feed a segment; complete messages go to `out` (without their length prefix).
+    pub fn push(&mut self, seq: u32, data: &[u8], mut out: impl FnMut(&[u8])) {
+        if self.lost || data.is_empty() {
+            return;
+        }
+        let off = seq.wrapping_sub(self.next) as i32;
+        if off > 0 {
+            self.lost = true;
+            return;
+        }
+        // A retransmission: only the bytes past what was seen are new.
+        let old = off.unsigned_abs() as usize;
+        if old >= data.len() {
+            return;
+        }
+        let mut data = &data[old..];
+        self.next = self.next.wrapping_add(data.len() as u32);
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = &data[n..];
+                continue;
+            }
+            let want = if self.buf.len() < 2 {
+                2
+            } else {
+                2 + usize::from(u16::from_be_bytes([self.buf[0], self.buf[1]]))
+            };
+            if want == 2 && self.buf.len() == 2 {
+                // An empty message: nothing to deliver.
+                self.buf.clear();
+                continue;
+            }
+            if want > 2 + MAX_TCP_MESSAGE {
+                self.skip = want - self.buf.len();
+                self.buf.clear();
+                continue;
+            }
+            let n = (want - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() == want && want > 2 {
+                out(&self.buf[2..]);
+                self.buf.clear();
+            }
+        }
+    }
+
+    /// Bytes buffered.
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::l7::testpcap::udp_datagrams;
+    use crate::l7::Progress;
 
     #[test]
     fn corpus_query_and_answer() {
@@ -339,5 +439,52 @@ mod tests {
         let m = parse(&msg(0x8180, 1, 3, &body)).unwrap();
         let got = m.resolved();
         assert_eq!(got.len(), 2, "{got:?}");
+    }
+
+    /// Length-prefixed messages split anywhere, retransmitted, too long or after a gap.
+    #[test]
+    fn tcp_framing_across_segments() {
+        let m1 = msg(0x8180, 1, 0, b"\x01a\x04test\x00\x00\x01\x00\x01");
+        let m2 = msg(0x8180, 1, 0, b"\x01b\x04test\x00\x00\x01\x00\x01");
+        let mut wire = Vec::new();
+        for m in [&m1, &m2] {
+            wire.extend_from_slice(&(m.len() as u16).to_be_bytes());
+            wire.extend_from_slice(m);
+        }
+        assert_eq!(tcp_message(&wire).done(), Some(&m1[..]));
+        assert_eq!(tcp_message(&wire[..5]), Progress::NeedMore);
+        assert!(matches!(
+            tcp_message(&[0, 3, 1, 2, 3]),
+            Progress::Invalid(_)
+        ));
+        for step in [1, 2, 3, 7, wire.len()] {
+            let mut t = TcpMessages::new(1000);
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            let mut seq = 1000u32;
+            for c in wire.chunks(step) {
+                t.push(seq, c, |m| got.push(m.to_vec()));
+                // A retransmission of the same segment adds nothing.
+                t.push(seq, c, |m| got.push(m.to_vec()));
+                seq = seq.wrapping_add(c.len() as u32);
+            }
+            assert_eq!(got, vec![m1.clone(), m2.clone()], "step {step}");
+        }
+        // A gap stops the splitter (framing lost), counted in `lost`.
+        let mut t = TcpMessages::new(1);
+        let mut n = 0;
+        t.push(5, &wire[4..], |_| n += 1);
+        assert!(t.lost);
+        assert_eq!(n, 0);
+        // An over-long message is skipped, the next one still found; nothing large is kept.
+        let mut big = ((MAX_TCP_MESSAGE + 10) as u16).to_be_bytes().to_vec();
+        big.resize(2 + MAX_TCP_MESSAGE + 10, 0);
+        big.extend_from_slice(&wire[..2 + m1.len()]);
+        let mut t = TcpMessages::new(0);
+        let mut got = Vec::new();
+        for (i, c) in big.chunks(1000).enumerate() {
+            t.push((i * 1000) as u32, c, |m| got.push(m.to_vec()));
+            assert!(t.held() <= 2 + MAX_TCP_MESSAGE);
+        }
+        assert_eq!(got, vec![m1]);
     }
 }

@@ -19,6 +19,10 @@ pub struct HttpRequest {
     pub host: Option<String>,
     /// The host was an IPv4/IPv6 literal: there is no domain to match.
     pub host_is_ip: bool,
+    /// The request asks to switch to HTTP/2 cleartext (`Upgrade: h2c`).
+    pub upgrade_h2c: bool,
+    /// Bytes of the request head (request line, headers, blank line).
+    pub head_len: usize,
 }
 
 /// Parse the request head at the start of `stream`, the client's TCP byte stream from its
@@ -27,18 +31,25 @@ pub fn request(stream: &[u8]) -> Progress<HttpRequest> {
     let buf = &stream[..stream.len().min(MAX_HEAD)];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(_)) => {}
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Progress::NeedMore,
         Ok(httparse::Status::Partial) => return Progress::Invalid("request head too large"),
         Err(httparse::Error::TooManyHeaders) => return Progress::Invalid("too many headers"),
         Err(_) => return Progress::Invalid("not an HTTP/1.x request"),
-    }
+    };
     let (Some(method), Some(target)) = (req.method, req.path) else {
         return Progress::Invalid("not an HTTP/1.x request");
     };
     let mut host_header: Option<&[u8]> = None;
+    let mut upgrade_h2c = false;
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade_h2c |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+        }
         if h.name.eq_ignore_ascii_case("host") {
             if host_header.is_some() {
                 return Progress::Invalid("duplicate Host header");
@@ -46,12 +57,12 @@ pub fn request(stream: &[u8]) -> Progress<HttpRequest> {
             host_header = Some(h.value);
         }
     }
-    let authority = if method.eq_ignore_ascii_case("CONNECT") {
+    let target_authority = if method.eq_ignore_ascii_case("CONNECT") {
         Some(target)
     } else {
         absolute_authority(target)
     };
-    let raw = match (authority, host_header) {
+    let raw = match (target_authority, host_header) {
         (Some(a), _) => Some(a),
         (None, Some(h)) => match std::str::from_utf8(h) {
             Ok(h) => Some(h.trim()),
@@ -63,21 +74,38 @@ pub fn request(stream: &[u8]) -> Progress<HttpRequest> {
         method: method.to_owned(),
         host: None,
         host_is_ip: false,
+        upgrade_h2c,
+        head_len,
     };
-    if let Some(raw) = raw.filter(|r| !r.is_empty()) {
-        let Some(host) = strip_port(raw) else {
-            return Progress::Invalid("bad port in host");
-        };
-        if is_ip_literal(host) {
-            out.host_is_ip = true;
-        } else {
-            match natfw_policy::domain::normalize(host) {
-                Some(h) => out.host = Some(h),
-                None => return Progress::Invalid("host not a host name"),
+    if let Some(raw) = raw {
+        match authority(raw) {
+            Ok((host, is_ip)) => {
+                out.host = host;
+                out.host_is_ip = is_ip;
             }
+            Err(e) => return Progress::Invalid(e),
         }
     }
     Progress::Done(out)
+}
+
+/// A Host value or `:authority` (`host`, `host:port`, `[v6]:port`) → (normalised host name, is
+/// an IP literal). Empty → no name.
+pub fn authority(raw: &str) -> Result<(Option<String>, bool), &'static str> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok((None, false));
+    }
+    let Some(host) = strip_port(raw) else {
+        return Err("bad port in host");
+    };
+    if is_ip_literal(host) {
+        return Ok((None, true));
+    }
+    match natfw_policy::domain::normalize(host) {
+        Some(h) => Ok((Some(h), false)),
+        None => Err("host not a host name"),
+    }
 }
 
 /// The authority of an absolute-form target (`http://user@host:port/path`), userinfo removed.

@@ -1,15 +1,19 @@
-//! L7 identification: TLS/QUIC ClientHello (SNI, ALPN, ECH), HTTP Host, DNS answers and
-//! payload-based application classification.
+//! L7 identification: TLS/QUIC ClientHello (SNI, ALPN, ECH), HTTP Host, HTTP/2 `:authority`,
+//! STARTTLS upgrades, DNS questions and answers (UDP and TCP) and payload-based application
+//! classification.
 //!
 //! Everything here is sans-I/O and works on byte slices the engine hands over: the client's TCP
 //! byte stream from its start (the engine reassembles it with `reasm::StreamBuf`), or single UDP
 //! datagrams. Parsers never panic and keep bounded state; a parser that cannot decide yet says
 //! [`Progress::NeedMore`].
 
+pub mod apps;
 pub mod classify;
 pub mod dns;
+pub mod h2;
 pub mod http;
 pub mod quic;
+pub mod starttls;
 
 pub mod reader;
 pub mod tls;

@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use etherparse::PacketBuilder;
 use natfw_engine::engine::{
-    DropReason, Emit, Engine, EngineOptions, FragConfig, GeoDb, Side, Verdict,
+    DropReason, Emit, Engine, EngineOptions, FragConfig, GeoDb, NullSink, Side, Verdict,
 };
 use natfw_engine::time::Timestamp;
 use natfw_engine::wire::{self, ipv4};
-use natfw_flowlog::{FlowEnd, FlowSink};
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -21,14 +20,9 @@ const CLIENT: [u8; 4] = [10, 0, 0, 1];
 const EIP: [u8; 4] = [192, 0, 2, 1];
 const SERVER: [u8; 4] = [203, 0, 113, 5];
 
-struct NoSink;
-impl FlowSink for NoSink {
-    fn flow_end(&mut self, _: FlowEnd) {}
-}
-
 fn engine(opts: EngineOptions) -> Engine {
     let c = natfw_policy::config::embedded_default();
-    Engine::with_options(&c, GeoDb::embedded(), Box::new(NoSink), opts).unwrap()
+    Engine::with_options(&c, GeoDb::embedded(), Box::new(NullSink), opts).unwrap()
 }
 
 fn t(ms: u64) -> Timestamp {

@@ -3,7 +3,7 @@
 //! timeout records, firewall off, hot reload, conflicting retransmissions.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use etherparse::PacketBuilder;
 use natfw_engine::engine::{
@@ -11,7 +11,7 @@ use natfw_engine::engine::{
 };
 use natfw_engine::time::Timestamp;
 use natfw_engine::wire::{self, IcmpKind, L4};
-use natfw_flowlog::{FlowEnd, FlowRecord, FlowSink};
+use natfw_flowlog::SharedRecords;
 use natfw_policy::{Action, Config, Destination, Mode, Protocol, Rule, RuleAction};
 
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
@@ -19,23 +19,8 @@ const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
 const EIP: [u8; 4] = [192, 0, 2, 1];
 const SERVER: [u8; 4] = [203, 0, 113, 5];
 
-#[derive(Clone, Default)]
-struct Sink(Arc<Mutex<Vec<FlowRecord>>>);
-
-impl FlowSink for Sink {
-    fn flow_end(&mut self, ev: FlowEnd) {
-        self.0
-            .lock()
-            .unwrap()
-            .push(natfw_flowlog::render(&ev, "gw"));
-    }
-}
-
-impl Sink {
-    fn take(&self) -> Vec<FlowRecord> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
+/// The engine's records, rendered and readable while it runs.
+type Sink = SharedRecords;
 
 fn cfg() -> Config {
     let mut c = natfw_policy::config::embedded_default();
@@ -44,7 +29,7 @@ fn cfg() -> Config {
 }
 
 fn engine_with(c: &Config, opts: EngineOptions) -> (Engine, Sink) {
-    let sink = Sink::default();
+    let sink = SharedRecords::new("gw");
     let e = Engine::with_options(c, GeoDb::embedded(), Box::new(sink.clone()), opts).unwrap();
     (e, sink)
 }

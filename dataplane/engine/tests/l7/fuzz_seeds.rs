@@ -1,4 +1,5 @@
-//! Regenerates `fuzz/seeds/<target>/` from the real captures in `tests/data/corpus`:
+//! Regenerates `fuzz/seeds/<target>/` from the real captures in `tests/data/corpus` and
+//! `tests/data/captures`:
 //! `cargo test -p natfw-engine --test l7 fuzz_seeds -- --ignored`. Ignored by default
 //! because it writes into the source tree.
 
@@ -135,5 +136,41 @@ fn write_fuzz_seeds() {
             &format!("dns_{i}"),
             &classify_input(1, 53, &d.2, b""),
         );
+    }
+    // h2: the stream as is (mode 2), in 7-byte chunks for the watch.
+    for (file, port) in [
+        ("captures/h2c_prior_knowledge.pcap", 80),
+        ("captures/h2c_upgrade.pcap", 8080),
+    ] {
+        for f in testpcap::tcp_flows(file)
+            .iter()
+            .filter(|f| f.server.port() == port)
+        {
+            let mut input = vec![2, 7];
+            input.extend_from_slice(&f.client_stream[..f.client_stream.len().min(8192)]);
+            let name = file
+                .trim_start_matches("captures/")
+                .trim_end_matches(".pcap");
+            write("h2", name, &input);
+        }
+    }
+    // starttls: u16 client length, client stream, server stream.
+    for (file, port) in [
+        ("captures/smtp_starttls.pcap", 25),
+        ("captures/smtp_starttls.pcap", 2525),
+        ("captures/imap_starttls.pcap", 143),
+        ("captures/pop3_stls.pcap", 110),
+        ("captures/ftp_auth_tls.pcap", 21),
+    ] {
+        for f in testpcap::tcp_flows(file)
+            .iter()
+            .filter(|f| f.server.port() == port)
+        {
+            let c = &f.client_stream[..f.client_stream.len().min(2048)];
+            let mut input = (c.len() as u16).to_be_bytes().to_vec();
+            input.extend_from_slice(c);
+            input.extend_from_slice(&f.server_stream[..f.server_stream.len().min(4096)]);
+            write("starttls", &format!("{port}"), &input);
+        }
     }
 }

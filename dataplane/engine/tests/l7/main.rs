@@ -1,5 +1,6 @@
 //! L7 identification on the real captures: expected results, mutations, fuzz seeds. One test binary per area; one module per topic.
 
+mod apps;
 mod corpus;
 mod fuzz_seeds;
 mod mutations;

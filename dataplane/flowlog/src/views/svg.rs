@@ -177,7 +177,7 @@ pub fn render(c: &Chart) -> String {
     let _ = writeln!(s, r#"<g class="x-axis">"#);
     let span = c.interval.saturating_mul(n as u32);
     let with_date = span > Duration::from_secs(86_400);
-    let with_secs = c.interval.as_secs() % 60 != 0;
+    let with_secs = !c.interval.as_secs().is_multiple_of(60);
     let every = n.div_ceil(8).max(1);
     for i in (0..n).step_by(every) {
         let ts = c.start.add(c.interval.saturating_mul(i as u32));

@@ -4,20 +4,23 @@ use std::path::PathBuf;
 
 use super::http::{call, ClientTls};
 
+/// The bearer-token file the client reads by default; the packaged config's `admin.token_file`.
+pub const DEFAULT_TOKEN_FILE: &str = "/etc/natfw/admin.token";
+
 /// Where the admin API is and how to authenticate.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AdminArgs {
     /// Admin API base URL, e.g. https://10.1.0.1:9443 or http://127.0.0.1:9443.
-    #[arg(long, default_value = "http://127.0.0.1:9443")]
+    #[arg(long, env = "NATFW_ADMIN", default_value = "http://127.0.0.1:9443")]
     pub admin: String,
     /// File holding the bearer token.
-    #[arg(long, default_value = "/etc/natfw/admin.token")]
+    #[arg(long, env = "NATFW_TOKEN_FILE", default_value = DEFAULT_TOKEN_FILE)]
     pub token_file: PathBuf,
     /// Accept any server certificate (testing only).
-    #[arg(long, conflicts_with = "ca")]
+    #[arg(long, env = "NATFW_INSECURE", conflicts_with = "ca")]
     pub insecure: bool,
     /// CA certificate (PEM) that signed the admin API's certificate.
-    #[arg(long)]
+    #[arg(long, env = "NATFW_CA")]
     pub ca: Option<PathBuf>,
 }
 

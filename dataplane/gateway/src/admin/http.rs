@@ -91,20 +91,32 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Value of query parameter `key` (no percent-decoding beyond `%3A`/`%2F`/`%2A`, enough for
-    /// addresses, CIDRs and domain patterns).
+    /// Value of query parameter `key`, decoded as `application/x-www-form-urlencoded`
+    /// (`%XX` escapes and `+` for a space; invalid UTF-8 becomes U+FFFD and then fails to
+    /// parse as an address or a domain).
     pub fn param(&self, key: &str) -> Option<String> {
-        self.query.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == key).then(|| {
-                v.replace("%3A", ":")
-                    .replace("%3a", ":")
-                    .replace("%2F", "/")
-                    .replace("%2f", "/")
-                    .replace("%2A", "*")
-                    .replace("%2a", "*")
-            })
-        })
+        form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+#[cfg(test)]
+mod param_tests {
+    use super::Request;
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        let r = Request {
+            query: "src=fd00%3A%3A1%2F64&domain=%2A.b%C3%BCcher.example&q=a+b%20c&bad=%zz&e".into(),
+            ..Request::default()
+        };
+        assert_eq!(r.param("src").as_deref(), Some("fd00::1/64"));
+        assert_eq!(r.param("domain").as_deref(), Some("*.bücher.example"));
+        assert_eq!(r.param("q").as_deref(), Some("a b c"));
+        assert_eq!(r.param("bad").as_deref(), Some("%zz"));
+        assert_eq!(r.param("e").as_deref(), Some(""));
+        assert_eq!(r.param("missing"), None);
     }
 }
 

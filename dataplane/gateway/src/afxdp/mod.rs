@@ -2,7 +2,7 @@
 //! the forwarding loop (rx → [`FrameHandler`] → tx on the other side).
 //!
 //! Why xdpilone 1.3.0: maintained, pure Rust (no libbpf/libxdp C dependency to build or ship),
-//! and it works in copy mode on veth here (see PLATFORM-NOTES.md). Its sequence is: mmap an
+//! and it works in copy mode on veth here (docs/PLATFORM.md). Its sequence is: mmap an
 //! area → `Umem::new`; per interface `Socket::with_shared` (first) / `Socket::new` (second) →
 //! `fq_cq` → `rx_tx` → `map_rx`/`map_tx` → `Umem::bind`; the socket fd then goes into the
 //! interface's XSKMAP. Sharing one UMEM lets a received frame be transmitted on the other

@@ -244,8 +244,8 @@ impl Steering {
         let mode = match prog.attach(&iface, XdpMode::Driver) {
             Ok(_) => XdpMode::Driver,
             Err(e) => {
-                eprintln!(
-                    "natfw: {iface}: driver-mode XDP unavailable ({e}); using generic (skb) mode"
+                tracing::warn!(
+                    "{iface}: driver-mode XDP unavailable ({e}); using generic (skb) mode"
                 );
                 prog.attach(&iface, XdpMode::Skb)
                     .map_err(|e| XdpError::Program {

@@ -160,3 +160,64 @@ fn truncated_capture_keeps_what_it_read() {
         "{stderr}"
     );
 }
+
+/// `logging.format: ecs`: the same flows as Elastic Common Schema documents, same facts as
+/// the default records of the same capture.
+#[test]
+fn ecs_format_writes_the_same_flows_as_elastic_common_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |format: &str| {
+        let p = dir.path().join(format!("{format}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                "gateway:
+  name: gw-ecs
+  inside: in0
+  outside: out0
+  eips: [192.0.2.1]
+  snat:
+    - {{name: all, source: 10.0.0.0/8}}
+firewall: {{default_action: accept, rules: [{{name: web, destination: {{domain: shop.example.test}}, action: accept}}]}}
+logging: {{format: {format}}}
+"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let run = |c: PathBuf| {
+        let out = natfw(&[
+            "replay".as_ref(),
+            "--config".as_ref(),
+            c.as_os_str(),
+            corpus("http_curl.pcap").as_os_str(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let native: Vec<FlowRecord> = run(cfg("json"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ecs: Vec<serde_json::Value> = run(cfg("ecs"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(native.len(), ecs.len());
+    assert!(!ecs.is_empty());
+    for (n, e) in native.iter().zip(&ecs) {
+        assert_eq!(*e, natfw_flowlog::to_ecs(n));
+    }
+    let web = ecs
+        .iter()
+        .find(|e| e["destination"]["port"] == 80)
+        .expect("the HTTP flow");
+    assert_eq!(web["source"]["ip"], "10.0.1.10");
+    assert_eq!(web["source"]["nat"]["ip"], "192.0.2.1");
+    assert_eq!(web["url"]["domain"], "shop.example.test");
+    assert_eq!(web["rule"]["name"], "web");
+    assert_eq!(web["event"]["action"], "accept");
+    assert_eq!(web["network"]["transport"], "tcp");
+    assert_eq!(web["observer"]["name"], "gw-ecs");
+}

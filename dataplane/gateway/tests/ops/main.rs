@@ -2,4 +2,5 @@
 
 mod admin;
 mod hardening;
+mod openapi;
 mod tls;

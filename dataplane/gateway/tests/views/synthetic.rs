@@ -332,7 +332,7 @@ fn check_xml(s: &str) -> Result<usize, String> {
             .next()
             .ok_or("empty tag")?
             .to_string();
-        if body.matches('"').count() % 2 != 0 {
+        if !body.matches('"').count().is_multiple_of(2) {
             return Err(format!("unbalanced quotes in <{body}>"));
         }
         if stack.is_empty() {

@@ -454,6 +454,15 @@ struct Natfw {
 
 impl Natfw {
     fn start(gw: &str, config: &std::path::Path, log: std::path::PathBuf) -> Natfw {
+        Natfw::start_env(gw, config, log, &[])
+    }
+
+    fn start_env(
+        gw: &str,
+        config: &std::path::Path,
+        log: std::path::PathBuf,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Natfw {
         let err = std::fs::File::create(&log).expect("log file");
         let child = Command::new("ip")
             .args([
@@ -465,6 +474,7 @@ impl Natfw {
                 "--config",
             ])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
@@ -547,15 +557,28 @@ fn link_show(ns: &str, dev: &str) -> String {
 
 /// A counter from natfw's last `xdp IFACE: name=value ...` log line.
 fn counter(log: &str, iface: &str, name: &str) -> u64 {
-    let prefix = format!("natfw: xdp {iface}: ");
+    let prefix = format!(" xdp {iface}: ");
     log.lines()
         .rev()
-        .find_map(|l| l.strip_prefix(&prefix))
+        .find_map(|l| l.split_once(&prefix).map(|(_, rest)| rest))
         .and_then(|l| {
             l.split_whitespace()
                 .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn recv_notify(s: &std::os::unix::net::UnixDatagram) -> String {
+    let mut b = [0u8; 1024];
+    let n = s.recv(&mut b).expect("a notification from natfw");
+    String::from_utf8_lossy(&b[..n]).into_owned()
+}
+
+fn recv_notify_now(s: &std::os::unix::net::UnixDatagram) -> std::io::Result<String> {
+    s.set_nonblocking(true)?;
+    let mut b = [0u8; 1024];
+    let n = s.recv(&mut b)?;
+    Ok(String::from_utf8_lossy(&b[..n]).into_owned())
 }
 
 fn nft_table_exists(ns: &str) -> bool {
@@ -654,8 +677,50 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
 
     let good = dir.path().join("natfw.yaml");
     std::fs::write(&good, config("in0", "203.0.113.1", &flows)).unwrap();
-    let mut p = Natfw::start(&net.gw, &good, dir.path().join("run.log"));
-    p.wait_for("forwarding in0 <-> out0");
+    // As under systemd: a notify socket and a watchdog of 1 s.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut p = Natfw::start_env(
+        &net.gw,
+        &good,
+        dir.path().join("run.log"),
+        &[
+            ("NOTIFY_SOCKET", notify_path.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("1000000")),
+        ],
+    );
+    let ready = recv_notify(&notify);
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=forwarding: 0 flows active"),
+        "{ready}"
+    );
+    // READY comes after XDP is attached and the worker forwards.
+    assert!(p.log().contains("forwarding in0 <-> out0"), "{}", p.log());
+    p.wait_for("XDP attached");
+    let mut got = Vec::new();
+    while !(got.iter().any(|m: &String| m == "WATCHDOG=1\n")
+        && got.iter().any(|m| m.starts_with("STATUS=forwarding:")))
+    {
+        got.push(recv_notify(&notify));
+    }
+    // SIGHUP: RELOADING, then READY again.
+    // SAFETY: kill(2) on the pid of our own child.
+    unsafe { libc::kill(p.child.id() as libc::pid_t, libc::SIGHUP) };
+    let reloading = loop {
+        let m = recv_notify(&notify);
+        if m.starts_with("RELOADING=1") {
+            break m;
+        }
+    };
+    assert!(reloading.contains("\nMONOTONIC_USEC="), "{reloading}");
+    loop {
+        if recv_notify(&notify).starts_with("READY=1") {
+            break;
+        }
+    }
     let shown = link_show(&net.gw, "in0");
     assert!(shown.contains("prog/xdp"), "{shown}");
     if stale.is_ok() {
@@ -700,6 +765,11 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
     sysctl(&net.gw, "net.ipv4.ip_forward", "0").unwrap();
 
     let (st, log) = p.terminate();
+    let mut last = String::new();
+    while let Ok(m) = recv_notify_now(&notify) {
+        last = m;
+    }
+    assert_eq!(last, "STOPPING=1\nSTATUS=stopping\n");
     assert!(counter(&log, "in0", "pass_bypass") >= 3, "{log}");
     assert!(counter(&log, "in0", "pass_gateway") >= 1, "{log}");
     assert!(st.success(), "natfw exit {st}:\n{log}");
@@ -803,4 +873,144 @@ fn next_hop_via_link_local_router_is_resolved() {
     .unwrap();
     assert_eq!(got.0, router_mac);
     assert!(got.1.probes >= 1, "{:?}", got.1);
+}
+
+/// `natfw run` on a gateway whose default routes are ECMP (`RTA_MULTIPATH`) and then nexthop
+/// objects (`ip nexthop`, a group of two for IPv4, a single one for IPv6, with the kernel's
+/// route compatibility expansion off so only `RTA_NH_ID` is reported): it starts and SNATs
+/// through both. A nexthop group whose members all leave by the inside interface is refused
+/// with the usual message: the objects are really resolved.
+#[test]
+fn natfw_run_starts_with_ecmp_and_nexthop_object_default_routes() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        eprintln!("skipped: nft (nftables) is not installed");
+        return;
+    }
+    let net = match NetNsGuard::new("m") {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("skipped: cannot build namespaces: {e}");
+            return;
+        }
+    };
+    let gw = net.gw.as_str();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let flows = dir.path().join("flows.jsonl");
+    let cfg = dir.path().join("natfw.yaml");
+    std::fs::write(&cfg, config("in0", "203.0.113.1", &flows)).unwrap();
+    let run_and_check = |what: &str, port: u16| {
+        let mut p = Natfw::start(gw, &cfg, dir.path().join(format!("{what}.log")));
+        p.wait_for("forwarding in0 <-> out0");
+        check_snat_path(&net, port);
+        check_snat_path_v6(&net, port + 1);
+        let (st, log) = p.terminate();
+        assert!(st.success(), "{what}: natfw exit {st}:\n{log}");
+    };
+
+    // ECMP: two next hops out of out0 (both addresses of the server).
+    ip(&[
+        "-n",
+        gw,
+        "route",
+        "replace",
+        "default",
+        "nexthop",
+        "via",
+        "203.0.113.2",
+        "dev",
+        "out0",
+        "nexthop",
+        "via",
+        "203.0.113.3",
+        "dev",
+        "out0",
+    ])
+    .unwrap();
+    let shown = Command::new("ip")
+        .args(["-n", gw, "route", "show", "default"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("nexthop via 203.0.113.3"),
+        "ECMP route installed"
+    );
+    run_and_check("ecmp", 7400);
+
+    // Nexthop objects.
+    if let Err(e) = ip(&[
+        "-n",
+        gw,
+        "nexthop",
+        "add",
+        "id",
+        "10",
+        "via",
+        "203.0.113.2",
+        "dev",
+        "out0",
+    ]) {
+        eprintln!("skipped the nexthop-object part: {e}");
+        return;
+    }
+    for args in [
+        &[
+            "nexthop",
+            "add",
+            "id",
+            "11",
+            "via",
+            "203.0.113.3",
+            "dev",
+            "out0",
+        ][..],
+        &["nexthop", "add", "id", "12", "group", "10/11"],
+        &["route", "replace", "default", "nhid", "12"],
+        &[
+            "-6",
+            "nexthop",
+            "add",
+            "id",
+            "20",
+            "via",
+            "2001:db8:1::2",
+            "dev",
+            "out0",
+        ],
+        &["-6", "route", "replace", "default", "nhid", "20"],
+    ] {
+        let mut a = vec!["-n", gw];
+        a.extend_from_slice(args);
+        ip(&a).unwrap();
+    }
+    // Only RTA_NH_ID in route dumps (no expansion into RTA_OIF/RTA_MULTIPATH), where the kernel
+    // has the switch.
+    let compat = sysctl(gw, "net.ipv4.nexthop_compat_mode", "0");
+    if let Err(e) = &compat {
+        eprintln!("note: nexthop_compat_mode not settable ({e}); routes also carry the expansion");
+    }
+    run_and_check("nexthop", 7500);
+
+    // A group leading out of the inside interface only: refused.
+    for args in [
+        &[
+            "nexthop", "add", "id", "30", "via", "10.0.1.2", "dev", "in0",
+        ][..],
+        &["route", "replace", "default", "nhid", "30"],
+    ] {
+        let mut a = vec!["-n", gw];
+        a.extend_from_slice(args);
+        ip(&a).unwrap();
+    }
+    let mut p = Natfw::start(gw, &cfg, dir.path().join("inside.log"));
+    let st = p.child.wait().expect("wait");
+    assert_eq!(st.code(), Some(1), "{}", p.log());
+    assert!(
+        p.log().contains("no IPv4 default route leads out of out0"),
+        "{}",
+        p.log()
+    );
 }
