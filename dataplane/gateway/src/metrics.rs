@@ -111,6 +111,46 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
         "Flow records dropped because the writer could not keep up.",
     ),
     (
+        "natfw_flowlog_write_errors_total",
+        Kind::Counter,
+        "Flow records whose write failed (disk full with nothing left to delete, I/O errors).",
+    ),
+    (
+        "natfw_flowlog_space_freed_total",
+        Kind::Counter,
+        "Rotated flow-log files deleted to make room on a full disk.",
+    ),
+    (
+        "natfw_resets_no_flow_total",
+        Kind::Counter,
+        "Mid-stream TCP segments from the inside of no flow, answered with a RST.",
+    ),
+    (
+        "natfw_guard_dropped_packets_total",
+        Kind::Counter,
+        "Packets dropped by the nftables guard, by reason.",
+    ),
+    (
+        "natfw_guard_dropped_bytes_total",
+        Kind::Counter,
+        "Bytes dropped by the nftables guard, by reason.",
+    ),
+    (
+        "natfw_afxdp_kernel_total",
+        Kind::Counter,
+        "The kernel's AF_XDP socket statistics (ring drops, invalid descriptors).",
+    ),
+    (
+        "natfw_default_route_up",
+        Kind::Gauge,
+        "1 while a default route leads out of the outside interface.",
+    ),
+    (
+        "natfw_default_route_restored_total",
+        Kind::Counter,
+        "Default routes natfw put back after the outside link lost them.",
+    ),
+    (
         "natfw_policy_reloads_total",
         Kind::Counter,
         "Policy reloads (SIGHUP or PUT /v1/policy), by result.",
@@ -480,6 +520,8 @@ mod tests {
         s.rules.insert("web".into(), RuleStat::default());
         s.xdp.push(("in0".into(), XdpCounters::default()));
         s.heartbeats = 7;
+        s.xsk.push(("inside", Default::default()));
+        s.default_route.push(("ipv4", true));
         m.publish(&s);
         let text = m.render();
         let lines = text.lines().map(|l| Ok(l.to_string()));
