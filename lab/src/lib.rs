@@ -605,22 +605,23 @@ impl Lab {
         }
     }
 
-    /// Replace the nftables table of every gateway with the one `mode` needs.
+    /// Replace the nftables table of every gateway with the one `mode` needs. The tables a
+    /// `natfw run` left behind (its fail-closed guard and NAT, which outlive it by design) go
+    /// too when switching to the kernel baseline.
     pub fn set_gateway_mode(&self, mode: GatewayMode) -> Result<(), LabError> {
         for g in &self.plan.gateways {
-            let _ = run_timeout(
-                Command::new("ip").args([
-                    "netns",
-                    "exec",
-                    &g.ns,
-                    "nft",
-                    "delete",
-                    "table",
-                    "ip",
-                    "natfw_lab",
-                ]),
-                CMD_TIMEOUT,
-            );
+            let mut tables = vec![("ip", "natfw_lab")];
+            if mode == GatewayMode::Kernel {
+                tables.extend([("inet", "natfw_guard"), ("inet", "natfw")]);
+            }
+            for (family, table) in tables {
+                let _ = run_timeout(
+                    Command::new("ip").args([
+                        "netns", "exec", &g.ns, "nft", "delete", "table", family, table,
+                    ]),
+                    CMD_TIMEOUT,
+                );
+            }
             let Some(rules) = gateway_nft(g, mode) else {
                 continue;
             };

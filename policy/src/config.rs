@@ -197,6 +197,7 @@ pub fn embedded_default() -> Config {
             ],
             dnat: Vec::new(),
             bypass: Vec::new(),
+            allow_bypass_all: false,
             protected_bandwidth_mbps: None,
         },
         firewall: Firewall {
@@ -211,6 +212,7 @@ pub fn embedded_default() -> Config {
         admin: None,
         metrics: None,
         dns: DnsConfig::default(),
+        fail_mode: FailMode::Closed,
     }
 }
 
@@ -291,6 +293,25 @@ fn did_you_mean<'k>(s: &str, known: impl IntoIterator<Item = &'k str>) -> String
 }
 
 /// Iterate a value that may be one item or a list of items.
+/// Is `ip` reachable only from a private network (loopback, RFC 1918, shared address space,
+/// link-local, unique local)? `0.0.0.0`/`::` (every interface) is not.
+fn private_listen(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || (a.segments()[0] & 0xfe00) == 0xfc00
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
 fn one_or_many(n: &Node) -> Vec<&Node> {
     match &n.value {
         Value::Seq(items) => items.iter().collect(),
@@ -651,7 +672,14 @@ impl Dec {
             root,
             "the top level",
             &[
-                "gateway", "firewall", "logging", "geo", "admin", "metrics", "dns",
+                "gateway",
+                "firewall",
+                "logging",
+                "geo",
+                "admin",
+                "metrics",
+                "dns",
+                "fail_mode",
             ],
         )?;
         let gw = self.required(&f, "gateway").and_then(|n| self.gateway(n));
@@ -675,16 +703,56 @@ impl Dec {
             .get("admin")
             .map_or(Some(None), |n| self.admin(n).map(Some));
         let metrics = f.get("metrics").map_or(Some(None), |n| {
-            let m = self.fields(n, "metrics", &["listen"])?;
-            match m.get("listen") {
+            let m = self.fields(n, "metrics", &["listen", "require_token"])?;
+            let require_token = self.opt_bool(&m, "require_token", false);
+            let listen = match m.get("listen") {
                 // Port 9469: not 9100, node_exporter's.
-                None => Some(Some(MetricsConfig {
-                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9469)),
-                })),
-                Some(listen) => self
-                    .socket(listen, "metrics.listen")
-                    .map(|listen| Some(MetricsConfig { listen })),
+                None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9469))),
+                Some(listen) => self.socket(listen, "metrics.listen"),
+            };
+            Some(Some(MetricsConfig {
+                listen: listen?,
+                require_token: require_token?,
+            }))
+        });
+        for (what, listen, node) in [
+            (
+                "admin.listen",
+                admin.as_ref().and_then(|a| a.as_ref().map(|a| a.listen)),
+                f.get("admin"),
+            ),
+            (
+                "metrics.listen",
+                metrics.as_ref().and_then(|m| m.as_ref().map(|m| m.listen)),
+                f.get("metrics"),
+            ),
+        ] {
+            if let (Some(l), Some(n)) = (listen, node) {
+                if !private_listen(l.ip()) {
+                    self.warn(
+                        n.pos,
+                        format!(
+                            "{what}: {l} is not a private address: anyone who can reach it may try \
+                             it (listen on a loopback or private address, and filter it)"
+                        ),
+                    );
+                }
             }
+        }
+        if let (Some(None), Some(Some(m)), Some(mn)) = (&admin, &metrics, f.get("metrics")) {
+            if m.require_token {
+                self.err(
+                    mn.pos,
+                    "metrics.require_token: the token is admin.token_file; add an `admin` section",
+                );
+            }
+        }
+        let fail_mode = f.get("fail_mode").map_or(Some(FailMode::Closed), |n| {
+            self.choice(
+                n,
+                "fail_mode",
+                &[("closed", FailMode::Closed), ("open", FailMode::Open)],
+            )
         });
 
         if let (Some(Some(a)), Some(Some(m)), Some(mn)) = (&admin, &metrics, f.get("metrics")) {
@@ -715,6 +783,7 @@ impl Dec {
             admin: admin?,
             metrics: metrics?,
             dns: dns?,
+            fail_mode: fail_mode?,
         };
         (!self.has_errors()).then_some(config)
     }
@@ -751,9 +820,11 @@ impl Dec {
                 "snat",
                 "dnat",
                 "bypass",
+                "allow_bypass_all",
                 "protected_bandwidth_mbps",
             ],
         )?;
+        let allow_bypass_all = self.opt_bool(&f, "allow_bypass_all", false);
         let name = self
             .required(&f, "name")
             .and_then(|n| self.string(n, "gateway.name"));
@@ -796,10 +867,24 @@ impl Dec {
             Some(n) => {
                 let nodes = one_or_many(n);
                 let nets = self.nets(n, "gateway.bypass");
+                if let (Some(nets), Some(snat), Some(false)) = (&nets, &snat, allow_bypass_all) {
+                    for (net, node) in nets.iter().zip(&nodes) {
+                        if bypass_opens_everything(net, snat) {
+                            self.err(
+                                node.pos,
+                                format!(
+                                    "gateway.bypass: {net} covers every SNAT source: the \
+                                     firewall would inspect nothing (set \
+                                     gateway.allow_bypass_all: true if that is what you want)"
+                                ),
+                            );
+                        }
+                    }
+                }
                 if let (Some(nets), Some(snat)) = (&nets, &snat) {
                     for (net, node) in nets.iter().zip(nodes) {
                         let inside = snat.iter().any(|e: &SnatEntry| e.source.contains(net));
-                        if !inside {
+                        if !inside && !bypass_opens_everything(net, snat) {
                             self.warn(
                                 node.pos,
                                 format!(
@@ -834,6 +919,7 @@ impl Dec {
                 snat: snat?,
                 dnat: dnat?,
                 bypass: bypass?,
+                allow_bypass_all: allow_bypass_all?,
                 protected_bandwidth_mbps: bw?,
             },
             dnat_pos,
@@ -2141,5 +2227,75 @@ admin: {listen: \"127.0.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}
             e.contains("refresh_min_secs (900) is above refresh_max_secs (60)"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn fail_mode_bypass_all_and_listener_checks() {
+        let base = "gateway:
+  name: gw
+  inside: eth1
+  outside: eth2
+  eips: [203.0.113.10]
+  snat: [{name: a, source: 10.0.0.0/16}]
+";
+        let c = load_str("f.yaml", base).unwrap().config;
+        assert_eq!(c.fail_mode, FailMode::Closed, "closed by default");
+        let c = load_str("f.yaml", &format!("{base}fail_mode: open\n"))
+            .unwrap()
+            .config;
+        assert_eq!(c.fail_mode, FailMode::Open);
+        let e = load_str("f.yaml", &format!("{base}fail_mode: ajar\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("f.yaml:7:12: fail_mode: bad value `ajar`"),
+            "{e}"
+        );
+
+        // A bypass that covers every SNAT source is an error unless explicitly allowed.
+        for all in ["0.0.0.0/0", "10.0.0.0/8", "10.0.0.0/16"] {
+            let text = format!("{base}  bypass: [{all}]\n");
+            let e = load_str("f.yaml", &text).unwrap_err().to_string();
+            assert!(e.contains("f.yaml:7:12: gateway.bypass:"), "{all}: {e}");
+            assert!(e.contains("allow_bypass_all"), "{e}");
+            let ok = format!("{base}  bypass: [{all}]\n  allow_bypass_all: true\n");
+            let c = load_str("f.yaml", &ok).unwrap().config;
+            assert!(c.gateway.allow_bypass_all);
+        }
+        load_str("f.yaml", &format!("{base}  bypass: [10.0.1.0/24]\n")).unwrap();
+
+        // Listeners on non-private addresses: warnings with positions.
+        let text = format!(
+            "{base}admin: {{listen: \"0.0.0.0:9443\", token_file: /t, tls_cert: /c, tls_key: /k}}\n\
+             metrics: {{listen: \"198.51.100.7:9100\"}}\n"
+        );
+        let w: Vec<String> = load_str("f.yaml", &text)
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert!(
+            w.iter().any(|w| w
+                .starts_with("f.yaml:7:8: warning: admin.listen: 0.0.0.0:9443 is not a private")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|w| w.contains("metrics.listen: 198.51.100.7:9100 is not a private")),
+            "{w:?}"
+        );
+        let text = format!(
+            "{base}admin: {{listen: \"10.1.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}}\n\
+             metrics: {{listen: \"127.0.0.1:9100\", require_token: true}}\n"
+        );
+        let l = load_str("f.yaml", &text).unwrap();
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+        assert!(l.config.metrics.unwrap().require_token);
+        let e = load_str(
+            "f.yaml",
+            &format!("{base}metrics: {{listen: \"127.0.0.1:9100\", require_token: true}}\n"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("metrics.require_token"), "{e}");
     }
 }

@@ -35,6 +35,9 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Prometheus metrics listener; `None` = no exporter.
     pub metrics: Option<MetricsConfig>,
+    /// What the gateway forwards while `natfw run` is not forwarding (not started, crashed,
+    /// stopping, restarting).
+    pub fail_mode: FailMode,
     /// The gateway's own DNS: resolution of rule names, on-demand verification, forwarder.
     pub dns: DnsConfig,
 }
@@ -94,6 +97,26 @@ pub enum Refusal {
     Refused,
 }
 
+/// `fail_mode`: what happens to SNAT-bound traffic while natfw is not forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FailMode {
+    /// Nothing SNAT-bound is forwarded (an nftables guard that outlives the process drops it);
+    /// bypassed sources keep their kernel NAT.
+    #[default]
+    Closed,
+    /// The kernel forwards and SNATs it, uninspected and unlogged, until natfw forwards again.
+    Open,
+}
+
+impl FailMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailMode::Closed => "closed",
+            FailMode::Open => "open",
+        }
+    }
+}
+
 /// The NAT gateway: interfaces, EIPs and how private sources map onto them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gateway {
@@ -110,6 +133,10 @@ pub struct Gateway {
     pub dnat: Vec<DnatEntry>,
     /// Sources that are SNATed but not inspected by the firewall.
     pub bypass: Vec<IpNet>,
+    /// `allow_bypass_all: true`: a bypass entry may cover every SNAT source (`0.0.0.0/0`,
+    /// `::/0`, or a prefix containing all SNAT entries of its family), i.e. switch the
+    /// firewall off for everything.
+    pub allow_bypass_all: bool,
     /// The bandwidth the firewall is sized for, in Mbit/s (traffic trend views flag excess).
     pub protected_bandwidth_mbps: Option<u64>,
 }
@@ -366,6 +393,21 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
     pub listen: std::net::SocketAddr,
+    /// `GET /metrics` needs the admin API's bearer token (`admin.token_file`).
+    pub require_token: bool,
+}
+
+/// Does bypassing `net` switch the firewall off for every source (a `/0`, or a prefix that
+/// contains every SNAT entry of its family)?
+pub fn bypass_opens_everything(net: &IpNet, snat: &[SnatEntry]) -> bool {
+    if net.prefix_len() == 0 {
+        return true;
+    }
+    let same: Vec<&SnatEntry> = snat
+        .iter()
+        .filter(|e| e.source.addr().is_ipv4() == net.addr().is_ipv4())
+        .collect();
+    !same.is_empty() && same.iter().all(|e| net.contains(&e.source))
 }
 
 /// Index of a rule in [`Firewall::rules`].

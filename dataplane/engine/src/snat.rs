@@ -167,6 +167,7 @@ mod tests {
             ],
             dnat: vec![],
             bypass: vec!["10.9.0.0/16".parse().unwrap()],
+            allow_bypass_all: false,
             protected_bandwidth_mbps: None,
         }
     }

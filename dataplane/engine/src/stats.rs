@@ -77,6 +77,10 @@ pub struct EngineStats {
     pub table_full: u64,
     /// Flows evicted to make room.
     pub evictions: u64,
+    /// Mid-stream TCP segments from the inside that belong to no flow (a flow of an earlier
+    /// natfw process, one that timed out), answered with a RST to the client so it does not
+    /// hang on a connection nothing forwards.
+    pub resets_no_flow: u64,
     /// A client SYN with a new sequence number reused the tuple of a closed flow: the old flow
     /// ended and a new one was opened.
     pub tuple_reuses: u64,

@@ -20,8 +20,8 @@ pub use read::{read_records, ReadError, Records};
 pub use render::render;
 pub use timefmt::{format_rfc3339_millis, parse_rfc3339};
 pub use writer::{
-    spawn_writer, spawn_writer_with_capacity, ChannelSink, Rotation, Target, Writer, WriterHandle,
-    WriterStats, DEFAULT_CHANNEL_CAPACITY,
+    spawn_writer, spawn_writer_with_capacity, ChannelSink, Rotation, Target, Writer,
+    WriterCounters, WriterHandle, WriterStats, DEFAULT_CHANNEL_CAPACITY,
 };
 
 use serde::{Deserialize, Serialize};

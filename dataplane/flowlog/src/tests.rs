@@ -1,5 +1,7 @@
 use std::io::{self, Write};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
+use std::sync::Arc;
 
 use super::*;
 
@@ -278,6 +280,113 @@ fn reader_reports_bad_lines_with_position_and_goes_on() {
     assert!(err.contains("mixed.jsonl:3:"), "{err}");
     assert_eq!(got[2].as_ref().unwrap(), &record(7));
     assert!(read_records(&dir.path().join("missing")).is_err());
+}
+
+/// A small tmpfs mounted on a temporary directory (root only), unmounted on drop.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallFs { dir })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn full_disk_deletes_the_oldest_rotated_file_then_counts_what_cannot_be_written() {
+    let Some(fs) = SmallFs::mount("256k") else {
+        eprintln!("SKIP full-disk writer test: needs root to mount a tmpfs");
+        return;
+    };
+    let path = fs.dir.path().join("flows.jsonl");
+    let line_len = serde_json::to_string(&record(1000)).unwrap().len() as u64 + 1;
+    // Files of ~40 KiB, 10 kept: 11 files would need ~440 KiB, the disk holds 256 KiB.
+    let rot = Rotation {
+        max_bytes: Some(40 * 1024),
+        keep: 10,
+        ..Rotation::default()
+    };
+    let mut w = Writer::open(Target::File(path.clone()), rot).unwrap();
+    let n = 3 * 440 * 1024 / line_len;
+    for i in 0..n {
+        w.write(&record(1000 + i))
+            .unwrap_or_else(|e| panic!("line {i}: {e}"));
+    }
+    w.flush().unwrap();
+    let c = Arc::clone(w.counters());
+    assert!(
+        c.space_freed.load(Ordering::Relaxed) > 0,
+        "the disk never filled up"
+    );
+    assert_eq!(c.write_failed.load(Ordering::Relaxed), 0);
+    assert_eq!(c.written.load(Ordering::Relaxed), n);
+    // Every file holds whole lines only, and the newest records are all there, in order.
+    let mut files: Vec<_> = (1..=10)
+        .rev()
+        .map(|k| fs.dir.path().join(format!("flows.jsonl.{k}")))
+        .filter(|p| p.exists())
+        .collect();
+    files.push(path.clone());
+    let got: Vec<u64> = files
+        .iter()
+        .flat_map(|p| lines(p))
+        .map(|r| r.out_packet_count)
+        .collect();
+    // Deleting only what was needed keeps at least half the disk's worth of records.
+    let kept = got.len() as u64 * line_len;
+    assert!(kept > 128 * 1024, "only {kept} bytes kept");
+    let want: Vec<u64> = (1000 + n - got.len() as u64..1000 + n).collect();
+    assert_eq!(got, want);
+
+    // Nothing left to delete (a foreign file takes the space): lines are lost, counted at once,
+    // and the error is kept.
+    drop(w);
+    for p in &files[..files.len() - 1] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let filler = fs.dir.path().join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=100"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let mut w = Writer::open(Target::File(path.clone()), rot).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    let mut failed = 0;
+    for i in 0..2000 {
+        if w.write(&record(5000 + i)).is_err() {
+            failed += 1;
+        }
+    }
+    let _ = w.flush();
+    let c = Arc::clone(w.counters());
+    assert!(c.write_failed.load(Ordering::Relaxed) > 0, "nothing failed");
+    assert!(failed > 0);
+    let err = c.last_error.lock().unwrap().clone().unwrap_or_default();
+    assert!(err.contains("space"), "{err}");
+    // Whatever was written is whole lines (a partial write was cut back).
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n'));
+    assert!(text.len() as u64 >= before);
+    for l in text.lines() {
+        serde_json::from_str::<FlowRecord>(l).unwrap();
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -78,15 +78,52 @@ impl Rotation {
     }
 }
 
+/// Bytes buffered before they are written out.
+const BUF_CAP: usize = 64 * 1024;
+
+/// What the writer has done so far, shared with the data path's [`ChannelSink`] and updated as
+/// it happens (so metrics and status show write failures while natfw runs, not at exit).
+#[derive(Debug, Default)]
+pub struct WriterCounters {
+    /// Lines handed to the OS.
+    pub written: AtomicU64,
+    /// Lines lost because writing them failed (disk full, I/O error).
+    pub write_failed: AtomicU64,
+    /// Rotated files deleted to make room after the disk was full (ENOSPC).
+    pub space_freed: AtomicU64,
+    /// The latest write error.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl WriterCounters {
+    fn note(&self, e: &io::Error) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.to_string());
+        }
+    }
+}
+
 /// Serialises records as JSON lines into a [`Target`], rotating files by size. Synchronous; the
 /// thread behind [`spawn_writer`] owns one.
+///
+/// Lines are buffered and written out whole: when a write fails part way (disk full), the file
+/// is cut back to its last whole line, so a failure never leaves half a record behind. On
+/// ENOSPC the oldest rotated file (`path.keep`, ...) is deleted and the write retried, until
+/// it fits or no rotated file is left; lines that still cannot be written are counted in
+/// [`WriterCounters::write_failed`].
 pub struct Writer {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Box<dyn Write + Send>,
+    /// The same file as `out` (file targets), to cut a partial write back.
+    file: Option<File>,
     path: Option<PathBuf>,
     rotation: Rotation,
-    /// Bytes in the current file (including the buffered ones).
+    /// Bytes committed to the current file.
     size: u64,
+    buf: Vec<u8>,
+    /// Lines in `buf`.
+    pending: u64,
     line: Vec<u8>,
+    counters: Arc<WriterCounters>,
 }
 
 impl fmt::Debug for Writer {
@@ -99,10 +136,10 @@ impl fmt::Debug for Writer {
     }
 }
 
-fn open_append(path: &Path) -> io::Result<(Box<dyn Write + Send>, u64)> {
+fn open_append(path: &Path) -> io::Result<(File, u64)> {
     let f = OpenOptions::new().create(true).append(true).open(path)?;
     let size = f.metadata()?.len();
-    Ok((Box::new(f), size))
+    Ok((f, size))
 }
 
 fn numbered(path: &Path, n: u32) -> PathBuf {
@@ -111,27 +148,53 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Disk full or quota exhausted.
+fn is_no_space(e: &io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
+}
+
 impl Writer {
     /// Opens the target (files are created or appended to).
     pub fn open(target: Target, rotation: Rotation) -> io::Result<Writer> {
-        let (out, path, size): (Box<dyn Write + Send>, _, _) = match target {
-            Target::Stdout => (Box::new(io::stdout()), None, 0),
-            Target::Writer(w) => (w, None, 0),
+        Writer::open_with(target, rotation, Arc::default())
+    }
+
+    fn open_with(
+        target: Target,
+        rotation: Rotation,
+        counters: Arc<WriterCounters>,
+    ) -> io::Result<Writer> {
+        let (out, file, path, size): (Box<dyn Write + Send>, _, _, _) = match target {
+            Target::Stdout => (Box::new(io::stdout()), None, None, 0),
+            Target::Writer(w) => (w, None, None, 0),
             Target::File(p) => {
                 let (f, size) = open_append(&p).map_err(|e| with_path(e, &p))?;
-                (f, Some(p), size)
+                let keep = f.try_clone().map_err(|e| with_path(e, &p))?;
+                (Box::new(f), Some(keep), Some(p), size)
             }
         };
         Ok(Writer {
-            out: BufWriter::with_capacity(64 * 1024, out),
+            out,
+            file,
             path,
             rotation,
             size,
+            buf: Vec::with_capacity(BUF_CAP),
+            pending: 0,
             line: Vec::with_capacity(1024),
+            counters,
         })
     }
 
-    /// Writes one record as one line (buffered).
+    /// The writer's counters.
+    pub fn counters(&self) -> &Arc<WriterCounters> {
+        &self.counters
+    }
+
+    /// Writes one record as one line (buffered). An error means this line, or lines buffered
+    /// before it, could not be written (counted in [`WriterCounters::write_failed`]).
     pub fn write(&mut self, rec: &FlowRecord) -> io::Result<()> {
         self.line.clear();
         match self.rotation.format {
@@ -141,28 +204,91 @@ impl Writer {
         .map_err(io::Error::other)?;
         self.line.push(b'\n');
         if let (Some(max), Some(_)) = (self.rotation.max_bytes, &self.path) {
+            let used = self.size + self.buf.len() as u64;
             // A file always takes at least one line, however long, so rotation terminates.
-            if self.size > 0 && self.size + self.line.len() as u64 > max {
-                self.rotate()?;
+            if used > 0 && used + self.line.len() as u64 > max {
+                let r = self.flush().and_then(|()| self.rotate());
+                if let Err(e) = r {
+                    self.fail_line(&e);
+                    return Err(e);
+                }
             }
         }
-        self.out.write_all(&self.line)?;
-        self.size += self.line.len() as u64;
+        self.buf.extend_from_slice(&self.line);
+        self.pending += 1;
+        if self.buf.len() >= BUF_CAP {
+            self.flush()?;
+        }
         Ok(())
+    }
+
+    fn fail_line(&mut self, e: &io::Error) {
+        self.counters.write_failed.fetch_add(1, Ordering::Relaxed);
+        self.counters.note(e);
     }
 
     /// Pushes buffered lines to the OS.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        if self.buf.is_empty() {
+            return self.out.flush();
+        }
+        loop {
+            match self
+                .out
+                .write_all(&self.buf)
+                .and_then(|()| self.out.flush())
+            {
+                Ok(()) => {
+                    self.size += self.buf.len() as u64;
+                    self.counters
+                        .written
+                        .fetch_add(self.pending, Ordering::Relaxed);
+                    self.buf.clear();
+                    self.pending = 0;
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Never leave half a line: cut the file back to its last whole line.
+                    if let Some(f) = &self.file {
+                        let _ = f.set_len(self.size);
+                    }
+                    if is_no_space(&e) && self.free_space() {
+                        continue;
+                    }
+                    self.counters
+                        .write_failed
+                        .fetch_add(self.pending, Ordering::Relaxed);
+                    self.counters.note(&e);
+                    self.buf.clear();
+                    self.pending = 0;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Disk full: delete the oldest rotated file still there. `false` when there is none.
+    fn free_space(&mut self) -> bool {
+        let Some(path) = &self.path else {
+            return false;
+        };
+        for n in (1..=self.rotation.keep).rev() {
+            let f = numbered(path, n);
+            if std::fs::remove_file(&f).is_ok() {
+                self.counters.space_freed.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
     }
 
     fn rotate(&mut self) -> io::Result<()> {
         let Some(path) = self.path.clone() else {
             return Ok(());
         };
-        self.out.flush()?;
         // Close the current file before renaming it (matters on some filesystems).
-        self.out = BufWriter::with_capacity(64 * 1024, Box::new(io::sink()));
+        self.out = Box::new(io::sink());
+        self.file = None;
         let keep = self.rotation.keep;
         if keep == 0 {
             File::create(&path).map_err(|e| with_path(e, &path))?;
@@ -184,9 +310,17 @@ impl Writer {
             std::fs::rename(&path, numbered(&path, 1)).map_err(|e| with_path(e, &path))?;
         }
         let (f, size) = open_append(&path).map_err(|e| with_path(e, &path))?;
-        self.out = BufWriter::with_capacity(64 * 1024, f);
+        self.file = Some(f.try_clone().map_err(|e| with_path(e, &path))?);
+        self.out = Box::new(f);
         self.size = size;
         Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Buffered lines are written (or counted as failed), never silently forgotten.
+        let _ = self.flush();
     }
 }
 
@@ -208,6 +342,7 @@ pub struct ChannelSink {
     offered: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
     lossless: bool,
+    counters: Arc<WriterCounters>,
 }
 
 impl fmt::Debug for Msg {
@@ -228,6 +363,26 @@ impl ChannelSink {
     /// Records dropped so far because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records lost so far because writing them failed (disk full, I/O error).
+    pub fn write_failed(&self) -> u64 {
+        self.counters.write_failed.load(Ordering::Relaxed)
+    }
+
+    /// Records written so far.
+    pub fn written(&self) -> u64 {
+        self.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Rotated files deleted so far to make room on a full disk.
+    pub fn space_freed(&self) -> u64 {
+        self.counters.space_freed.load(Ordering::Relaxed)
+    }
+
+    /// The latest write error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.counters.last_error.lock().ok().and_then(|g| g.clone())
     }
 
     /// Waits for room instead of dropping: for offline producers (replay) whose pace is not
@@ -273,7 +428,8 @@ pub struct WriterStats {
 pub struct WriterHandle {
     tx: Sender<Msg>,
     dropped: Arc<AtomicU64>,
-    thread: Option<JoinHandle<(u64, u64, Option<String>)>>,
+    counters: Arc<WriterCounters>,
+    thread: Option<JoinHandle<Option<String>>>,
 }
 
 impl WriterHandle {
@@ -290,12 +446,13 @@ impl WriterHandle {
         };
         // Blocking send: this is the control path, the writer is draining the channel.
         let _ = self.tx.send(Msg::Finish);
-        let (written, write_failed, error) = thread
+        let error = thread
             .join()
-            .unwrap_or_else(|_| (0, 0, Some("flow-log writer thread panicked".to_string())));
+            .unwrap_or_else(|_| Some("flow-log writer thread panicked".to_string()));
         WriterStats {
-            written,
-            dropped: self.dropped.load(Ordering::Relaxed) + write_failed,
+            written: self.counters.written.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed)
+                + self.counters.write_failed.load(Ordering::Relaxed),
             error,
         }
     }
@@ -324,7 +481,8 @@ pub fn spawn_writer_with_capacity(
     rotate: Rotation,
     capacity: usize,
 ) -> io::Result<(ChannelSink, WriterHandle)> {
-    let writer = Writer::open(target, rotate)?;
+    let counters = Arc::new(WriterCounters::default());
+    let writer = Writer::open_with(target, rotate, Arc::clone(&counters))?;
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     let thread = std::thread::Builder::new()
@@ -339,20 +497,24 @@ pub fn spawn_writer_with_capacity(
             offered: Arc::default(),
             dropped: dropped.clone(),
             lossless: false,
+            counters: Arc::clone(&counters),
         },
         WriterHandle {
             tx,
             dropped,
+            counters,
             thread: Some(thread),
         },
     ))
 }
 
-fn run_writer(mut w: Writer, gateway: &str, rx: Receiver<Msg>) -> (u64, u64, Option<String>) {
-    let (mut written, mut failed, mut error) = (0u64, 0u64, None::<String>);
-    let note = |e: io::Error, error: &mut Option<String>| {
+/// The writer thread. Returns the first I/O error (every failure is also counted and kept as
+/// the latest error in the shared [`WriterCounters`] as it happens).
+fn run_writer(mut w: Writer, gateway: &str, rx: Receiver<Msg>) -> Option<String> {
+    let mut error = None::<String>;
+    let mut note = |e: io::Error| {
         if error.is_none() {
-            *error = Some(e.to_string());
+            error = Some(e.to_string());
         }
     };
     let mut dirty = false;
@@ -363,7 +525,7 @@ fn run_writer(mut w: Writer, gateway: &str, rx: Receiver<Msg>) -> (u64, u64, Opt
             Err(_) => {
                 if dirty {
                     if let Err(e) = w.flush() {
-                        note(e, &mut error);
+                        note(e);
                     }
                     dirty = false;
                 }
@@ -376,24 +538,14 @@ fn run_writer(mut w: Writer, gateway: &str, rx: Receiver<Msg>) -> (u64, u64, Opt
         };
         match msg {
             Msg::Flow(ev) => match w.write(&render(&ev, gateway)) {
-                Ok(()) => {
-                    written += 1;
-                    dirty = true;
-                }
-                Err(e) => {
-                    failed += 1;
-                    note(e, &mut error);
-                }
+                Ok(()) => dirty = true,
+                Err(e) => note(e),
             },
             Msg::Finish => {
                 // Take what was queued before the finish request, then stop.
                 while let Ok(Msg::Flow(ev)) = rx.try_recv() {
-                    match w.write(&render(&ev, gateway)) {
-                        Ok(()) => written += 1,
-                        Err(e) => {
-                            failed += 1;
-                            note(e, &mut error);
-                        }
+                    if let Err(e) = w.write(&render(&ev, gateway)) {
+                        note(e);
                     }
                 }
                 break;
@@ -401,7 +553,7 @@ fn run_writer(mut w: Writer, gateway: &str, rx: Receiver<Msg>) -> (u64, u64, Opt
         }
     }
     if let Err(e) = w.flush() {
-        note(e, &mut error);
+        note(e);
     }
-    (written, failed, error)
+    error
 }

@@ -48,6 +48,16 @@ enum Command {
         #[arg(long, env = "NATFW_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: crate::logging::LogFormat,
     },
+    /// Install the nftables guard (and the bypass NAT) without starting natfw: nothing
+    /// SNAT-bound is forwarded until `natfw run` forwards it (for boot, before natfw starts).
+    Guard {
+        /// Path to natfw.yaml.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Remove the nftables tables `natfw run` leaves in place (inet natfw_guard, inet natfw):
+    /// afterwards the kernel forwards VPC traffic unfiltered. Refused while natfw runs here.
+    Uninstall,
     /// Print the man page (roff) generated from this command line.
     #[command(hide = true)]
     Manpage,
@@ -118,6 +128,9 @@ enum Command {
     Firewall {
         #[arg(value_enum)]
         state: OnOff,
+        /// Needed for `off` (it lets everything through).
+        #[arg(long)]
+        allow_open: bool,
         #[command(flatten)]
         admin: crate::admin::client::AdminArgs,
     },
@@ -127,6 +140,10 @@ enum Command {
         op: AddRemove,
         /// Source IP or CIDR.
         source: String,
+        /// Needed for a source that covers every SNAT entry (0.0.0.0/0, ::/0): the firewall
+        /// would inspect nothing.
+        #[arg(long)]
+        allow_open: bool,
         #[command(flatten)]
         admin: crate::admin::client::AdminArgs,
     },
@@ -147,6 +164,10 @@ enum PolicyCmd {
     /// Validate FILE (a full natfw.yaml) on the gateway and swap its policy in.
     Apply {
         file: std::path::PathBuf,
+        /// Needed for a policy that lets everything through (firewall off, or default accept
+        /// without any drop rule) while the running one does not.
+        #[arg(long)]
+        allow_open: bool,
         #[command(flatten)]
         admin: crate::admin::client::AdminArgs,
     },
@@ -211,6 +232,30 @@ pub fn main() -> i32 {
                 }
             }
         }
+        Command::Guard { config } => match crate::run::guard_only(&config) {
+            Ok(msg) => {
+                eprintln!("natfw guard: {msg}");
+                0
+            }
+            Err(e) => {
+                eprintln!("natfw guard: {e}");
+                1
+            }
+        },
+        Command::Uninstall => match crate::run::uninstall() {
+            Ok(()) => {
+                eprintln!(
+                    "natfw uninstall: nftables tables inet {} and inet {} removed",
+                    crate::guard::GUARD_TABLE,
+                    crate::guard::NAT_TABLE
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("natfw uninstall: {e}");
+                1
+            }
+        },
         Command::Logs {
             files,
             src,
@@ -233,20 +278,46 @@ pub fn main() -> i32 {
             cmd: PolicyCmd::Show { admin },
         } => crate::admin::client::main(&admin, "GET", "/v1/policy", None),
         Command::Policy {
-            cmd: PolicyCmd::Apply { file, admin },
+            cmd:
+                PolicyCmd::Apply {
+                    file,
+                    allow_open,
+                    admin,
+                },
         } => match std::fs::read(&file) {
-            Ok(body) => crate::admin::client::main(&admin, "PUT", "/v1/policy", Some(&body)),
+            Ok(body) => {
+                let path = if allow_open {
+                    "/v1/policy?allow_open=true"
+                } else {
+                    "/v1/policy"
+                };
+                crate::admin::client::main(&admin, "PUT", path, Some(&body))
+            }
             Err(e) => {
                 eprintln!("natfw: {}: {e}", file.display());
                 1
             }
         },
-        Command::Firewall { state, admin } => {
-            let body = format!("{{\"enabled\": {}}}", matches!(state, OnOff::On));
+        Command::Firewall {
+            state,
+            allow_open,
+            admin,
+        } => {
+            let body = serde_json::json!({
+                "enabled": matches!(state, OnOff::On),
+                "allow_open": allow_open,
+            })
+            .to_string();
             crate::admin::client::main(&admin, "POST", "/v1/firewall", Some(body.as_bytes()))
         }
-        Command::Bypass { op, source, admin } => {
-            let body = serde_json::json!({ "source": source }).to_string();
+        Command::Bypass {
+            op,
+            source,
+            allow_open,
+            admin,
+        } => {
+            let body =
+                serde_json::json!({ "source": source, "allow_open": allow_open }).to_string();
             let method = match op {
                 AddRemove::Add => "POST",
                 AddRemove::Remove => "DELETE",

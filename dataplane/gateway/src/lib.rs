@@ -6,6 +6,7 @@ pub mod afxdp;
 pub mod check;
 pub mod cli;
 pub mod dns;
+pub mod guard;
 pub mod logging;
 pub mod metrics;
 pub mod neigh;
@@ -14,6 +15,7 @@ pub mod notify;
 pub mod replay;
 pub mod run;
 pub mod xdp;
+pub mod xsk_stats;
 
 /// The rule deciding when `build.rs` reruns, compiled here for its tests.
 #[cfg(test)]

@@ -111,6 +111,46 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
         "Flow records dropped because the writer could not keep up.",
     ),
     (
+        "natfw_flowlog_write_errors_total",
+        Kind::Counter,
+        "Flow records whose write failed (disk full with nothing left to delete, I/O errors).",
+    ),
+    (
+        "natfw_flowlog_space_freed_total",
+        Kind::Counter,
+        "Rotated flow-log files deleted to make room on a full disk.",
+    ),
+    (
+        "natfw_resets_no_flow_total",
+        Kind::Counter,
+        "Mid-stream TCP segments from the inside of no flow, answered with a RST.",
+    ),
+    (
+        "natfw_guard_dropped_packets_total",
+        Kind::Counter,
+        "Packets dropped by the nftables guard, by reason.",
+    ),
+    (
+        "natfw_guard_dropped_bytes_total",
+        Kind::Counter,
+        "Bytes dropped by the nftables guard, by reason.",
+    ),
+    (
+        "natfw_afxdp_kernel_total",
+        Kind::Counter,
+        "The kernel's AF_XDP socket statistics (ring drops, invalid descriptors).",
+    ),
+    (
+        "natfw_default_route_up",
+        Kind::Gauge,
+        "1 while a default route leads out of the outside interface.",
+    ),
+    (
+        "natfw_default_route_restored_total",
+        Kind::Counter,
+        "Default routes natfw put back after the outside link lost them.",
+    ),
+    (
         "natfw_policy_reloads_total",
         Kind::Counter,
         "Policy reloads (SIGHUP or PUT /v1/policy), by result.",
@@ -217,9 +257,24 @@ pub struct Snapshot {
     /// XDP counters per interface name.
     pub xdp: Vec<(String, XdpCounters)>,
     pub rules: HashMap<String, RuleStat>,
-    /// Flow records handed to the writer and dropped because it could not keep up.
+    /// Flow records handed to the writer, and lost: `flowlog_dropped` = dropped because the
+    /// writer could not keep up + failed writes (`flowlog_write_failed`).
     pub flowlog_records: u64,
     pub flowlog_dropped: u64,
+    pub flowlog_write_failed: u64,
+    /// Rotated flow-log files deleted to make room on a full disk.
+    pub flowlog_space_freed: u64,
+    /// The latest flow-log write error.
+    pub flowlog_last_error: Option<String>,
+    /// Drops of the nftables guard (`inet natfw_guard`).
+    pub guard: crate::guard::GuardCounters,
+    /// Kernel statistics of the AF_XDP sockets, per side (`inside`, `outside`).
+    pub xsk: Vec<(&'static str, crate::xsk_stats::XskStats)>,
+    /// Per IP family with EIPs (`ipv4`, `ipv6`): is there a default route out of the outside
+    /// interface?
+    pub default_route: Vec<(&'static str, bool)>,
+    /// Default routes natfw put back after the outside link lost them.
+    pub default_route_restored: u64,
     /// Policy reloads (SIGHUP or admin API) that applied, and that failed.
     pub reloads_ok: u64,
     pub reloads_failed: u64,
@@ -410,6 +465,32 @@ fn publish(s: &Snapshot) {
 
     counter!("natfw_flowlog_records_total").absolute(s.flowlog_records);
     counter!("natfw_flowlog_dropped_total").absolute(s.flowlog_dropped);
+    counter!("natfw_flowlog_write_errors_total").absolute(s.flowlog_write_failed);
+    counter!("natfw_flowlog_space_freed_total").absolute(s.flowlog_space_freed);
+    counter!("natfw_resets_no_flow_total").absolute(e.resets_no_flow);
+    for (reason, (p, b)) in [
+        ("snat_unsteered", s.guard.snat_unsteered),
+        ("not_snat", s.guard.not_snat),
+        ("inbound_unsolicited", s.guard.inbound_unsolicited),
+    ] {
+        counter!("natfw_guard_dropped_packets_total", "reason" => reason).absolute(p);
+        counter!("natfw_guard_dropped_bytes_total", "reason" => reason).absolute(b);
+    }
+    for (side, x) in &s.xsk {
+        for (what, n) in [
+            ("rx_dropped", x.rx_dropped),
+            ("rx_ring_full", x.rx_ring_full),
+            ("rx_fill_ring_empty", x.rx_fill_ring_empty_descs),
+            ("rx_invalid_descs", x.rx_invalid_descs),
+            ("tx_invalid_descs", x.tx_invalid_descs),
+        ] {
+            counter!("natfw_afxdp_kernel_total", "side" => *side, "event" => what).absolute(n);
+        }
+    }
+    for (family, ok) in &s.default_route {
+        gauge!("natfw_default_route_up", "family" => *family).set(if *ok { 1.0 } else { 0.0 });
+    }
+    counter!("natfw_default_route_restored_total").absolute(s.default_route_restored);
     counter!("natfw_policy_reloads_total", "result" => "ok").absolute(s.reloads_ok);
     counter!("natfw_policy_reloads_total", "result" => "error").absolute(s.reloads_failed);
 
@@ -460,6 +541,8 @@ mod tests {
         s.rules.insert("web".into(), RuleStat::default());
         s.xdp.push(("in0".into(), XdpCounters::default()));
         s.heartbeats = 7;
+        s.xsk.push(("inside", Default::default()));
+        s.default_route.push(("ipv4", true));
         m.publish(&s);
         let text = m.render();
         let lines = text.lines().map(|l| Ok(l.to_string()));

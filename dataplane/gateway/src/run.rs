@@ -1,14 +1,17 @@
 //! `natfw run --config CONFIG`: put the gateway in the path of real traffic.
 //!
-//! Order of events: load and validate the config; check the live system (interfaces up, EIPs
-//! on the outside interface, a default route out of it, no DNAT); start the flow-log writer and
-//! the engine; load the XDP program per interface with its maps filled; install the nftables
-//! masquerade for bypassed sources; open the AF_XDP sockets on a worker thread pinned to CPU 0,
+//! Order of events: load and validate the config; take the instance lock (one `natfw run` per
+//! network namespace, before anything is touched); check the live system (interfaces up, EIPs
+//! on the outside interface, a default route out of it, no DNAT); install the nftables guard
+//! and NAT tables ([`crate::guard`], left in place at exit); start the flow-log writer and
+//! the engine; load the XDP program per interface with its maps filled; open the AF_XDP
+//! sockets on a worker thread pinned to CPU 0,
 //! register them and attach XDP. The main thread then logs, reloads the policy on SIGHUP (see
 //! [`crate::admin`]), applies admin-API bypass changes, publishes counters to the admin/metrics
 //! listeners and waits for SIGINT/SIGTERM, after which XDP is detached, the worker stops, the
-//! engine shuts down (every flow ends with `shutdown`), the last emits go out, the flow log is
-//! flushed and the nftables table removed.
+//! engine shuts down (every flow ends with `shutdown`), the last emits go out and the flow log
+//! is flushed. The nftables tables stay: until the next `natfw run` the guard keeps SNAT-bound
+//! traffic from being forwarded untranslated (see docs/OPERATIONS.md "Failure modes").
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -25,8 +28,8 @@ use natfw_engine::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
 use natfw_engine::time::Timestamp;
 use natfw_flowlog::{spawn_writer, Rotation, Target};
 
-/// Name of the nftables table `run` owns (created at start, deleted at exit).
-pub const NFT_TABLE: &str = "natfw";
+/// Name of the nftables NAT table `run` owns (see [`crate::guard`]).
+pub const NFT_TABLE: &str = crate::guard::NAT_TABLE;
 /// How often the engine is polled for timeouts.
 const POLL: Duration = Duration::from_millis(100);
 /// How often counters are published to the control plane (metrics, status).
@@ -62,7 +65,19 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     }
     let cfg = load_config(&opts.config)?;
     let config_path = opts.config.clone(); // `opts` is shadowed by the engine's below
+                                           // Before anything on the system is touched: one natfw run per network namespace.
+    let _lock = crate::guard::InstanceLock::acquire(Path::new(crate::guard::LOCK_DIR))
+        .map_err(RunError::Prerequisite)?;
     let sys = check_system(&cfg)?;
+    // The guard first (and for good: it stays when this process ends, however it ends).
+    let mut guard = crate::guard::Spec::from_config(&cfg, &sys.kernel_addrs);
+    crate::guard::install(&guard).map_err(RunError::Prerequisite)?;
+    log(&format!(
+        "nftables tables inet {} and inet {} installed (fail_mode: {}); they stay after natfw exits (natfw uninstall removes them)",
+        crate::guard::GUARD_TABLE,
+        crate::guard::NAT_TABLE,
+        cfg.fail_mode.as_str()
+    ));
 
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -144,8 +159,6 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let mut steer_in = Steering::load(&cfg.gateway.inside, IfSide::Inside, &rules)?;
     let mut steer_out = Steering::load(&cfg.gateway.outside, IfSide::Outside, &rules)?;
 
-    let mut nft = Nft::install(&cfg, &sys.kernel_addrs)?;
-    let mut bypass = cfg.gateway.bypass.clone();
     let bypass_rx = control.bypass_channel();
 
     // The worker owns the sockets (xdpilone's UMEM is not Send) and the engine.
@@ -190,6 +203,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             log("dns: the rule names are not all resolved yet (continuing; see natfw_dns_resolutions_total)");
         }
     }
+    let mut watch = Watch::new(&cfg, &sys, &fds);
     let attach = (|| -> Result<(), RunError> {
         for (side, fd) in fds {
             match side {
@@ -243,22 +257,20 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         while let Ok(cmd) = bypass_rx.try_recv() {
             let r = set_bypass(
                 &cmd,
-                &mut bypass,
+                &mut guard,
                 &engine_bypass_tx,
                 [&mut steer_in, &mut steer_out],
-                &mut nft,
-                (&cfg.gateway.outside, &sys.kernel_addrs),
             );
-            let _ = cmd.reply.send(r.map(|()| bypass.clone()));
+            let _ = cmd.reply.send(r.map(|()| guard.bypass.clone()));
         }
         if last_publish.elapsed() >= PUBLISH_EVERY {
             last_publish = Instant::now();
             publish(
                 &control,
-                &steer_in,
-                &steer_out,
+                (&steer_in, &steer_out),
                 (&io_stats, &engine_stats),
                 &sink_probe,
+                &mut watch,
                 heartbeat.load(Ordering::Relaxed),
                 dns.as_ref().map(|d| &*d.stats),
             );
@@ -286,7 +298,12 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         .map_err(|_| RunError::Other("data-path thread panicked".into()))?;
     drop(dns);
     let w = writer.finish();
-    drop(nft);
+    log(&format!(
+        "nftables tables inet {} and inet {} left in place (fail_mode: {})",
+        crate::guard::GUARD_TABLE,
+        crate::guard::NAT_TABLE,
+        cfg.fail_mode.as_str()
+    ));
     log(&format!(
         "engine: {stats}; flow log: {} written, {} dropped{}",
         w.written,
@@ -296,6 +313,51 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             .unwrap_or_default()
     ));
     Ok(())
+}
+
+/// `natfw guard --config`: install the guard and NAT tables from the config without starting.
+/// When the bypass NAT cannot be set up (no kernel address yet), the guard goes in without the
+/// bypass list: those sources are dropped too until `natfw run` installs the full tables.
+pub fn guard_only(config: &Path) -> Result<String, RunError> {
+    let cfg = load_config(config)?;
+    if crate::guard::InstanceLock::held(Path::new(crate::guard::LOCK_DIR)) {
+        return Err(RunError::Prerequisite(
+            "natfw run is active in this network namespace; it manages the tables".into(),
+        ));
+    }
+    let addrs = crate::netlink::addresses().unwrap_or_default();
+    let outside = crate::netlink::if_index(&cfg.gateway.outside).ok();
+    let kernel_addrs: Vec<IpAddr> = addrs
+        .iter()
+        .filter(|(i, a)| Some(*i) == outside && !cfg.gateway.eips.contains(a))
+        .filter(|(_, a)| !matches!(a, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .map(|(_, a)| *a)
+        .collect();
+    let mut spec = crate::guard::Spec::from_config(&cfg, &kernel_addrs);
+    match crate::guard::install(&spec) {
+        Ok(()) => Ok(format!(
+            "nftables guard installed (fail_mode: {})",
+            cfg.fail_mode.as_str()
+        )),
+        Err(e) if !spec.bypass.is_empty() => {
+            spec.bypass.clear();
+            crate::guard::install(&spec).map_err(RunError::Prerequisite)?;
+            Ok(format!(
+                "nftables guard installed without the bypass list ({e}): bypassed sources are dropped until natfw run starts"
+            ))
+        }
+        Err(e) => Err(RunError::Prerequisite(e)),
+    }
+}
+
+/// `natfw uninstall`: remove the tables, unless a `natfw run` is active here.
+pub fn uninstall() -> Result<(), RunError> {
+    if crate::guard::InstanceLock::held(Path::new(crate::guard::LOCK_DIR)) {
+        return Err(RunError::Prerequisite(
+            "natfw run is active in this network namespace: stop it first".into(),
+        ));
+    }
+    crate::guard::uninstall().map_err(RunError::Other)
 }
 
 fn log(msg: &str) {
@@ -348,28 +410,25 @@ fn engine_bypass(
 }
 
 /// Admin API: add or remove a bypassed source in the engine, the XDP maps of both interfaces
-/// and the nftables masquerade. All three must agree: a source the XDP program steers but the
+/// and the nftables guard and masquerade. All three must agree: a source the XDP program steers but the
 /// engine still thinks bypassed would be answered "to the kernel" and dropped. So a source
 /// leaves the bypass in the engine first (then XDP steers it to an engine that SNATs it), and
 /// joins it in the engine last (after XDP stopped steering it; replies of its existing flows,
 /// to the EIPs, still reach the engine).
 fn set_bypass(
     cmd: &crate::admin::BypassCmd,
-    list: &mut Vec<ipnet::IpNet>,
+    guard: &mut crate::guard::Spec,
     engine: &mpsc::Sender<EngineBypass>,
     steer: [&mut Steering; 2],
-    nft: &mut Nft,
-    (outside, kernel_addrs): (&str, &[IpAddr]),
 ) -> Result<(), String> {
     let net = cmd.net.trunc();
-    let mut new = list.clone();
-    new.retain(|n| *n != net);
+    let mut new = guard.clone();
+    new.bypass.retain(|n| *n != net);
     if cmd.add {
-        new.push(net);
+        new.bypass.push(net);
     }
     // nftables first: if the kernel cannot masquerade the source, XDP must not hand it over.
-    nft.apply(outside, &new, kernel_addrs)
-        .map_err(|e| e.to_string())?;
+    crate::guard::update(&new)?;
     if !cmd.add {
         engine_bypass(engine, net, false)?;
     }
@@ -383,17 +442,18 @@ fn set_bypass(
         "bypass {net} {}",
         if cmd.add { "added" } else { "removed" }
     ));
-    *list = new;
+    *guard = new;
     Ok(())
 }
 
-/// Gather the counters the control plane publishes (metrics, status).
+/// Gather the counters the control plane publishes (metrics, status), and watch what the
+/// data path cannot see (flow-log losses, the guard, AF_XDP ring drops, the default route).
 fn publish(
     control: &crate::admin::Control,
-    a: &Steering,
-    b: &Steering,
+    (a, b): (&Steering, &Steering),
     (io, engine): (&Mutex<IoStats>, &Mutex<natfw_engine::stats::EngineStats>),
     sink: &natfw_flowlog::ChannelSink,
+    watch: &mut Watch,
     heartbeats: u64,
     dns: Option<&crate::dns::DnsStats>,
 ) {
@@ -416,8 +476,208 @@ fn publish(
         }
     }
     s.flowlog_records = sink.offered();
-    s.flowlog_dropped = sink.dropped();
+    s.flowlog_write_failed = sink.write_failed();
+    s.flowlog_dropped = sink.dropped() + s.flowlog_write_failed;
+    s.flowlog_space_freed = sink.space_freed();
+    s.flowlog_last_error = sink.last_error();
+    watch.flowlog(&s);
+    s.guard = watch.guard();
+    s.xsk = watch.xsk();
+    watch.routes();
+    s.default_route = watch.route_ok.clone();
+    s.default_route_restored = watch.restored;
     control.publish(s);
+}
+
+/// How often a continuing flow-log loss is logged.
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How often a default route that cannot be restored is reported again.
+const ROUTE_LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// State of what `publish` watches.
+struct Watch {
+    xsk_fds: Vec<(&'static str, i32)>,
+    /// Records lost as of the last loss message.
+    lost_logged: u64,
+    last_loss_log: Option<Instant>,
+    guard_failed: bool,
+    guard_last: crate::guard::GuardCounters,
+    last_guard_read: Option<Instant>,
+    outside: (String, u32),
+    /// Families with EIPs: (IPv6?, label, routers of the family at start).
+    families: Vec<(bool, &'static str, Vec<IpAddr>)>,
+    route_ok: Vec<(&'static str, bool)>,
+    last_route_log: Vec<Option<Instant>>,
+    restored: u64,
+}
+
+impl Watch {
+    fn new(cfg: &Config, sys: &System, fds: &[(IfSide, i32)]) -> Watch {
+        let families: Vec<_> = [(false, "ipv4"), (true, "ipv6")]
+            .into_iter()
+            .filter(|(v6, _)| cfg.gateway.eips.iter().any(|e| e.is_ipv6() == *v6))
+            .map(|(v6, l)| {
+                let r = sys.routers.iter().copied().filter(|r| r.is_ipv6() == v6);
+                (v6, l, r.collect())
+            })
+            .collect();
+        Watch {
+            xsk_fds: fds
+                .iter()
+                .map(|(side, fd)| {
+                    let s = match side {
+                        IfSide::Inside => "inside",
+                        IfSide::Outside => "outside",
+                    };
+                    (s, *fd)
+                })
+                .collect(),
+            lost_logged: 0,
+            last_loss_log: None,
+            guard_failed: false,
+            guard_last: Default::default(),
+            last_guard_read: None,
+            outside: (sys.outside.name.clone(), sys.outside.ifindex),
+            route_ok: families.iter().map(|(_, l, _)| (*l, true)).collect(),
+            last_route_log: vec![None; families.len()],
+            families,
+            restored: 0,
+        }
+    }
+
+    /// Log lost flow records as they happen (at most every [`LOSS_LOG_EVERY`]).
+    fn flowlog(&mut self, s: &crate::metrics::Snapshot) {
+        let lost = s.flowlog_dropped;
+        if lost <= self.lost_logged {
+            return;
+        }
+        if self
+            .last_loss_log
+            .is_some_and(|t| t.elapsed() < LOSS_LOG_EVERY)
+        {
+            return;
+        }
+        log(&format!(
+            "flow log: {} records lost since the last report ({} in all: {} failed writes, {} dropped with the writer behind){}",
+            lost - self.lost_logged,
+            lost,
+            s.flowlog_write_failed,
+            lost - s.flowlog_write_failed,
+            s.flowlog_last_error
+                .as_ref()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default()
+        ));
+        self.lost_logged = lost;
+        self.last_loss_log = Some(Instant::now());
+    }
+
+    /// The guard's counters (read with `nft` at most every 2 s).
+    fn guard(&mut self) -> crate::guard::GuardCounters {
+        if self
+            .last_guard_read
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+        {
+            return self.guard_last;
+        }
+        self.last_guard_read = Some(Instant::now());
+        match crate::guard::GuardCounters::read() {
+            Ok(c) => {
+                self.guard_failed = false;
+                self.guard_last = c;
+            }
+            Err(e) if !self.guard_failed => {
+                self.guard_failed = true;
+                log(&format!(
+                    "reading the nftables guard counters: {e} (was table inet {} removed?)",
+                    crate::guard::GUARD_TABLE
+                ));
+            }
+            Err(_) => {}
+        }
+        self.guard_last
+    }
+
+    fn xsk(&self) -> Vec<(&'static str, crate::xsk_stats::XskStats)> {
+        self.xsk_fds
+            .iter()
+            .filter_map(|(side, fd)| {
+                crate::xsk_stats::XskStats::read(*fd)
+                    .ok()
+                    .map(|x| (*side, x))
+            })
+            .collect()
+    }
+
+    /// A link flap removes the default route: put it back once the link is up again, and say
+    /// so loudly either way.
+    fn routes(&mut self) {
+        let (name, ifindex) = (self.outside.0.clone(), self.outside.1);
+        for (i, (v6, label, routers)) in self.families.iter().enumerate() {
+            let present = crate::netlink::default_routes(*v6)
+                .map(|rs| rs.iter().any(|r| r.oif == ifindex))
+                .unwrap_or(true);
+            let was = self.route_ok[i].1;
+            if present {
+                if !was {
+                    log(&format!("{label} default route out of {name} is back"));
+                }
+                self.route_ok[i].1 = true;
+                continue;
+            }
+            if was {
+                log(&format!(
+                    "ALERT: the {label} default route out of {name} is gone (link down?): nothing SNATed leaves until it is back"
+                ));
+                self.last_route_log[i] = Some(Instant::now());
+            }
+            self.route_ok[i].1 = false;
+            let up = crate::netlink::link(ifindex).is_ok_and(|l| l.up);
+            if !up {
+                continue;
+            }
+            let fam = if *v6 { "-6" } else { "-4" };
+            let mut restored = Vec::new();
+            let mut errors = Vec::new();
+            let hops: Vec<Option<IpAddr>> = if routers.is_empty() {
+                vec![None]
+            } else {
+                routers.iter().copied().map(Some).collect()
+            };
+            for hop in hops {
+                let mut args = vec![fam.to_string(), "route".into(), "replace".into()];
+                args.push("default".into());
+                if let Some(h) = hop {
+                    args.extend(["via".into(), h.to_string()]);
+                }
+                args.extend(["dev".into(), name.clone()]);
+                match Command::new("ip").args(&args).output() {
+                    Ok(o) if o.status.success() => {
+                        restored.push(args[3..].join(" "));
+                        if let Some(h) = hop {
+                            crate::neigh::probe(h, ifindex);
+                        }
+                    }
+                    Ok(o) => errors.push(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            if !restored.is_empty() {
+                self.restored += 1;
+                self.route_ok[i].1 = true;
+                log(&format!(
+                    "{name} is up again: restored the {label} {}",
+                    restored.join(", ")
+                ));
+            } else if self.last_route_log[i].is_none_or(|t| t.elapsed() >= ROUTE_LOG_EVERY) {
+                self.last_route_log[i] = Some(Instant::now());
+                log(&format!(
+                    "ALERT: {name} is up but the {label} default route could not be restored: {}",
+                    errors.join("; ")
+                ));
+            }
+        }
+    }
 }
 
 /// The `STATUS=` line systemd shows: flows now and in total, packets dropped.
@@ -556,112 +816,6 @@ fn check_system(cfg: &Config) -> Result<System, RunError> {
         kernel_addrs,
         routers,
     })
-}
-
-/// The nftables table for bypassed sources: masqueraded by the kernel, uninspected. Deleted on
-/// drop.
-#[derive(Debug)]
-struct Nft {
-    installed: bool,
-}
-
-impl Nft {
-    fn install(cfg: &Config, kernel_addrs: &[IpAddr]) -> Result<Nft, RunError> {
-        // A table left by a crashed run goes first (an error here just means there was none).
-        let _ = nft(&format!("delete table inet {NFT_TABLE}"));
-        let mut n = Nft { installed: false };
-        n.apply(&cfg.gateway.outside, &cfg.gateway.bypass, kernel_addrs)?;
-        Ok(n)
-    }
-
-    /// Replace the table's rules with the masquerade of `bypass` (atomically: one nft script).
-    fn apply(
-        &mut self,
-        outside: &str,
-        bypass: &[ipnet::IpNet],
-        kernel_addrs: &[IpAddr],
-    ) -> Result<(), RunError> {
-        if bypass.is_empty() {
-            if self.installed {
-                nft(&format!("delete table inet {NFT_TABLE}")).map_err(RunError::Other)?;
-                self.installed = false;
-            }
-            return Ok(());
-        }
-        let mut script = String::new();
-        if self.installed {
-            script.push_str(&format!("delete table inet {NFT_TABLE}\n"));
-        }
-        script.push_str(&format!(
-            "table inet {NFT_TABLE} {{\n chain postrouting {{\n  type nat hook postrouting priority srcnat; policy accept;\n"
-        ));
-        for net in bypass {
-            let v4 = net.addr().is_ipv4();
-            // Not an EIP: replies to an EIP are steered to the engine, which does not know
-            // the kernel's connections.
-            let to = kernel_addrs.iter().find(|a| a.is_ipv4() == v4).ok_or_else(|| {
-                RunError::Prerequisite(format!(
-                    "bypass {net}: {outside} has no IPv{} address besides the EIPs for the kernel to SNAT bypassed sources to (ip addr add ADDR dev {outside})",
-                    if v4 { 4 } else { 6 },
-                ))
-            })?;
-            let fam = if v4 { "ip" } else { "ip6" };
-            script.push_str(&format!(
-                "  oifname \"{outside}\" {fam} saddr {net} snat {fam} to {to}\n"
-            ));
-        }
-        script.push_str(" }\n}\n");
-        nft_script(&script).map_err(|e| {
-            RunError::Prerequisite(format!(
-                "installing the nftables masquerade for bypassed sources: {e}"
-            ))
-        })?;
-        self.installed = true;
-        Ok(())
-    }
-}
-
-impl Drop for Nft {
-    fn drop(&mut self) {
-        if self.installed {
-            if let Err(e) = nft(&format!("delete table inet {NFT_TABLE}")) {
-                tracing::error!("removing nftables table {NFT_TABLE}: {e}");
-            }
-        }
-    }
-}
-
-fn nft(cmd: &str) -> Result<(), String> {
-    let out = Command::new("nft")
-        .args(cmd.split_whitespace())
-        .output()
-        .map_err(|e| format!("nft: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-fn nft_script(script: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("nft: {e} (install nftables)"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| format!("nft: {e}"))?;
-    }
-    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 /// Pin the calling thread to one CPU (the data path does not migrate).

@@ -235,6 +235,9 @@ pub struct Engine {
     ck: ChecksumMode,
     stats: EngineStats,
     emits: Vec<Emit>,
+    /// Set by `new_flow` when an inside TCP segment of no flow cannot open one: `process`
+    /// answers it with a RST to the client.
+    reset_unknown: bool,
     /// STARTTLS / h2c / DNS-over-TCP side tables.
     watch: upgrade::Watches,
 }
@@ -366,6 +369,7 @@ impl Engine {
             opts,
             stats: EngineStats::default(),
             emits: Vec::new(),
+            reset_unknown: false,
             watch: upgrade::Watches::default(),
         })
     }
@@ -381,7 +385,13 @@ impl Engine {
             Err(WireError::NotIp) => Verdict::ToKernel,
             Err(_) => Verdict::Drop(DropReason::Malformed),
             Ok(info) => match side {
-                Side::Inside => self.outbound(now, frame, &info),
+                Side::Inside => {
+                    let v = self.outbound(now, frame, &info);
+                    if std::mem::take(&mut self.reset_unknown) {
+                        self.reset_unknown_client(frame, &info);
+                    }
+                    v
+                }
                 Side::Outside => self.inbound(now, frame, &info),
             },
         };
@@ -406,6 +416,20 @@ impl Engine {
         }
         s.held_bytes = self.idents.bytes as u64;
         v
+    }
+
+    /// A mid-stream TCP segment from the inside that belongs to no flow (a connection of an
+    /// earlier natfw process, one that timed out): RST it back to the client, which would
+    /// otherwise wait on a connection nothing forwards. Never answers a RST (the builder
+    /// checks).
+    fn reset_unknown_client(&mut self, frame: &[u8], info: &PacketInfo) {
+        if let Some(rst) = tcp_rst(frame, info, RstTo::Sender) {
+            self.stats.resets_no_flow += 1;
+            self.emits.push(Emit {
+                side: Side::Inside,
+                frame: rst,
+            });
+        }
     }
 
     /// Move the frames the engine wants sent into `out`.

@@ -95,8 +95,10 @@ impl Engine {
     ) -> Result<FlowRef, Verdict> {
         let mut isn = SeqNumber(0);
         if let L4::Tcp { flags, seq, .. } = info.l4 {
-            // Only a SYN opens a TCP flow: no mid-stream pickup past the firewall.
+            // Only a SYN opens a TCP flow: no mid-stream pickup past the firewall. The client
+            // gets a RST (see `reset_unknown`) instead of hanging.
             if !flags.syn() || flags.ack() || flags.rst() {
+                self.reset_unknown = true;
                 return Err(Verdict::Drop(DropReason::InvalidState));
             }
             isn = SeqNumber(seq);

@@ -296,14 +296,40 @@ fn bypass_and_foreign_sources_go_to_the_kernel() {
 }
 
 #[test]
-fn mid_stream_tcp_without_syn_is_refused() {
+fn mid_stream_tcp_without_syn_is_refused_and_the_client_reset() {
     let (mut e, sink) = engine();
+    // E.g. a connection of a natfw process that crashed: no state here, so no pickup, and a
+    // RST back to the client instead of leaving it to hang.
     let mut f = tcp([10, 0, 0, 5], SERVER, 1234, 443, 1, Tcp::Ack, b"data");
     assert_eq!(
         e.process(t(0), Side::Inside, &mut f),
         Verdict::Drop(DropReason::InvalidState)
     );
     assert_eq!(e.flow_count(), 0);
+    let mut out: Vec<Emit> = Vec::new();
+    e.drain_emits(&mut out);
+    assert_eq!(out.len(), 1, "one RST expected");
+    assert_eq!(out[0].side, Side::Inside);
+    assert_eq!(
+        tuple(&out[0].frame),
+        (ip(SERVER), 443, ip([10, 0, 0, 5]), 1234)
+    );
+    let info = wire::parse(&out[0].frame).unwrap();
+    let L4::Tcp { flags, seq, .. } = info.l4 else {
+        panic!("not TCP");
+    };
+    assert!(flags.rst(), "not a RST");
+    assert_eq!(seq, 1, "RST sequence must be the segment's ACK number");
+    assert_eq!(e.stats().resets_no_flow, 1);
+    // A RST of no flow is never answered.
+    let mut r = tcp([10, 0, 0, 5], SERVER, 1234, 443, 1, Tcp::Rst, &[]);
+    assert_eq!(
+        e.process(t(0), Side::Inside, &mut r),
+        Verdict::Drop(DropReason::InvalidState)
+    );
+    e.drain_emits(&mut out);
+    assert_eq!(out.len(), 1, "a RST was answered");
+    assert_eq!(e.stats().resets_no_flow, 1);
     e.shutdown(t(1));
     assert!(sink.take().is_empty());
 }

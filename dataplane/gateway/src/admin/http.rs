@@ -1,17 +1,28 @@
 //! A small, bounded HTTP/1.1 server and client over std sockets, optionally TLS (rustls).
 //!
 //! Why not hyper/axum: the admin API serves a handful of operators' requests, not traffic;
-//! a thread per connection (at most [`MAX_CONNECTIONS`]), one request per connection, bounded
-//! head and body, and timeouts keep it small and predictable without an async runtime in the
-//! binary (and without its build time on the gateway's build hosts). Heads are parsed with
-//! `httparse`.
+//! a thread per connection (at most [`Limits::max_connections`]), one request per connection,
+//! bounded head and body, and deadlines keep it small and predictable without an async runtime
+//! in the binary (and without its build time on the gateway's build hosts). Heads are parsed
+//! with `httparse`.
+//!
+//! Against clients that hold connections without credentials (slowloris): the TLS handshake
+//! and the request head must arrive within [`Limits::head_deadline`]; the credentials (a
+//! [`Gate`], e.g. the bearer token) are checked on the head, before any body byte is read;
+//! at most [`Limits::max_unauthenticated`] connections may be waiting for their head (and
+//! [`Limits::max_unauthenticated_per_source`] per client address), and when another one
+//! arrives the oldest waiting connection of the busiest source is closed; the whole request, handshake to last
+//! response byte, has [`Limits::request_deadline`]. When every slot is taken by authenticated
+//! requests, new connections get `503 Service Unavailable` instead of a silent close.
 
+use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -20,10 +31,43 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 pub const MAX_HEAD: usize = 16 * 1024;
 /// Largest request body (a full config) and largest response body the client reads.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
-/// Connections served at once; more are closed right away.
-pub const MAX_CONNECTIONS: usize = 16;
-/// Read/write timeout per connection.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (default of [`Limits::max_connections`]).
+pub const MAX_CONNECTIONS: usize = 32;
+/// Concurrent `503` answers being sent; connections beyond are closed.
+const MAX_BUSY_ANSWERS: usize = 4;
+
+/// Limits of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once, authenticated or not.
+    pub max_connections: usize,
+    /// Connections still waiting for their head (and credentials). When one more arrives,
+    /// the oldest waiting connection of the source that has the most of them is closed, so a
+    /// client holding many slots only ever pushes out its own.
+    pub max_unauthenticated: usize,
+    /// Waiting connections per source address; one more closes that source's oldest.
+    pub max_unauthenticated_per_source: usize,
+    /// TLS handshake and request head within this time after accept.
+    pub head_deadline: Duration,
+    /// The whole request, accept to last response byte.
+    pub request_deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            max_unauthenticated: 16,
+            max_unauthenticated_per_source: 4,
+            head_deadline: Duration::from_secs(5),
+            request_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Checks a request's head (method, path, headers; the body is not read yet): `Some(response)`
+/// refuses it with that response, `None` lets it through.
+pub type Gate = Arc<dyn Fn(&Request) -> Option<Response> + Send + Sync>;
 
 /// One request.
 #[derive(Debug, Clone, Default)]
@@ -145,21 +189,46 @@ pub struct Server {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What a listener serves and how.
+struct Service {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: Handler,
+    gate: Option<Gate>,
+    limits: Limits,
+}
+
 impl Server {
-    /// Bind `addr` and serve `handler` on a background thread.
+    /// Bind `addr` and serve `handler` on a background thread, default limits, no gate.
     pub fn start(
         addr: SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
         handler: Handler,
+    ) -> io::Result<Server> {
+        Server::start_with(addr, tls, handler, None, Limits::default())
+    }
+
+    /// Bind `addr` and serve `handler`; `gate` checks each head before the body is read.
+    pub fn start_with(
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: Handler,
+        gate: Option<Gate>,
+        limits: Limits,
     ) -> io::Result<Server> {
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let s = Arc::clone(&stop);
+        let svc = Arc::new(Service {
+            tls,
+            handler,
+            gate,
+            limits,
+        });
         let thread = std::thread::Builder::new()
             .name(format!("natfw-http-{}", addr.port()))
-            .spawn(move || accept_loop(&listener, tls, &handler, &s))?;
+            .spawn(move || accept_loop(&listener, &svc, &s))?;
         Ok(Server {
             addr,
             stop,
@@ -176,66 +245,239 @@ impl Server {
     }
 }
 
-fn accept_loop(
-    l: &TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    handler: &Handler,
-    stop: &AtomicBool,
-) {
-    let active = Arc::new(AtomicUsize::new(0));
+/// A connection being served.
+struct Slot {
+    id: u64,
+    peer: std::net::IpAddr,
+    /// Head received and let through by the gate.
+    authed: bool,
+    /// To close it from the accept loop (eviction).
+    sock: TcpStream,
+}
+
+#[derive(Default)]
+struct Slots {
+    open: Mutex<Vec<Slot>>,
+    busy_answers: AtomicUsize,
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn authed(&self, id: u64) {
+        if let Some(s) = self.lock().iter_mut().find(|s| s.id == id) {
+            s.authed = true;
+        }
+    }
+
+    fn release(&self, id: u64) {
+        self.lock().retain(|s| s.id != id);
+    }
+}
+
+/// Close the oldest connection still waiting for its head, of `peer` or else of the source
+/// with the most waiting connections (slots are in accept order).
+fn evict_unauthenticated(open: &mut Vec<Slot>, peer: Option<std::net::IpAddr>) -> bool {
+    let waiting = |ip: std::net::IpAddr| open.iter().filter(|s| !s.authed && s.peer == ip).count();
+    let victim = peer.or_else(|| {
+        open.iter()
+            .filter(|s| !s.authed)
+            .max_by_key(|s| waiting(s.peer))
+            .map(|s| s.peer)
+    });
+    let Some(ip) = victim else {
+        return false;
+    };
+    match open.iter().position(|s| !s.authed && s.peer == ip) {
+        Some(i) => {
+            let s = open.remove(i);
+            let _ = s.sock.shutdown(std::net::Shutdown::Both);
+            true
+        }
+        None => false,
+    }
+}
+
+fn accept_loop(l: &TcpListener, svc: &Arc<Service>, stop: &AtomicBool) {
+    let slots = Arc::new(Slots::default());
+    let mut next_id = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let sock = match l.accept() {
-            Ok((s, _)) => s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
+        let (sock, peer) = match l.accept() {
+            Ok((s, a)) => (s, a.ip()),
             Err(_) => {
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
         };
-        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::AcqRel);
-            continue; // dropped: closed
+        let accepted = Instant::now();
+        let lim = svc.limits;
+        let id = next_id;
+        next_id += 1;
+        let admitted = {
+            let mut open = slots.lock();
+            let mine = open.iter().filter(|s| !s.authed && s.peer == peer).count();
+            let unauth = open.iter().filter(|s| !s.authed).count();
+            if mine >= lim.max_unauthenticated_per_source.max(1) {
+                evict_unauthenticated(&mut open, Some(peer));
+            } else if unauth >= lim.max_unauthenticated.max(1) {
+                evict_unauthenticated(&mut open, None);
+            }
+            if open.len() >= lim.max_connections.max(1) && !evict_unauthenticated(&mut open, None) {
+                false
+            } else {
+                match sock.try_clone() {
+                    Ok(c) => {
+                        open.push(Slot {
+                            id,
+                            peer,
+                            authed: false,
+                            sock: c,
+                        });
+                        true
+                    }
+                    Err(_) => continue,
+                }
+            }
+        };
+        if !admitted {
+            answer_busy(sock, svc, &slots);
+            continue;
         }
-        let (tls, handler, slot) = (tls.clone(), Arc::clone(handler), Arc::clone(&active));
+        let (svc2, slots2) = (Arc::clone(svc), Arc::clone(&slots));
         let spawned = std::thread::Builder::new()
             .name("natfw-http-conn".into())
             .spawn(move || {
-                let _ = serve_one(sock, tls, &handler);
-                slot.fetch_sub(1, Ordering::AcqRel);
+                let _ = serve_one(sock, accepted, &svc2, &|| slots2.authed(id));
+                slots2.release(id);
             });
         if spawned.is_err() {
-            // The closure (and its decrement) never ran; the socket was dropped with it.
-            active.fetch_sub(1, Ordering::AcqRel);
+            // The closure never ran; the socket was dropped with it.
+            slots.release(id);
         }
     }
 }
 
-fn serve_one(
+/// Every slot is taken by authenticated requests: answer 503 (on a thread of its own, bounded,
+/// with a short deadline, since a TLS client needs a handshake first).
+fn answer_busy(sock: TcpStream, svc: &Arc<Service>, slots: &Arc<Slots>) {
+    if slots.busy_answers.fetch_add(1, Ordering::AcqRel) >= MAX_BUSY_ANSWERS {
+        slots.busy_answers.fetch_sub(1, Ordering::AcqRel);
+        return; // closed
+    }
+    let (tls, counter) = (svc.tls.clone(), Arc::clone(slots));
+    let spawned = std::thread::Builder::new()
+        .name("natfw-http-busy".into())
+        .spawn(move || {
+            let until = Rc::new(Cell::new(Instant::now() + Duration::from_secs(2)));
+            let raw = sock.try_clone();
+            if let (Ok(mut stream), Ok(raw)) = (wrap(sock, tls, &until), raw) {
+                let r = Response::text(503, "all connection slots are busy; retry shortly\n");
+                let _ = write_response(&mut stream, &r).and_then(|()| stream.flush());
+                // The request is unread: stop writing, drain a little, so the close does not
+                // reset the answer away.
+                let _ = raw.shutdown(std::net::Shutdown::Write);
+                let _ = raw.set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = io::copy(&mut (&raw).take(MAX_HEAD as u64), &mut io::sink());
+            }
+            counter.busy_answers.fetch_sub(1, Ordering::AcqRel);
+        });
+    if spawned.is_err() {
+        // The closure (and its decrement) never ran.
+        slots.busy_answers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A socket whose every read and write must finish before a deadline that the server moves
+/// (head deadline, then the request deadline). Covers the TLS handshake too, which runs
+/// through these reads and writes.
+struct Deadline {
+    sock: TcpStream,
+    until: Rc<Cell<Instant>>,
+}
+
+impl Deadline {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.until.get().saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "request deadline passed",
+            ));
+        }
+        Ok(left)
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        self.sock.set_read_timeout(Some(left))?;
+        self.sock.read(buf)
+    }
+}
+
+impl Write for Deadline {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = self.left()?;
+        self.sock.set_write_timeout(Some(left))?;
+        self.sock.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
+
+fn wrap(
     sock: TcpStream,
     tls: Option<Arc<rustls::ServerConfig>>,
-    handler: &Handler,
-) -> io::Result<()> {
+    until: &Rc<Cell<Instant>>,
+) -> io::Result<Box<dyn ReadWrite>> {
     sock.set_nonblocking(false)?;
-    sock.set_read_timeout(Some(IO_TIMEOUT))?;
-    sock.set_write_timeout(Some(IO_TIMEOUT))?;
-    let sock_clone = sock.try_clone();
-    let mut stream: Box<dyn ReadWrite> = match tls {
+    let d = Deadline {
+        sock,
+        until: Rc::clone(until),
+    };
+    Ok(match tls {
         Some(cfg) => {
             let conn = rustls::ServerConnection::new(cfg).map_err(io::Error::other)?;
-            Box::new(rustls::StreamOwned::new(conn, sock))
+            Box::new(rustls::StreamOwned::new(conn, d))
         }
-        None => Box::new(sock),
-    };
-    let raw = sock_clone?;
-    let (resp, unread) = match read_request(&mut stream) {
-        Ok(req) => (handler(&req), false),
+        None => Box::new(d),
+    })
+}
+
+fn serve_one(
+    sock: TcpStream,
+    accepted: Instant,
+    svc: &Service,
+    authed: &dyn Fn(),
+) -> io::Result<()> {
+    let raw = sock.try_clone()?;
+    let until = Rc::new(Cell::new(accepted + svc.limits.head_deadline));
+    let mut stream = wrap(sock, svc.tls.clone(), &until)?;
+    let (resp, unread) = match read_head_request(&mut stream) {
+        Ok((req, rest, len)) => match svc.gate.as_ref().and_then(|g| g(&req)) {
+            // Refused on the head: the body is never read.
+            Some(r) => (r, true),
+            None => {
+                authed();
+                until.set(accepted + svc.limits.request_deadline);
+                match read_body(&mut stream, rest, len) {
+                    Ok(body) => ((svc.handler)(&Request { body, ..req }), false),
+                    Err(ReadErr::TooLarge) => (Response::text(413, "request too large\n"), true),
+                    Err(ReadErr::Bad(m)) => (Response::text(400, format!("{m}\n")), true),
+                    Err(ReadErr::Io(e)) => return Err(e),
+                }
+            }
+        },
         Err(ReadErr::TooLarge) => (Response::text(413, "request too large\n"), true),
         Err(ReadErr::Bad(m)) => (Response::text(400, format!("{m}\n")), true),
         Err(ReadErr::Io(e)) => return Err(e),
     };
+    // Answering gets a little time of its own even when the client used up the head deadline.
+    until.set(until.get().max(Instant::now() + Duration::from_secs(2)));
     write_response(&mut stream, &resp)?;
     stream.flush()?;
     if unread {
@@ -261,12 +503,8 @@ enum ReadErr {
 fn read_head(s: &mut dyn Read) -> Result<(usize, Vec<u8>), ReadErr> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
-    // A whole head within one timeout: a client trickling bytes cannot hold a slot for long.
-    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    // The stream's deadline bounds the whole head: a client trickling bytes cannot hold a slot.
     loop {
-        if std::time::Instant::now() > deadline {
-            return Err(ReadErr::Io(io::ErrorKind::TimedOut.into()));
-        }
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Ok((i + 4, buf));
         }
@@ -310,7 +548,8 @@ fn content_length(headers: &[httparse::Header<'_>]) -> Result<usize, ReadErr> {
     }
 }
 
-fn read_request(s: &mut dyn Read) -> Result<Request, ReadErr> {
+/// The head as a [`Request`] without body, the bytes read past the head, and the body length.
+fn read_head_request(s: &mut dyn Read) -> Result<(Request, Vec<u8>, usize), ReadErr> {
     let (head_len, buf) = read_head(s)?;
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
@@ -347,8 +586,7 @@ fn read_request(s: &mut dyn Read) -> Result<Request, ReadErr> {
         body: Vec::new(),
     };
     let rest = buf.get(head_len..).unwrap_or_default().to_vec();
-    let body = read_body(s, rest, len)?;
-    Ok(Request { body, ..out })
+    Ok((out, rest, len))
 }
 
 fn write_response(s: &mut dyn Write, r: &Response) -> io::Result<()> {

@@ -84,6 +84,35 @@ pub fn not_live(running: &Config, new: &Config) -> Vec<String> {
     out
 }
 
+/// Does this firewall let everything through (off, or nothing that can drop: default accept
+/// and no enabled `drop` rule)?
+pub fn opens_everything(fw: &natfw_policy::Firewall) -> bool {
+    !fw.enabled
+        || (fw.default_action == natfw_policy::Action::Accept
+            && !fw
+                .rules
+                .iter()
+                .any(|r| r.enabled && r.action == natfw_policy::RuleAction::Drop))
+}
+
+/// `allow_open=true` in the query or `"allow_open": true` in a JSON body: the operator's
+/// explicit consent to a change that opens everything.
+fn allow_open(req: &Request) -> bool {
+    req.param("allow_open")
+        .is_some_and(|v| v == "true" || v == "1")
+        || serde_json::from_slice::<serde_json::Value>(&req.body)
+            .ok()
+            .and_then(|v| v.get("allow_open")?.as_bool())
+            .unwrap_or(false)
+}
+
+fn needs_allow_open(what: String) -> Response {
+    Response::json(
+        400,
+        &json!({"error": format!("{what}: this opens the firewall for everything; repeat with allow_open (CLI: --allow-open) if that is intended")}),
+    )
+}
+
 /// Shared state between the data path's owner (`run`), the signal handler loop and the API.
 pub struct Control {
     policy: Arc<ArcSwap<CompiledPolicy>>,
@@ -140,6 +169,17 @@ impl Control {
 
     /// Validate, compile and swap in the policy of `text`. On error the running policy stays.
     pub fn apply(&self, file_name: &str, text: &str) -> Result<ReloadReport, Vec<String>> {
+        self.apply_checked(file_name, text, true)
+    }
+
+    /// [`Control::apply`]; with `allow_open == false`, a policy that opens everything
+    /// ([`opens_everything`]) is refused unless the running one already does.
+    pub fn apply_checked(
+        &self,
+        file_name: &str,
+        text: &str,
+        allow_open: bool,
+    ) -> Result<ReloadReport, Vec<String>> {
         let _g = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
         let (new, warnings) = match load(file_name, text) {
             Ok(x) => x,
@@ -148,6 +188,15 @@ impl Control {
                 return Err(e);
             }
         };
+        if !allow_open
+            && opens_everything(&new.firewall)
+            && !opens_everything(&self.running().firewall)
+        {
+            self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            return Err(vec![format!(
+                "{file_name}: this policy lets everything through (firewall off, or default accept without any drop rule); repeat with allow_open=true (CLI: --allow-open) if that is intended"
+            )]);
+        }
         let compiled = CompiledPolicy::new(&new.firewall).inherit_counters(&self.policy.load());
         let rules = compiled.rules().len();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
@@ -203,6 +252,12 @@ impl Control {
             Ok(n) => n,
             Err(e) => return Response::json(400, &json!({"error": e.to_string()})),
         };
+        if add
+            && natfw_policy::bypass_opens_everything(&net, &self.running().gateway.snat)
+            && !allow_open(req)
+        {
+            return needs_allow_open(format!("bypass {net} covers every SNAT source"));
+        }
         let tx = self.bypass_tx.lock().ok().and_then(|g| g.clone());
         let Some(tx) = tx else {
             return Response::json(503, &json!({"error": "bypass changes need `natfw run`"}));
@@ -266,7 +321,7 @@ impl Control {
                 let Ok(text) = std::str::from_utf8(&req.body) else {
                     return Response::json(400, &json!({"errors": ["body is not UTF-8"]}));
                 };
-                match self.apply("<request>", text) {
+                match self.apply_checked("<request>", text, allow_open(req)) {
                     Ok(r) => Response::json(
                         200,
                         &json!({"applied": true, "rules": r.rules, "warnings": r.warnings, "ignored": r.ignored}),
@@ -284,6 +339,9 @@ impl Control {
                 let Some(on) = v.get("enabled").and_then(|v| v.as_bool()) else {
                     return Response::json(400, &json!({"error": "expected {\"enabled\": bool}"}));
                 };
+                if !on && !allow_open(req) && !opens_everything(&self.running().firewall) {
+                    return needs_allow_open("turning the firewall off".into());
+                }
                 self.set_firewall(on);
                 Response::json(200, &json!({"enabled": on}))
             }
@@ -321,6 +379,16 @@ impl Control {
                 "policy_drops": s.engine.drop_policy.packets,
                 "flowlog_records": s.flowlog_records,
                 "flowlog_dropped": s.flowlog_dropped,
+                "flowlog_write_errors": s.flowlog_write_failed,
+                "flowlog_space_freed": s.flowlog_space_freed,
+                "flowlog_last_error": s.flowlog_last_error,
+                "guard_dropped_not_snat": s.guard.not_snat.0,
+                "guard_dropped_snat_unsteered": s.guard.snat_unsteered.0,
+                "guard_dropped_inbound_unsolicited": s.guard.inbound_unsolicited.0,
+                "afxdp_rx_dropped": s.xsk.iter().map(|(_, x)| x.rx_dropped).sum::<u64>(),
+                "afxdp_rx_ring_full": s.xsk.iter().map(|(_, x)| x.rx_ring_full).sum::<u64>(),
+                "default_route_up": s.default_route.iter().all(|(_, ok)| *ok),
+                "resets_no_flow": s.engine.resets_no_flow,
                 "reloads_ok": self.reloads_ok.load(Ordering::Relaxed),
                 "reloads_failed": self.reloads_failed.load(Ordering::Relaxed),
             }),
@@ -544,7 +612,17 @@ pub fn api_handler(control: Arc<Control>, token: Token) -> Handler {
     })
 }
 
-/// Handler of the metrics listener: `GET /metrics`, no authentication (scrapers).
+/// The admin API's gate: the bearer token is checked on the request head, before any body
+/// byte is read, and a connection without it never holds a slot beyond the head deadline.
+pub fn token_gate(token: Token) -> http::Gate {
+    Arc::new(move |req: &Request| {
+        (!token.check(req.header("authorization")))
+            .then(|| Response::json(401, &json!({"error": "missing or wrong bearer token"})))
+    })
+}
+
+/// Handler of the metrics listener: `GET /metrics` (authentication, if required, by
+/// [`token_gate`]).
 pub fn metrics_handler(control: Arc<Control>) -> Handler {
     Arc::new(
         move |req: &Request| match (req.method.as_str(), req.path.as_str()) {
@@ -572,16 +650,22 @@ pub fn start_listeners(cfg: &Config, control: &Arc<Control>) -> Result<Vec<http:
                 )
             }
         };
-        let h = api_handler(Arc::clone(control), token);
+        let h = api_handler(Arc::clone(control), token.clone());
+        let gate = Some(token_gate(token));
         servers.push(
-            http::Server::start(a.listen, tls, h)
+            http::Server::start_with(a.listen, tls, h, gate, http::Limits::default())
                 .map_err(|e| format!("admin {}: {e}", a.listen))?,
         );
     }
     if let Some(m) = &cfg.metrics {
         let h = metrics_handler(Arc::clone(control));
+        let gate = match (&cfg.admin, m.require_token) {
+            (Some(a), true) => Some(token_gate(Token::from_file(Path::new(&a.token_file))?)),
+            (None, true) => return Err("metrics.require_token needs an admin section".into()),
+            (_, false) => None,
+        };
         servers.push(
-            http::Server::start(m.listen, None, h)
+            http::Server::start_with(m.listen, None, h, gate, http::Limits::default())
                 .map_err(|e| format!("metrics {}: {e}", m.listen))?,
         );
     }

@@ -3,5 +3,6 @@
 mod dns;
 mod e2e;
 mod evasion;
+mod failclosed;
 mod ops;
 mod topology;

@@ -171,7 +171,7 @@ fn good_policy_is_swapped_into_the_engine_and_restart_only_changes_are_reported(
         "POST",
         "/v1/firewall",
         Some(TOKEN),
-        Some(br#"{"enabled": false}"#),
+        Some(br#"{"enabled": false, "allow_open": true}"#),
         None,
     )
     .unwrap();
@@ -417,6 +417,13 @@ fn cli_client_applies_and_reports_errors_with_exit_codes() {
         "{o:?}"
     );
     let o = natfw(&["firewall", "off"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "firewall off without --allow-open"
+    );
+    assert!(f.engine.policy_handle().load().enabled());
+    let o = natfw(&["firewall", "off", "--allow-open"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(!f.engine.policy_handle().load().enabled());
     f.api.stop();

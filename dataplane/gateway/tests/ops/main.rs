@@ -2,5 +2,6 @@
 
 mod admin;
 mod dns;
+mod hardening;
 mod openapi;
 mod tls;

@@ -593,7 +593,7 @@ fn nft_table_exists(ns: &str) -> bool {
 /// `natfw run` (the real binary) in the gateway namespace, its whole life: prerequisite
 /// errors, replacing a stale program, attach, SNAT of TCP and ping through the engine,
 /// unsolicited traffic to the EIP dropped, bypassed sources SNATed by the kernel, SIGTERM,
-/// detach, nftables table removed, the flow record written.
+/// detach, nftables tables left in place until `natfw uninstall`, the flow record written.
 #[test]
 fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
     if let Some(why) = skip_reason() {
@@ -781,7 +781,22 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
         !link_show(&net.gw, "out0").contains("prog/xdp"),
         "XDP detached on exit"
     );
-    assert!(!nft_table_exists(&net.gw), "nftables table removed on exit");
+    // The tables stay (fail closed) until an explicit uninstall.
+    assert!(
+        nft_table_exists(&net.gw),
+        "nftables tables left in place on exit"
+    );
+    let un = Command::new("ip")
+        .args(["netns", "exec", &net.gw])
+        .arg(env!("CARGO_BIN_EXE_natfw"))
+        .arg("uninstall")
+        .output()
+        .expect("natfw uninstall");
+    assert!(un.status.success(), "{un:?}");
+    assert!(
+        !nft_table_exists(&net.gw),
+        "nftables tables removed by uninstall"
+    );
 
     // The flow log has the TCP flow, before and after SNAT.
     let text = std::fs::read_to_string(&flows).unwrap_or_default();
