@@ -96,6 +96,51 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
         "L7 identification outcomes.",
     ),
     (
+        "natfw_dns_answers_forwarded_total",
+        Kind::Counter,
+        "Addresses learned from answers the DNS forwarder relayed (client-scoped facts).",
+    ),
+    (
+        "natfw_dns_verifications_total",
+        Kind::Counter,
+        "fqdn_and_dns on-demand verification: names requested, flows that waited, timeouts, refusals.",
+    ),
+    (
+        "natfw_dns_gateway_names",
+        Kind::Gauge,
+        "Names the engine holds from the gateway's own resolution.",
+    ),
+    (
+        "natfw_dns_gateway_names_full_total",
+        Kind::Counter,
+        "Resolution results not stored because the engine's bound on names was reached.",
+    ),
+    (
+        "natfw_dns_resolutions_total",
+        Kind::Counter,
+        "The DNS thread's lookups, by kind (rule names, on-demand) and result.",
+    ),
+    (
+        "natfw_dns_rule_names",
+        Kind::Gauge,
+        "Rule names the gateway keeps resolved.",
+    ),
+    (
+        "natfw_dns_rule_names_over_limit",
+        Kind::Gauge,
+        "Rule names left unresolved: over dns.max_names.",
+    ),
+    (
+        "natfw_dns_forwarder_queries_total",
+        Kind::Counter,
+        "DNS forwarder queries: received, answered, refused, failed, dropped.",
+    ),
+    (
+        "natfw_dns_updates_dropped_total",
+        Kind::Counter,
+        "Facts from the DNS thread lost because the channel to the packet worker was full.",
+    ),
+    (
         "natfw_dns_answers_learned_total",
         Kind::Counter,
         "DNS answers learned into the DNS cache.",
@@ -543,6 +588,7 @@ mod tests {
         s.heartbeats = 7;
         s.xsk.push(("inside", Default::default()));
         s.default_route.push(("ipv4", true));
+        s.dns = crate::dns::DnsStats::default().rows();
         m.publish(&s);
         let text = m.render();
         let lines = text.lines().map(|l| Ok(l.to_string()));
