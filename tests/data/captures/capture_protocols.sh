@@ -1,13 +1,14 @@
 #!/bin/bash
 # Re-creates the protocol captures of this directory (run as root): real clients in a "client"
-# network namespace (10.0.1.10) talking to real servers (or, where no server can run here, a
-# minimal listener) in a "server" namespace holding the lab addresses, joined by a veth pair.
+# network namespace (10.0.1.10) talking to real servers (for MongoDB, which Debian does not
+# package, a wire-protocol test server) in a "server" namespace holding the lab addresses,
+# joined by a veth pair.
 # tcpdump records on the client's side, i.e. the inside view `natfw replay` expects.
 #
 # Usage: capture_protocols.sh [OUTDIR] [CASE...]   (default: this directory, every case)
 # Debian packages: exim4-daemon-light dovecot-imapd dovecot-pop3d vsftpd nginx dnsmasq dnsutils chrony ntpsec-ntpdate memcached libmemcached-tools mosquitto
 # mosquitto-clients postgresql (server + psql) python3-pymongo freerdp2-x11 apache2 nghttp2-client
-# tigervnc-standalone-server vncsnapshot sip-tester samba smbclient mariadb-server mariadb-client
+# xrdp tigervnc-standalone-server vncsnapshot sip-tester samba smbclient mariadb-server mariadb-client
 # redis-server redis-tools curl openssl tcpdump; for MongoDB a Python with pymongo>=4
 # and mockupdb from PyPI ($MONGO_PY, see the MongoDB case).
 set -eu
@@ -415,19 +416,14 @@ EOF
         /usr/bin/python3 $W/mongo_client.py"
 fi
 
-# ---------------------------------------------------------------- RDP (xfreerdp; minimal listener)
+# ---------------------------------------------------------------- RDP (xrdp, xfreerdp)
 if want rdp; then
-    # xrdp needs a desktop session stack; the listener reads the X.224 Connection Request and
-    # closes. The client (FreeRDP) is real; it gets a display from Xvnc.
-    bg_server /usr/bin/python3 -c "
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('$RDP', 3389)); s.listen(8)
-while True:
-    c, _ = s.accept(); c.settimeout(2)
-    try: c.recv(65536)
-    except OSError: pass
-    c.close()"
+    # xrdp answers the X.224 Connection Request and the TLS security layer; no desktop session
+    # is needed for that (+auth-only stops the client after it). The client gets a display from
+    # Xvnc.
+    mkdir -p /run/xrdp/sockdir
+    sed -e "s|^port=3389|port=tcp://$RDP:3389|" /etc/xrdp/xrdp.ini >"$W/xrdp.ini"
+    bg_server xrdp --nodaemon --config "$W/xrdp.ini"
     wait_port tcp $RDP 3389
     Xvnc :77 -SecurityTypes None -localhost -rfbport 5977 >/dev/null 2>&1 &
     PIDS+=($!)
