@@ -74,7 +74,10 @@ fn curl(lab: &Lab, ns: &str, args: &[&str]) -> (u16, String) {
     let o = lab
         .exec(ns, &a, Duration::from_secs(20))
         .expect("curl runs");
-    let code = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
+    let code = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     (code, String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
@@ -239,7 +242,9 @@ fn console_in_chromium_login_trend_rank_audit_switch_and_refusals() {
     wait_for("the flow records", || {
         let r = records(&flow_log);
         let from = |ip: &str| r.iter().filter(|x| x["src_ip"] == ip).count();
-        from(&a.addr.to_string()) >= 6 && from(&b.addr.to_string()) >= 2 && from(&c.addr.to_string()) >= 1
+        from(&a.addr.to_string()) >= 6
+            && from(&b.addr.to_string()) >= 2
+            && from(&c.addr.to_string()) >= 1
     });
     let recs = records(&flow_log);
     let a_recs: Vec<&serde_json::Value> = recs
@@ -254,15 +259,31 @@ fn console_in_chromium_login_trend_rank_audit_switch_and_refusals() {
     let (code, _) = curl(
         &lab,
         &g.ns,
-        &["-H", "Authorization: Bearer wrong", &format!("{ui}/overview")],
+        &[
+            "-H",
+            "Authorization: Bearer wrong",
+            &format!("{ui}/overview"),
+        ],
     );
     assert_eq!(code, 401, "wrong bearer token");
-    let (code, _) = curl(&lab, &g.ns, &["-d", "enabled=false&allow_open=true", &format!("{ui}/firewall")]);
+    let (code, _) = curl(
+        &lab,
+        &g.ns,
+        &[
+            "-d",
+            "enabled=false&allow_open=true",
+            &format!("{ui}/firewall"),
+        ],
+    );
     assert_eq!(code, 401, "POST without credentials");
     let (code, page) = curl(
         &lab,
         &g.ns,
-        &["-H", &format!("Authorization: Bearer {TOKEN}"), &format!("{ui}/overview")],
+        &[
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+            &format!("{ui}/overview"),
+        ],
     );
     assert_eq!(code, 200, "bearer token instead of the cookie");
     assert!(page.contains("<svg"), "{page}");
@@ -293,7 +314,11 @@ fn console_in_chromium_login_trend_rank_audit_switch_and_refusals() {
     wait_for("chromedriver", || {
         lab.exec(
             &g.ns,
-            &["curl", "-sf", &format!("http://127.0.0.1:{DRIVER_PORT}/status")],
+            &[
+                "curl",
+                "-sf",
+                &format!("http://127.0.0.1:{DRIVER_PORT}/status"),
+            ],
             t,
         )
         .is_ok_and(|o| o.status.success())
@@ -446,7 +471,11 @@ async fn walk(
         .await
         .map_err(e)?
         .len();
-    let peaks = c.find_all(Locator::Css("#peaks tr.peak")).await.map_err(e)?.len();
+    let peaks = c
+        .find_all(Locator::Css("#peaks tr.peak"))
+        .await
+        .map_err(e)?
+        .len();
     if shaded == 0 || peaks != shaded {
         return Err(format!("{shaded} shaded intervals, {peaks} listed peaks"));
     }
@@ -494,7 +523,9 @@ async fn walk(
         .map(|r| r["out_packet_bytes"].as_u64().unwrap_or(0))
         .sum();
     if out_cell != logged.to_string() {
-        return Err(format!("bytes out {out_cell} in the ranking, {logged} in the log"));
+        return Err(format!(
+            "bytes out {out_cell} in the ranking, {logged} in the log"
+        ));
     }
     let n_sources = c
         .find_all(Locator::Css("#sources tr.source"))
@@ -529,8 +560,16 @@ async fn walk(
     }
     for row in &rows {
         let src = row.attr("data-src").await.map_err(e)?.unwrap_or_default();
-        let dport = row.attr("data-dst-port").await.map_err(e)?.unwrap_or_default();
-        let sport = row.attr("data-src-port").await.map_err(e)?.unwrap_or_default();
+        let dport = row
+            .attr("data-dst-port")
+            .await
+            .map_err(e)?
+            .unwrap_or_default();
+        let sport = row
+            .attr("data-src-port")
+            .await
+            .map_err(e)?
+            .unwrap_or_default();
         if src != top.addr.to_string() || !(dport == "80" || dport == "5201") {
             return Err(format!("audit row {src} -> port {dport}"));
         }
@@ -538,7 +577,10 @@ async fn walk(
             .iter()
             .any(|r| r["src_port"].as_u64().map(|p| p.to_string()) == Some(sport.clone()))
         {
-            return Err(format!("source port {sport} is in no record of {}", top.addr));
+            return Err(format!(
+                "source port {sport} is in no record of {}",
+                top.addr
+            ));
         }
         let text = row.text().await.map_err(e)?;
         if dport == "80" && !text.contains("api.vendor.test") {
@@ -626,7 +668,11 @@ async fn walk(
     let (code, _) = curl(
         lab,
         gw_ns,
-        &["-H", &format!("Cookie: {cookie}"), &format!("{base}/ui/overview")],
+        &[
+            "-H",
+            &format!("Cookie: {cookie}"),
+            &format!("{base}/ui/overview"),
+        ],
     );
     if code != 303 {
         return Err(format!("the logged-out cookie still works ({code})"));

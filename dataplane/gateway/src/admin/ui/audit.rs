@@ -44,7 +44,11 @@ impl Search {
             }
         }
         if let Some(app) = &self.app {
-            if !r.app_name.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(app)) {
+            if !r
+                .app_name
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case(app))
+            {
                 return false;
             }
         }
@@ -73,7 +77,10 @@ pub fn search(
     })
     .map_err(|e| e.to_string())?;
     let skip = page.min(MAX_PAGES) * PAGE;
-    Ok((last.into_iter().rev().skip(skip).take(PAGE).collect(), total))
+    Ok((
+        last.into_iter().rev().skip(skip).take(PAGE).collect(),
+        total,
+    ))
 }
 
 fn endpoint(ip: &str, port: Option<u16>) -> String {
@@ -99,7 +106,11 @@ pub fn page(c: &Console, req: &Request, ctx: &Ctx, now: Timestamp) -> Response {
     let (range, range_err) = Range::from_request(req, now);
     let mut m = String::with_capacity(96 * 1024);
     let mut errors: Vec<String> = range_err.into_iter().collect();
-    let p = |k: &str| req.param(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let p = |k: &str| {
+        req.param(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
     let (src, dst, domain, action, rule, app) = (
         p("src"),
         p("dst"),
@@ -142,17 +153,45 @@ pub fn page(c: &Console, req: &Request, ctx: &Ctx, now: Timestamp) -> Response {
     }
     let val = |v: &Option<String>| v.clone().unwrap_or_default();
     m.push_str(r#"<form method="get" action="/ui/logs" class="filters search">"#);
-    m.push_str(&text_input("src", "Source", &val(&src), "10.0.1.10 or 10.0.1.0/24"));
+    m.push_str(&text_input(
+        "src",
+        "Source",
+        &val(&src),
+        "10.0.1.10 or 10.0.1.0/24",
+    ));
     m.push_str(&text_input("dst", "Destination", &val(&dst), "IP or CIDR"));
-    m.push_str(&text_input("domain", "Domain", &val(&domain), "api.example.com or *.example.com"));
+    m.push_str(&text_input(
+        "domain",
+        "Domain",
+        &val(&domain),
+        "api.example.com or *.example.com",
+    ));
     let _ = write!(
         m,
         r#"<label>Action <select name="action" id="q-action"><option value="">any</option><option value="accept"{}>accept</option><option value="drop"{}>drop</option></select></label> "#,
-        if action.as_deref() == Some("accept") { " selected" } else { "" },
-        if action.as_deref() == Some("drop") { " selected" } else { "" },
+        if action.as_deref() == Some("accept") {
+            " selected"
+        } else {
+            ""
+        },
+        if action.as_deref() == Some("drop") {
+            " selected"
+        } else {
+            ""
+        },
     );
-    m.push_str(&text_input("rule", "Rule", &val(&rule), "rule name or default"));
-    m.push_str(&text_input("app", "Application", &val(&app), "HTTPS, DNS, ..."));
+    m.push_str(&text_input(
+        "rule",
+        "Rule",
+        &val(&rule),
+        "rule name or default",
+    ));
+    m.push_str(&text_input(
+        "app",
+        "Application",
+        &val(&app),
+        "HTTPS, DNS, ...",
+    ));
     m.push_str(&range.form_fields());
     m.push_str(r#"<button type="submit" id="search">Search</button></form>"#);
     if !errors.is_empty() {
@@ -203,7 +242,9 @@ pub fn page(c: &Console, req: &Request, ctx: &Ctx, now: Timestamp) -> Response {
                 opt(&r.app_name),
                 opt(&r.domain),
                 opt(&r.domain_source),
-                r.acl_rule_id.as_deref().map_or_else(|| "default".into(), cell),
+                r.acl_rule_id
+                    .as_deref()
+                    .map_or_else(|| "default".into(), cell),
                 cell(&r.reason),
                 human_bytes(r.out_packet_bytes),
                 human_bytes(r.in_packet_bytes),

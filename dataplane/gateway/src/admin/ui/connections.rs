@@ -23,7 +23,9 @@ pub fn page(c: &Console, req: &Request, ctx: &Ctx, now: Timestamp) -> Response {
         Some("flows") => (TopBy::Flows, "flows"),
         None | Some("bytes") => (TopBy::Bytes, "bytes"),
         Some(o) => {
-            m.push_str(&notice(&format!("by `{o}`: bytes or flows; ranking by bytes")));
+            m.push_str(&notice(&format!(
+                "by `{o}`: bytes or flows; ranking by bytes"
+            )));
             (TopBy::Bytes, "bytes")
         }
     };

@@ -92,17 +92,17 @@ impl std::fmt::Debug for Console {
 
 /// Lower-case hex.
 fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
 }
 
 /// Constant-time equality of two strings (length is not secret: both are fixed-size tokens).
 pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
-        && a
-            .bytes()
+        && a.bytes()
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
@@ -341,8 +341,10 @@ pub fn secure(mut r: Response) -> Response {
     // Same-origin keeps the Origin header on POSTs (no-referrer would send `Origin: null`).
     r.headers.push(("Referrer-Policy", "same-origin".into()));
     r.headers.push(("Cache-Control", "no-store".into()));
-    r.headers.push(("Cross-Origin-Opener-Policy", "same-origin".into()));
-    r.headers.push(("Cross-Origin-Resource-Policy", "same-origin".into()));
+    r.headers
+        .push(("Cross-Origin-Opener-Policy", "same-origin".into()));
+    r.headers
+        .push(("Cross-Origin-Resource-Policy", "same-origin".into()));
     r
 }
 
@@ -379,7 +381,11 @@ pub fn page(status: u16, title: &str, active: &str, ctx: &Ctx, main: &str) -> Re
         ("/ui/logs", "logs", "Log audit"),
         ("/ui/policies", "policies", "Policies"),
     ] {
-        let cls = if id == active { r#" class="active""# } else { "" };
+        let cls = if id == active {
+            r#" class="active""#
+        } else {
+            ""
+        };
         let _ = write!(s, r#"<a href="{href}" id="nav-{id}"{cls}>{label}</a>"#);
     }
     if ctx.csrf.is_some() {

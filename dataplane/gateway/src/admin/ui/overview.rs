@@ -113,7 +113,10 @@ pub fn page(c: &Console, req: &Request, ctx: &Ctx, now: Timestamp) -> Response {
     match trend(&[file], &range, bw) {
         Ok((o, t)) => {
             let (out, inb) = o.buckets.iter().fold((0u64, 0u64), |a, b| {
-                (a.0.saturating_add(b.bytes_out), a.1.saturating_add(b.bytes_in))
+                (
+                    a.0.saturating_add(b.bytes_out),
+                    a.1.saturating_add(b.bytes_in),
+                )
             });
             let peak_out = o.buckets.iter().map(|b| b.mbps_out).fold(0.0, f64::max);
             let peak_in = o.buckets.iter().map(|b| b.mbps_in).fold(0.0, f64::max);

@@ -43,7 +43,10 @@ fn origin_must_name_the_host() {
     let ok = req(
         "POST",
         "/ui/firewall",
-        &[("host", "10.0.0.1:9443"), ("origin", "https://10.0.0.1:9443")],
+        &[
+            ("host", "10.0.0.1:9443"),
+            ("origin", "https://10.0.0.1:9443"),
+        ],
         "",
     );
     assert!(same_origin(&ok));
@@ -66,7 +69,10 @@ fn origin_must_name_the_host() {
         let r = req("POST", "/", &[("host", h), ("origin", o)], "");
         assert!(!same_origin(&r), "{o} for {h}");
     }
-    assert!(!same_origin(&req("POST", "/", &[("host", "gw")], "")), "no origin");
+    assert!(
+        !same_origin(&req("POST", "/", &[("host", "gw")], "")),
+        "no origin"
+    );
     assert!(!same_origin(&req(
         "POST",
         "/",
@@ -102,9 +108,17 @@ fn csrf_needs_the_token_and_the_origin_with_a_session_only() {
     }
     let cross = [("host", "gw:9443"), ("origin", "https://evil.example")];
     let r = check_post(&req("POST", "/ui/firewall", &cross, &good), &auth);
-    assert_eq!(r.map_err(|r| r.status), Err(403), "right token, wrong origin");
+    assert_eq!(
+        r.map_err(|r| r.status),
+        Err(403),
+        "right token, wrong origin"
+    );
     // The bearer token is no ambient credential: no CSRF token needed.
-    assert!(check_post(&req("POST", "/ui/firewall", &[], "enabled=true"), &Auth::Bearer).is_ok());
+    assert!(check_post(
+        &req("POST", "/ui/firewall", &[], "enabled=true"),
+        &Auth::Bearer
+    )
+    .is_ok());
 }
 
 #[test]
@@ -187,7 +201,14 @@ fn sessions_are_random_bounded_and_authenticate_by_cookie() {
     assert_ne!(a, b);
     assert_eq!(a.len(), 64);
     assert_ne!(a, csrf_a);
-    let with = |id: &str| req("GET", "/ui/overview", &[("cookie", &format!("{COOKIE}={id}"))], "");
+    let with = |id: &str| {
+        req(
+            "GET",
+            "/ui/overview",
+            &[("cookie", &format!("{COOKIE}={id}"))],
+            "",
+        )
+    };
     match c.auth(&with(&a)) {
         Auth::Session { csrf, .. } => assert_eq!(csrf, csrf_a),
         o => panic!("{o:?}"),
@@ -205,7 +226,12 @@ fn sessions_are_random_bounded_and_authenticate_by_cookie() {
         "",
     );
     assert_eq!(c.auth(&both), Auth::None);
-    let bearer = req("GET", "/ui/overview", &[("authorization", "Bearer tok")], "");
+    let bearer = req(
+        "GET",
+        "/ui/overview",
+        &[("authorization", "Bearer tok")],
+        "",
+    );
     assert_eq!(c.auth(&bearer), Auth::Bearer);
     // Bounded: the oldest sessions make room.
     for _ in 0..MAX_SESSIONS + 5 {
@@ -219,12 +245,19 @@ fn sessions_are_random_bounded_and_authenticate_by_cookie() {
 fn gate_opens_only_the_login_and_the_style_sheet() {
     let c = console();
     assert!(c.gate(&req("GET", "/ui/login", &[], "")).is_none());
-    assert!(c.gate(&req("GET", "/ui/static/console.css", &[], "")).is_none());
+    assert!(c
+        .gate(&req("GET", "/ui/static/console.css", &[], ""))
+        .is_none());
     assert!(c
         .gate(&req("POST", "/ui/login", &[("content-length", "20")], ""))
         .is_none());
     let big = c
-        .gate(&req("POST", "/ui/login", &[("content-length", "100000")], ""))
+        .gate(&req(
+            "POST",
+            "/ui/login",
+            &[("content-length", "100000")],
+            "",
+        ))
         .unwrap();
     assert_eq!(big.status, 413);
     let r = c.gate(&req("GET", "/ui/overview", &[], "")).unwrap();
@@ -232,9 +265,17 @@ fn gate_opens_only_the_login_and_the_style_sheet() {
     let r = c.gate(&req("POST", "/ui/firewall", &[], "")).unwrap();
     assert_eq!(r.status, 401);
     let r = c
-        .gate(&req("GET", "/ui/overview", &[("authorization", "Bearer x")], ""))
+        .gate(&req(
+            "GET",
+            "/ui/overview",
+            &[("authorization", "Bearer x")],
+            "",
+        ))
         .unwrap();
-    assert_eq!(r.status, 401, "a script with a wrong token gets 401, not a redirect");
+    assert_eq!(
+        r.status, 401,
+        "a script with a wrong token gets 401, not a redirect"
+    );
 }
 
 #[test]
@@ -249,7 +290,13 @@ fn login_sets_a_strict_cookie_and_a_wrong_token_does_not() {
         .find(|(k, _)| *k == "Set-Cookie")
         .map(|(_, v)| v.clone())
         .unwrap();
-    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/ui/", "Max-Age="] {
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/ui/",
+        "Max-Age=",
+    ] {
         assert!(cookie.contains(attr), "{cookie}");
     }
     let r = c.handle(&req("POST", "/ui/login", &h, "token=toke"));
