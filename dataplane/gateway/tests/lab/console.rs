@@ -247,6 +247,13 @@ fn console_in_chromium_login_trend_rank_audit_switch_and_refusals() {
             && from(&c.addr.to_string()) >= 1
     });
     let recs = records(&flow_log);
+    // For the record (not asserted here: byte accounting is the flow log's tests' business).
+    let bulk_out: u64 = recs
+        .iter()
+        .filter(|r| r["dst_port"] == 5201)
+        .map(|r| r["out_packet_bytes"].as_u64().unwrap_or(0))
+        .sum();
+    eprintln!("console: iperf3 sent 16777216 payload bytes; the flow log has {bulk_out} bytes out to port 5201");
     let a_recs: Vec<&serde_json::Value> = recs
         .iter()
         .filter(|x| x["src_ip"] == a.addr.to_string())

@@ -627,9 +627,8 @@ impl Console {
     /// (Post/Redirect/Get); with a bearer token, the policies page itself.
     fn after_change(&self, auth: &Auth, (status, msg): (u16, String)) -> Response {
         match auth {
-            Auth::Session { csrf, .. } => {
+            Auth::Session { .. } => {
                 self.set_flash(auth, msg);
-                let _ = csrf;
                 redirect("/ui/policies")
             }
             _ => {
@@ -726,7 +725,7 @@ pub fn num(n: u64) -> String {
     let s = n.to_string();
     let mut o = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             o.push('\u{202f}');
         }
         o.push(c);
