@@ -4,7 +4,8 @@
 //!
 //! The walk: a page without the cookie sends the browser to the login page; logging in with
 //! the admin token shows the overview with the trend SVG and the flow totals (a screenshot is
-//! taken; `NATFW_SCREENSHOT=docs/console-overview.png` keeps it); the outbound-connection view
+//! taken; `NATFW_SCREENSHOT=$PWD/docs/console-overview.png` from the repository root keeps it,
+//! the path must be absolute: tests run in dataplane/gateway/); the outbound-connection view
 //! ranks the busiest source first; its link opens the log audit of that source, which lists
 //! exactly its flows with their ports; the policies page switches the firewall off and on
 //! (checked through `GET /v1/status`) and adds and removes a bypass entry (checked through the
