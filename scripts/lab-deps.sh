@@ -9,6 +9,7 @@ pkgs=(
   dnsmasq-base                   # authoritative answers for the lab names (no system service)
   openssh-server openssh-client  # sshd on its own port in the internet namespace
   iperf3 curl openssl dnsutils iputils-ping socat tcpdump procps python3
+  chromium chromium-driver       # the console's browser test (tests/lab/console.rs)
 )
 
 missing=()

@@ -1,5 +1,6 @@
 //! The network-namespace lab end to end (root; SKIP otherwise). One test binary per area; one module per topic.
 
+mod console;
 mod dns;
 mod e2e;
 mod evasion;
