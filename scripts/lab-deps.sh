@@ -9,6 +9,7 @@ pkgs=(
   dnsmasq-base                   # authoritative answers for the lab names (no system service)
   openssh-server openssh-client  # sshd on its own port in the internet namespace
   iperf3 curl openssl dnsutils iputils-ping socat tcpdump procps python3
+  rsyslog                        # the remote flow-log sink test (its own instance, own config)
 )
 
 missing=()

@@ -34,6 +34,7 @@ fn record(i: u64) -> FlowRecord {
         in_packet_bytes: 0,
         end_reason: "fin".into(),
         dns_verified: None,
+        interim: None,
     }
 }
 

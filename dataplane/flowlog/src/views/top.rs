@@ -46,6 +46,10 @@ struct Acc {
 pub fn top(files: &[PathBuf], by: TopBy) -> Result<(Vec<Talker>, InputStats), ViewError> {
     let mut acc: HashMap<String, Acc> = HashMap::new();
     let stats = for_each_record(files, |r| {
+        // A live flow's interim records are counted by its end record: bytes count once.
+        if r.is_interim() {
+            return Ok(());
+        }
         let a = acc.entry(r.src_ip.clone()).or_default();
         a.flows += 1;
         a.dropped += u64::from(r.action == "drop");
