@@ -254,6 +254,9 @@ pub fn render_interim(ev: &FlowInterim, gateway: &str) -> FlowRecord {
     let mut r = render(&ev.flow, gateway);
     r.log_type = LOG_TYPE_INTERIM.into();
     r.end_reason = INTERIM_END_REASON.into();
+    if ev.flow.verdict == FlowVerdict::Pending {
+        r.reason = "verdict pending: identification in progress".into();
+    }
     r.interim = Some(InterimFields {
         interim_seq: ev.seq,
         interval_start_time: format_rfc3339_millis(ev.interval_start),

@@ -662,6 +662,7 @@ mod tests {
         s.xsk.push(("inside", Default::default()));
         s.default_route.push(("ipv4", true));
         s.dns = crate::dns::DnsStats::default().rows();
+        s.syslog = Some(SyslogStat::default());
         m.publish(&s);
         let text = m.render();
         let lines = text.lines().map(|l| Ok(l.to_string()));

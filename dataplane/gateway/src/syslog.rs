@@ -55,7 +55,7 @@ pub struct SyslogCounters {
     pub connects: AtomicU64,
     /// Connected right now.
     pub connected: AtomicBool,
-    /// Messages waiting in the queue.
+    /// Messages waiting to be sent (in the queue, or the one being sent).
     pub queued: AtomicU64,
     /// The latest connection or write error.
     pub last_error: Mutex<Option<String>>,
@@ -384,10 +384,7 @@ impl Sender_ {
             let msg = match pending.take() {
                 Some(m) => m,
                 None => match rx.recv_timeout(IDLE_CHECK) {
-                    Ok(m) => {
-                        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-                        m
-                    }
+                    Ok(m) => m,
                     Err(RecvTimeoutError::Timeout) => {
                         if !c.alive() {
                             self.lost(&mut conn, "the receiver closed the connection");
@@ -404,7 +401,9 @@ impl Sender_ {
             }
             match c.send(&msg) {
                 Ok(()) => {
+                    // Counted as queued until sent: records = sent + dropped + queued.
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    self.counters.queued.fetch_sub(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     pending = Some(msg);
