@@ -1222,7 +1222,11 @@ impl Dec {
                     }
                 },
                 None => {
-                    self.wrong_type(n, "logging.interim_interval", "a duration such as 60s or 1m");
+                    self.wrong_type(
+                        n,
+                        "logging.interim_interval",
+                        "a duration such as 60s or 1m",
+                    );
                     None
                 }
             },
@@ -1283,21 +1287,22 @@ impl Dec {
             &["address", "tls", "ca_file", "server_name", "queue"],
         )?;
         let address = match f.get("address") {
-            Some(a) => self.string(a, "logging.syslog.address").and_then(|s| {
-                match split_host_port(&s) {
-                    Some((host, port)) => Some((s, host, port)),
-                    None => {
-                        self.err(
-                            a.pos,
-                            format!(
+            Some(a) => {
+                self.string(a, "logging.syslog.address")
+                    .and_then(|s| match split_host_port(&s) {
+                        Some((host, port)) => Some((s, host, port)),
+                        None => {
+                            self.err(
+                                a.pos,
+                                format!(
                                 "logging.syslog.address: bad address `{s}` (expected host:port, \
                                  e.g. logs.example.internal:6514 or [2001:db8::5]:514)"
                             ),
-                        );
-                        None
-                    }
-                }
-            }),
+                            );
+                            None
+                        }
+                    })
+            }
             None => {
                 self.err(f.pos, "logging.syslog: `address` is required");
                 None
@@ -2265,7 +2270,11 @@ admin: {listen: \"127.0.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}
     fn interim_interval_and_syslog_are_decoded_and_checked() {
         let base = "gateway: {name: gw, inside: a, outside: b, eips: [203.0.113.10], snat: [{name: a, source: 10.0.0.0/16}]}\n";
         let c = load_str("t.yaml", base).unwrap().config;
-        assert_eq!(c.logging.interim_interval, Duration::from_secs(60), "default");
+        assert_eq!(
+            c.logging.interim_interval,
+            Duration::from_secs(60),
+            "default"
+        );
         assert_eq!(c.logging.syslog, None);
         for (v, secs) in [("30s", 30), ("1m", 60), ("90", 90), ("2h", 7200)] {
             let text = format!("{base}logging: {{interim_interval: {v}}}\n");
@@ -2283,21 +2292,53 @@ admin: {listen: \"127.0.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}
         let text = format!(
             "{base}logging:\n  syslog: {{address: \"logs.example.internal:6514\", tls: true, ca_file: /etc/ca.pem, queue: 50}}\n"
         );
-        let s = load_str("t.yaml", &text).unwrap().config.logging.syslog.unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.tls, s.queue), ("logs.example.internal", 6514, true, 50));
+        let s = load_str("t.yaml", &text)
+            .unwrap()
+            .config
+            .logging
+            .syslog
+            .unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls, s.queue),
+            ("logs.example.internal", 6514, true, 50)
+        );
         assert_eq!(s.ca_file.as_deref(), Some("/etc/ca.pem"));
         let text = format!("{base}logging: {{syslog: {{address: \"[2001:db8::5]:514\"}}}}\n");
-        let s = load_str("t.yaml", &text).unwrap().config.logging.syslog.unwrap();
-        assert_eq!((s.host.as_str(), s.port, s.tls), ("2001:db8::5", 514, false));
+        let s = load_str("t.yaml", &text)
+            .unwrap()
+            .config
+            .logging
+            .syslog
+            .unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls),
+            ("2001:db8::5", 514, false)
+        );
         assert_eq!(s.queue, crate::model::SYSLOG_DEFAULT_QUEUE);
         for (bad, at, what) in [
             ("{address: nohost}", "t.yaml:4:15", "bad address"),
             ("{address: \"h:0\"}", "t.yaml:4:15", "bad address"),
-            ("{address: \"2001:db8::5:514\"}", "t.yaml:4:15", "bad address"),
+            (
+                "{address: \"2001:db8::5:514\"}",
+                "t.yaml:4:15",
+                "bad address",
+            ),
             ("{tls: true}", "t.yaml:4:", "`address` is required"),
-            ("{address: \"h:514\", tls: true}", "t.yaml:4:", "needs `ca_file`"),
-            ("{address: \"h:514\", ca_file: x.pem}", "t.yaml:4:", "only with `tls: true`"),
-            ("{address: \"h:514\", queue: 0}", "t.yaml:4:", "queue: must be above 0"),
+            (
+                "{address: \"h:514\", tls: true}",
+                "t.yaml:4:",
+                "needs `ca_file`",
+            ),
+            (
+                "{address: \"h:514\", ca_file: x.pem}",
+                "t.yaml:4:",
+                "only with `tls: true`",
+            ),
+            (
+                "{address: \"h:514\", queue: 0}",
+                "t.yaml:4:",
+                "queue: must be above 0",
+            ),
             ("{address: \"h:514\", port: 5}", "t.yaml:4:", "port"),
         ] {
             let text = format!("{base}logging:\n  syslog:\n    {bad}\n");

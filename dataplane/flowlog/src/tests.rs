@@ -510,7 +510,10 @@ fn interim_records_render_their_own_fields_and_end_records_stay_as_before() {
         (i.interval_out_packet_count, i.interval_out_packet_bytes),
         (2, 200)
     );
-    assert_eq!((i.interval_in_packet_count, i.interval_in_packet_bytes), (0, 0));
+    assert_eq!(
+        (i.interval_in_packet_count, i.interval_in_packet_bytes),
+        (0, 0)
+    );
     // The rest is the end record's rendering of the same flow.
     assert_eq!(r.reason, rendered(3).reason);
     assert_eq!(r.domain, rendered(3).domain);
@@ -523,7 +526,10 @@ fn interim_records_render_their_own_fields_and_end_records_stay_as_before() {
     assert_eq!(back, r);
     // An end record has none of the interim keys, and reads back without them.
     let end = serde_json::to_string(&rendered(3)).unwrap();
-    assert!(!end.contains("interim") && !end.contains("interval_"), "{end}");
+    assert!(
+        !end.contains("interim") && !end.contains("interval_"),
+        "{end}"
+    );
     let back: FlowRecord = serde_json::from_str(&end).unwrap();
     assert_eq!(back.interim, None);
     assert!(!back.is_interim());
@@ -539,10 +545,10 @@ struct TeeLines(Arc<std::sync::Mutex<Vec<(String, String)>>>);
 
 impl LineTee for TeeLines {
     fn line(&mut self, rec: &FlowRecord, line: &[u8]) {
-        self.0
-            .lock()
-            .unwrap()
-            .push((rec.log_type.clone(), String::from_utf8(line.to_vec()).unwrap()));
+        self.0.lock().unwrap().push((
+            rec.log_type.clone(),
+            String::from_utf8(line.to_vec()).unwrap(),
+        ));
     }
 }
 
@@ -572,7 +578,10 @@ fn the_writer_thread_writes_interim_records_and_hands_every_line_to_the_tee() {
     let tee = got.lock().unwrap();
     assert_eq!(tee.len(), 3);
     for ((ty, l), file_line) in tee.iter().zip(text.lines()) {
-        assert_eq!(l, file_line, "the tee gets the line as written, without the newline");
+        assert_eq!(
+            l, file_line,
+            "the tee gets the line as written, without the newline"
+        );
         assert!(file_line.contains(&format!("\"log_type\":\"{ty}\"")));
     }
 }
@@ -602,7 +611,11 @@ fn views_count_a_flow_with_interim_records_once_and_search_shows_them() {
     assert_eq!(stats.records, 4);
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].flows, 2, "interim records are not flows");
-    assert_eq!(t[0].bytes_out, 400 + 200, "the flow's 400 bytes once, plus flow 2's");
+    assert_eq!(
+        t[0].bytes_out,
+        400 + 200,
+        "the flow's 400 bytes once, plus flow 2's"
+    );
     let (o, _) = overview::overview(&files, std::time::Duration::from_secs(60), None).unwrap();
     let bytes: u64 = o.buckets.iter().map(|b| b.bytes_out).sum();
     let flows: u64 = o.buckets.iter().map(|b| b.flows).sum();

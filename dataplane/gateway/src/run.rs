@@ -92,7 +92,10 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         Some(sc) => {
             let (tee, h) = crate::syslog::start(sc, &cfg.gateway.name).map_err(RunError::Config)?;
             log(&format!("flow log also to syslog at {}", sc.address));
-            (Some(Box::new(tee) as Box<dyn natfw_flowlog::LineTee>), Some(h))
+            (
+                Some(Box::new(tee) as Box<dyn natfw_flowlog::LineTee>),
+                Some(h),
+            )
         }
         None => (None, None),
     };

@@ -175,7 +175,10 @@ impl Drop for SyslogHandle {
 /// (`natfw_flowlog::spawn_writer_tee`). Fails only on a bad `ca_file` or server name.
 pub fn start(cfg: &Syslog, hostname: &str) -> Result<(SyslogTee, SyslogHandle), String> {
     let tls = if cfg.tls {
-        let ca = cfg.ca_file.as_deref().ok_or("logging.syslog: tls needs ca_file")?;
+        let ca = cfg
+            .ca_file
+            .as_deref()
+            .ok_or("logging.syslog: tls needs ca_file")?;
         let name = cfg.server_name.clone().unwrap_or_else(|| cfg.host.clone());
         let name = ServerName::try_from(name.clone())
             .map_err(|e| format!("logging.syslog.server_name {name}: {e}"))?;
@@ -435,26 +438,190 @@ impl Sender_ {
             return true;
         }
         let closed = self.closed_at.lock().ok().and_then(|g| *g);
-        closed.is_some_and(|t| {
-            t.elapsed() >= SHUTDOWN_DRAIN || (rx.is_empty() && pending.is_none())
-        })
+        closed
+            .is_some_and(|t| t.elapsed() >= SHUTDOWN_DRAIN || (rx.is_empty() && pending.is_none()))
     }
 
     fn lost(&self, conn: &mut Option<Conn>, why: &str) {
         *conn = None;
         self.set_connected(false);
         self.counters.note(why);
-        tracing::warn!("syslog {}: connection lost: {why} (reconnecting)", self.address);
+        tracing::warn!(
+            "syslog {}: connection lost: {why} (reconnecting)",
+            self.address
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    fn record(i: u32) -> FlowRecord {
+        serde_json::from_value(serde_json::json!({
+            "log_type": "flow", "gateway": "gw", "start_time": "2026-12-01T12:00:00.000Z",
+            "end_time": "2026-12-01T12:00:01.000Z", "src_ip": "10.0.0.5", "src_port": i,
+            "dst_ip": "203.0.113.5", "dst_port": 443, "ip_protocol": "tcp", "snat_ip": null,
+            "snat_port": null, "app_name": null, "domain": null, "domain_source": null,
+            "ech": false, "dst_country": null, "acl_rule_id": null, "monitor_rules": [],
+            "action": "accept", "app_dpi_state": "success", "reason": "r",
+            "out_packet_count": 1, "out_packet_bytes": 60, "in_packet_count": 0,
+            "in_packet_bytes": 0, "end_reason": "fin", "dns_verified": null
+        }))
+        .unwrap()
+    }
+
+    fn offer(tee: &mut SyslogTee, i: u32) {
+        let r = record(i);
+        let line = serde_json::to_vec(&r).unwrap();
+        tee.line(&r, &line);
+    }
+
+    /// Reads octet-counted messages until `n` arrived; returns their MSG parts.
+    fn read_msgs(c: &mut TcpStream, n: usize) -> Vec<String> {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while out.len() < n {
+            let k = c.read(&mut chunk).expect("read");
+            assert!(k > 0, "closed after {} messages", out.len());
+            buf.extend_from_slice(&chunk[..k]);
+            loop {
+                let Some(sp) = buf.iter().position(|&b| b == b' ') else {
+                    break;
+                };
+                let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().unwrap();
+                if buf.len() < sp + 1 + len {
+                    break;
+                }
+                let m = String::from_utf8(buf[sp + 1..sp + 1 + len].to_vec()).unwrap();
+                buf.drain(..sp + 1 + len);
+                let msg = m.splitn(8, ' ').nth(7).unwrap().to_string();
+                assert!(m.starts_with("<134>1 "), "{m}");
+                out.push(msg);
+            }
+        }
+        out
+    }
+
+    fn wait(what: &str, mut f: impl FnMut() -> bool) {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(20), "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Against a plain TCP listener: framing, delivery in order, a closed receiver noticed
+    /// before anything is written to it, exact drop counting while it is away, the backlog
+    /// after it is back. (The lab test does the same against rsyslog.)
+    #[test]
+    fn delivers_in_order_counts_drops_exactly_and_reconnects() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let cfg = Syslog {
+            address: format!("127.0.0.1:{port}"),
+            host: "127.0.0.1".into(),
+            port,
+            tls: false,
+            ca_file: None,
+            server_name: None,
+            queue: 5,
+        };
+        let (mut tee, h) = start(&cfg, "gw 1").unwrap();
+        let c = Arc::clone(&h.counters);
+        let (mut conn, _) = l.accept().unwrap();
+        for i in 0..3 {
+            offer(&mut tee, i);
+        }
+        let got = read_msgs(&mut conn, 3);
+        for (i, m) in got.iter().enumerate() {
+            let r: FlowRecord = serde_json::from_str(m).unwrap();
+            assert_eq!(r.src_port, Some(i as u16));
+        }
+        wait("3 sent", || c.sent.load(Ordering::Relaxed) == 3);
+        // The receiver goes away.
+        drop(conn);
+        drop(l);
+        wait("disconnect noticed", || {
+            !c.connected.load(Ordering::Relaxed)
+        });
+        for i in 3..23 {
+            offer(&mut tee, i);
+        }
+        assert_eq!(
+            c.dropped.load(Ordering::Relaxed),
+            20 - 5,
+            "the queue holds 5"
+        );
+        assert_eq!(c.queued.load(Ordering::Relaxed), 5);
+        // Back: the 5 queued arrive, in order, then new ones.
+        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let (mut conn, _) = l.accept().unwrap();
+        offer(&mut tee, 99);
+        let got = read_msgs(&mut conn, 6);
+        let ports: Vec<u16> = got
+            .iter()
+            .map(|m| {
+                serde_json::from_str::<FlowRecord>(m)
+                    .unwrap()
+                    .src_port
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ports, [3, 4, 5, 6, 7, 99]);
+        wait("all sent", || c.sent.load(Ordering::Relaxed) == 3 + 6);
+        assert_eq!(c.offered.load(Ordering::Relaxed), 24);
+        assert_eq!(c.connects.load(Ordering::Relaxed), 2);
+        drop(tee);
+        h.finish();
+        assert_eq!(c.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            c.offered.load(Ordering::Relaxed),
+            c.sent.load(Ordering::Relaxed) + c.dropped.load(Ordering::Relaxed)
+        );
+    }
+
+    /// Nothing listening at shutdown: what is queued is counted as dropped, and finish returns.
+    #[test]
+    fn undelivered_at_shutdown_is_counted() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let cfg = Syslog {
+            address: format!("127.0.0.1:{port}"),
+            host: "127.0.0.1".into(),
+            port,
+            tls: false,
+            ca_file: None,
+            server_name: None,
+            queue: 100,
+        };
+        let (mut tee, h) = start(&cfg, "gw").unwrap();
+        let c = Arc::clone(&h.counters);
+        for i in 0..7 {
+            offer(&mut tee, i);
+        }
+        drop(tee);
+        let t = Instant::now();
+        h.finish();
+        assert!(t.elapsed() < SHUTDOWN_DRAIN + Duration::from_secs(2));
+        assert_eq!(c.dropped.load(Ordering::Relaxed), 7);
+        assert_eq!(c.sent.load(Ordering::Relaxed), 0);
+        assert!(c.last_error.lock().unwrap().is_some());
+    }
 
     #[test]
     fn octet_counted_rfc5424_frame() {
-        let m = frame("gw1", "42", "flow", "2026-12-01T12:00:00.000Z", b"{\"a\":1}");
+        let m = frame(
+            "gw1",
+            "42",
+            "flow",
+            "2026-12-01T12:00:00.000Z",
+            b"{\"a\":1}",
+        );
         let s = String::from_utf8(m).unwrap();
         let (len, rest) = s.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), rest.len());

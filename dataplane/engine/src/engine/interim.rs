@@ -138,8 +138,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::engine::{FlowEnd, FlowSink, GeoDb, Side, Verdict};
     use crate::engine::EngineOptions;
+    use crate::engine::{FlowEnd, FlowSink, GeoDb, Side, Verdict};
 
     #[derive(Clone, Default)]
     struct Seen {
@@ -163,8 +163,8 @@ mod tests {
             interim_interval_ms: interval_ms,
             ..EngineOptions::default()
         };
-        let e = Engine::with_options(&cfg, GeoDb::embedded(), Box::new(seen.clone()), opts)
-            .unwrap();
+        let e =
+            Engine::with_options(&cfg, GeoDb::embedded(), Box::new(seen.clone()), opts).unwrap();
         (e, seen)
     }
 
@@ -195,7 +195,10 @@ mod tests {
         let a = send(&mut e, t(0), 5000, 100);
         e.poll(t(500));
         e.poll(t(999));
-        assert!(seen.interims.lock().unwrap().is_empty(), "interim before 1 s");
+        assert!(
+            seen.interims.lock().unwrap().is_empty(),
+            "interim before 1 s"
+        );
         let b = send(&mut e, t(600), 5000, 200);
         e.poll(t(1000));
         {
@@ -221,7 +224,10 @@ mod tests {
             let r = &iv[1];
             assert_eq!(r.seq, 2);
             assert_eq!(r.interval_start, t(1000));
-            assert_eq!(r.interval_out.packets, 1, "interval counts only its own packets");
+            assert_eq!(
+                r.interval_out.packets, 1,
+                "interval counts only its own packets"
+            );
             assert_eq!(r.interval_out.bytes, c as u64);
             assert_eq!(r.flow.out.packets, 3, "total since start");
             assert_eq!(r.flow.out.bytes, (a + b + c) as u64);
@@ -268,7 +274,11 @@ mod tests {
         send(&mut e, t(2000), 5000, 10);
         e.poll(t(3500));
         let iv = seen.interims.lock().unwrap();
-        assert_eq!(iv.len(), 1, "one record for a late sweep, not one per missed interval");
+        assert_eq!(
+            iv.len(),
+            1,
+            "one record for a late sweep, not one per missed interval"
+        );
         assert_eq!(iv[0].seq, 3);
         assert_eq!(iv[0].interval_out.packets, 2);
     }
@@ -291,7 +301,11 @@ mod tests {
         e.poll(t(1000));
         assert_eq!(seen.interims.lock().unwrap().len(), SWEEP_PER_POLL);
         e.poll(t(1100));
-        assert_eq!(seen.interims.lock().unwrap().len(), n, "the rest on the next poll");
+        assert_eq!(
+            seen.interims.lock().unwrap().len(),
+            n,
+            "the rest on the next poll"
+        );
         e.poll(t(1200));
         assert_eq!(seen.interims.lock().unwrap().len(), n, "once per interval");
     }

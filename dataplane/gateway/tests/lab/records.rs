@@ -160,7 +160,10 @@ fn fetch(lab: &Lab, port: u16) -> u64 {
         "client to {SERVER}:{port}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    String::from_utf8_lossy(&o.stdout).trim().parse().expect("bytes")
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .expect("bytes")
 }
 
 fn lines(p: &Path) -> Vec<String> {
@@ -190,7 +193,13 @@ fn metrics(lab: &Lab, ns: &str) -> String {
     let o = lab
         .exec(
             ns,
-            &["curl", "-s", "--max-time", "5", &format!("http://{METRICS}/metrics")],
+            &[
+                "curl",
+                "-s",
+                "--max-time",
+                "5",
+                &format!("http://{METRICS}/metrics"),
+            ],
             Duration::from_secs(10),
         )
         .expect("curl metrics");
@@ -244,7 +253,17 @@ fn held_open_connection_gets_interim_records_and_its_end_record_matches_the_wire
     // What the server's segment carries, frame by frame (full frames: lengths on the wire).
     let pcap = lab.dir.join("records-r1.pcap");
     let mut dump = Command::new("ip")
-        .args(["netns", "exec", lab.plan.inet_ns(), "tcpdump", "-U", "-nn", "-i", "to-prod", "-w"])
+        .args([
+            "netns",
+            "exec",
+            lab.plan.inet_ns(),
+            "tcpdump",
+            "-U",
+            "-nn",
+            "-i",
+            "to-prod",
+            "-w",
+        ])
         .arg(&pcap)
         .arg(format!("tcp port {SLOW_PORT}"))
         .stdin(Stdio::null())
@@ -267,14 +286,19 @@ fn held_open_connection_gets_interim_records_and_its_end_record_matches_the_wire
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = client.wait_with_output().expect("client");
-    let received: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("n");
+    let received: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("n");
     assert_eq!(received, 200_000, "the client got the whole download");
     assert!(
         !live.is_empty(),
         "no flow_interim record while the connection was open"
     );
     std::thread::sleep(Duration::from_millis(1000));
-    let _ = Command::new("kill").args(["-INT", &dump.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-INT", &dump.id().to_string()])
+        .status();
     let _ = dump.wait();
     for (g, st) in lab.stop_natfw() {
         assert!(st.is_some_and(|s| s.success()), "natfw on {g}: {st:?}");
@@ -285,7 +309,10 @@ fn held_open_connection_gets_interim_records_and_its_end_record_matches_the_wire
         .iter()
         .filter(|r| r["dst_port"] == SLOW_PORT && r["dst_ip"] == SERVER)
         .collect();
-    let interim: Vec<&&Value> = mine.iter().filter(|r| r["log_type"] == "flow_interim").collect();
+    let interim: Vec<&&Value> = mine
+        .iter()
+        .filter(|r| r["log_type"] == "flow_interim")
+        .collect();
     let ends: Vec<&&Value> = mine.iter().filter(|r| r["log_type"] == "flow").collect();
     assert_eq!(ends.len(), 1, "one end record: {mine:#?}");
     let end = ends[0];
@@ -311,13 +338,20 @@ fn held_open_connection_gets_interim_records_and_its_end_record_matches_the_wire
             u(r, "out_packet_bytes"),
             prev.2 + u(r, "interval_out_packet_bytes")
         );
-        prev = (u(r, "interim_seq"), u(r, "in_packet_bytes"), u(r, "out_packet_bytes"));
+        prev = (
+            u(r, "interim_seq"),
+            u(r, "in_packet_bytes"),
+            u(r, "out_packet_bytes"),
+        );
     }
     assert!(
         u(end, "in_packet_bytes") > prev.1,
         "the last chunk came after the last interim record"
     );
-    assert!(end.get("interim_seq").is_none(), "the end record is as before: {end}");
+    assert!(
+        end.get("interim_seq").is_none(),
+        "the end record is as before: {end}"
+    );
 
     // The end record counts exactly the frames the server's segment carried.
     let ((to_n, to_b), (from_n, from_b)) = frames_by_direction(&pcap);
@@ -334,7 +368,8 @@ fn held_open_connection_gets_interim_records_and_its_end_record_matches_the_wire
     );
     let sent = std::fs::read_to_string(&server_log).unwrap_or_default();
     assert!(
-        sent.lines().any(|l| l == format!("{SLOW_PORT} {} 200000", u(end, "snat_port"))),
+        sent.lines()
+            .any(|l| l == format!("{SLOW_PORT} {} 200000", u(end, "snat_port"))),
         "server log: {sent}"
     );
 
@@ -429,7 +464,9 @@ impl Rsyslog {
     /// SIGTERM and wait for it to exit.
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
@@ -462,8 +499,12 @@ fn rsyslog_receives_every_record_and_drops_while_it_is_down_are_counted_exactly(
         &format!("  syslog:\n    address: \"127.0.0.1:{SYSLOG_PORT}\"\n    queue: {QUEUE}\n"),
     );
     let g = lab.plan.gateways[gi].clone();
-    lab.exec(&g.ns, &["ip", "link", "set", "lo", "up"], Duration::from_secs(5))
-        .expect("lo up");
+    lab.exec(
+        &g.ns,
+        &["ip", "link", "set", "lo", "up"],
+        Duration::from_secs(5),
+    )
+    .expect("lo up");
     let received = lab.dir.join("rsyslog-received.log");
     let mut rsyslog = Rsyslog::new(&lab.dir, &g.ns, &received);
     rsyslog.start();
@@ -483,9 +524,11 @@ fn rsyslog_receives_every_record_and_drops_while_it_is_down_are_counted_exactly(
         lines(&received).len() == lines(&flow_log).len()
     });
     let before = lines(&flow_log).len() as u64;
-    let m1 = m();
-    assert_eq!(metric(&m1, "natfw_syslog_dropped_total"), 0);
-    assert_eq!(metric(&m1, "natfw_syslog_sent_total"), before);
+    // Metrics are published about once a second.
+    wait_until("sent metric", 15, || {
+        metric(&m(), "natfw_syslog_sent_total") == before
+    });
+    assert_eq!(metric(&m(), "natfw_syslog_dropped_total"), 0);
 
     // Phase 2, rsyslog stopped (after it wrote everything): natfw notices the closed
     // connection before sending anything more; records produced meanwhile are queued (up to
@@ -502,6 +545,9 @@ fn rsyslog_receives_every_record_and_drops_while_it_is_down_are_counted_exactly(
         lines(&flow_log).len() as u64 == before + DOWN
     });
     let produced = lines(&flow_log).len() as u64 - before;
+    wait_until("records metric", 15, || {
+        metric(&m(), "natfw_syslog_records_total") == before + produced
+    });
     let m2 = m();
     let dropped = metric(&m2, "natfw_syslog_dropped_total");
     let queued = metric(&m2, "natfw_syslog_queued");
@@ -515,7 +561,9 @@ fn rsyslog_receives_every_record_and_drops_while_it_is_down_are_counted_exactly(
     let had = lines(&received).len() as u64;
     assert_eq!(had, before, "nothing arrived while rsyslog was down");
     rsyslog.start();
-    wait_until("reconnected", 40, || metric(&m(), "natfw_syslog_connected") == 1);
+    wait_until("reconnected", 40, || {
+        metric(&m(), "natfw_syslog_connected") == 1
+    });
     wait_until("backlog delivered", 20, || {
         lines(&received).len() as u64 >= had + produced - dropped
     });
@@ -529,12 +577,16 @@ fn rsyslog_receives_every_record_and_drops_while_it_is_down_are_counted_exactly(
         "produced {produced} while down = dropped {dropped} + delivered after reconnect {delivered_after}"
     );
     assert_eq!(metric(&m(), "natfw_syslog_dropped_total"), dropped);
+    eprintln!(
+        "rsyslog: {before} records while up, all received; {produced} while down: {dropped} \
+         dropped (queue {QUEUE}), {delivered_after} delivered after the reconnection"
+    );
 
     for (gw, st) in lab.stop_natfw() {
         assert!(st.is_some_and(|s| s.success()), "natfw on {gw}: {st:?}");
     }
-    let log_text = std::fs::read_to_string(lab.dir.join(format!("natfw-{}.log", g.name)))
-        .unwrap_or_default();
+    let log_text =
+        std::fs::read_to_string(lab.dir.join(format!("natfw-{}.log", g.name))).unwrap_or_default();
     assert!(
         log_text.contains("syslog: ") && log_text.contains(&format!("{dropped} dropped")),
         "natfw reports the drops in its log: {log_text}"

@@ -4,4 +4,5 @@ mod admin;
 mod dns;
 mod hardening;
 mod openapi;
+mod syslog_tls;
 mod tls;
