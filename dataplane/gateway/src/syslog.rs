@@ -488,10 +488,7 @@ mod tests {
             let k = c.read(&mut chunk).expect("read");
             assert!(k > 0, "closed after {} messages", out.len());
             buf.extend_from_slice(&chunk[..k]);
-            loop {
-                let Some(sp) = buf.iter().position(|&b| b == b' ') else {
-                    break;
-                };
+            while let Some(sp) = buf.iter().position(|&b| b == b' ') {
                 let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().unwrap();
                 if buf.len() < sp + 1 + len {
                     break;
