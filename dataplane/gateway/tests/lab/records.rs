@@ -252,7 +252,8 @@ fn held_open_connection_gets_interim_records_and_its_end_record_matches_the_wire
 
     // What the server's segment carries, frame by frame (full frames: lengths on the wire).
     let pcap = lab.dir.join("records-r1.pcap");
-    let mut dump = Command::new("ip")
+    let dump_err = lab.dir.join("records-r1.tcpdump.err");
+    let dump = Command::new("ip")
         .args([
             "netns",
             "exec",
@@ -268,10 +269,16 @@ fn held_open_connection_gets_interim_records_and_its_end_record_matches_the_wire
         .arg(format!("tcp port {SLOW_PORT}"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&dump_err).unwrap())
         .spawn()
         .expect("tcpdump");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Killed on a panic, stopped with SIGINT below.
+    let mut dump = Procs(vec![dump]);
+    wait_until("tcpdump listening", 20, || {
+        std::fs::read_to_string(&dump_err)
+            .unwrap_or_default()
+            .contains("listening on")
+    });
 
     let mut client = client_cmd(&lab, SLOW_PORT).spawn().expect("client");
     // While the download runs (about 3.2 s): interim records of it appear.
@@ -297,9 +304,9 @@ fn held_open_connection_gets_interim_records_and_its_end_record_matches_the_wire
     );
     std::thread::sleep(Duration::from_millis(1000));
     let _ = Command::new("kill")
-        .args(["-INT", &dump.id().to_string()])
+        .args(["-INT", &dump.0[0].id().to_string()])
         .status();
-    let _ = dump.wait();
+    let _ = dump.0[0].wait();
     for (g, st) in lab.stop_natfw() {
         assert!(st.is_some_and(|s| s.success()), "natfw on {g}: {st:?}");
     }
@@ -365,6 +372,12 @@ fn held_open_connection_gets_interim_records_and_its_end_record_matches_the_wire
         (u(end, "out_packet_count"), u(end, "out_packet_bytes")),
         (to_n, to_b),
         "client → server: record vs wire"
+    );
+    eprintln!(
+        "interim: {} flow_interim record(s) while open ({} seen live); end record in {from_n} \
+         frames / {from_b} bytes, out {to_n} / {to_b}: equal to the server segment's capture",
+        interim.len(),
+        live.len()
     );
     let sent = std::fs::read_to_string(&server_log).unwrap_or_default();
     assert!(
