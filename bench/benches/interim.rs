@@ -13,7 +13,7 @@ use natfw_engine::time::Timestamp;
 
 const FLOWS: usize = 100_000;
 
-fn udp(src: [u8; 4], sport: u16) -> Vec<u8> {
+fn udp(src: [u8; 4], dst: [u8; 4], sport: u16) -> Vec<u8> {
     // Ethernet + IPv4 + UDP, 8 payload bytes; checksums are not checked on the way in.
     let mut f = vec![0u8; 14 + 20 + 8 + 8];
     f[12] = 0x08;
@@ -23,7 +23,7 @@ fn udp(src: [u8; 4], sport: u16) -> Vec<u8> {
     f[22] = 64;
     f[23] = 17;
     f[26..30].copy_from_slice(&src);
-    f[30..34].copy_from_slice(&[203, 0, 113, 5]);
+    f[30..34].copy_from_slice(&dst);
     f[34..36].copy_from_slice(&sport.to_be_bytes());
     f[36..38].copy_from_slice(&9000u16.to_be_bytes());
     f[38..40].copy_from_slice(&16u16.to_be_bytes());
@@ -47,8 +47,10 @@ fn engine(interim_ms: u64) -> Engine {
     let mut e = Engine::with_options(&cfg, GeoDb::embedded(), Box::new(NullSink), opts).unwrap();
     let t0 = Timestamp::from_secs(1_000_000);
     for i in 0..FLOWS {
-        let src = [10, 0, (i / 50_000) as u8, 5];
-        let mut f = udp(src, 1024 + (i % 50_000) as u16);
+        // 20,000 flows per destination: within one EIP's ports to it.
+        let src = [10, 0, 0, 5];
+        let dst = [203, 0, 113, 1 + (i / 20_000) as u8];
+        let mut f = udp(src, dst, 1024 + (i % 20_000) as u16);
         assert_eq!(e.process(t0, Side::Inside, &mut f), Verdict::Forward);
     }
     assert_eq!(e.flow_count(), FLOWS);
