@@ -1202,8 +1202,39 @@ impl Dec {
         let f = self.fields(
             n,
             "logging",
-            &["flow_log", "rotate_bytes", "keep", "format"],
+            &[
+                "flow_log",
+                "rotate_bytes",
+                "keep",
+                "format",
+                "interim_interval",
+                "syslog",
+            ],
         )?;
+        let interim = match f.get("interim_interval") {
+            None => Some(Logging::default().interim_interval),
+            Some(n) => match n.as_str() {
+                Some(s) => match crate::model::parse_duration(s) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        self.err(n.pos, format!("logging.interim_interval: {e}"));
+                        None
+                    }
+                },
+                None => {
+                    self.wrong_type(
+                        n,
+                        "logging.interim_interval",
+                        "a duration such as 60s or 1m",
+                    );
+                    None
+                }
+            },
+        };
+        let syslog = match f.get("syslog") {
+            None => Some(None),
+            Some(n) => self.syslog(n).map(Some),
+        };
         let format = match f.get("format") {
             None => Some(RecordFormat::Json),
             Some(n) => self.choice(
@@ -1243,6 +1274,83 @@ impl Dec {
             rotate_bytes: rotate?,
             keep: keep?,
             format: format?,
+            interim_interval: interim?,
+            syslog: syslog?,
+        })
+    }
+
+    /// `logging.syslog`.
+    fn syslog(&mut self, n: &Node) -> Option<crate::model::Syslog> {
+        let f = self.fields(
+            n,
+            "logging.syslog",
+            &["address", "tls", "ca_file", "server_name", "queue"],
+        )?;
+        let address = match f.get("address") {
+            Some(a) => {
+                self.string(a, "logging.syslog.address")
+                    .and_then(|s| match split_host_port(&s) {
+                        Some((host, port)) => Some((s, host, port)),
+                        None => {
+                            self.err(
+                                a.pos,
+                                format!(
+                                "logging.syslog.address: bad address `{s}` (expected host:port, \
+                                 e.g. logs.example.internal:6514 or [2001:db8::5]:514)"
+                            ),
+                            );
+                            None
+                        }
+                    })
+            }
+            None => {
+                self.err(f.pos, "logging.syslog: `address` is required");
+                None
+            }
+        };
+        let tls = self.opt_bool(&f, "tls", false);
+        let ca_file = self.opt_string(&f, "ca_file");
+        let server_name = self.opt_string(&f, "server_name");
+        let queue = match f.get("queue") {
+            None => Some(crate::model::SYSLOG_DEFAULT_QUEUE),
+            Some(q) => match self.uint(q, "logging.syslog.queue") {
+                Some(0) => {
+                    self.err(q.pos, "logging.syslog.queue: must be above 0");
+                    None
+                }
+                Some(v) if v > 10_000_000 => {
+                    self.err(q.pos, "logging.syslog.queue: at most 10000000 records");
+                    None
+                }
+                v => v.map(|v| v as usize),
+            },
+        };
+        let (tls, ca_file, server_name) = (tls?, ca_file?, server_name?);
+        if tls && ca_file.is_none() {
+            self.err(
+                f.pos,
+                "logging.syslog: `tls: true` needs `ca_file` (the CA the receiver's certificate \
+                 chains to)",
+            );
+            return None;
+        }
+        if !tls {
+            for key in ["ca_file", "server_name"] {
+                if let Some(p) = f.key_pos(key).filter(|_| f.get(key).is_some()) {
+                    self.err(p, format!("logging.syslog.{key}: only with `tls: true`"));
+                    return None;
+                }
+            }
+        }
+        let (address, host, port) = address?;
+        Some(crate::model::Syslog {
+            address,
+            host,
+            port,
+            tls,
+            ca_file,
+            server_name,
+            queue: queue?,
         })
     }
 
@@ -1995,9 +2103,31 @@ impl Books {
     }
 }
 
+/// `host:port` / `[v6]:port` → (host, port); the host is not empty, the port not 0.
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:")?;
+        h.parse::<std::net::Ipv6Addr>().ok()?;
+        (h, p)
+    } else {
+        let (h, p) = s.rsplit_once(':')?;
+        if h.contains(':') {
+            return None;
+        }
+        (h, p)
+    };
+    let port = port.parse::<u16>().ok().filter(|&p| p != 0)?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    host_ok.then(|| (host.to_string(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// The embedded default, written out as YAML: it must pass validation and decode to exactly
     /// `embedded_default()`.
@@ -2134,6 +2264,87 @@ admin: {listen: \"127.0.0.1:9443\", token_file: /t, tls_cert: /c, tls_key: /k}
         assert!(l.warnings[0]
             .to_string()
             .contains("no effect in strict mode"));
+    }
+
+    #[test]
+    fn interim_interval_and_syslog_are_decoded_and_checked() {
+        let base = "gateway: {name: gw, inside: a, outside: b, eips: [203.0.113.10], snat: [{name: a, source: 10.0.0.0/16}]}\n";
+        let c = load_str("t.yaml", base).unwrap().config;
+        assert_eq!(
+            c.logging.interim_interval,
+            Duration::from_secs(60),
+            "default"
+        );
+        assert_eq!(c.logging.syslog, None);
+        for (v, secs) in [("30s", 30), ("1m", 60), ("90", 90), ("2h", 7200)] {
+            let text = format!("{base}logging: {{interim_interval: {v}}}\n");
+            let c = load_str("t.yaml", &text).unwrap().config;
+            assert_eq!(c.logging.interim_interval, Duration::from_secs(secs), "{v}");
+        }
+        for bad in ["0s", "1x", "soon", "[1]"] {
+            let text = format!("{base}logging:\n  interim_interval: {bad}\n");
+            let e = load_str("t.yaml", &text).unwrap_err().to_string();
+            assert!(
+                e.contains("t.yaml:3:21") && e.contains("logging.interim_interval"),
+                "{bad}: {e}"
+            );
+        }
+        let text = format!(
+            "{base}logging:\n  syslog: {{address: \"logs.example.internal:6514\", tls: true, ca_file: /etc/ca.pem, queue: 50}}\n"
+        );
+        let s = load_str("t.yaml", &text)
+            .unwrap()
+            .config
+            .logging
+            .syslog
+            .unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls, s.queue),
+            ("logs.example.internal", 6514, true, 50)
+        );
+        assert_eq!(s.ca_file.as_deref(), Some("/etc/ca.pem"));
+        let text = format!("{base}logging: {{syslog: {{address: \"[2001:db8::5]:514\"}}}}\n");
+        let s = load_str("t.yaml", &text)
+            .unwrap()
+            .config
+            .logging
+            .syslog
+            .unwrap();
+        assert_eq!(
+            (s.host.as_str(), s.port, s.tls),
+            ("2001:db8::5", 514, false)
+        );
+        assert_eq!(s.queue, crate::model::SYSLOG_DEFAULT_QUEUE);
+        for (bad, at, what) in [
+            ("{address: nohost}", "t.yaml:4:15", "bad address"),
+            ("{address: \"h:0\"}", "t.yaml:4:15", "bad address"),
+            (
+                "{address: \"2001:db8::5:514\"}",
+                "t.yaml:4:15",
+                "bad address",
+            ),
+            ("{tls: true}", "t.yaml:4:", "`address` is required"),
+            (
+                "{address: \"h:514\", tls: true}",
+                "t.yaml:4:",
+                "needs `ca_file`",
+            ),
+            (
+                "{address: \"h:514\", ca_file: x.pem}",
+                "t.yaml:4:",
+                "only with `tls: true`",
+            ),
+            (
+                "{address: \"h:514\", queue: 0}",
+                "t.yaml:4:",
+                "queue: must be above 0",
+            ),
+            ("{address: \"h:514\", port: 5}", "t.yaml:4:", "port"),
+        ] {
+            let text = format!("{base}logging:\n  syslog:\n    {bad}\n");
+            let e = load_str("t.yaml", &text).unwrap_err().to_string();
+            assert!(e.contains(at) && e.contains(what), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -346,6 +346,57 @@ pub struct Logging {
     pub keep: u32,
     /// Layout of each record: natfw's own fields (default) or Elastic Common Schema.
     pub format: RecordFormat,
+    /// A live flow gets a `flow_interim` record per this interval (`interim_interval`).
+    pub interim_interval: std::time::Duration,
+    /// The remote syslog sink (`logging.syslog`), if any.
+    pub syslog: Option<Syslog>,
+}
+
+/// `logging.syslog`: every flow-log line also goes, as the MSG of an RFC 5424 message, to a
+/// syslog receiver over TCP (octet-counting framing, RFC 6587), optionally in TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Syslog {
+    /// `host:port` (a name, an IPv4 address or `[IPv6]`), resolved at each connection.
+    pub address: String,
+    /// The host part of `address` (brackets removed).
+    pub host: String,
+    pub port: u16,
+    /// TLS to the receiver, verified against `ca_file`.
+    pub tls: bool,
+    /// PEM CA certificate(s) the receiver's certificate must chain to (required with `tls`).
+    pub ca_file: Option<String>,
+    /// Name the receiver's certificate must carry; default: the host of `address`.
+    pub server_name: Option<String>,
+    /// Records queued for the receiver before new ones are dropped (counted).
+    pub queue: usize,
+}
+
+/// Default `logging.syslog.queue`.
+pub const SYSLOG_DEFAULT_QUEUE: usize = 10_000;
+
+/// Default `logging.interim_interval`.
+pub const DEFAULT_INTERIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Parses a duration like `30s`, `1m`, `5m`, `1h`, `1d` (a bare number is seconds), at least
+/// one second: the syntax of `logging.interim_interval` and `natfw overview --interval`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad interval `{s}`: want e.g. 30s, 1m, 1h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("bad interval unit in `{s}`: use s, m, h or d")),
+    };
+    match n.checked_mul(mult) {
+        Some(secs) if secs > 0 => Ok(std::time::Duration::from_secs(secs)),
+        _ => Err(format!("bad interval `{s}`: must be at least 1s")),
+    }
 }
 
 /// `logging.format`.
@@ -365,6 +416,8 @@ impl Default for Logging {
             rotate_bytes: None,
             keep: 5,
             format: RecordFormat::Json,
+            interim_interval: DEFAULT_INTERIM_INTERVAL,
+            syslog: None,
         }
     }
 }

@@ -446,6 +446,20 @@ impl<T> Table<T> {
         }
     }
 
+    /// Slots the table has used so far (live or free): the range [`Table::at`] takes. Never
+    /// above the capacity; a sweep over `0..slot_count()` visits every live flow.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The flow in slot `idx`, if the slot is in use.
+    pub fn at(&self, idx: u32) -> Option<(FlowRef, &Entry<T>)> {
+        match self.slots.get(idx as usize) {
+            Some(Slot::Used(e)) => Some((FlowRef { idx, gen: e.gen }, e)),
+            _ => None,
+        }
+    }
+
     /// The flow, if `r` still names it.
     pub fn get(&self, r: FlowRef) -> Option<&Entry<T>> {
         match self.slots.get(r.idx as usize) {

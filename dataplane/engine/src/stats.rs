@@ -81,6 +81,8 @@ pub struct EngineStats {
     /// natfw process, one that timed out), answered with a RST to the client so it does not
     /// hang on a connection nothing forwards.
     pub resets_no_flow: u64,
+    /// Interim records of live flows handed to the sink (`logging.interim_interval`).
+    pub interim_records: u64,
     /// A client SYN with a new sequence number reused the tuple of a closed flow: the old flow
     /// ended and a new one was opened.
     pub tuple_reuses: u64,

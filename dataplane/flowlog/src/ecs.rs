@@ -45,10 +45,12 @@ pub fn to_ecs(rec: &FlowRecord) -> Value {
                 ("category", json!(["network"])),
                 (
                     "type",
-                    json!(if rec.action == "drop" {
-                        vec!["connection", "end", "denied"]
-                    } else {
-                        vec!["connection", "end", "allowed"]
+                    json!(match (rec.is_interim(), rec.action == "drop") {
+                        // A live flow's record: ECS event.type `info` instead of `end`.
+                        (true, true) => vec!["connection", "info", "denied"],
+                        (true, false) => vec!["connection", "info", "allowed"],
+                        (false, true) => vec!["connection", "end", "denied"],
+                        (false, false) => vec!["connection", "end", "allowed"],
                     }),
                 ),
                 ("action", json!(rec.action)),
@@ -56,7 +58,14 @@ pub fn to_ecs(rec: &FlowRecord) -> Value {
                 ("reason", json!(rec.reason)),
                 ("start", json!(rec.start_time)),
                 ("end", json!(rec.end_time)),
-                ("dataset", json!("natfw.flow")),
+                (
+                    "dataset",
+                    json!(if rec.is_interim() {
+                        "natfw.flow_interim"
+                    } else {
+                        "natfw.flow"
+                    }),
+                ),
                 ("module", json!("natfw")),
             ])),
         ),
@@ -99,6 +108,10 @@ pub fn to_ecs(rec: &FlowRecord) -> Value {
         ("end_reason", json!(rec.end_reason)),
         ("app_name", opt(rec.app_name.as_ref())),
     ]);
+    let mut natfw = natfw;
+    if let Some(i) = &rec.interim {
+        natfw.insert("interim".into(), json!(i));
+    }
     doc.insert("natfw".into(), Value::Object(natfw));
     Value::Object(doc)
 }

@@ -14,22 +14,28 @@ pub mod views;
 mod writer;
 
 pub use ecs::{to_ecs, ECS_VERSION};
-pub use natfw_engine::engine::{FlowEnd, FlowSink};
+pub use natfw_engine::engine::{FlowEnd, FlowInterim, FlowSink};
 pub use natfw_policy::RecordFormat;
 pub use read::{read_records, ReadError, Records};
-pub use render::render;
+pub use render::{render, render_interim};
 pub use timefmt::{format_rfc3339_millis, parse_rfc3339};
 pub use writer::{
-    spawn_writer, spawn_writer_with_capacity, ChannelSink, Rotation, Target, Writer,
-    WriterCounters, WriterHandle, WriterStats, DEFAULT_CHANNEL_CAPACITY,
+    spawn_writer, spawn_writer_tee, spawn_writer_with_capacity, ChannelSink, LineTee, Rotation,
+    Target, Writer, WriterCounters, WriterHandle, WriterStats, DEFAULT_CHANNEL_CAPACITY,
 };
 
 use serde::{Deserialize, Serialize};
 
+/// `log_type` of a flow's end record.
+pub const LOG_TYPE_FLOW: &str = "flow";
+/// `log_type` of a record of a flow that still lives (`logging.interim_interval`).
+pub const LOG_TYPE_INTERIM: &str = "flow_interim";
+
 /// One flow, as written to the flow log. Field names are the contract; do not rename.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowRecord {
-    /// Always `"flow"`.
+    /// `"flow"` ([`LOG_TYPE_FLOW`]) at the flow's end; `"flow_interim"` ([`LOG_TYPE_INTERIM`])
+    /// for a record of a live flow.
     pub log_type: String,
     pub gateway: String,
     /// RFC 3339 UTC with milliseconds, e.g. `2026-11-28T17:11:22.123Z`.
@@ -73,6 +79,32 @@ pub struct FlowRecord {
     /// `gateway_resolution`, `forwarder`; `None` when no DNS fact decided the flow.
     #[serde(default)]
     pub dns_verified: Option<String>,
+    /// Only in `flow_interim` records (absent from end records).
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub interim: Option<InterimFields>,
+}
+
+impl FlowRecord {
+    /// A record of a live flow (`flow_interim`): its bytes are counted again by the flow's
+    /// later records, so totals (overview, ranking) skip it.
+    pub fn is_interim(&self) -> bool {
+        self.log_type == LOG_TYPE_INTERIM
+    }
+}
+
+/// The fields only a `flow_interim` record has. Its `out_packet_*` / `in_packet_*` count since
+/// the flow's start, as in the end record; these count the interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterimFields {
+    /// 1 for the flow's first interim record; then the whole intervals the flow had lived.
+    pub interim_seq: u32,
+    /// Start of the interval (the previous interim record's `end_time`, or the flow's start);
+    /// the interval ends at `end_time`.
+    pub interval_start_time: String,
+    pub interval_out_packet_count: u64,
+    pub interval_out_packet_bytes: u64,
+    pub interval_in_packet_count: u64,
+    pub interval_in_packet_bytes: u64,
 }
 
 /// Keeps rendered records in memory (tests, replay into a buffer): the engine's
@@ -96,6 +128,10 @@ impl RecordVec {
 impl FlowSink for RecordVec {
     fn flow_end(&mut self, ev: FlowEnd) {
         self.records.push(render(&ev, &self.gateway));
+    }
+
+    fn flow_interim(&mut self, ev: FlowInterim) {
+        self.records.push(render_interim(&ev, &self.gateway));
     }
 }
 
@@ -132,6 +168,14 @@ impl SharedRecords {
 impl FlowSink for SharedRecords {
     fn flow_end(&mut self, ev: FlowEnd) {
         let rec = render(&ev, &self.gateway);
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rec);
+    }
+
+    fn flow_interim(&mut self, ev: FlowInterim) {
+        let rec = render_interim(&ev, &self.gateway);
         self.records
             .lock()
             .unwrap_or_else(|p| p.into_inner())

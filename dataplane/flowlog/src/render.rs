@@ -5,12 +5,12 @@ use std::fmt::Write as _;
 
 use natfw_engine::conntrack::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use natfw_engine::engine::event::{
-    benign, DomainSrc, FactState, FlowEnd, FlowVerdict, WHY_ENDED_PENDING,
+    benign, DomainSrc, FactState, FlowEnd, FlowInterim, FlowVerdict, WHY_ENDED_PENDING,
 };
 use natfw_policy::compile::CompiledPolicy;
 use natfw_policy::{Action, App, DecidedBy, Destination, Mode, RuleId};
 
-use crate::{format_rfc3339_millis, FlowRecord};
+use crate::{format_rfc3339_millis, FlowRecord, InterimFields, LOG_TYPE_INTERIM};
 
 /// Some fact may still arrive.
 fn facts_pending(ev: &FlowEnd) -> bool {
@@ -240,5 +240,30 @@ pub fn render(ev: &FlowEnd, gateway: &str) -> FlowRecord {
         in_packet_bytes: ev.inb.bytes,
         end_reason: end_reason.as_str().into(),
         dns_verified: ev.dns_verified.map(|v| v.as_str().to_string()),
+        interim: None,
     }
+}
+
+/// `end_reason` of an interim record: the flow has not ended.
+pub const INTERIM_END_REASON: &str = "active";
+
+/// The flow-log record of a live flow (`flow_interim`): the end record's fields as the flow
+/// stands (`end_time` = this record's time, counters since the start, `end_reason` `active`),
+/// plus the interval's counters.
+pub fn render_interim(ev: &FlowInterim, gateway: &str) -> FlowRecord {
+    let mut r = render(&ev.flow, gateway);
+    r.log_type = LOG_TYPE_INTERIM.into();
+    r.end_reason = INTERIM_END_REASON.into();
+    if ev.flow.verdict == FlowVerdict::Pending {
+        r.reason = "verdict pending: identification in progress".into();
+    }
+    r.interim = Some(InterimFields {
+        interim_seq: ev.seq,
+        interval_start_time: format_rfc3339_millis(ev.interval_start),
+        interval_out_packet_count: ev.interval_out.packets,
+        interval_out_packet_bytes: ev.interval_out.bytes,
+        interval_in_packet_count: ev.interval_inb.packets,
+        interval_in_packet_bytes: ev.interval_inb.bytes,
+    });
+    r
 }

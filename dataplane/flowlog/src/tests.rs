@@ -34,6 +34,7 @@ fn record(i: u64) -> FlowRecord {
         in_packet_bytes: 0,
         end_reason: "fin".into(),
         dns_verified: None,
+        interim: None,
     }
 }
 
@@ -468,4 +469,165 @@ fn writer_writes_ecs_on_request_and_the_contract_record_by_default() {
     let text = std::fs::read_to_string(&ecs).unwrap();
     let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(v, to_ecs(&record(1)));
+}
+
+/// An interim record of [`event`]`(i)`'s flow: the `seq`-th, `total` frames of 100 bytes out so
+/// far, `interval` of them in the interval.
+fn interim_event(i: u64, seq: u32, total: u64, interval: u64) -> FlowInterim {
+    use natfw_engine::stats::Counter;
+    use natfw_engine::time::Timestamp;
+    let mut flow = event(i);
+    flow.end = Timestamp::from_millis(1_764_350_000_000 + u64::from(seq) * 60_000);
+    flow.out = Counter {
+        packets: total,
+        bytes: 100 * total,
+    };
+    FlowInterim {
+        flow,
+        seq,
+        interval_start: Timestamp::from_millis(1_764_350_000_000 + u64::from(seq - 1) * 60_000),
+        interval_out: Counter {
+            packets: interval,
+            bytes: 100 * interval,
+        },
+        interval_inb: Counter::default(),
+    }
+}
+
+#[test]
+fn interim_records_render_their_own_fields_and_end_records_stay_as_before() {
+    let r = render_interim(&interim_event(3, 2, 5, 2), "natfw");
+    assert_eq!(r.log_type, "flow_interim");
+    assert!(r.is_interim());
+    assert_eq!(r.end_reason, "active");
+    assert_eq!(r.start_time, "2025-11-28T17:13:20.000Z");
+    assert_eq!(r.end_time, "2025-11-28T17:15:20.000Z");
+    assert_eq!((r.out_packet_count, r.out_packet_bytes), (5, 500));
+    let i = r.interim.clone().expect("interim fields");
+    assert_eq!(i.interim_seq, 2);
+    assert_eq!(i.interval_start_time, "2025-11-28T17:14:20.000Z");
+    assert_eq!(
+        (i.interval_out_packet_count, i.interval_out_packet_bytes),
+        (2, 200)
+    );
+    assert_eq!(
+        (i.interval_in_packet_count, i.interval_in_packet_bytes),
+        (0, 0)
+    );
+    // The rest is the end record's rendering of the same flow.
+    assert_eq!(r.reason, rendered(3).reason);
+    assert_eq!(r.domain, rendered(3).domain);
+
+    let line = serde_json::to_string(&r).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 27 + 6, "{line}");
+    assert_eq!(v["interval_out_packet_bytes"], 200);
+    let back: FlowRecord = serde_json::from_str(&line).unwrap();
+    assert_eq!(back, r);
+    // An end record has none of the interim keys, and reads back without them.
+    let end = serde_json::to_string(&rendered(3)).unwrap();
+    assert!(
+        !end.contains("interim") && !end.contains("interval_"),
+        "{end}"
+    );
+    let back: FlowRecord = serde_json::from_str(&end).unwrap();
+    assert_eq!(back.interim, None);
+    assert!(!back.is_interim());
+    // ECS: the interim facts under natfw.interim, event.type info.
+    let e = to_ecs(&r);
+    assert_eq!(e["event"]["dataset"], "natfw.flow_interim");
+    assert_eq!(e["event"]["type"][1], "info");
+    assert_eq!(e["natfw"]["interim"]["interim_seq"], 2);
+}
+
+/// Collects the lines the writer hands a tee.
+struct TeeLines(Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+impl LineTee for TeeLines {
+    fn line(&mut self, rec: &FlowRecord, line: &[u8]) {
+        self.0.lock().unwrap().push((
+            rec.log_type.clone(),
+            String::from_utf8(line.to_vec()).unwrap(),
+        ));
+    }
+}
+
+#[test]
+fn the_writer_thread_writes_interim_records_and_hands_every_line_to_the_tee() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flows.jsonl");
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (mut sink, handle) = spawn_writer_tee(
+        "natfw",
+        Target::File(path.clone()),
+        Rotation::default(),
+        16,
+        Some(Box::new(TeeLines(Arc::clone(&got)))),
+    )
+    .unwrap();
+    sink.flow_interim(interim_event(1, 1, 2, 2));
+    sink.flow_interim(interim_event(1, 2, 3, 1));
+    sink.flow_end(event(1));
+    let stats = handle.finish();
+    assert_eq!((stats.written, stats.dropped), (3, 0));
+    let back = lines(&path);
+    let types: Vec<&str> = back.iter().map(|r| r.log_type.as_str()).collect();
+    assert_eq!(types, ["flow_interim", "flow_interim", "flow"]);
+    assert_eq!(back[2], rendered(1));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let tee = got.lock().unwrap();
+    assert_eq!(tee.len(), 3);
+    for ((ty, l), file_line) in tee.iter().zip(text.lines()) {
+        assert_eq!(
+            l, file_line,
+            "the tee gets the line as written, without the newline"
+        );
+        assert!(file_line.contains(&format!("\"log_type\":\"{ty}\"")));
+    }
+}
+
+#[test]
+fn views_count_a_flow_with_interim_records_once_and_search_shows_them() {
+    use crate::views::{logs, overview, top};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flows.jsonl");
+    {
+        let (mut sink, handle) =
+            spawn_writer("natfw", Target::File(path.clone()), Rotation::default()).unwrap();
+        // Flow 1 lives 3 minutes: two interim records (2 then 3 frames so far), then its end
+        // with 4 frames of 100 bytes. Flow 2 is short: its end only.
+        let mut end = event(1);
+        end.end = natfw_engine::time::Timestamp::from_millis(1_764_350_000_000 + 150_000);
+        end.out.packets = 4;
+        end.out.bytes = 400;
+        sink.flow_interim(interim_event(1, 1, 2, 2));
+        sink.flow_interim(interim_event(1, 2, 3, 1));
+        sink.flow_end(end);
+        sink.flow_end(event(2));
+        handle.finish();
+    }
+    let files = [path];
+    let (t, stats) = top::top(&files, top::TopBy::Bytes).unwrap();
+    assert_eq!(stats.records, 4);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].flows, 2, "interim records are not flows");
+    assert_eq!(
+        t[0].bytes_out,
+        400 + 200,
+        "the flow's 400 bytes once, plus flow 2's"
+    );
+    let (o, _) = overview::overview(&files, std::time::Duration::from_secs(60), None).unwrap();
+    let bytes: u64 = o.buckets.iter().map(|b| b.bytes_out).sum();
+    let flows: u64 = o.buckets.iter().map(|b| b.flows).sum();
+    assert_eq!((bytes, flows), (600, 2));
+    // Search shows the live flow's records, interim ones included.
+    let mut out = Vec::new();
+    let filter = logs::LogFilter {
+        src: Some(logs::parse_net("10.0.1.10").unwrap()),
+        ..Default::default()
+    };
+    let (_, shown) = logs::logs(&files, &filter, logs::LogFormat::Json, &mut out).unwrap();
+    assert_eq!(shown, 4);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches("\"log_type\":\"flow_interim\"").count(), 2);
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
-use super::{render, FlowEnd, FlowRecord, FlowSink};
+use super::{render, render_interim, FlowEnd, FlowInterim, FlowRecord, FlowSink};
 
 /// Records the channel holds before the data path starts dropping.
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 65_536;
@@ -78,6 +78,13 @@ impl Rotation {
     }
 }
 
+/// Gets every record the writer writes, as its line (without the newline, in the configured
+/// format), on the writer thread: a second destination such as a remote syslog. Must not
+/// block (hand the line to a bounded queue, count what does not fit).
+pub trait LineTee: Send {
+    fn line(&mut self, rec: &FlowRecord, line: &[u8]);
+}
+
 /// Bytes buffered before they are written out.
 const BUF_CAP: usize = 64 * 1024;
 
@@ -124,6 +131,7 @@ pub struct Writer {
     pending: u64,
     line: Vec<u8>,
     counters: Arc<WriterCounters>,
+    tee: Option<Box<dyn LineTee>>,
 }
 
 impl fmt::Debug for Writer {
@@ -185,6 +193,7 @@ impl Writer {
             pending: 0,
             line: Vec::with_capacity(1024),
             counters,
+            tee: None,
         })
     }
 
@@ -202,6 +211,9 @@ impl Writer {
             crate::RecordFormat::Ecs => serde_json::to_writer(&mut self.line, &crate::to_ecs(rec)),
         }
         .map_err(io::Error::other)?;
+        if let Some(t) = &mut self.tee {
+            t.line(rec, &self.line);
+        }
         self.line.push(b'\n');
         if let (Some(max), Some(_)) = (self.rotation.max_bytes, &self.path) {
             let used = self.size + self.buf.len() as u64;
@@ -330,7 +342,18 @@ fn with_path(e: io::Error, p: &Path) -> io::Error {
 
 enum Msg {
     Flow(Box<FlowEnd>),
+    Interim(Box<FlowInterim>),
     Finish,
+}
+
+impl Msg {
+    fn record(&self, gateway: &str) -> Option<FlowRecord> {
+        match self {
+            Msg::Flow(ev) => Some(render(ev, gateway)),
+            Msg::Interim(ev) => Some(render_interim(ev, gateway)),
+            Msg::Finish => None,
+        }
+    }
 }
 
 /// The data path's end of the flow log: [`FlowSink::flow_end`] never blocks; when the channel is
@@ -349,6 +372,7 @@ impl fmt::Debug for Msg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Msg::Flow(_) => f.write_str("Flow(..)"),
+            Msg::Interim(_) => f.write_str("Interim(..)"),
             Msg::Finish => f.write_str("Finish"),
         }
     }
@@ -393,21 +417,31 @@ impl ChannelSink {
     }
 }
 
-impl FlowSink for ChannelSink {
-    fn flow_end(&mut self, ev: FlowEnd) {
+impl ChannelSink {
+    fn offer(&mut self, msg: Msg) {
         self.offered.fetch_add(1, Ordering::Relaxed);
         if self.lossless {
-            if self.tx.send(Msg::Flow(Box::new(ev))).is_err() {
+            if self.tx.send(msg).is_err() {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
-        match self.tx.try_send(Msg::Flow(Box::new(ev))) {
+        match self.tx.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+impl FlowSink for ChannelSink {
+    fn flow_end(&mut self, ev: FlowEnd) {
+        self.offer(Msg::Flow(Box::new(ev)));
+    }
+
+    fn flow_interim(&mut self, ev: FlowInterim) {
+        self.offer(Msg::Interim(Box::new(ev)));
     }
 }
 
@@ -481,8 +515,21 @@ pub fn spawn_writer_with_capacity(
     rotate: Rotation,
     capacity: usize,
 ) -> io::Result<(ChannelSink, WriterHandle)> {
+    spawn_writer_tee(gateway, target, rotate, capacity, None)
+}
+
+/// Starts a writer thread that also hands every line to `tee` (a remote sink); the tee is
+/// dropped when the thread stops.
+pub fn spawn_writer_tee(
+    gateway: &str,
+    target: Target,
+    rotate: Rotation,
+    capacity: usize,
+    tee: Option<Box<dyn LineTee>>,
+) -> io::Result<(ChannelSink, WriterHandle)> {
     let counters = Arc::new(WriterCounters::default());
-    let writer = Writer::open_with(target, rotate, Arc::clone(&counters))?;
+    let mut writer = Writer::open_with(target, rotate, Arc::clone(&counters))?;
+    writer.tee = tee;
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     let thread = std::thread::Builder::new()
@@ -536,15 +583,15 @@ fn run_writer(mut w: Writer, gateway: &str, rx: Receiver<Msg>) -> Option<String>
                 }
             }
         };
-        match msg {
-            Msg::Flow(ev) => match w.write(&render(&ev, gateway)) {
+        match msg.record(gateway) {
+            Some(rec) => match w.write(&rec) {
                 Ok(()) => dirty = true,
                 Err(e) => note(e),
             },
-            Msg::Finish => {
+            None => {
                 // Take what was queued before the finish request, then stop.
-                while let Ok(Msg::Flow(ev)) = rx.try_recv() {
-                    if let Err(e) = w.write(&render(&ev, gateway)) {
+                while let Some(rec) = rx.try_recv().ok().and_then(|m| m.record(gateway)) {
+                    if let Err(e) = w.write(&rec) {
                         note(e);
                     }
                 }

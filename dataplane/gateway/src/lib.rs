@@ -14,6 +14,7 @@ pub mod netlink;
 pub mod notify;
 pub mod replay;
 pub mod run;
+pub mod syslog;
 pub mod xdp;
 pub mod xsk_stats;
 

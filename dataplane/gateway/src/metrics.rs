@@ -166,6 +166,41 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
         "Rotated flow-log files deleted to make room on a full disk.",
     ),
     (
+        "natfw_interim_records_total",
+        Kind::Counter,
+        "Interim records of live flows (logging.interim_interval) handed to the flow log.",
+    ),
+    (
+        "natfw_syslog_records_total",
+        Kind::Counter,
+        "Flow records handed to the remote syslog sink.",
+    ),
+    (
+        "natfw_syslog_sent_total",
+        Kind::Counter,
+        "Flow records sent to the syslog receiver.",
+    ),
+    (
+        "natfw_syslog_dropped_total",
+        Kind::Counter,
+        "Flow records the syslog sink dropped (queue full while the receiver was away or slow; undelivered at shutdown).",
+    ),
+    (
+        "natfw_syslog_queued",
+        Kind::Gauge,
+        "Flow records waiting in the syslog sink's queue.",
+    ),
+    (
+        "natfw_syslog_connected",
+        Kind::Gauge,
+        "1 while the syslog sink is connected to its receiver.",
+    ),
+    (
+        "natfw_syslog_connects_total",
+        Kind::Counter,
+        "Connections the syslog sink established (the first and every reconnection).",
+    ),
+    (
         "natfw_resets_no_flow_total",
         Kind::Counter,
         "Mid-stream TCP segments from the inside of no flow, answered with a RST.",
@@ -294,6 +329,33 @@ pub fn rule_stats(policy: &natfw_policy::compile::CompiledPolicy) -> HashMap<Str
     m
 }
 
+/// The remote syslog sink's counters at one moment (see [`crate::syslog::SyslogCounters`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyslogStat {
+    pub records: u64,
+    pub sent: u64,
+    pub dropped: u64,
+    pub queued: u64,
+    pub connected: bool,
+    pub connects: u64,
+    pub last_error: Option<String>,
+}
+
+impl SyslogStat {
+    pub fn of(c: &crate::syslog::SyslogCounters) -> SyslogStat {
+        use std::sync::atomic::Ordering::Relaxed;
+        SyslogStat {
+            records: c.offered.load(Relaxed),
+            sent: c.sent.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+            queued: c.queued.load(Relaxed),
+            connected: c.connected.load(Relaxed),
+            connects: c.connects.load(Relaxed),
+            last_error: c.last_error.lock().ok().and_then(|g| g.clone()),
+        }
+    }
+}
+
 /// Everything published at once.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -311,6 +373,8 @@ pub struct Snapshot {
     pub flowlog_space_freed: u64,
     /// The latest flow-log write error.
     pub flowlog_last_error: Option<String>,
+    /// The remote syslog sink, if configured.
+    pub syslog: Option<SyslogStat>,
     /// Drops of the nftables guard (`inet natfw_guard`).
     pub guard: crate::guard::GuardCounters,
     /// Kernel statistics of the AF_XDP sockets, per side (`inside`, `outside`).
@@ -513,6 +577,15 @@ fn publish(s: &Snapshot) {
     counter!("natfw_flowlog_write_errors_total").absolute(s.flowlog_write_failed);
     counter!("natfw_flowlog_space_freed_total").absolute(s.flowlog_space_freed);
     counter!("natfw_resets_no_flow_total").absolute(e.resets_no_flow);
+    counter!("natfw_interim_records_total").absolute(e.interim_records);
+    if let Some(y) = &s.syslog {
+        counter!("natfw_syslog_records_total").absolute(y.records);
+        counter!("natfw_syslog_sent_total").absolute(y.sent);
+        counter!("natfw_syslog_dropped_total").absolute(y.dropped);
+        gauge!("natfw_syslog_queued").set(y.queued as f64);
+        gauge!("natfw_syslog_connected").set(f64::from(u8::from(y.connected)));
+        counter!("natfw_syslog_connects_total").absolute(y.connects);
+    }
     for (reason, (p, b)) in [
         ("snat_unsteered", s.guard.snat_unsteered),
         ("not_snat", s.guard.not_snat),
@@ -589,6 +662,7 @@ mod tests {
         s.xsk.push(("inside", Default::default()));
         s.default_route.push(("ipv4", true));
         s.dns = crate::dns::DnsStats::default().rows();
+        s.syslog = Some(SyslogStat::default());
         m.publish(&s);
         let text = m.render();
         let lines = text.lines().map(|l| Ok(l.to_string()));

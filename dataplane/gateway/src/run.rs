@@ -26,7 +26,7 @@ use crate::afxdp::{AfXdp, Disposition, FrameHandler, IoStats, PortInfo};
 use crate::xdp::{IfSide, Steering, SteeringRules};
 use natfw_engine::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
 use natfw_engine::time::Timestamp;
-use natfw_flowlog::{spawn_writer, Rotation, Target};
+use natfw_flowlog::{Rotation, Target};
 
 /// Name of the nftables NAT table `run` owns (see [`crate::guard`]).
 pub const NFT_TABLE: &str = crate::guard::NAT_TABLE;
@@ -87,10 +87,24 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             .map_err(|e| RunError::Other(format!("installing signal handler: {e}")))?;
     }
 
-    let (sink, writer) = spawn_writer(
+    // The remote syslog sink (`logging.syslog`): fed by the flow-log writer thread.
+    let (tee, syslog) = match &cfg.logging.syslog {
+        Some(sc) => {
+            let (tee, h) = crate::syslog::start(sc, &cfg.gateway.name).map_err(RunError::Config)?;
+            log(&format!("flow log also to syslog at {}", sc.address));
+            (
+                Some(Box::new(tee) as Box<dyn natfw_flowlog::LineTee>),
+                Some(h),
+            )
+        }
+        None => (None, None),
+    };
+    let (sink, writer) = natfw_flowlog::spawn_writer_tee(
         &cfg.gateway.name,
         Target::from_config(&cfg.logging.flow_log),
         Rotation::from_config(&cfg.logging),
+        natfw_flowlog::DEFAULT_CHANNEL_CAPACITY,
+        tee,
     )
     .map_err(|e| RunError::Other(format!("flow log {}: {e}", cfg.logging.flow_log)))?;
     let opts = EngineOptions {
@@ -103,6 +117,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         resolve_timeout_ms: cfg.dns.verify_timeout_ms,
         max_resolving: cfg.dns.verify_concurrency,
         gateway_dns_names: cfg.dns.max_names.saturating_add(16_384),
+        interim_interval_ms: cfg.logging.interim_interval.as_millis() as u64,
         ..EngineOptions::default()
     };
     let geo = match &cfg.geo.database {
@@ -204,6 +219,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
     }
     let mut watch = Watch::new(&cfg, &sys, &fds);
+    watch.syslog = syslog.as_ref().map(|h| Arc::clone(&h.counters));
     let attach = (|| -> Result<(), RunError> {
         for (side, fd) in fds {
             match side {
@@ -298,6 +314,15 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         .map_err(|_| RunError::Other("data-path thread panicked".into()))?;
     drop(dns);
     let w = writer.finish();
+    if let Some(h) = syslog {
+        let c = Arc::clone(&h.counters);
+        h.finish();
+        log(&format!(
+            "syslog: {} sent, {} dropped",
+            c.sent.load(Ordering::Relaxed),
+            c.dropped.load(Ordering::Relaxed)
+        ));
+    }
     log(&format!(
         "nftables tables inet {} and inet {} left in place (fail_mode: {})",
         crate::guard::GUARD_TABLE,
@@ -480,6 +505,7 @@ fn publish(
     s.flowlog_dropped = sink.dropped() + s.flowlog_write_failed;
     s.flowlog_space_freed = sink.space_freed();
     s.flowlog_last_error = sink.last_error();
+    s.syslog = watch.syslog.as_deref().map(crate::metrics::SyslogStat::of);
     watch.flowlog(&s);
     s.guard = watch.guard();
     s.xsk = watch.xsk();
@@ -509,6 +535,8 @@ struct Watch {
     route_ok: Vec<(&'static str, bool)>,
     last_route_log: Vec<Option<Instant>>,
     restored: u64,
+    /// The remote syslog sink's counters, if one is configured.
+    syslog: Option<Arc<crate::syslog::SyslogCounters>>,
 }
 
 impl Watch {
@@ -542,6 +570,7 @@ impl Watch {
             last_route_log: vec![None; families.len()],
             families,
             restored: 0,
+            syslog: None,
         }
     }
 

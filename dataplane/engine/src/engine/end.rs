@@ -28,6 +28,7 @@ impl Engine {
         reason: EndReason,
     ) {
         self.watch.remove(r);
+        self.interim.forget(r);
         if e.data.ident != NO_IDENT {
             if let Some(id) = self.idents.remove(e.data.ident) {
                 for (_, f) in &id.held {
@@ -81,6 +82,7 @@ impl Engine {
             return;
         }
         e.data.recorded = true;
+        self.interim.forget(r);
         credit_bytes(&e.data);
         let ev = e.data.end_event(&e.key, e.snat, now, reason, policy);
         self.sink.flow_end(ev);

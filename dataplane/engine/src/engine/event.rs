@@ -203,10 +203,32 @@ pub struct FlowEnd {
     pub inb: Counter,
 }
 
+/// A record of a flow that is still alive (`logging.interim_interval`): the flow as it stands
+/// at `flow.end` (its counters since the start; `flow.end_reason` means nothing here), and
+/// what it carried since the previous interim record (or its start).
+#[derive(Debug, Clone)]
+pub struct FlowInterim {
+    /// The flow so far: `end` is the time of this record, `out`/`inb` count since the start.
+    pub flow: FlowEnd,
+    /// 1 for the first interim record of the flow, then the number of whole intervals the flow
+    /// had lived when this record was made (a sweep that came late skips numbers).
+    pub seq: u32,
+    /// Start of the span `interval_out` / `interval_inb` count: the previous interim record's
+    /// time, or the flow's start for the first one.
+    pub interval_start: Timestamp,
+    pub interval_out: Counter,
+    pub interval_inb: Counter,
+}
+
 /// Where the engine hands finished flows. Must never block the data path.
 pub trait FlowSink: Send {
     /// Take one finished flow. Implementations that cannot keep up count it as dropped.
     fn flow_end(&mut self, ev: FlowEnd);
+
+    /// Take one interim record of a live flow. Sinks that keep no interim records ignore it.
+    fn flow_interim(&mut self, ev: FlowInterim) {
+        let _ = ev;
+    }
 }
 
 /// Keeps events in memory (tests, fuzzing).

@@ -12,6 +12,7 @@ mod hold;
 mod icmp;
 mod ident;
 mod inbound;
+mod interim;
 mod outbound;
 mod upgrade;
 
@@ -21,7 +22,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use self::event::{
-    DnsVerified, DomainSrc, EndReason, FactState, FlowEnd, FlowSink, FlowVerdict, NullSink,
+    DnsVerified, DomainSrc, EndReason, FactState, FlowEnd, FlowInterim, FlowSink, FlowVerdict,
+    NullSink,
 };
 use arc_swap::ArcSwap;
 pub use natfw_policy::compile::CompiledPolicy;
@@ -188,6 +190,10 @@ pub struct EngineOptions {
     /// Largest frame (Ethernet header included) a reassembled datagram may be sent as; larger
     /// ones are dropped ([`DropReason::ReassembledTooBig`]), they are not re-fragmented.
     pub max_frame_len: usize,
+    /// Interim records of live flows (`logging.interim_interval`), ms: a flow gets one record
+    /// per interval while it lives ([`FlowSink::flow_interim`]). 0 = none (the default: `natfw
+    /// run` sets it from the config; replay writes end records only).
+    pub interim_interval_ms: u64,
 }
 
 impl Default for EngineOptions {
@@ -207,6 +213,7 @@ impl Default for EngineOptions {
             frag: FragConfig::default(),
             // Ethernet header + a 1500-byte IP MTU.
             max_frame_len: 1514,
+            interim_interval_ms: 0,
         }
     }
 }
@@ -240,6 +247,8 @@ pub struct Engine {
     reset_unknown: bool,
     /// STARTTLS / h2c / DNS-over-TCP side tables.
     watch: upgrade::Watches,
+    /// Interim records of long flows.
+    interim: interim::Interim,
 }
 
 impl fmt::Debug for Engine {
@@ -343,6 +352,7 @@ impl Engine {
                 "DNAT entries are not allowed while the firewall is enabled".into(),
             ));
         }
+        let interim = interim::Interim::new(opts.interim_interval_ms);
         Ok(Engine {
             policy: Arc::new(ArcSwap::from_pointee(CompiledPolicy::new(&cfg.firewall))),
             geo,
@@ -371,6 +381,7 @@ impl Engine {
             emits: Vec::new(),
             reset_unknown: false,
             watch: upgrade::Watches::default(),
+            interim,
         })
     }
 
@@ -474,6 +485,7 @@ impl Engine {
             };
             self.finish(now, r, e, reason);
         }
+        self.interim_tick(now);
         self.stats.held_bytes = self.idents.bytes as u64;
     }
 

@@ -168,7 +168,11 @@ pub fn logs(
             LogFormat::Table => {
                 let src = endpoint(&r.src_ip, r.src_port);
                 let dst = endpoint(&r.dst_ip, r.dst_port);
-                let bytes = human_bytes(r.out_packet_bytes.saturating_add(r.in_packet_bytes));
+                let mut bytes = human_bytes(r.out_packet_bytes.saturating_add(r.in_packet_bytes));
+                if r.is_interim() {
+                    // A live flow's record: its bytes so far.
+                    bytes.push_str(" (live)");
+                }
                 table_row(
                     out,
                     &[

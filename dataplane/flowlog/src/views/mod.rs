@@ -109,31 +109,10 @@ pub fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
-/// Parses a duration like `30s`, `1m`, `5m`, `1h`, `1d` (a bare number is seconds).
+/// Parses a duration like `30s`, `1m`, `5m`, `1h`, `1d` (a bare number is seconds; the syntax
+/// of `logging.interim_interval` too).
 pub fn parse_interval(s: &str) -> Result<std::time::Duration, ViewError> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| ViewError::Usage(format!("bad interval `{s}`: want e.g. 30s, 1m, 1h")))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(ViewError::Usage(format!(
-                "bad interval unit in `{s}`: use s, m, h or d"
-            )))
-        }
-    };
-    match n.checked_mul(mult) {
-        Some(secs) if secs > 0 => Ok(std::time::Duration::from_secs(secs)),
-        _ => Err(ViewError::Usage(format!(
-            "bad interval `{s}`: must be at least 1s"
-        ))),
-    }
+    natfw_policy::model::parse_duration(s).map_err(ViewError::Usage)
 }
 
 /// Parses `--since`/`--until` values (see [`flowlog::parse_rfc3339`]).

@@ -187,7 +187,8 @@ fn build(
     let (mut lo, mut hi) = (u64::MAX, 0u64);
     let mut bad_times = 0u64;
     let stats = for_each_record(files, |r| {
-        if !keep(&r) {
+        // A live flow's interim records are counted by its end record: bytes count once.
+        if r.is_interim() || !keep(&r) {
             return Ok(());
         }
         let (Some(s), Some(e)) = (parse_rfc3339(&r.start_time), parse_rfc3339(&r.end_time)) else {

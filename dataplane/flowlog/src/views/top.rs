@@ -55,7 +55,8 @@ pub fn top_where(
 ) -> Result<(Vec<Talker>, InputStats), ViewError> {
     let mut acc: HashMap<String, Acc> = HashMap::new();
     let stats = for_each_record(files, |r| {
-        if !keep(&r) {
+        // A live flow's interim records are counted by its end record: bytes count once.
+        if r.is_interim() || !keep(&r) {
             return Ok(());
         }
         let a = acc.entry(r.src_ip.clone()).or_default();

@@ -6,4 +6,5 @@ mod e2e;
 mod evasion;
 mod failclosed;
 mod ops;
+mod records;
 mod topology;

@@ -246,6 +246,7 @@ fn record(src: &str, domain: &str, rule: &str, bytes: u64) -> FlowRecord {
         in_packet_bytes: 0,
         end_reason: "denied".into(),
         dns_verified: None,
+        interim: None,
     }
 }
 

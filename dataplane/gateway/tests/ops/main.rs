@@ -5,4 +5,5 @@ mod console;
 mod dns;
 mod hardening;
 mod openapi;
+mod syslog_tls;
 mod tls;

@@ -18,7 +18,7 @@ fn openssl(dir: &Path, args: &[&str]) -> bool {
 }
 
 /// CA + server certificate for IP 127.0.0.1; `None` if openssl is unavailable.
-fn make_certs(dir: &Path) -> Option<()> {
+pub(super) fn make_certs(dir: &Path) -> Option<()> {
     let ec = [
         "-newkey",
         "ec",

@@ -55,6 +55,7 @@ fn rec(
         in_packet_bytes: inb,
         end_reason: "fin".into(),
         dns_verified: None,
+        interim: None,
     }
 }
 
