@@ -158,6 +158,18 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     };
     let mut steer_in = Steering::load(&cfg.gateway.inside, IfSide::Inside, &rules)?;
     let mut steer_out = Steering::load(&cfg.gateway.outside, IfSide::Outside, &rules)?;
+    if cfg.gateway.fast_path {
+        // The engine writes the flows it offloads into both interfaces' tables from the
+        // data-path thread; the tc programs are attached with the XDP ones.
+        let k = crate::xdp::offload::KernelOffload::new(
+            steer_in.take_offload()?,
+            steer_out.take_offload()?,
+            sys.inside.ifindex,
+            sys.outside.ifindex,
+        );
+        engine.set_offload(Box::new(k));
+        log("fast path on: decided flows are forwarded by tc-BPF in the kernel");
+    }
 
     let bypass_rx = control.bypass_channel();
 

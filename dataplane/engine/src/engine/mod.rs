@@ -12,6 +12,7 @@ mod hold;
 mod icmp;
 mod ident;
 mod inbound;
+pub mod offload;
 mod outbound;
 mod upgrade;
 
@@ -31,6 +32,7 @@ use natfw_policy::{Action, DecidedBy, DomainMode, FlowFacts, Outcome, Resolution
 
 use self::flow::{DnsWait, FlowData, NO_IDENT, WHY_ENDED_PENDING};
 use self::ident::{Fed, Ident, IdentTable};
+pub use self::offload::{OffloadCounts, OffloadFlow, OffloadTable, OFFLOAD_SYNC};
 use crate::conntrack::{
     Dir, Entry, FlowKey, FlowRef, ReplyKey, Table, TcpEvent, TcpState, Timeouts, TimerClass,
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
@@ -240,6 +242,8 @@ pub struct Engine {
     reset_unknown: bool,
     /// STARTTLS / h2c / DNS-over-TCP side tables.
     watch: upgrade::Watches,
+    /// The in-kernel fast path, when the caller gave one ([`Engine::set_offload`]).
+    offload: offload::OffloadState,
 }
 
 impl fmt::Debug for Engine {
@@ -371,6 +375,7 @@ impl Engine {
             emits: Vec::new(),
             reset_unknown: false,
             watch: upgrade::Watches::default(),
+            offload: offload::OffloadState::default(),
         })
     }
 
@@ -395,6 +400,7 @@ impl Engine {
                 Side::Outside => self.inbound(now, frame, &info),
             },
         };
+        self.offload_after(now);
         let s = &mut self.stats;
         match v {
             Verdict::Forward if side == Side::Inside => s.fwd_out.add(len),
@@ -449,6 +455,7 @@ impl Engine {
             self.deadlines.pop_front();
             self.identification_timeout(now, r);
         }
+        self.offload_poll(now);
         let timeout = std::time::Duration::from_millis(self.opts.resolve_timeout_ms);
         while let Some((deadline, _)) = self.resolve_deadlines.front() {
             if *deadline > now {
@@ -517,6 +524,7 @@ impl Engine {
     /// program and nftables do: new flows of a source no longer bypassed are SNATed and
     /// inspected here instead of being answered [`Verdict::ToKernel`].
     pub fn set_bypass(&mut self, net: ipnet::IpNet, on: bool) {
+        self.offload_flush();
         self.snat.set_bypass(net, on);
     }
 

@@ -4,5 +4,6 @@ mod dns;
 mod e2e;
 mod evasion;
 mod failclosed;
+mod fastpath;
 mod ops;
 mod topology;
