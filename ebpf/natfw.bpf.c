@@ -348,7 +348,7 @@ int natfw_xdp(struct xdp_md *ctx)
  * super-frames (GRO on the way in) are handled whole: the checksum helpers keep
  * CHECKSUM_PARTIAL right (pseudo-header fields only), the egress device segments.
  */
-SEC("tc")
+SEC("classifier")
 int natfw_tc(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
