@@ -113,8 +113,7 @@ impl Engine {
         }
         self.offload.cur = Some(r);
         if let L4::Tcp { flags, .. } = info.l4 {
-            if (flags.syn() || flags.fin() || flags.rst()) && self.offload.flows.contains_key(&r)
-            {
+            if (flags.syn() || flags.fin() || flags.rst()) && self.offload.flows.contains_key(&r) {
                 self.offload_take(r);
             }
         }
@@ -134,7 +133,9 @@ impl Engine {
                     return;
                 };
                 if t.add(&flow) {
-                    self.offload.flows.insert(r, (flow, OffloadCounts::default()));
+                    self.offload
+                        .flows
+                        .insert(r, (flow, OffloadCounts::default()));
                     self.stats.offload_added += 1;
                 } else {
                     self.stats.offload_add_failed += 1;

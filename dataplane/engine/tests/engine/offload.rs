@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use etherparse::PacketBuilder;
 use natfw_engine::engine::{
-    CompiledPolicy, Engine, EngineOptions, GeoDb, OffloadCounts, OffloadFlow, OffloadTable,
-    Side, Verdict,
+    CompiledPolicy, Engine, EngineOptions, GeoDb, OffloadCounts, OffloadFlow, OffloadTable, Side,
+    Verdict,
 };
 use natfw_engine::stats::Counter;
 use natfw_engine::time::Timestamp;
@@ -97,7 +97,16 @@ enum K {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn tcp(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, seq: u32, ack: u32, k: K, data: &[u8]) -> Vec<u8> {
+fn tcp(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sp: u16,
+    dp: u16,
+    seq: u32,
+    ack: u32,
+    k: K,
+    data: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
         .ipv4(src, dst, 64)
         .tcp(sp, dp, seq, 64_000);
@@ -142,18 +151,43 @@ fn established(e: &mut Engine, sport: u16) -> (u64, u64) {
         Verdict::Forward
     );
     assert_eq!(
-        inb(e, t(1), tcp(SERVER, EIP, 80, sport, 500, 101, K::SynAck, &[])),
+        inb(
+            e,
+            t(1),
+            tcp(SERVER, EIP, 80, sport, 500, 101, K::SynAck, &[])
+        ),
         Verdict::Forward
     );
     assert_eq!(
-        out(e, t(2), tcp(CLIENT, SERVER, sport, 80, 101, 501, K::Ack, &[])),
+        out(
+            e,
+            t(2),
+            tcp(CLIENT, SERVER, sport, 80, 101, 501, K::Ack, &[])
+        ),
         Verdict::Forward
     );
-    let v = out(e, t(3), tcp(CLIENT, SERVER, sport, 80, 101, 501, K::Ack, REQ));
+    let v = out(
+        e,
+        t(3),
+        tcp(CLIENT, SERVER, sport, 80, 101, 501, K::Ack, REQ),
+    );
     assert!(matches!(v, Verdict::Forward | Verdict::Held), "{v:?}");
     let end = 101 + REQ.len() as u32;
     assert_eq!(
-        inb(e, t(4), tcp(SERVER, EIP, 80, sport, 501, end, K::Ack, b"HTTP/1.1 200 OK\r\n")),
+        inb(
+            e,
+            t(4),
+            tcp(
+                SERVER,
+                EIP,
+                80,
+                sport,
+                501,
+                end,
+                K::Ack,
+                b"HTTP/1.1 200 OK\r\n"
+            )
+        ),
         Verdict::Forward
     );
     (3, 2)
@@ -177,18 +211,30 @@ fn decided_tcp_flow_is_offloaded_and_its_record_adds_the_kernels_counters() {
     // A client FIN comes to the engine: the flow is taken back first.
     let end = 101 + REQ.len() as u32;
     assert_eq!(
-        out(&mut e, t(10), tcp(CLIENT, SERVER, 40_000, 80, end, 519, K::Fin, &[])),
+        out(
+            &mut e,
+            t(10),
+            tcp(CLIENT, SERVER, 40_000, 80, end, 519, K::Fin, &[])
+        ),
         Verdict::Forward
     );
     assert_eq!(mem.len(), 0, "FIN: entry removed");
     assert_eq!(e.offloaded_flows(), 0);
     assert_eq!(
-        inb(&mut e, t(11), tcp(SERVER, EIP, 80, 40_000, 518, end + 1, K::Fin, &[])),
+        inb(
+            &mut e,
+            t(11),
+            tcp(SERVER, EIP, 80, 40_000, 518, end + 1, K::Fin, &[])
+        ),
         Verdict::Forward
     );
     assert_eq!(mem.len(), 0, "a closing flow is not offloaded again");
     assert_eq!(
-        out(&mut e, t(12), tcp(CLIENT, SERVER, 40_000, 80, end + 1, 519, K::Ack, &[])),
+        out(
+            &mut e,
+            t(12),
+            tcp(CLIENT, SERVER, 40_000, 80, end + 1, 519, K::Ack, &[])
+        ),
         Verdict::Forward
     );
     let recs = sink.take();
@@ -208,7 +254,11 @@ fn rst_takes_the_flow_back_and_ends_it() {
     assert_eq!(mem.len(), 1);
     mem.forward(7, 5, 100);
     let end = 101 + REQ.len() as u32;
-    let _ = inb(&mut e, t(20), tcp(SERVER, EIP, 80, 40_001, 518, end, K::Rst, &[]));
+    let _ = inb(
+        &mut e,
+        t(20),
+        tcp(SERVER, EIP, 80, 40_001, 518, end, K::Rst, &[]),
+    );
     assert_eq!(mem.len(), 0);
     let recs = sink.take();
     assert_eq!(recs.len(), 1);
@@ -226,30 +276,87 @@ fn a_syn_takes_the_flow_back_and_a_reused_tuple_is_inspected_again() {
     // flow is taken back before the engine judges it (an in-window SYN of an established
     // flow is dropped; the flow stays established and decided, so it is offloaded again).
     mem.forward(2, 2, 100);
-    let v = out(&mut e, t(30), tcp(CLIENT, SERVER, 40_002, 80, 9_000, 0, K::Syn, &[]));
+    let v = out(
+        &mut e,
+        t(30),
+        tcp(CLIENT, SERVER, 40_002, 80, 9_000, 0, K::Syn, &[]),
+    );
     assert_ne!(v, Verdict::Forward);
     assert_eq!(e.stats().offload_removed, 1, "SYN: taken back");
-    assert_eq!(e.stats().offload_forwarded.packets, 4, "its counters credited");
+    assert_eq!(
+        e.stats().offload_forwarded.packets,
+        4,
+        "its counters credited"
+    );
     let end = 101 + REQ.len() as u32;
-    let _ = out(&mut e, t(31), tcp(CLIENT, SERVER, 40_002, 80, end, 519, K::Ack, &[]));
+    let _ = out(
+        &mut e,
+        t(31),
+        tcp(CLIENT, SERVER, 40_002, 80, end, 519, K::Ack, &[]),
+    );
     assert_eq!(mem.len(), 1);
     // Close: FIN both ways, the last ACK; the record is written, the entry is gone.
-    let _ = out(&mut e, t(32), tcp(CLIENT, SERVER, 40_002, 80, end, 519, K::Fin, &[]));
+    let _ = out(
+        &mut e,
+        t(32),
+        tcp(CLIENT, SERVER, 40_002, 80, end, 519, K::Fin, &[]),
+    );
     assert_eq!(mem.len(), 0);
-    let _ = inb(&mut e, t(33), tcp(SERVER, EIP, 80, 40_002, 518, end + 1, K::Fin, &[]));
-    let _ = out(&mut e, t(34), tcp(CLIENT, SERVER, 40_002, 80, end + 1, 519, K::Ack, &[]));
+    let _ = inb(
+        &mut e,
+        t(33),
+        tcp(SERVER, EIP, 80, 40_002, 518, end + 1, K::Fin, &[]),
+    );
+    let _ = out(
+        &mut e,
+        t(34),
+        tcp(CLIENT, SERVER, 40_002, 80, end + 1, 519, K::Ack, &[]),
+    );
     assert_eq!(sink.take().len(), 1);
     assert_eq!(mem.len(), 0);
     // The same source port again: a new connection, inspected before it may be offloaded.
-    let v = out(&mut e, t(40), tcp(CLIENT, SERVER, 40_002, 80, 9_000, 0, K::Syn, &[]));
+    let v = out(
+        &mut e,
+        t(40),
+        tcp(CLIENT, SERVER, 40_002, 80, 9_000, 0, K::Syn, &[]),
+    );
     assert_eq!(v, Verdict::Forward);
-    let _ = inb(&mut e, t(41), tcp(SERVER, EIP, 80, 40_002, 70, 9_001, K::SynAck, &[]));
-    let _ = out(&mut e, t(42), tcp(CLIENT, SERVER, 40_002, 80, 9_001, 71, K::Ack, &[]));
+    let _ = inb(
+        &mut e,
+        t(41),
+        tcp(SERVER, EIP, 80, 40_002, 70, 9_001, K::SynAck, &[]),
+    );
+    let _ = out(
+        &mut e,
+        t(42),
+        tcp(CLIENT, SERVER, 40_002, 80, 9_001, 71, K::Ack, &[]),
+    );
     assert_eq!(mem.len(), 0, "established but nothing identified yet");
-    let _ = out(&mut e, t(43), tcp(CLIENT, SERVER, 40_002, 80, 9_001, 71, K::Ack, REQ));
-    assert_eq!(mem.len(), 0, "identified, not yet acknowledged by the server");
+    let _ = out(
+        &mut e,
+        t(43),
+        tcp(CLIENT, SERVER, 40_002, 80, 9_001, 71, K::Ack, REQ),
+    );
+    assert_eq!(
+        mem.len(),
+        0,
+        "identified, not yet acknowledged by the server"
+    );
     let end2 = 9_001 + REQ.len() as u32;
-    let _ = inb(&mut e, t(44), tcp(SERVER, EIP, 80, 40_002, 71, end2, K::Ack, b"HTTP/1.1 200 OK\r\n"));
+    let _ = inb(
+        &mut e,
+        t(44),
+        tcp(
+            SERVER,
+            EIP,
+            80,
+            40_002,
+            71,
+            end2,
+            K::Ack,
+            b"HTTP/1.1 200 OK\r\n",
+        ),
+    );
     assert_eq!(mem.len(), 1, "decided and acknowledged: offloaded");
 }
 
@@ -258,17 +365,43 @@ fn pending_or_held_flows_are_never_offloaded() {
     let (mut e, _sink, mem) = engine();
     // TLS to 443 with only half a ClientHello: the verdict waits, payload is held.
     assert_eq!(
-        out(&mut e, t(0), tcp(CLIENT, SERVER, 40_010, 443, 100, 0, K::Syn, &[])),
+        out(
+            &mut e,
+            t(0),
+            tcp(CLIENT, SERVER, 40_010, 443, 100, 0, K::Syn, &[])
+        ),
         Verdict::Forward
     );
-    let _ = inb(&mut e, t(1), tcp(SERVER, EIP, 443, 40_010, 500, 101, K::SynAck, &[]));
-    let _ = out(&mut e, t(2), tcp(CLIENT, SERVER, 40_010, 443, 101, 501, K::Ack, &[]));
+    let _ = inb(
+        &mut e,
+        t(1),
+        tcp(SERVER, EIP, 443, 40_010, 500, 101, K::SynAck, &[]),
+    );
+    let _ = out(
+        &mut e,
+        t(2),
+        tcp(CLIENT, SERVER, 40_010, 443, 101, 501, K::Ack, &[]),
+    );
     assert_eq!(mem.len(), 0, "handshake only");
     // A TLS record header announcing a long ClientHello, then a few bytes of it.
-    let partial = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
-    let _ = out(&mut e, t(3), tcp(CLIENT, SERVER, 40_010, 443, 101, 501, K::Ack, &partial));
-    let _ = inb(&mut e, t(4), tcp(SERVER, EIP, 443, 40_010, 501, 101, K::Ack, &[]));
-    assert_eq!(mem.len(), 0, "pending verdict, held payload: stays in the engine");
+    let partial = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let _ = out(
+        &mut e,
+        t(3),
+        tcp(CLIENT, SERVER, 40_010, 443, 101, 501, K::Ack, &partial),
+    );
+    let _ = inb(
+        &mut e,
+        t(4),
+        tcp(SERVER, EIP, 443, 40_010, 501, 101, K::Ack, &[]),
+    );
+    assert_eq!(
+        mem.len(),
+        0,
+        "pending verdict, held payload: stays in the engine"
+    );
 }
 
 #[test]
@@ -285,7 +418,11 @@ fn reload_and_bypass_changes_flush_the_table() {
     assert_eq!(e.offloaded_flows(), 0);
     // Still decided: its next packet offloads it again.
     let end = 101 + REQ.len() as u32;
-    let _ = out(&mut e, t(101), tcp(CLIENT, SERVER, 40_020, 80, end, 519, K::Ack, &[]));
+    let _ = out(
+        &mut e,
+        t(101),
+        tcp(CLIENT, SERVER, 40_020, 80, end, 519, K::Ack, &[]),
+    );
     assert_eq!(mem.len(), 1);
     e.set_bypass("10.8.0.0/16".parse().unwrap(), true);
     assert_eq!(mem.len(), 0, "bypass change: no stale entry");

@@ -206,22 +206,55 @@ mod tests {
             ("sizeof struct lpm_v4_key", size_of::<Key<[u8; 4]>>()),
             ("sizeof struct lpm_v6_key", size_of::<Key<[u8; 16]>>()),
             ("sizeof struct natfw_offload_key", size_of::<OffloadKey>()),
-            ("offsetof natfw_offload_key src", offset_of!(OffloadKey, src)),
-            ("offsetof natfw_offload_key dst", offset_of!(OffloadKey, dst)),
-            ("offsetof natfw_offload_key sport", offset_of!(OffloadKey, sport)),
-            ("offsetof natfw_offload_key dport", offset_of!(OffloadKey, dport)),
-            ("offsetof natfw_offload_key proto", offset_of!(OffloadKey, proto)),
+            (
+                "offsetof natfw_offload_key src",
+                offset_of!(OffloadKey, src),
+            ),
+            (
+                "offsetof natfw_offload_key dst",
+                offset_of!(OffloadKey, dst),
+            ),
+            (
+                "offsetof natfw_offload_key sport",
+                offset_of!(OffloadKey, sport),
+            ),
+            (
+                "offsetof natfw_offload_key dport",
+                offset_of!(OffloadKey, dport),
+            ),
+            (
+                "offsetof natfw_offload_key proto",
+                offset_of!(OffloadKey, proto),
+            ),
             ("sizeof struct natfw_offload_val", size_of::<OffloadVal>()),
-            ("offsetof natfw_offload_val new_addr", offset_of!(OffloadVal, new_addr)),
-            ("offsetof natfw_offload_val new_port", offset_of!(OffloadVal, new_port)),
-            ("offsetof natfw_offload_val rewrite", offset_of!(OffloadVal, rewrite)),
+            (
+                "offsetof natfw_offload_val new_addr",
+                offset_of!(OffloadVal, new_addr),
+            ),
+            (
+                "offsetof natfw_offload_val new_port",
+                offset_of!(OffloadVal, new_port),
+            ),
+            (
+                "offsetof natfw_offload_val rewrite",
+                offset_of!(OffloadVal, rewrite),
+            ),
             (
                 "offsetof natfw_offload_val egress_ifindex",
                 offset_of!(OffloadVal, egress_ifindex),
             ),
-            ("offsetof natfw_offload_val packets", offset_of!(OffloadVal, packets)),
-            ("offsetof natfw_offload_val bytes", offset_of!(OffloadVal, bytes)),
-            ("offsetof natfw_offload_val last_ns", offset_of!(OffloadVal, last_ns)),
+            (
+                "offsetof natfw_offload_val packets",
+                offset_of!(OffloadVal, packets),
+            ),
+            (
+                "offsetof natfw_offload_val bytes",
+                offset_of!(OffloadVal, bytes),
+            ),
+            (
+                "offsetof natfw_offload_val last_ns",
+                offset_of!(OffloadVal, last_ns),
+            ),
             ("NATFW_REWRITE_SRC", REWRITE_SRC as usize),
             ("NATFW_REWRITE_DST", REWRITE_DST as usize),
             ("NATFW_SIDE_INSIDE", IfSide::Inside as usize),

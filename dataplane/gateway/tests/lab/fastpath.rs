@@ -37,13 +37,16 @@ fn up(tag: &str) -> Option<Up> {
     let gi = lab.plan.host(HOST).expect("host").gateway;
     let g = lab.plan.gateways[gi].clone();
     let base = gateway_config_text(&g).expect("embedded config");
-    assert!(!base.contains("fast_path"), "the default (on) is under test");
+    assert!(
+        !base.contains("fast_path"),
+        "the default (on) is under test"
+    );
     let cfg_text = format!("{base}metrics:\n  listen: \"{METRICS}\"\n");
     lab.start_natfw_with(gi, &cfg_text)
         .unwrap_or_else(|e| panic!("natfw run did not start: {e}"));
     let _ = lab.exec(&g.ns, &["ip", "link", "set", "lo", "up"], T);
-    let log = std::fs::read_to_string(lab.dir.join(format!("natfw-{}.log", g.name)))
-        .unwrap_or_default();
+    let log =
+        std::fs::read_to_string(lab.dir.join(format!("natfw-{}.log", g.name))).unwrap_or_default();
     assert!(log.contains("fast path on"), "{log}");
     Some(Up {
         lab,
@@ -189,12 +192,18 @@ fn an_offloaded_bulk_flow_bypasses_the_engine_and_its_record_counts_what_the_ser
     );
     // Wire packets (super-frames counted per segment): every byte the server received was
     // in them, each carries at most an MTU of payload, headers are at most 100 bytes each.
-    assert!(bytes >= received, "record {bytes} bytes < received {received}: {r}");
+    assert!(
+        bytes >= received,
+        "record {bytes} bytes < received {received}: {r}"
+    );
     assert!(
         bytes <= received + pkts * 100,
         "record {bytes} bytes for {pkts} packets vs {received} received: {r}"
     );
-    assert!(pkts * 1500 >= received, "{pkts} packets for {received} bytes: {r}");
+    assert!(
+        pkts * 1500 >= received,
+        "{pkts} packets for {received} bytes: {r}"
+    );
     // The engine saw the handshakes, identification and the ends, not the bulk.
     assert!(
         engine_frames * 20 < pkts,
@@ -206,8 +215,7 @@ fn natfw_pid(u: &Up) -> u32 {
     natfw_lab::ns_pids(&u.gw_ns)
         .into_iter()
         .find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .is_ok_and(|c| c.trim() == "natfw")
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "natfw")
         })
         .expect("natfw pid")
 }
@@ -307,7 +315,11 @@ print("ECHOED", echoed, flush=True)
 
     std::io::Read::read_to_string(&mut stdout, &mut text).expect("client output");
     let out = client.wait_with_output().expect("client output");
-    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let field = |k: &str| -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix(k)?.trim().parse().ok())
@@ -333,15 +345,27 @@ print("ECHOED", echoed, flush=True)
 
     let recs = stop_and_read_log(&mut u.lab);
     let r = record(&recs, port, 80, "tcp");
-    assert_eq!(r.get("end_reason").and_then(Value::as_str), Some("rst"), "{r}");
+    assert_eq!(
+        r.get("end_reason").and_then(Value::as_str),
+        Some("rst"),
+        "{r}"
+    );
     // 41 requests and responses: every response byte the client read is in the record.
     assert!(u64_of(r, "in_packet_count") >= 41, "{r}");
     assert!(u64_of(r, "out_packet_count") >= 41, "{r}");
     assert!(u64_of(r, "in_packet_bytes") >= got, "{r} vs {got} read");
     let r = record(&recs, 40_999, plan::ECHO_PORT, "udp");
-    assert_eq!(r.get("end_reason").and_then(Value::as_str), Some("timeout"), "{r}");
+    assert_eq!(
+        r.get("end_reason").and_then(Value::as_str),
+        Some("timeout"),
+        "{r}"
+    );
     // UDP is not aggregated: the counts are exact.
     assert_eq!(u64_of(r, "out_packet_count"), 300, "{r}");
     assert_eq!(u64_of(r, "in_packet_count"), 300, "{r}");
-    assert_eq!(u64_of(r, "out_packet_bytes"), 300 * (14 + 20 + 8 + 32), "{r}");
+    assert_eq!(
+        u64_of(r, "out_packet_bytes"),
+        300 * (14 + 20 + 8 + 32),
+        "{r}"
+    );
 }
