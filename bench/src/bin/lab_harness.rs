@@ -432,7 +432,7 @@ fn measure(lab: &mut Lab, mode: Mode, a: &Args, s: &mut Samples, errors: &mut Ve
                 note("https_conn_rate", Ok(rate), s);
                 note("https_cpu_per_conn", Ok(cpu), s);
             }
-            Err(e) => errors.push(format!("{name} https: {e}")),
+            Err(e) => note("https_conn_rate", Err(e), s),
         }
     }
     if want("udp_rtt_p50") || want("udp_rtt_p99") {
