@@ -293,7 +293,7 @@ impl Steering {
             tc.attach(&iface, TcAttachType::Ingress)
                 .map_err(|e| XdpError::Program {
                     iface: iface.clone(),
-                    what: "attaching the tc fast path (tc ingress)",
+                    what: "attaching the tc fast path (tc ingress, TCX: kernel >= 6.6; or set gateway.fast_path: false)",
                     source: Box::new(e),
                 })?;
         }
