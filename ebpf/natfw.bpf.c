@@ -19,6 +19,14 @@
  * the kernel must be filtered here. A failed redirect (no socket bound yet) drops: passing an
  * SNAT-bound packet to the kernel would forward it un-translated and uninspected.
  *
+ * Fast path: a TCP/UDP IPv4 packet the program would steer whose tuple is in `offload` (flows
+ * the engine has decided and finished inspecting) and that carries no SYN, FIN or RST is
+ * passed to the kernel instead, marked in its XDP metadata; the tc ingress program `natfw_tc`
+ * of the same object (same maps) rewrites it (SNAT / reverse NAT, TTL, incremental checksums
+ * valid for CHECKSUM_PARTIAL and GSO packets), counts it in the entry and redirects it out of
+ * the other interface. A marked packet tc finds no entry for (removed in between) is dropped,
+ * never forwarded untranslated. Everything else keeps to the engine.
+ *
  * Layouts of keys, values and the config are mirrored by `dataplane/gateway/src/xdp/maps.rs`.
  */
 #include <linux/bpf.h>
@@ -26,6 +34,10 @@
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <stddef.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -42,6 +54,10 @@ enum natfw_counter {
 	C_PASS_NOT_SNAT,
 	C_PASS_OTHER,
 	C_REDIRECT_FAILED,
+	C_FAST_PASS,  /* XDP: offloaded flow, passed to tc */
+	C_FAST_FWD,   /* tc: rewritten and redirected */
+	C_FAST_MISS,  /* tc: marked but no entry any more: dropped */
+	C_FAST_ERROR, /* tc: malformed or rewrite failed: dropped */
 	C_MAX,
 };
 
@@ -115,6 +131,13 @@ struct {
 	__type(value, struct natfw_config);
 } config SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NATFW_OFFLOAD_MAX);
+	__type(key, struct natfw_offload_key);
+	__type(value, struct natfw_offload_val);
+} offload SEC(".maps");
+
 struct vlan_hdr {
 	__be16 tci;
 	__be16 proto;
@@ -159,6 +182,47 @@ static __always_inline int kernel_port(const struct natfw_config *cfg, __u8 prot
 	return dport >= cfg->kernel_port_lo && dport <= cfg->kernel_port_hi;
 }
 
+/* An offloaded flow's packet (no VLAN tag, no IP options, not a fragment, no SYN/FIN/RST):
+ * mark it for the tc program and pass it. 0: the engine must see it. */
+static __always_inline int fast_v4(struct xdp_md *ctx, struct iphdr *ip, void *end)
+{
+	if ((void *)ip != (void *)(long)ctx->data + sizeof(struct ethhdr))
+		return 0;
+	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || ip->ttl <= 1)
+		return 0;
+	struct natfw_offload_key k = {};
+	void *l4 = (void *)(ip + 1);
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *t = l4;
+		if ((void *)(t + 1) > end)
+			return 0;
+		if (t->syn || t->fin || t->rst)
+			return 0;
+		k.sport = t->source;
+		k.dport = t->dest;
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *u = l4;
+		if ((void *)(u + 1) > end)
+			return 0;
+		k.sport = u->source;
+		k.dport = u->dest;
+	} else {
+		return 0;
+	}
+	k.src = ip->saddr;
+	k.dst = ip->daddr;
+	k.proto = ip->protocol;
+	if (!bpf_map_lookup_elem(&offload, &k))
+		return 0;
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
+		return 0;
+	__u32 *meta = (void *)(long)ctx->data_meta;
+	if ((void *)(meta + 1) > (void *)(long)ctx->data)
+		return 0;
+	*meta = NATFW_META_FAST;
+	return 1;
+}
+
 static __always_inline int handle_v4(struct xdp_md *ctx, const struct natfw_config *cfg,
 				     void *l3, void *end)
 {
@@ -176,6 +240,8 @@ static __always_inline int handle_v4(struct xdp_md *ctx, const struct natfw_conf
 		if (ihl >= sizeof(*ip) && !(ip->frag_off & bpf_htons(0x1fff)) &&
 		    kernel_port(cfg, ip->protocol, (void *)ip + ihl, end))
 			return count(C_PASS_GATEWAY, XDP_PASS);
+		if (fast_v4(ctx, ip, end))
+			return count(C_FAST_PASS, XDP_PASS);
 		return steer(ctx, cfg->side);
 	}
 
@@ -192,6 +258,8 @@ static __always_inline int handle_v4(struct xdp_md *ctx, const struct natfw_conf
 		return count(C_PASS_NOT_SNAT, XDP_PASS);
 	if (bpf_map_lookup_elem(&bypass_v4, &k))
 		return count(C_PASS_BYPASS, XDP_PASS);
+	if (fast_v4(ctx, ip, end))
+		return count(C_FAST_PASS, XDP_PASS);
 	return steer(ctx, cfg->side);
 }
 
@@ -269,6 +337,104 @@ int natfw_xdp(struct xdp_md *ctx)
 	if (proto == bpf_htons(ETH_P_ARP))
 		return count(C_PASS_ARP, XDP_PASS);
 	return count(C_PASS_NON_IP, XDP_PASS);
+}
+
+#define IP_OFF ETH_HLEN
+#define IP_CSUM_OFF (IP_OFF + offsetof(struct iphdr, check))
+#define L4_OFF (IP_OFF + sizeof(struct iphdr))
+
+/*
+ * tc ingress: translate and redirect a packet the XDP program marked as offloaded. GSO
+ * super-frames (GRO on the way in) are handled whole: the checksum helpers keep
+ * CHECKSUM_PARTIAL right (pseudo-header fields only), the egress device segments.
+ */
+SEC("classifier")
+int natfw_tc(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *meta = (void *)(long)skb->data_meta;
+	if (meta + sizeof(__u32) > data || *(__u32 *)meta != NATFW_META_FAST)
+		return TC_ACT_OK;
+
+	__u32 need = L4_OFF + sizeof(struct tcphdr);
+	if (data + need > (void *)(long)skb->data_end && bpf_skb_pull_data(skb, need) &&
+	    bpf_skb_pull_data(skb, L4_OFF + sizeof(struct udphdr)))
+		return count(C_FAST_ERROR, TC_ACT_SHOT);
+	data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct iphdr *ip = data + IP_OFF;
+	if ((void *)(ip + 1) > end || ip->ihl != 5)
+		return count(C_FAST_ERROR, TC_ACT_SHOT);
+
+	struct natfw_offload_key k = {};
+	__u32 csum_off, port_off, hdr_len;
+	__u64 mangled = 0;
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *t = (void *)(ip + 1);
+		if ((void *)(t + 1) > end)
+			return count(C_FAST_ERROR, TC_ACT_SHOT);
+		k.sport = t->source;
+		k.dport = t->dest;
+		csum_off = L4_OFF + offsetof(struct tcphdr, check);
+		hdr_len = L4_OFF + t->doff * 4;
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *u = (void *)(ip + 1);
+		if ((void *)(u + 1) > end)
+			return count(C_FAST_ERROR, TC_ACT_SHOT);
+		k.sport = u->source;
+		k.dport = u->dest;
+		csum_off = L4_OFF + offsetof(struct udphdr, check);
+		hdr_len = L4_OFF + sizeof(*u);
+		mangled = BPF_F_MARK_MANGLED_0;
+	} else {
+		return count(C_FAST_ERROR, TC_ACT_SHOT);
+	}
+	k.src = ip->saddr;
+	k.dst = ip->daddr;
+	k.proto = ip->protocol;
+	struct natfw_offload_val *v = bpf_map_lookup_elem(&offload, &k);
+	if (!v)
+		return count(C_FAST_MISS, TC_ACT_SHOT);
+	if (ip->ttl <= 1)
+		return count(C_FAST_ERROR, TC_ACT_SHOT);
+
+	__u32 old_addr, addr_off;
+	__u16 old_port;
+	if (v->rewrite == NATFW_REWRITE_SRC) {
+		old_addr = ip->saddr;
+		old_port = k.sport;
+		addr_off = IP_OFF + offsetof(struct iphdr, saddr);
+		port_off = L4_OFF; /* source port */
+	} else {
+		old_addr = ip->daddr;
+		old_port = k.dport;
+		addr_off = IP_OFF + offsetof(struct iphdr, daddr);
+		port_off = L4_OFF + 2; /* destination port */
+	}
+	__u32 new_addr = v->new_addr;
+	__u16 new_port = v->new_port;
+	__u16 old_ttl_word = *(__u16 *)&ip->ttl; /* ttl, protocol */
+	__u8 new_ttl = ip->ttl - 1;
+	__u16 new_ttl_word = old_ttl_word;
+	*(__u8 *)&new_ttl_word = new_ttl;
+
+	if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
+				BPF_F_PSEUDO_HDR | mangled | sizeof(new_addr)) ||
+	    bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | sizeof(new_port)) ||
+	    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)) ||
+	    bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_ttl_word, new_ttl_word, 2) ||
+	    bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0) ||
+	    bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) ||
+	    bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, ttl), &new_ttl, 1, 0))
+		return count(C_FAST_ERROR, TC_ACT_SHOT);
+
+	/* Wire packets and bytes: a GSO super-frame is gso_segs packets, each with headers. */
+	__u32 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	__sync_fetch_and_add(&v->packets, segs);
+	__sync_fetch_and_add(&v->bytes, (__u64)skb->len + (__u64)(segs - 1) * hdr_len);
+	v->last_ns = bpf_ktime_get_ns();
+	count(C_FAST_FWD, 0);
+	return bpf_redirect_neigh(v->egress_ifindex, NULL, 0, 0);
 }
 
 /* The kernel knows no string for the Apache-2.0 alternative: it is told the GPL-2.0 one. */

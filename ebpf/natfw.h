@@ -37,4 +37,39 @@ struct natfw_config {
 	__u16 kernel_port_hi;
 };
 
+/*
+ * Fast path (offload) table, one per interface: the key is a flow's tuple as its packets
+ * arrive on that interface (inside: the client's original tuple; outside: the reply tuple,
+ * server -> EIP), IPv4 only, addresses and ports in network byte order.
+ */
+#define NATFW_OFFLOAD_MAX 262144
+
+/* natfw_offload_val.rewrite */
+#define NATFW_REWRITE_SRC 0 /* inside: source -> EIP:eport (SNAT) */
+#define NATFW_REWRITE_DST 1 /* outside: destination -> client:port */
+
+/* Written by the XDP program into the metadata of a frame it hands to the tc program. */
+#define NATFW_META_FAST 0x6e667770 /* "nfwp" */
+
+struct natfw_offload_key {
+	__u32 src;
+	__u32 dst;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct natfw_offload_val {
+	__u32 new_addr;       /* network byte order */
+	__u16 new_port;       /* network byte order */
+	__u8 rewrite;         /* NATFW_REWRITE_* */
+	__u8 pad;
+	__u32 egress_ifindex; /* where the rewritten packet leaves */
+	__u32 pad2;
+	__u64 packets;        /* wire packets (GSO segments counted one by one) */
+	__u64 bytes;          /* wire bytes, Ethernet header included */
+	__u64 last_ns;        /* bpf_ktime_get_ns() of the last packet */
+};
+
 #endif

@@ -199,6 +199,7 @@ pub fn embedded_default() -> Config {
             bypass: Vec::new(),
             allow_bypass_all: false,
             protected_bandwidth_mbps: None,
+            fast_path: true,
         },
         firewall: Firewall {
             enabled: true,
@@ -822,9 +823,11 @@ impl Dec {
                 "bypass",
                 "allow_bypass_all",
                 "protected_bandwidth_mbps",
+                "fast_path",
             ],
         )?;
         let allow_bypass_all = self.opt_bool(&f, "allow_bypass_all", false);
+        let fast_path = self.opt_bool(&f, "fast_path", true);
         let name = self
             .required(&f, "name")
             .and_then(|n| self.string(n, "gateway.name"));
@@ -921,6 +924,7 @@ impl Dec {
                 bypass: bypass?,
                 allow_bypass_all: allow_bypass_all?,
                 protected_bandwidth_mbps: bw?,
+                fast_path: fast_path?,
             },
             dnat_pos,
         ))

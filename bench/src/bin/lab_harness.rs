@@ -1,9 +1,14 @@
 //! Lab throughput harness: the same namespace topology (lab scenario 1, test VPC host → test
 //! gateway → internet servers), measured in the same run with the gateway as
-//! (a) kernel forwarding + nftables SNAT and an equivalent L3/L4 ruleset, and (b) `natfw run`.
+//! (a) kernel forwarding + nftables SNAT and an equivalent L3/L4 ruleset, (b) a bare tc-BPF
+//! SNAT forwarder with no policy (`bench/tc/tc_snat.bpf.c`: this machine's forwarding limit),
+//! and (c) `natfw run`.
 //!
 //! Metrics: iperf3 TCP throughput with 1 and 8 streams, connection rate of short HTTP requests
-//! (one TCP connection each, several client threads), UDP echo round-trip latency p50/p99.
+//! (one TCP connection each, several client threads), HTTPS connections/s (new TLS connection
+//! with SNI per request, `https_rate`, 8 threads; natfw inspects every SNI) and the machine's
+//! CPU time per HTTPS connection (all cores, from /proc/stat, same load), UDP echo round-trip
+//! latency p50/p99 (an established flow).
 //! Repeats interleave the two gateways (ABBA order) and the table shows medians, the spread
 //! (min–max) and natfw/nftables ratios. Everything is bounded in count and time; all traffic
 //! stays inside the lab's namespaces. Root only.
@@ -19,6 +24,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use natfw_lab::{plan, GatewayMode, Lab, LabGuard, Options, Scenario};
+
+/// The gateway under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Nftables,
+    TcBpf,
+    Natfw,
+}
+
+const MODES: [Mode; 3] = [Mode::Nftables, Mode::TcBpf, Mode::Natfw];
+
+/// The bare tc-BPF SNAT forwarder, compiled by the harness for the lab's addresses.
+const TC_SNAT_SRC: &str = include_str!("../../tc/tc_snat.bpf.c");
 use serde_json::{json, Value};
 
 const TAG: &str = "bench";
@@ -85,10 +103,12 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// One metric: name, unit, and whether bigger is better.
-const METRICS: [(&str, &str, bool); 5] = [
+const METRICS: [(&str, &str, bool); 7] = [
     ("tcp_1_stream", "Gbit/s", true),
     ("tcp_8_streams", "Gbit/s", true),
     ("http_conn_rate", "req/s", true),
+    ("https_conn_rate", "conn/s", true),
+    ("https_cpu_per_conn", "us", false),
     ("udp_rtt_p50", "us", false),
     ("udp_rtt_p99", "us", false),
 ];
@@ -179,6 +199,152 @@ fn http_rate(lab: &Lab, seconds: u32) -> Result<f64, String> {
         .ok_or_else(|| "http-rate: no rate".into())
 }
 
+/// Busy CPU time of the whole machine so far, in µs (USER_HZ = 100): user, nice, system, irq,
+/// softirq, steal of the aggregate `cpu` line.
+fn machine_busy_us() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| v.get(i))
+        .sum::<f64>();
+    Some(busy * 10_000.0)
+}
+
+/// HTTPS connections/s and machine CPU µs per connection.
+fn https_rate(lab: &Lab, seconds: u32) -> Result<(f64, f64), String> {
+    let bin = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("https_rate")))
+        .filter(|p| p.is_file())
+        .ok_or(
+            "https_rate binary not next to lab_harness (cargo build --release -p natfw-bench)",
+        )?;
+    let bin = bin.display().to_string();
+    let web = plan::WEB_NAMES[0];
+    let to = format!("{}:443", web.addr);
+    let ca = lab.ca_cert().display().to_string();
+    let secs = seconds.to_string();
+    let cpu0 = machine_busy_us();
+    let out = host_exec(
+        lab,
+        &[
+            &bin,
+            "--to",
+            &to,
+            "--name",
+            web.name,
+            "--ca",
+            &ca,
+            "--threads",
+            "8",
+            "--secs",
+            &secs,
+        ],
+        Duration::from_secs(u64::from(seconds) + 15),
+    )?;
+    let cpu1 = machine_busy_us();
+    let v: Value = serde_json::from_str(&out).map_err(|e| format!("https_rate JSON: {e}"))?;
+    let ok = v.get("ok").and_then(Value::as_u64).unwrap_or(0);
+    let failed = v.get("failed").and_then(Value::as_u64).unwrap_or(0);
+    if ok == 0 || failed * 100 > ok {
+        return Err(format!("https_rate: {ok} ok, {failed} failed"));
+    }
+    let rate = v
+        .get("per_second")
+        .and_then(Value::as_f64)
+        .ok_or("https_rate: no rate")?;
+    let cpu = match (cpu0, cpu1) {
+        (Some(a), Some(b)) => (b - a) / ok as f64,
+        _ => return Err("/proc/stat unreadable".into()),
+    };
+    Ok((rate, cpu))
+}
+
+/// Compile and attach the bare tc-BPF SNAT forwarder on the test gateway (kernel mode set up
+/// first: forwarding on, routes and neighbours as for nftables).
+fn attach_tc_bpf(lab: &Lab) -> Result<(), String> {
+    let h = lab.plan.host(HOST).ok_or("no test host")?;
+    let g = &lab.plan.gateways[h.gateway];
+    let eip = lab.plan.expected_eip(h).ok_or("test host has no EIP")?;
+    let src = lab.dir.join("tc_snat.bpf.c");
+    let obj = lab.dir.join("tc_snat.bpf.o");
+    std::fs::write(&src, TC_SNAT_SRC).map_err(|e| format!("{src:?}: {e}"))?;
+    let clang = std::env::var("NATFW_CLANG").unwrap_or_else(|_| "clang".into());
+    let st = std::process::Command::new(&clang)
+        .args([
+            "-O2",
+            "-g",
+            "-Wall",
+            "-target",
+            "bpf",
+            "-I/usr/include/x86_64-linux-gnu",
+        ])
+        .arg("-DSNAT")
+        .arg(format!("-DPRIV_IP=0x{:08x}", u32::from(h.addr)))
+        .arg(format!("-DPUB_IP=0x{:08x}", u32::from(eip)))
+        .arg("-c")
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .status()
+        .map_err(|e| format!("{clang}: {e}"))?;
+    if !st.success() {
+        return Err(format!("{clang} failed on tc_snat.bpf.c ({st})"));
+    }
+    let obj = obj.display().to_string();
+    for dev in ["inside0", "outside0"] {
+        for args in [
+            vec!["tc", "qdisc", "replace", "dev", dev, "clsact"],
+            vec![
+                "tc",
+                "filter",
+                "replace",
+                "dev",
+                dev,
+                "ingress",
+                "bpf",
+                "direct-action",
+                "obj",
+                &obj,
+                "sec",
+                "classifier",
+            ],
+        ] {
+            let o = lab
+                .exec(&g.ns, &args, Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            if !o.status.success() {
+                return Err(format!(
+                    "{}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn detach_tc_bpf(lab: &Lab) {
+    if let Some(h) = lab.plan.host(HOST) {
+        let g = &lab.plan.gateways[h.gateway];
+        for dev in ["inside0", "outside0"] {
+            let _ = lab.exec(
+                &g.ns,
+                &["tc", "qdisc", "del", "dev", dev, "clsact"],
+                Duration::from_secs(10),
+            );
+        }
+    }
+}
+
 fn udp_rtt(lab: &Lab) -> Result<(f64, f64), String> {
     let bin = lab.opts.natfw_bin.display().to_string();
     let to = format!("{}:{}", plan::ECHO_ADDR, plan::ECHO_PORT);
@@ -212,13 +378,24 @@ fn udp_rtt(lab: &Lab) -> Result<(f64, f64), String> {
 }
 
 /// One round of every metric with the gateway in `mode`; failures are reported and skipped.
-fn measure(lab: &mut Lab, mode: GatewayMode, a: &Args, s: &mut Samples, errors: &mut Vec<String>) {
+fn measure(lab: &mut Lab, mode: Mode, a: &Args, s: &mut Samples, errors: &mut Vec<String>) {
     let name = mode_name(mode);
-    if let Err(e) = lab.set_gateway_mode(mode) {
+    let gw_mode = match mode {
+        Mode::Nftables | Mode::TcBpf => GatewayMode::Kernel,
+        Mode::Natfw => GatewayMode::Natfw,
+    };
+    if let Err(e) = lab.set_gateway_mode(gw_mode) {
         errors.push(format!("{name}: {e}"));
         return;
     }
-    if mode == GatewayMode::Natfw {
+    if mode == Mode::TcBpf {
+        if let Err(e) = attach_tc_bpf(lab) {
+            errors.push(format!("{name}: {e}"));
+            detach_tc_bpf(lab);
+            return;
+        }
+    }
+    if mode == Mode::Natfw {
         let gi = lab.plan.host(HOST).map_or(0, |h| h.gateway);
         if let Err(e) = lab.start_natfw(gi) {
             errors.push(format!("{name}: {e}"));
@@ -249,6 +426,15 @@ fn measure(lab: &mut Lab, mode: GatewayMode, a: &Args, s: &mut Samples, errors: 
     if want("http_conn_rate") {
         note("http_conn_rate", http_rate(lab, a.seconds), s);
     }
+    if want("https_conn_rate") || want("https_cpu_per_conn") {
+        match https_rate(lab, a.seconds) {
+            Ok((rate, cpu)) => {
+                note("https_conn_rate", Ok(rate), s);
+                note("https_cpu_per_conn", Ok(cpu), s);
+            }
+            Err(e) => note("https_conn_rate", Err(e), s),
+        }
+    }
     if want("udp_rtt_p50") || want("udp_rtt_p99") {
         match udp_rtt(lab) {
             Ok((p50, p99)) => {
@@ -257,6 +443,9 @@ fn measure(lab: &mut Lab, mode: GatewayMode, a: &Args, s: &mut Samples, errors: 
             }
             Err(e) => errors.push(format!("{name} udp_rtt: {e}")),
         }
+    }
+    if mode == Mode::TcBpf {
+        detach_tc_bpf(lab);
     }
     for (g, st) in lab.stop_natfw() {
         if !st.is_some_and(|s| s.success()) {
@@ -271,10 +460,11 @@ fn measure(lab: &mut Lab, mode: GatewayMode, a: &Args, s: &mut Samples, errors: 
     }
 }
 
-fn mode_name(m: GatewayMode) -> &'static str {
+fn mode_name(m: Mode) -> &'static str {
     match m {
-        GatewayMode::Kernel => "nftables",
-        GatewayMode::Natfw => "natfw",
+        Mode::Nftables => "nftables",
+        Mode::TcBpf => "tc-bpf",
+        Mode::Natfw => "natfw",
     }
 }
 
@@ -329,12 +519,12 @@ fn main() -> ExitCode {
         Duration::from_secs(5),
     );
 
-    let modes = [GatewayMode::Kernel, GatewayMode::Natfw];
+    let modes = MODES;
     let mut samples: BTreeMap<&str, Samples> = BTreeMap::new();
     let mut errors = Vec::new();
     for r in 0..a.repeats {
         // ABBA: alternate which gateway goes first so drifts (steal time, caches) even out.
-        let order: Vec<GatewayMode> = if r % 2 == 0 {
+        let order: Vec<Mode> = if r % 2 == 0 {
             modes.to_vec()
         } else {
             modes.iter().rev().copied().collect()
@@ -355,14 +545,14 @@ fn main() -> ExitCode {
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{x:.2}"));
     println!(
         "\nlab_harness: scenario 1 test host -> gateway -> internet; {} repeats (ABBA), medians; \
-         iperf3 {} s; HTTP 4 threads; UDP 3000 x 64 B round trips; tx csum offload {}",
+         iperf3 {} s; HTTP 4 threads; HTTPS 8 threads (SNI); UDP 3000 x 64 B round trips; tx csum offload {}",
         a.repeats,
         a.seconds,
         if a.tx_csum_off { "off" } else { "on" }
     );
     println!(
-        "{:<16} {:>7} {:>12} {:>21} {:>12} {:>21} {:>8}",
-        "metric", "unit", "nftables", "(min-max)", "natfw", "(min-max)", "ratio"
+        "{:<19} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12} {:>12}",
+        "metric", "unit", "nftables", "tc-bpf", "natfw", "natfw/nft", "tcbpf/nft", "natfw/tcbpf"
     );
     let mut rows = Vec::new();
     for (metric, unit, higher_better) in METRICS {
@@ -373,34 +563,30 @@ fn main() -> ExitCode {
                 .cloned()
                 .unwrap_or_default()
         };
-        let (k, n) = (get("nftables"), get("natfw"));
-        let (km, nm) = (median(&k), median(&n));
-        let ratio = match (km, nm) {
-            (Some(k), Some(n)) if k > 0.0 => Some(n / k),
+        let (k, t, n) = (get("nftables"), get("tc-bpf"), get("natfw"));
+        let (km, tm, nm) = (median(&k), median(&t), median(&n));
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
         };
-        let spread = |v: &[f64]| {
-            let min = v.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            if v.is_empty() {
-                "-".to_string()
-            } else {
-                format!("({min:.2}-{max:.2})")
-            }
-        };
+        let (r_nk, r_tk, r_nt) = (ratio(nm, km), ratio(tm, km), ratio(nm, tm));
         println!(
-            "{metric:<16} {unit:>7} {:>12} {:>21} {:>12} {:>21} {:>8}",
+            "{metric:<19} {unit:>7} {:>10} {:>10} {:>10} {:>12} {:>12} {:>12}",
             fmt(km),
-            spread(&k),
+            fmt(tm),
             fmt(nm),
-            spread(&n),
-            fmt(ratio)
+            fmt(r_nk),
+            fmt(r_tk),
+            fmt(r_nt)
         );
         rows.push(json!({
             "metric": metric, "unit": unit, "higher_is_better": higher_better,
             "nftables": {"median": km, "samples": k},
+            "tc_bpf": {"median": tm, "samples": t},
             "natfw": {"median": nm, "samples": n},
-            "ratio_natfw_over_nftables": ratio,
+            "ratio_natfw_over_nftables": r_nk,
+            "ratio_tc_bpf_over_nftables": r_tk,
+            "ratio_natfw_over_tc_bpf": r_nt,
         }));
     }
     for e in &errors {

@@ -169,6 +169,7 @@ mod tests {
             bypass: vec!["10.9.0.0/16".parse().unwrap()],
             allow_bypass_all: false,
             protected_bandwidth_mbps: None,
+            fast_path: true,
         }
     }
 

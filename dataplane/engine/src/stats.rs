@@ -125,4 +125,15 @@ pub struct EngineStats {
     pub dns_gateway_names_full: u64,
     /// Gauge: names the gateway's own resolution holds.
     pub dns_gateway_names: u64,
+
+    /// Fast path: flows handed to the kernel.
+    pub offload_added: u64,
+    /// Fast path: flows taken back (FIN/RST/SYN, end, reload, bypass change).
+    pub offload_removed: u64,
+    /// Fast path: entries the kernel table refused (the flow stayed in the engine).
+    pub offload_add_failed: u64,
+    /// Gauge: flows the kernel forwards right now.
+    pub offload_active: u64,
+    /// Packets and bytes the kernel forwarded for offloaded flows (read back from its table).
+    pub offload_forwarded: Counter,
 }

@@ -66,6 +66,21 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
     ),
     ("natfw_flows_active", Kind::Gauge, "Flows tracked now."),
     (
+        "natfw_fastpath_flows",
+        Kind::Gauge,
+        "Flows the in-kernel fast path forwards now.",
+    ),
+    (
+        "natfw_fastpath_packets_total",
+        Kind::Counter,
+        "Packets the in-kernel fast path forwarded (read back from its table).",
+    ),
+    (
+        "natfw_fastpath_offloads_total",
+        Kind::Counter,
+        "Flows handed to the fast path (added), taken back (removed) or refused by its table (failed).",
+    ),
+    (
         "natfw_flows_table_full_total",
         Kind::Counter,
         "New flows refused because the table was full of non-evictable flows.",
@@ -535,6 +550,15 @@ fn publish(s: &Snapshot) {
         counter!("natfw_flows_ended_total", "reason" => reason).absolute(n);
     }
     gauge!("natfw_flows_active").set(e.flows_active as f64);
+    gauge!("natfw_fastpath_flows").set(e.offload_active as f64);
+    counter!("natfw_fastpath_packets_total").absolute(e.offload_forwarded.packets);
+    for (event, n) in [
+        ("added", e.offload_added),
+        ("removed", e.offload_removed),
+        ("failed", e.offload_add_failed),
+    ] {
+        counter!("natfw_fastpath_offloads_total", "event" => event).absolute(n);
+    }
     counter!("natfw_flows_table_full_total").absolute(e.table_full);
     counter!("natfw_flows_evicted_total").absolute(e.evictions);
     counter!("natfw_flows_tuple_reused_total").absolute(e.tuple_reuses);

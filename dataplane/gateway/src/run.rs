@@ -173,6 +173,32 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     };
     let mut steer_in = Steering::load(&cfg.gateway.inside, IfSide::Inside, &rules)?;
     let mut steer_out = Steering::load(&cfg.gateway.outside, IfSide::Outside, &rules)?;
+    if cfg.gateway.fast_path {
+        // The engine writes the flows it offloads into both interfaces' tables from the
+        // data-path thread; the tc programs are attached with the XDP ones.
+        let k = crate::xdp::offload::KernelOffload::new(
+            steer_in.take_offload()?,
+            steer_out.take_offload()?,
+            sys.inside.ifindex,
+            sys.outside.ifindex,
+        );
+        engine.set_offload(Box::new(k));
+        log("fast path on: decided flows are forwarded by tc-BPF in the kernel");
+        // GRO re-forms the super-frames a veth peer no longer sends once XDP is attached,
+        // so tc forwards fewer, larger packets (XDP runs before GRO: the engine still gets
+        // single frames).
+        for iface in [&cfg.gateway.inside, &cfg.gateway.outside] {
+            match crate::netlink::enable_gro(iface) {
+                Ok(true) => log(&format!(
+                    "{iface}: generic receive offload turned on (fast path)"
+                )),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    "{iface}: cannot turn GRO on ({e}); the fast path forwards single frames"
+                ),
+            }
+        }
+    }
 
     let bypass_rx = control.bypass_channel();
 

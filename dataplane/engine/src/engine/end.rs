@@ -27,6 +27,7 @@ impl Engine {
         mut e: Entry<FlowData>,
         reason: EndReason,
     ) {
+        self.offload_finish(r, &mut e.data);
         self.watch.remove(r);
         self.interim.forget(r);
         if e.data.ident != NO_IDENT {
@@ -74,6 +75,7 @@ impl Engine {
 
     /// Write the record of a flow that stays in the table as a tombstone.
     pub(super) fn write_record(&mut self, now: Timestamp, r: FlowRef, reason: EndReason) {
+        self.offload_before_record(r);
         let policy = self.policy.load_full();
         let Some(e) = self.table.get_mut(r) else {
             return;

@@ -57,6 +57,7 @@ impl Engine {
         let Some(r) = self.table.lookup_reply(&rk) else {
             return Verdict::Drop(DropReason::NoFlow);
         };
+        self.offload_seen(r, info);
         let seg = Seg::of(info);
         let len = frame.len();
         let Some(e) = self.table.get_mut(r) else {

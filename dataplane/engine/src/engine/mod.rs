@@ -13,6 +13,7 @@ mod icmp;
 mod ident;
 mod inbound;
 mod interim;
+pub mod offload;
 mod outbound;
 mod upgrade;
 
@@ -33,6 +34,7 @@ use natfw_policy::{Action, DecidedBy, DomainMode, FlowFacts, Outcome, Resolution
 
 use self::flow::{DnsWait, FlowData, NO_IDENT, WHY_ENDED_PENDING};
 use self::ident::{Fed, Ident, IdentTable};
+pub use self::offload::{OffloadCounts, OffloadFlow, OffloadTable, OFFLOAD_SYNC};
 use crate::conntrack::{
     Dir, Entry, FlowKey, FlowRef, ReplyKey, Table, TcpEvent, TcpState, Timeouts, TimerClass,
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
@@ -249,6 +251,8 @@ pub struct Engine {
     watch: upgrade::Watches,
     /// Interim records of long flows.
     interim: interim::Interim,
+    /// The in-kernel fast path, when the caller gave one ([`Engine::set_offload`]).
+    offload: offload::OffloadState,
 }
 
 impl fmt::Debug for Engine {
@@ -382,6 +386,7 @@ impl Engine {
             reset_unknown: false,
             watch: upgrade::Watches::default(),
             interim,
+            offload: offload::OffloadState::default(),
         })
     }
 
@@ -406,6 +411,7 @@ impl Engine {
                 Side::Outside => self.inbound(now, frame, &info),
             },
         };
+        self.offload_after(now);
         let s = &mut self.stats;
         match v {
             Verdict::Forward if side == Side::Inside => s.fwd_out.add(len),
@@ -460,6 +466,7 @@ impl Engine {
             self.deadlines.pop_front();
             self.identification_timeout(now, r);
         }
+        self.offload_poll(now);
         let timeout = std::time::Duration::from_millis(self.opts.resolve_timeout_ms);
         while let Some((deadline, _)) = self.resolve_deadlines.front() {
             if *deadline > now {
@@ -529,6 +536,7 @@ impl Engine {
     /// program and nftables do: new flows of a source no longer bypassed are SNATed and
     /// inspected here instead of being answered [`Verdict::ToKernel`].
     pub fn set_bypass(&mut self, net: ipnet::IpNet, on: bool) {
+        self.offload_flush();
         self.snat.set_bypass(net, on);
     }
 

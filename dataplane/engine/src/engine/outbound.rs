@@ -61,6 +61,7 @@ impl Engine {
                 }
             }
         };
+        self.offload_seen(r, info);
         self.outbound_flow(now, r, frame, info)
     }
 

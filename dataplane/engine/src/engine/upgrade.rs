@@ -32,6 +32,11 @@ pub(crate) struct Watches {
 }
 
 impl Watches {
+    /// Flow `r` is under a watch (h2c authority, DNS-over-TCP answers).
+    pub(crate) fn contains(&self, r: FlowRef) -> bool {
+        self.h2.contains_key(&r) || self.dns_tcp.contains_key(&r)
+    }
+
     pub(crate) fn remove(&mut self, r: FlowRef) {
         if !self.h2.is_empty() {
             self.h2.remove(&r);

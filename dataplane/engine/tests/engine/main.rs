@@ -5,3 +5,4 @@ mod evasion;
 mod frag;
 mod fuzz_regress;
 mod nat;
+mod offload;

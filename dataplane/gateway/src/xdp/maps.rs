@@ -59,11 +59,19 @@ pub enum Counter {
     PassNotSnat,
     PassOther,
     RedirectFailed,
+    /// XDP: a packet of an offloaded flow, passed to the tc fast path.
+    FastPass,
+    /// tc: rewritten and redirected in the kernel.
+    FastForwarded,
+    /// tc: marked by XDP but its entry was gone: dropped (never forwarded untranslated).
+    FastMiss,
+    /// tc: malformed or the rewrite failed: dropped.
+    FastError,
 }
 
 impl Counter {
     /// Every slot, in map order.
-    pub const ALL: [Counter; 9] = [
+    pub const ALL: [Counter; 13] = [
         Counter::SteeredInside,
         Counter::SteeredOutside,
         Counter::PassArp,
@@ -73,6 +81,10 @@ impl Counter {
         Counter::PassNotSnat,
         Counter::PassOther,
         Counter::RedirectFailed,
+        Counter::FastPass,
+        Counter::FastForwarded,
+        Counter::FastMiss,
+        Counter::FastError,
     ];
 
     /// Name used in logs and metrics.
@@ -87,13 +99,17 @@ impl Counter {
             Counter::PassNotSnat => "pass_not_snat",
             Counter::PassOther => "pass_other",
             Counter::RedirectFailed => "redirect_failed",
+            Counter::FastPass => "fastpath_pass",
+            Counter::FastForwarded => "fastpath_forwarded",
+            Counter::FastMiss => "fastpath_miss",
+            Counter::FastError => "fastpath_error",
         }
     }
 }
 
 /// Counter values summed over CPUs, indexed like [`Counter::ALL`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters(pub [u64; 9]);
+pub struct Counters(pub [u64; 13]);
 
 impl Counters {
     pub fn get(&self, c: Counter) -> u64 {
@@ -112,6 +128,47 @@ impl std::fmt::Display for Counters {
         Ok(())
     }
 }
+
+/// `struct natfw_offload_key`: a flow's IPv4 tuple as it arrives on one interface (network
+/// byte order, as the bytes lie in the packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct OffloadKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+// SAFETY: byte arrays and a byte, no implicit padding (16 bytes, alignment 1).
+unsafe impl aya::Pod for OffloadKey {}
+
+/// `NATFW_REWRITE_SRC`: rewrite the source (SNAT, inside).
+pub const REWRITE_SRC: u8 = 0;
+/// `NATFW_REWRITE_DST`: rewrite the destination (reverse NAT, outside).
+pub const REWRITE_DST: u8 = 1;
+
+/// `struct natfw_offload_val`: the rewrite and where the packet leaves, and the counters the
+/// tc program keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct OffloadVal {
+    pub new_addr: [u8; 4],
+    pub new_port: [u8; 2],
+    pub rewrite: u8,
+    pub pad: u8,
+    pub egress_ifindex: u32,
+    pub pad2: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub last_ns: u64,
+}
+
+// SAFETY: integers and byte arrays laid out without implicit padding (4+2+1+1+4+4+8+8+8 = 40
+// bytes, every u64 at a multiple of 8).
+unsafe impl aya::Pod for OffloadVal {}
 
 #[cfg(test)]
 mod tests {
@@ -148,6 +205,58 @@ mod tests {
             ("offsetof addr_key addr", offset_of!(AddrKey, addr)),
             ("sizeof struct lpm_v4_key", size_of::<Key<[u8; 4]>>()),
             ("sizeof struct lpm_v6_key", size_of::<Key<[u8; 16]>>()),
+            ("sizeof struct natfw_offload_key", size_of::<OffloadKey>()),
+            (
+                "offsetof natfw_offload_key src",
+                offset_of!(OffloadKey, src),
+            ),
+            (
+                "offsetof natfw_offload_key dst",
+                offset_of!(OffloadKey, dst),
+            ),
+            (
+                "offsetof natfw_offload_key sport",
+                offset_of!(OffloadKey, sport),
+            ),
+            (
+                "offsetof natfw_offload_key dport",
+                offset_of!(OffloadKey, dport),
+            ),
+            (
+                "offsetof natfw_offload_key proto",
+                offset_of!(OffloadKey, proto),
+            ),
+            ("sizeof struct natfw_offload_val", size_of::<OffloadVal>()),
+            (
+                "offsetof natfw_offload_val new_addr",
+                offset_of!(OffloadVal, new_addr),
+            ),
+            (
+                "offsetof natfw_offload_val new_port",
+                offset_of!(OffloadVal, new_port),
+            ),
+            (
+                "offsetof natfw_offload_val rewrite",
+                offset_of!(OffloadVal, rewrite),
+            ),
+            (
+                "offsetof natfw_offload_val egress_ifindex",
+                offset_of!(OffloadVal, egress_ifindex),
+            ),
+            (
+                "offsetof natfw_offload_val packets",
+                offset_of!(OffloadVal, packets),
+            ),
+            (
+                "offsetof natfw_offload_val bytes",
+                offset_of!(OffloadVal, bytes),
+            ),
+            (
+                "offsetof natfw_offload_val last_ns",
+                offset_of!(OffloadVal, last_ns),
+            ),
+            ("NATFW_REWRITE_SRC", REWRITE_SRC as usize),
+            ("NATFW_REWRITE_DST", REWRITE_DST as usize),
             ("NATFW_SIDE_INSIDE", IfSide::Inside as usize),
             ("NATFW_SIDE_OUTSIDE", IfSide::Outside as usize),
         ];

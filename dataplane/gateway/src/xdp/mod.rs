@@ -6,22 +6,25 @@
 //! interfaces use queue 0.
 
 pub mod maps;
+pub mod offload;
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
-use aya::programs::{Xdp, XdpMode};
+use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::Ebpf;
 use ipnet::IpNet;
 
-pub use maps::{AddrKey, Counter, Counters, IfSide, XdpConfig};
+pub use maps::{AddrKey, Counter, Counters, IfSide, OffloadKey, OffloadVal, XdpConfig};
 
 /// The compiled XDP object (empty when the build had no clang).
 pub static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/natfw.bpf.o"));
 
 const PROGRAM_NAME: &str = "natfw_xdp";
+/// The fast path's tc ingress program in the same object (it shares the maps).
+const TC_PROGRAM_NAME: &str = "natfw_tc";
 
 /// What the program steers: the Rust classifier's rules (`natfw_engine::steer`), which make
 /// the same decision as the program.
@@ -69,6 +72,10 @@ pub struct Steering {
     side: IfSide,
     ebpf: Ebpf,
     mode: Option<XdpMode>,
+    /// The fast-path table, until [`Steering::take_offload`] hands it to the data path.
+    offload: Option<aya::maps::Map>,
+    /// Attach the tc fast path too.
+    fast_path: bool,
 }
 
 impl Steering {
@@ -87,6 +94,8 @@ impl Steering {
             side,
             ebpf,
             mode: None,
+            offload: None,
+            fast_path: false,
         };
         s.fill(rules)?;
         let prog: &mut Xdp = s.program()?;
@@ -95,7 +104,44 @@ impl Steering {
             what: "verifier rejected it",
             source: Box::new(e),
         })?;
+        let tc = s.tc_program()?;
+        tc.load().map_err(|e| XdpError::Program {
+            iface: iface.into(),
+            what: "verifier rejected the tc fast path",
+            source: Box::new(e),
+        })?;
+        // Both programs hold the map now: it can leave the object.
+        s.offload = s.ebpf.take_map("offload");
         Ok(s)
+    }
+
+    fn tc_program(&mut self) -> Result<&mut SchedClassifier, XdpError> {
+        let iface = self.iface.clone();
+        let p = self
+            .ebpf
+            .program_mut(TC_PROGRAM_NAME)
+            .ok_or(XdpError::MissingMap {
+                map: TC_PROGRAM_NAME,
+            })?;
+        p.try_into().map_err(|e| XdpError::Program {
+            iface,
+            what: "not a tc program",
+            source: Box::new(e),
+        })
+    }
+
+    /// The fast-path table of this interface (once): the data path writes the flows the
+    /// engine offloads into it. Taking it also has [`Steering::attach`] attach the tc program.
+    pub fn take_offload(
+        &mut self,
+    ) -> Result<aya::maps::HashMap<MapData, OffloadKey, OffloadVal>, XdpError> {
+        let map = self
+            .offload
+            .take()
+            .ok_or(XdpError::MissingMap { map: "offload" })?;
+        let h = aya::maps::HashMap::try_from(map).map_err(self_map_err(&self.iface, "offload"))?;
+        self.fast_path = true;
+        Ok(h)
     }
 
     fn program(&mut self) -> Result<&mut Xdp, XdpError> {
@@ -240,6 +286,17 @@ impl Steering {
             source,
         })?;
         let iface = self.iface.clone();
+        if self.fast_path {
+            // tc before XDP: a packet XDP passes for the fast path must find tc there. TCX
+            // link (kernel >= 6.6): detached when this process ends, however it ends.
+            let tc = self.tc_program()?;
+            tc.attach(&iface, TcAttachType::Ingress)
+                .map_err(|e| XdpError::Program {
+                    iface: iface.clone(),
+                    what: "attaching the tc fast path (tc ingress, TCX: kernel >= 6.6; or set gateway.fast_path: false)",
+                    source: Box::new(e),
+                })?;
+        }
         let prog = self.program()?;
         let mode = match prog.attach(&iface, XdpMode::Driver) {
             Ok(_) => XdpMode::Driver,

@@ -5,6 +5,7 @@ mod dns;
 mod e2e;
 mod evasion;
 mod failclosed;
+mod fastpath;
 mod ops;
 mod records;
 mod topology;

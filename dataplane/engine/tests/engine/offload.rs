@@ -1,0 +1,505 @@
+//! The fast-path hand-off (`Engine::set_offload`) against an in-memory kernel table: which
+//! flows leave the engine and when, that they come back for FIN/RST/SYN, reloads and bypass
+//! changes, that nothing pending or held is offloaded, and that records add the packets the
+//! kernel forwarded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use etherparse::PacketBuilder;
+use natfw_engine::engine::{
+    CompiledPolicy, Engine, EngineOptions, GeoDb, OffloadCounts, OffloadFlow, OffloadTable, Side,
+    Verdict,
+};
+use natfw_engine::stats::Counter;
+use natfw_engine::time::Timestamp;
+use natfw_flowlog::SharedRecords;
+use natfw_policy::Config;
+
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const EIP: [u8; 4] = [192, 0, 2, 1];
+const SERVER: [u8; 4] = [203, 0, 113, 5];
+const CLIENT: [u8; 4] = [10, 0, 0, 5];
+
+/// The "kernel": entries and their counters; `refuse` makes `add` fail.
+#[derive(Clone, Default)]
+struct Mem {
+    entries: Arc<Mutex<HashMap<OffloadFlow, OffloadCounts>>>,
+    refuse: Arc<Mutex<bool>>,
+}
+
+impl Mem {
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+    /// The kernel forwarded `out`/`inb` packets of `bytes` each for every entry.
+    fn forward(&self, out: u64, inb: u64, bytes: u64) {
+        for c in self.entries.lock().unwrap().values_mut() {
+            c.out.packets += out;
+            c.out.bytes += out * bytes;
+            c.inb.packets += inb;
+            c.inb.bytes += inb * bytes;
+        }
+    }
+}
+
+impl OffloadTable for Mem {
+    fn add(&mut self, f: &OffloadFlow) -> bool {
+        if *self.refuse.lock().unwrap() {
+            return false;
+        }
+        self.entries
+            .lock()
+            .unwrap()
+            .insert(*f, OffloadCounts::default());
+        true
+    }
+    fn read(&mut self, f: &OffloadFlow) -> Option<OffloadCounts> {
+        self.entries.lock().unwrap().get(f).copied()
+    }
+    fn remove(&mut self, f: &OffloadFlow) -> Option<OffloadCounts> {
+        self.entries.lock().unwrap().remove(f)
+    }
+}
+
+fn engine_with(c: &Config) -> (Engine, SharedRecords, Mem) {
+    let sink = SharedRecords::new("gw");
+    let mut e = Engine::with_options(
+        c,
+        GeoDb::embedded(),
+        Box::new(sink.clone()),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    let mem = Mem::default();
+    e.set_offload(Box::new(mem.clone()));
+    (e, sink, mem)
+}
+
+fn engine() -> (Engine, SharedRecords, Mem) {
+    let mut c = natfw_policy::config::embedded_default();
+    c.gateway.bypass = vec!["10.9.0.0/16".parse().unwrap()];
+    engine_with(&c)
+}
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_millis(1_000_000 + ms)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum K {
+    Syn,
+    SynAck,
+    Ack,
+    Fin,
+    Rst,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sp: u16,
+    dp: u16,
+    seq: u32,
+    ack: u32,
+    k: K,
+    data: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .tcp(sp, dp, seq, 64_000);
+    let b = match k {
+        K::Syn => b.syn(),
+        K::SynAck => b.syn().ack(ack),
+        K::Ack => b.psh().ack(ack),
+        K::Fin => b.fin().ack(ack),
+        K::Rst => b.rst(),
+    };
+    let mut out = Vec::new();
+    b.write(&mut out, data).unwrap();
+    out
+}
+
+fn udp(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .udp(sp, dp)
+        .write(&mut out, data)
+        .unwrap();
+    out
+}
+
+fn out(e: &mut Engine, now: Timestamp, mut f: Vec<u8>) -> Verdict {
+    e.process(now, Side::Inside, &mut f)
+}
+
+fn inb(e: &mut Engine, now: Timestamp, mut f: Vec<u8>) -> Verdict {
+    e.process(now, Side::Outside, &mut f)
+}
+
+const REQ: &[u8] = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+
+/// Handshake, an HTTP request (identified), the server's ACK of it and a reply: the flow is
+/// decided and its inspected bytes are acknowledged. Returns the engine's packet counts
+/// (out, in) so far.
+fn established(e: &mut Engine, sport: u16) -> (u64, u64) {
+    assert_eq!(
+        out(e, t(0), tcp(CLIENT, SERVER, sport, 80, 100, 0, K::Syn, &[])),
+        Verdict::Forward
+    );
+    assert_eq!(
+        inb(
+            e,
+            t(1),
+            tcp(SERVER, EIP, 80, sport, 500, 101, K::SynAck, &[])
+        ),
+        Verdict::Forward
+    );
+    assert_eq!(
+        out(
+            e,
+            t(2),
+            tcp(CLIENT, SERVER, sport, 80, 101, 501, K::Ack, &[])
+        ),
+        Verdict::Forward
+    );
+    let v = out(
+        e,
+        t(3),
+        tcp(CLIENT, SERVER, sport, 80, 101, 501, K::Ack, REQ),
+    );
+    assert!(matches!(v, Verdict::Forward | Verdict::Held), "{v:?}");
+    let end = 101 + REQ.len() as u32;
+    assert_eq!(
+        inb(
+            e,
+            t(4),
+            tcp(
+                SERVER,
+                EIP,
+                80,
+                sport,
+                501,
+                end,
+                K::Ack,
+                b"HTTP/1.1 200 OK\r\n"
+            )
+        ),
+        Verdict::Forward
+    );
+    (3, 2)
+}
+
+#[test]
+fn decided_tcp_flow_is_offloaded_and_its_record_adds_the_kernels_counters() {
+    let (mut e, sink, mem) = engine();
+    assert_eq!(mem.len(), 0);
+    let (o, i) = established(&mut e, 40_000);
+    assert_eq!(mem.len(), 1, "decided and acknowledged: offloaded");
+    assert_eq!(e.offloaded_flows(), 1);
+    let f = *mem.entries.lock().unwrap().keys().next().unwrap();
+    assert_eq!(f.client.port(), 40_000);
+    assert_eq!(f.server.port(), 80);
+    assert_eq!(f.eip.octets(), EIP);
+    assert_eq!(f.proto, 6);
+
+    // The kernel forwards 1000 packets each way.
+    mem.forward(1000, 1000, 1514);
+    // A client FIN comes to the engine: the flow is taken back first.
+    let end = 101 + REQ.len() as u32;
+    assert_eq!(
+        out(
+            &mut e,
+            t(10),
+            tcp(CLIENT, SERVER, 40_000, 80, end, 519, K::Fin, &[])
+        ),
+        Verdict::Forward
+    );
+    assert_eq!(mem.len(), 0, "FIN: entry removed");
+    assert_eq!(e.offloaded_flows(), 0);
+    assert_eq!(
+        inb(
+            &mut e,
+            t(11),
+            tcp(SERVER, EIP, 80, 40_000, 518, end + 1, K::Fin, &[])
+        ),
+        Verdict::Forward
+    );
+    assert_eq!(mem.len(), 0, "a closing flow is not offloaded again");
+    assert_eq!(
+        out(
+            &mut e,
+            t(12),
+            tcp(CLIENT, SERVER, 40_000, 80, end + 1, 519, K::Ack, &[])
+        ),
+        Verdict::Forward
+    );
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.end_reason, "fin");
+    assert_eq!(r.out_packet_count, o + 2 + 1000);
+    assert_eq!(r.in_packet_count, i + 1 + 1000);
+    assert!(r.out_packet_bytes >= 1000 * 1514);
+    assert_eq!(e.stats().offload_forwarded.packets, 2000);
+}
+
+#[test]
+fn rst_takes_the_flow_back_and_ends_it() {
+    let (mut e, sink, mem) = engine();
+    established(&mut e, 40_001);
+    assert_eq!(mem.len(), 1);
+    mem.forward(7, 5, 100);
+    let end = 101 + REQ.len() as u32;
+    let _ = inb(
+        &mut e,
+        t(20),
+        tcp(SERVER, EIP, 80, 40_001, 518, end, K::Rst, &[]),
+    );
+    assert_eq!(mem.len(), 0);
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "rst");
+    assert_eq!(recs[0].out_packet_count, 3 + 7);
+    assert_eq!(recs[0].in_packet_count, 2 + 1 + 5);
+}
+
+#[test]
+fn a_syn_takes_the_flow_back_and_a_reused_tuple_is_inspected_again() {
+    let (mut e, sink, mem) = engine();
+    established(&mut e, 40_002);
+    assert_eq!(mem.len(), 1);
+    // A SYN on the offloaded tuple always reaches the engine (XDP never offloads one): the
+    // flow is taken back before the engine judges it (an in-window SYN of an established
+    // flow is dropped; the flow stays established and decided, so it is offloaded again).
+    mem.forward(2, 2, 100);
+    let v = out(
+        &mut e,
+        t(30),
+        tcp(CLIENT, SERVER, 40_002, 80, 9_000, 0, K::Syn, &[]),
+    );
+    assert_ne!(v, Verdict::Forward);
+    assert_eq!(e.stats().offload_removed, 1, "SYN: taken back");
+    assert_eq!(
+        e.stats().offload_forwarded.packets,
+        4,
+        "its counters credited"
+    );
+    let end = 101 + REQ.len() as u32;
+    let _ = out(
+        &mut e,
+        t(31),
+        tcp(CLIENT, SERVER, 40_002, 80, end, 519, K::Ack, &[]),
+    );
+    assert_eq!(mem.len(), 1);
+    // Close: FIN both ways, the last ACK; the record is written, the entry is gone.
+    let _ = out(
+        &mut e,
+        t(32),
+        tcp(CLIENT, SERVER, 40_002, 80, end, 519, K::Fin, &[]),
+    );
+    assert_eq!(mem.len(), 0);
+    let _ = inb(
+        &mut e,
+        t(33),
+        tcp(SERVER, EIP, 80, 40_002, 518, end + 1, K::Fin, &[]),
+    );
+    let _ = out(
+        &mut e,
+        t(34),
+        tcp(CLIENT, SERVER, 40_002, 80, end + 1, 519, K::Ack, &[]),
+    );
+    assert_eq!(sink.take().len(), 1);
+    assert_eq!(mem.len(), 0);
+    // The same source port again: a new connection, inspected before it may be offloaded.
+    let v = out(
+        &mut e,
+        t(40),
+        tcp(CLIENT, SERVER, 40_002, 80, 9_000, 0, K::Syn, &[]),
+    );
+    assert_eq!(v, Verdict::Forward);
+    let _ = inb(
+        &mut e,
+        t(41),
+        tcp(SERVER, EIP, 80, 40_002, 70, 9_001, K::SynAck, &[]),
+    );
+    let _ = out(
+        &mut e,
+        t(42),
+        tcp(CLIENT, SERVER, 40_002, 80, 9_001, 71, K::Ack, &[]),
+    );
+    assert_eq!(mem.len(), 0, "established but nothing identified yet");
+    let _ = out(
+        &mut e,
+        t(43),
+        tcp(CLIENT, SERVER, 40_002, 80, 9_001, 71, K::Ack, REQ),
+    );
+    assert_eq!(
+        mem.len(),
+        0,
+        "identified, not yet acknowledged by the server"
+    );
+    let end2 = 9_001 + REQ.len() as u32;
+    let _ = inb(
+        &mut e,
+        t(44),
+        tcp(
+            SERVER,
+            EIP,
+            80,
+            40_002,
+            71,
+            end2,
+            K::Ack,
+            b"HTTP/1.1 200 OK\r\n",
+        ),
+    );
+    assert_eq!(mem.len(), 1, "decided and acknowledged: offloaded");
+}
+
+#[test]
+fn pending_or_held_flows_are_never_offloaded() {
+    let (mut e, _sink, mem) = engine();
+    // TLS to 443 with only half a ClientHello: the verdict waits, payload is held.
+    assert_eq!(
+        out(
+            &mut e,
+            t(0),
+            tcp(CLIENT, SERVER, 40_010, 443, 100, 0, K::Syn, &[])
+        ),
+        Verdict::Forward
+    );
+    let _ = inb(
+        &mut e,
+        t(1),
+        tcp(SERVER, EIP, 443, 40_010, 500, 101, K::SynAck, &[]),
+    );
+    let _ = out(
+        &mut e,
+        t(2),
+        tcp(CLIENT, SERVER, 40_010, 443, 101, 501, K::Ack, &[]),
+    );
+    assert_eq!(mem.len(), 0, "handshake only");
+    // A TLS record header announcing a long ClientHello, then a few bytes of it.
+    let partial = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let _ = out(
+        &mut e,
+        t(3),
+        tcp(CLIENT, SERVER, 40_010, 443, 101, 501, K::Ack, &partial),
+    );
+    let _ = inb(
+        &mut e,
+        t(4),
+        tcp(SERVER, EIP, 443, 40_010, 501, 101, K::Ack, &[]),
+    );
+    assert_eq!(
+        mem.len(),
+        0,
+        "pending verdict, held payload: stays in the engine"
+    );
+}
+
+#[test]
+fn reload_and_bypass_changes_flush_the_table() {
+    let (mut e, _sink, mem) = engine();
+    established(&mut e, 40_020);
+    assert_eq!(mem.len(), 1);
+    // Hot reload (a new compiled policy): the next poll takes every flow back.
+    let c = natfw_policy::config::embedded_default();
+    e.policy_handle()
+        .store(Arc::new(CompiledPolicy::new(&c.firewall)));
+    e.poll(t(100));
+    assert_eq!(mem.len(), 0, "reload: no stale entry");
+    assert_eq!(e.offloaded_flows(), 0);
+    // Still decided: its next packet offloads it again.
+    let end = 101 + REQ.len() as u32;
+    let _ = out(
+        &mut e,
+        t(101),
+        tcp(CLIENT, SERVER, 40_020, 80, end, 519, K::Ack, &[]),
+    );
+    assert_eq!(mem.len(), 1);
+    e.set_bypass("10.8.0.0/16".parse().unwrap(), true);
+    assert_eq!(mem.len(), 0, "bypass change: no stale entry");
+}
+
+#[test]
+fn firewall_off_reload_flushes() {
+    let (mut e, _sink, mem) = engine();
+    established(&mut e, 40_021);
+    assert_eq!(mem.len(), 1);
+    let mut c = natfw_policy::config::embedded_default();
+    c.firewall.enabled = false;
+    e.policy_handle()
+        .store(Arc::new(CompiledPolicy::new(&c.firewall)));
+    e.poll(t(100));
+    assert_eq!(mem.len(), 0);
+}
+
+#[test]
+fn idle_offloaded_flow_is_kept_alive_by_kernel_traffic_and_times_out_with_its_counters() {
+    let (mut e, sink, mem) = engine();
+    // UDP to a non-DNS port: decided on its first datagram.
+    assert_eq!(
+        out(&mut e, t(0), udp(CLIENT, SERVER, 5000, 7000, b"hello")),
+        Verdict::Forward
+    );
+    assert_eq!(
+        inb(&mut e, t(1), udp(SERVER, EIP, 7000, 5000, b"world")),
+        Verdict::Forward
+    );
+    let _ = out(&mut e, t(2), udp(CLIENT, SERVER, 5000, 7000, b"again"));
+    assert_eq!(mem.len(), 1, "decided UDP flow offloaded");
+    // The kernel carries it for 10 minutes: every sync sees traffic, the flow stays.
+    let mut now = 2;
+    for _ in 0..600 {
+        now += 1000;
+        mem.forward(1, 1, 60);
+        e.poll(t(now));
+    }
+    assert_eq!(e.flow_count(), 1, "kernel traffic refreshes the idle timer");
+    assert!(sink.take().is_empty());
+    // Then silence: the flow times out, its entry goes, the record has every packet.
+    for _ in 0..700 {
+        now += 1000;
+        e.poll(t(now));
+    }
+    assert_eq!(e.flow_count(), 0);
+    assert_eq!(mem.len(), 0, "timed out: entry removed");
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "timeout");
+    assert_eq!(recs[0].out_packet_count, 2 + 600);
+    assert_eq!(recs[0].in_packet_count, 1 + 600);
+    assert_eq!(recs[0].out_packet_bytes, 2 * 47 + 600 * 60);
+}
+
+#[test]
+fn a_refused_entry_leaves_the_flow_in_the_engine() {
+    let (mut e, sink, mem) = engine();
+    *mem.refuse.lock().unwrap() = true;
+    established(&mut e, 40_030);
+    assert_eq!(mem.len(), 0);
+    assert_eq!(e.offloaded_flows(), 0);
+    assert_eq!(e.stats().offload_add_failed, 1);
+    e.shutdown(t(50));
+    assert_eq!(sink.take().len(), 1);
+}
+
+#[test]
+fn shutdown_reads_the_counters_back() {
+    let (mut e, sink, mem) = engine();
+    established(&mut e, 40_040);
+    mem.forward(3, 4, 10);
+    e.shutdown(t(50));
+    assert_eq!(mem.len(), 0);
+    let recs = sink.take();
+    assert_eq!(recs[0].out_packet_count, 3 + 3);
+    assert_eq!(recs[0].in_packet_count, 2 + 4);
+    let _ = Counter::default();
+}
