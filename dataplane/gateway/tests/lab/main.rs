@@ -1,8 +1,10 @@
 //! The network-namespace lab end to end (root; SKIP otherwise). One test binary per area; one module per topic.
 
+mod compose;
 mod dns;
 mod e2e;
 mod evasion;
 mod failclosed;
+mod ha;
 mod ops;
 mod topology;
