@@ -49,10 +49,10 @@ pub const HEALTH_LISTEN: &str = "127.0.0.1:9108";
 /// The traffic the failover runs under: new HTTP connections to this server.
 pub const TARGET: &str = "updates.vendor.test";
 const TARGET_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
-/// How long a closed TCP flow stays in the engine before its record is written (the
-/// conntrack `closed` timer), plus the flow-log writer's flush: a SIGKILL loses the records of
-/// flows that closed within this before it.
-pub const RECORD_DELAY_MS: u64 = 12_000;
+/// A flow's record is written when the flow ends (FIN/RST), and the flow-log writer flushes
+/// within 200 ms: a SIGKILL loses the records of every open flow and of flows that ended within
+/// this before it.
+pub const RECORD_DELAY_MS: u64 = 1_000;
 
 fn net(a: Ipv4Addr, len: u8) -> Ipv4Net {
     Ipv4Net::new(a, len).unwrap_or_else(|_| Ipv4Net::from(a))
@@ -438,6 +438,10 @@ pub struct Failover {
     /// Records whose SNAT address is not the EIP: must be 0.
     pub wrong_snat: usize,
     pub kill_ms: u64,
+    /// keepalived's transitions after the kill: the killed gateway's FAULT and the standby's
+    /// MASTER, in ms after the kill.
+    pub fault_after_ms: Option<u64>,
+    pub master_after_ms: Option<u64>,
 }
 
 impl Failover {
@@ -460,6 +464,14 @@ impl Failover {
             "failover time (kill -> first new connection that succeeded): {}",
             self.failover_ms
                 .map_or("never".to_string(), |m| format!("{:.1} s", m as f64 / 1000.0))
+        );
+        let ms = |m: Option<u64>| m.map_or("-".to_string(), |m| format!("{m} ms"));
+        let _ = writeln!(
+            s,
+            "  kill -> FAULT on {}: {}; -> MASTER on the standby: {}; the rest is the standby's natfw start",
+            self.killed,
+            ms(self.fault_after_ms),
+            ms(self.master_after_ms)
         );
         let _ = writeln!(
             s,
@@ -484,8 +496,8 @@ impl Failover {
         if !self.unaccounted.is_empty() {
             let _ = writeln!(
                 s,
-                "  (records of flows that closed on the killed gateway within {} s before the kill were in its memory: no state replication)",
-                RECORD_DELAY_MS / 1000
+                "  (records of flows that ended on the killed gateway within {} ms before the kill were in its memory: no state replication)",
+                RECORD_DELAY_MS
             );
         }
         s
@@ -585,7 +597,7 @@ pub fn failover(ha: &mut HaLab, before: Duration, after: Duration) -> Result<Fai
             (true, false) => rec_a += 1,
             (false, true) => rec_b += 1,
             (false, false) => {
-                // Only the killed gateway loses records, those of flows that closed within
+                // Only the killed gateway loses records, those of flows that ended within
                 // RECORD_DELAY_MS before the kill (allowing 200 ms for the client's clock).
                 let explained =
                     a.end_ms <= kill_ms + 200 && a.end_ms + RECORD_DELAY_MS >= kill_ms;
@@ -597,6 +609,17 @@ pub fn failover(ha: &mut HaLab, before: Duration, after: Duration) -> Result<Fai
         }
     }
     let after_kill: Vec<&&Attempt> = ok.iter().filter(|a| a.start_ms > kill_ms).collect();
+    let event_after = |gi: usize, what: &str| {
+        std::fs::read_to_string(ha.lab.dir.join(format!("ha-{}.events", GATEWAYS[gi].0)))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (t, e) = l.split_once(' ')?;
+                let t: u64 = t.parse().ok()?;
+                (e.trim() == what && t >= kill_ms).then(|| t - kill_ms)
+            })
+            .min()
+    };
     Ok(Failover {
         killed: GATEWAYS[active].0.to_string(),
         active_after,
@@ -614,6 +637,8 @@ pub fn failover(ha: &mut HaLab, before: Duration, after: Duration) -> Result<Fai
         unexplained,
         wrong_snat,
         kill_ms,
+        fault_after_ms: event_after(active, "fault"),
+        master_after_ms: event_after(1 - active, "master"),
     })
 }
 
@@ -630,7 +655,7 @@ pub fn demo(natfw_bin: &Path, keep: bool) -> i32 {
     };
     print!("{}", crate::plan_summary(&ha.lab.plan, &ha.lab.dir));
     println!("  VIP {VIP} (VPC next hop) and EIP {EIP} move together");
-    let r = failover(&mut ha, Duration::from_secs(14), Duration::from_secs(8));
+    let r = failover(&mut ha, Duration::from_secs(6), Duration::from_secs(8));
     println!("keepalived transitions (unix ms):\n{}", ha.events());
     let code = match r {
         Ok(f) => {

@@ -4,7 +4,7 @@
 //! the standby must take over (holds the EIP, new connections succeed through it), no packet
 //! with a VPC source may reach the internet segment (tcpdump there, with a positive control on
 //! the EIP), and the flow records of both gateways must account for every successful connection
-//! except those whose records the killed process still held (closed within the straggler window
+//! except those whose records the killed process may still have held (ended within a second
 //! before the kill) — none logged twice, all with the EIP. The failover time is printed, not
 //! asserted. Namespace tag `natfw-h1-*`, torn down even on failure.
 
@@ -34,7 +34,7 @@ fn ha_pair_fails_over_under_traffic() {
         ha.natfw_pid(standby).is_none(),
         "the standby runs no natfw (its guard drops)"
     );
-    let f = failover(&mut ha, Duration::from_secs(13), Duration::from_secs(8)).expect("failover");
+    let f = failover(&mut ha, Duration::from_secs(5), Duration::from_secs(7)).expect("failover");
     eprintln!("{}\nkeepalived transitions:\n{}", f.render(), ha.events());
     assert!(f.took_over(), "the standby did not take over: {f:?}");
     assert!(f.ok_after > 0);
@@ -47,7 +47,7 @@ fn ha_pair_fails_over_under_traffic() {
         "successful connections without a flow record: {:?}",
         f.unaccounted
     );
-    // The killed gateway's records of flows that ended long enough before the kill are on disk.
+    // The killed gateway's records of flows that ended before the kill are on disk.
     assert!(f.rec_a + f.rec_b > 0);
     let killed_recs = if f.killed == "gwa" { f.rec_a } else { f.rec_b };
     assert!(killed_recs > 0, "no record from the killed gateway");
