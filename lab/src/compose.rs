@@ -289,7 +289,9 @@ fn remove_docker_user_rules(s: Scenario) {
     for r in docker_user_rules(s) {
         for _ in 0..8 {
             let ok = run_timeout(
-                Command::new("iptables").args(["-D", "DOCKER-USER"]).args(&r),
+                Command::new("iptables")
+                    .args(["-D", "DOCKER-USER"])
+                    .args(&r),
                 CMD_TIMEOUT,
             )
             .is_ok_and(|o| o.status.success());
@@ -679,7 +681,11 @@ mod tests {
             let p = compose_plan(s);
             let y = compose_file(s);
             for line in y.lines().filter(|l| l.contains("gateway: ")) {
-                let gw = line.rsplit("gateway: ").next().unwrap().trim_end_matches('}');
+                let gw = line
+                    .rsplit("gateway: ")
+                    .next()
+                    .unwrap()
+                    .trim_end_matches('}');
                 let gw: Ipv4Addr = gw.parse().unwrap();
                 assert!(!y.contains(&format!("ipv4_address: {gw}}}")), "{gw}");
                 assert!(p.gateways.iter().all(|g| !g.eips.contains(&gw)));

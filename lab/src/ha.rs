@@ -137,7 +137,10 @@ pub fn ha_plan(tag: &str) -> Plan {
 pub fn gateway_config(name: &str) -> String {
     let base = include_str!("../../examples/lab/scenario-1-prod.yaml");
     let mut s = base
-        .replace("flow_log: flow-prod.jsonl", &format!("flow_log: flow-{name}.jsonl"))
+        .replace(
+            "flow_log: flow-prod.jsonl",
+            &format!("flow_log: flow-{name}.jsonl"),
+        )
         .replace("name: lab-prod", &format!("name: lab-ha-{name}"));
     let _ = write!(s, "metrics:\n  listen: \"{HEALTH_LISTEN}\"\n");
     s
@@ -262,7 +265,10 @@ impl HaLab {
                 .map_err(|e| err("chmod", e))?;
             let ns = self.lab.plan.gateways[i].ns.clone();
             let cfg = dir.join(format!("{name}.yaml")).display().to_string();
-            self.ns_run(&ns, &[&bin.display().to_string(), "guard", "--config", &cfg])?;
+            self.ns_run(
+                &ns,
+                &[&bin.display().to_string(), "guard", "--config", &cfg],
+            )?;
         }
         for (i, (name, ..)) in GATEWAYS.iter().enumerate() {
             let ns = self.lab.plan.gateways[i].ns.clone();
@@ -271,7 +277,17 @@ impl HaLab {
             let log2 = log.try_clone().map_err(|e| err("keepalived log", e))?;
             let conf = dir.join(format!("keepalived-{name}.conf"));
             let child = Command::new("ip")
-                .args(["netns", "exec", &ns, "keepalived", "-n", "-l", "-D", "--vrrp", "-f"])
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "keepalived",
+                    "-n",
+                    "-l",
+                    "-D",
+                    "--vrrp",
+                    "-f",
+                ])
                 .arg(&conf)
                 .arg("-p")
                 .arg(dir.join(format!("keepalived-{name}.pid")))
@@ -321,10 +337,7 @@ impl HaLab {
                 }
             }
             if Instant::now() >= deadline {
-                return Err(err(
-                    "no active gateway",
-                    self.events() + &self.logs_tail(),
-                ));
+                return Err(err("no active gateway", self.events() + &self.logs_tail()));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -353,7 +366,10 @@ impl HaLab {
     fn logs_tail(&self) -> String {
         let mut s = String::new();
         for (name, ..) in GATEWAYS {
-            for f in [format!("keepalived-{name}.log"), format!("natfw-{name}.log")] {
+            for f in [
+                format!("keepalived-{name}.log"),
+                format!("natfw-{name}.log"),
+            ] {
                 let t = std::fs::read_to_string(self.lab.dir.join(&f)).unwrap_or_default();
                 let v: Vec<&str> = t.lines().collect();
                 let _ = writeln!(s, "--- {f}");
@@ -386,7 +402,9 @@ impl HaLab {
         self.keepalived.clear();
         for i in 0..GATEWAYS.len() {
             if let Some(pid) = self.natfw_pid(i) {
-                let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
             }
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -447,7 +465,10 @@ pub struct Failover {
 impl Failover {
     /// Did the standby take over (holds the EIP, new connections succeeded through it)?
     pub fn took_over(&self) -> bool {
-        self.active_after.as_deref().is_some_and(|a| a != self.killed) && self.ok_after > 0
+        self.active_after
+            .as_deref()
+            .is_some_and(|a| a != self.killed)
+            && self.ok_after > 0
     }
 
     /// The report `natfw lab demo --scenario ha` prints.
@@ -462,8 +483,10 @@ impl Failover {
         let _ = writeln!(
             s,
             "failover time (kill -> first new connection that succeeded): {}",
-            self.failover_ms
-                .map_or("never".to_string(), |m| format!("{:.1} s", m as f64 / 1000.0))
+            self.failover_ms.map_or("never".to_string(), |m| format!(
+                "{:.1} s",
+                m as f64 / 1000.0
+            ))
         );
         let ms = |m: Option<u64>| m.map_or("-".to_string(), |m| format!("{m} ms"));
         let _ = writeln!(
@@ -527,7 +550,9 @@ pub fn failover(ha: &mut HaLab, before: Duration, after: Duration) -> Result<Fai
         .ok_or_else(|| err("failover", "the active gateway runs no natfw"))?;
     let inet = ha.lab.plan.inet_ns().to_owned();
     let leak_cap = ha.lab.capture(&inet, "br0", "src net 10.0.0.0/8")?;
-    let eip_cap = ha.lab.capture(&inet, "br0", &format!("src host {EIP} and tcp"))?;
+    let eip_cap = ha
+        .lab
+        .capture(&inet, "br0", &format!("src host {EIP} and tcp"))?;
     let host = ha.lab.plan.hosts[0].ns.clone();
     let bin = ha.lab.opts.natfw_bin.display().to_string();
     let total = before + after;
@@ -536,7 +561,14 @@ pub fn failover(ha: &mut HaLab, before: Duration, after: Duration) -> Result<Fai
     let mut client = Command::new("ip")
         .args(["netns", "exec", &host, &bin, "lab", "conn-loop", "--to"])
         .arg(format!("{TARGET_ADDR}:80"))
-        .args(["--host", TARGET, "--interval-ms", "100", "--timeout-ms", "1000"])
+        .args([
+            "--host",
+            TARGET,
+            "--interval-ms",
+            "100",
+            "--timeout-ms",
+            "1000",
+        ])
         .arg("--duration-ms")
         .arg(total.as_millis().to_string())
         .stdin(Stdio::null())
@@ -546,7 +578,9 @@ pub fn failover(ha: &mut HaLab, before: Duration, after: Duration) -> Result<Fai
         .map_err(|e| err("spawn conn-loop", e))?;
     std::thread::sleep(before);
     let kill_ms = unix_ms();
-    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
     let deadline = Instant::now() + total + Duration::from_secs(10);
     while matches!(client.try_wait(), Ok(None)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -599,8 +633,7 @@ pub fn failover(ha: &mut HaLab, before: Duration, after: Duration) -> Result<Fai
             (false, false) => {
                 // Only the killed gateway loses records, those of flows that ended within
                 // RECORD_DELAY_MS before the kill (allowing 200 ms for the client's clock).
-                let explained =
-                    a.end_ms <= kill_ms + 200 && a.end_ms + RECORD_DELAY_MS >= kill_ms;
+                let explained = a.end_ms <= kill_ms + 200 && a.end_ms + RECORD_DELAY_MS >= kill_ms;
                 if !explained {
                     unexplained += 1;
                 }

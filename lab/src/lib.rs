@@ -778,13 +778,9 @@ pub fn plan_summary(p: &Plan, dir: &Path) -> String {
 /// Make the lab CA, the server certificate for every web name and the sshd host key in `dir`
 /// (private keys stay there; nothing secret is in the repository).
 pub fn make_certs(dir: &Path) -> Result<(), LabError> {
-let path = |n: &str| dir.join(n).display().to_string();
+    let path = |n: &str| dir.join(n).display().to_string();
     let (ca_key, ca_crt) = (path("ca.key"), path("ca.crt"));
-    let (key, csr, crt) = (
-        path("server.key"),
-        path("server.csr"),
-        path("server.crt"),
-    );
+    let (key, csr, crt) = (path("server.key"), path("server.csr"), path("server.crt"));
     let ext = path("server.ext");
     std::fs::write(&ext, servers::server_cert_ext()).map_err(|e| err("write ext", e))?;
     must(&[

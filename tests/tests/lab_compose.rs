@@ -28,7 +28,9 @@ fn compose_files_match_the_namespace_lab() {
         let path = repo().join(format!("lab/compose/scenario-{}.yml", s.number()));
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text, compose_file(s), "{} is stale", path.display());
-        let doc = YamlLoader::load_from_str(&text).expect("valid YAML").remove(0);
+        let doc = YamlLoader::load_from_str(&text)
+            .expect("valid YAML")
+            .remove(0);
         let p = compose_plan(s);
         let services = doc["services"].as_hash().expect("services");
         assert_eq!(services.len(), p.namespaces.len());

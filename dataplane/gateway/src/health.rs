@@ -82,8 +82,7 @@ pub fn check(config_path: &Path, standby_ok: bool) -> Verdict {
         Ok((200, body)) => Verdict::Healthy(String::from_utf8_lossy(&body).trim().to_owned()),
         Ok((_, body)) => {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            if standby_ok && v.get("starting").and_then(serde_json::Value::as_bool) == Some(true)
-            {
+            if standby_ok && v.get("starting").and_then(serde_json::Value::as_bool) == Some(true) {
                 Verdict::Starting
             } else {
                 Verdict::Unhealthy(String::from_utf8_lossy(&body).trim().to_owned())

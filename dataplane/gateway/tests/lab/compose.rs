@@ -25,12 +25,20 @@ fn docker_ok() -> Result<(), String> {
     if unsafe { libc::getuid() } != 0 {
         return Err("needs root".into());
     }
-    let info = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();
+    let info = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
     if !info.is_ok_and(|o| o.status.success()) {
         return Err("no Docker engine".into());
     }
-    natfw_lab::compose::compose_command().map(|_| ()).map_err(|e| e.to_string())?;
-    if Command::new("debootstrap").arg("--version").output().is_err() {
+    natfw_lab::compose::compose_command()
+        .map(|_| ())
+        .map_err(|e| e.to_string())?;
+    if Command::new("debootstrap")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         return Err("debootstrap missing (apt-get install debootstrap)".into());
     }
     Ok(())
@@ -58,7 +66,10 @@ fn compose_scenario_1_end_to_end() {
     let out = String::from_utf8_lossy(&o.stdout);
     eprintln!("{out}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "compose demo failed");
-    assert!(out.contains("20 checks, 20 as expected, 0 mismatches"), "{out}");
+    assert!(
+        out.contains("20 checks, 20 as expected, 0 mismatches"),
+        "{out}"
+    );
     // The same table as the namespace lab: the allowed HTTPS check seen from the prod EIP, the
     // blocked name reset, and a flow-log record per check.
     let row = |host: &str, check: &str| {
@@ -68,10 +79,16 @@ fn compose_scenario_1_end_to_end() {
             .to_owned()
     };
     let https = row("prod", "https updates.vendor.test");
-    assert!(https.contains("allowed  allowed  yes 198.51.100.11"), "{https}");
+    assert!(
+        https.contains("allowed  allowed  yes 198.51.100.11"),
+        "{https}"
+    );
     let blocked = row("test", "https blocked.example.test");
     assert!(blocked.contains("reset    reset    yes"), "{blocked}");
-    assert!(!out.contains("flow log: no record"), "a check without a flow record");
+    assert!(
+        !out.contains("flow log: no record"),
+        "a check without a flow record"
+    );
     drop(_down);
     let ps = Command::new("docker")
         .args(["ps", "-aq", "--filter", "name=natfw-c1-"])

@@ -38,8 +38,14 @@ fn ha_pair_fails_over_under_traffic() {
     eprintln!("{}\nkeepalived transitions:\n{}", f.render(), ha.events());
     assert!(f.took_over(), "the standby did not take over: {f:?}");
     assert!(f.ok_after > 0);
-    assert_eq!(f.leaked, 0, "packets with a VPC source reached the internet");
-    assert!(f.from_eip > 0, "the capture saw nothing from the EIP (positive control)");
+    assert_eq!(
+        f.leaked, 0,
+        "packets with a VPC source reached the internet"
+    );
+    assert!(
+        f.from_eip > 0,
+        "the capture saw nothing from the EIP (positive control)"
+    );
     assert_eq!(f.wrong_snat, 0);
     assert_eq!(f.rec_both, 0, "a connection logged by both gateways");
     assert_eq!(

@@ -3,5 +3,6 @@
 mod admin;
 mod dns;
 mod hardening;
+mod health;
 mod openapi;
 mod tls;
