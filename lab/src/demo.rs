@@ -26,6 +26,21 @@ pub trait Clients {
     fn client_natfw(&self) -> String;
 }
 
+impl Clients for crate::LabGuard {
+    fn exec(&self, ns: &str, args: &[&str], timeout: Duration) -> Result<Output, LabError> {
+        Lab::exec(self, ns, args, timeout)
+    }
+    fn access_log(&self) -> String {
+        Lab::access_log(self)
+    }
+    fn client_ca(&self) -> String {
+        self.ca_cert().display().to_string()
+    }
+    fn client_natfw(&self) -> String {
+        self.opts.natfw_bin.display().to_string()
+    }
+}
+
 impl Clients for Lab {
     fn exec(&self, ns: &str, args: &[&str], timeout: Duration) -> Result<Output, LabError> {
         Lab::exec(self, ns, args, timeout)
