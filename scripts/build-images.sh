@@ -110,4 +110,8 @@ EOF
   echo "build-images: $lab built"
 fi
 docker tag "$lab" natfw-lab:latest
+# Older natfw layers and bases are of no further use (each natfw layer is a few hundred MB).
+docker images --format '{{.Repository}}:{{.Tag}}' |
+  grep -E '^natfw-(lab|base):' | grep -v -x -e natfw-lab:latest -e "$lab" -e "$base" |
+  xargs -r docker rmi >/dev/null 2>&1 || true
 echo "build-images: natfw-lab:latest = $lab ($(( $(date +%s) - t0 )) s)"
