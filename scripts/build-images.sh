@@ -2,8 +2,8 @@
 # Builds the docker-compose lab's images without any image registry (root, Docker Engine):
 #
 #   natfw-base:<hash>  a minimal Debian (debootstrap --variant=minbase) with the lab's servers and
-#                      clients, imported with `docker import`; <hash> covers this script (so the
-#                      package list), the suite and the architecture, so a rerun that finds the
+#                      clients, imported with `docker import`; <hash> covers the base recipe below
+#                      (so the package list), the suite and the architecture, so a rerun that finds the
 #                      tag skips the debootstrap entirely.
 #   natfw-lab:<hash>   natfw-base plus the natfw binary and the container entry script
 #                      (lab/container/node.sh); <hash> covers them and the base. Also tagged
@@ -24,6 +24,7 @@ if [ "$base_only" = 0 ] && [ ! -x "$natfw_bin" ]; then
 fi
 command -v docker >/dev/null || { echo "build-images: docker missing" >&2; exit 1; }
 
+# --- base recipe (its text is hashed into the base tag) ---
 # The lab's servers and clients (the same programs as scripts/lab-deps.sh) plus keepalived for
 # the gateway pair.
 pkgs=(
@@ -56,7 +57,8 @@ mirror() {
 }
 
 hash_of() { sha256sum | cut -c1-16; }
-base_hash=$( { cat "$0"; echo "$suite $arch ${pkgs[*]}"; } | hash_of)
+recipe() { sed -n '/^# --- base recipe/,/^# --- end of base recipe/p' "$0"; }
+base_hash=$( { recipe; echo "$suite $arch ${pkgs[*]}"; } | hash_of)
 base="natfw-base:$base_hash"
 
 t0=$(date +%s)
@@ -87,6 +89,7 @@ else
   trap - EXIT
   echo "build-images: $base imported in $(( $(date +%s) - t0 )) s"
 fi
+# --- end of base recipe ---
 
 [ "$base_only" = 1 ] && exit 0
 
