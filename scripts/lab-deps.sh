@@ -10,6 +10,7 @@ pkgs=(
   openssh-server openssh-client  # sshd on its own port in the internet namespace
   iperf3 curl openssl dnsutils iputils-ping socat tcpdump procps python3
   keepalived                     # VRRP for the gateway pair (`natfw lab demo --scenario ha`)
+  chromium chromium-driver       # the console's browser test (tests/lab/console.rs)
 )
 
 missing=()

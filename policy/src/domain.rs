@@ -7,17 +7,28 @@ use crate::model::DomainPattern;
 /// Normalise a domain name for matching: lower case, trailing dot removed, IDNA (Unicode) to
 /// punycode. Returns `None` for something that is not a valid host name (empty, too long,
 /// bad label, an IP literal is returned as-is lower-cased so callers can detect it).
+/// Normalising is idempotent: a returned name normalises to itself.
 pub fn normalize(name: &str) -> Option<String> {
     let name = name.strip_suffix('.').unwrap_or(name);
-    if name.is_empty() || name.len() > 253 {
+    // Bounds the IDNA work; the limit that matters is checked on the result below.
+    if name.is_empty() || name.len() > MAX_INPUT {
         return None;
     }
     let ascii = if name.is_ascii() {
         name.to_ascii_lowercase()
     } else {
-        idna::domain_to_ascii(name).ok()?
+        let mut a = idna::domain_to_ascii(name).ok()?;
+        // A Unicode full stop (U+3002 …) at the end maps to '.': one trailing dot, as above.
+        if a.ends_with('.') {
+            a.pop();
+        }
+        a
     };
+    // The length is a property of the wire form: punycode can make a name under 253 bytes of
+    // UTF-8 longer than 253, and the result must itself be a normalised name (normalising is
+    // idempotent, which the http fuzz target checks).
     let valid = !ascii.is_empty()
+        && ascii.len() <= 253
         && ascii.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
@@ -26,6 +37,9 @@ pub fn normalize(name: &str) -> Option<String> {
         });
     valid.then_some(ascii)
 }
+
+/// Longest input considered: a 253-byte name in full-width Unicode is three bytes a character.
+const MAX_INPUT: usize = 3 * 253;
 
 /// A set of domain patterns, each carrying a payload (typically a rule id), compiled for
 /// lookup: exact names in one hash map, `*.suffix` wildcards in another keyed by the suffix.
@@ -182,6 +196,22 @@ mod tests {
         assert_eq!(normalize(""), None);
         assert_eq!(normalize("a..b"), None);
         assert_eq!(normalize("bad name"), None);
+        assert_eq!(
+            normalize("example\u{3002}com\u{3002}").as_deref(),
+            Some("example.com")
+        );
+    }
+
+    #[test]
+    fn length_is_checked_on_the_punycode_form() {
+        // Four 57-byte labels ending in 'é' are 231 bytes of UTF-8 but 255 in punycode.
+        let label = format!("{}é", "a".repeat(55));
+        let name = [label.as_str(); 4].join(".");
+        assert!(name.len() <= 253);
+        assert_eq!(normalize(&name), None);
+        let three = [label.as_str(); 3].join(".");
+        let n = normalize(&three).expect("191 bytes of punycode");
+        assert_eq!(normalize(&n).as_deref(), Some(n.as_str()));
     }
 
     fn pat(s: &str) -> DomainPattern {
@@ -219,6 +249,15 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever `normalize` returns normalises to itself (mixed ASCII, Unicode dots and
+        /// letters whose punycode is longer than their UTF-8).
+        #[test]
+        fn normalising_is_idempotent(name in "[a-zA-Z0-9_.é\u{3002}\u{FF21}ü-]{0,300}") {
+            if let Some(n) = normalize(&name) {
+                prop_assert_eq!(normalize(&n), Some(n.clone()));
+            }
+        }
+
         /// The compiled set reports exactly the patterns `DomainPattern::matches` accepts, for
         /// arbitrary (even malformed) names over a tiny alphabet so that they collide.
         #[test]

@@ -1,13 +1,16 @@
 #!/bin/bash
 # Re-creates the protocol captures of this directory (run as root): real clients in a "client"
-# network namespace (10.0.1.10) talking to real servers (or, where no server can run here, a
-# minimal listener) in a "server" namespace holding the lab addresses, joined by a veth pair.
+# network namespace (10.0.1.10) talking to real servers (for MongoDB, which Debian does not
+# package, a wire-protocol test server) in a "server" namespace holding the lab addresses,
+# joined by a veth pair.
 # tcpdump records on the client's side, i.e. the inside view `natfw replay` expects.
 #
 # Usage: capture_protocols.sh [OUTDIR] [CASE...]   (default: this directory, every case)
 # Debian packages: exim4-daemon-light dovecot-imapd dovecot-pop3d vsftpd nginx dnsmasq dnsutils chrony ntpsec-ntpdate memcached libmemcached-tools mosquitto
-# mosquitto-clients postgresql (server + psql) python3-pymongo freerdp2-x11 apache2
-# tigervnc-standalone-server vncsnapshot sip-tester samba smbclient curl openssl tcpdump.
+# mosquitto-clients postgresql (server + psql) python3-pymongo freerdp2-x11 apache2 nghttp2-client
+# xrdp tigervnc-standalone-server vncsnapshot sip-tester samba smbclient mariadb-server mariadb-client
+# redis-server redis-tools curl openssl tcpdump; for MongoDB a Python with pymongo>=4
+# and mockupdb from PyPI ($MONGO_PY, see the MongoDB case).
 set -eu
 HERE=$(cd "$(dirname "$0")" && pwd)
 OUT=$(cd "${1:-$HERE}" && pwd)
@@ -25,7 +28,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     ip netns del $C 2>/dev/null || true
     ip netns del $S 2>/dev/null || true
-    rm -rf "$W"
+    rm -rf "/etc/netns/$C" "$W"
 }
 trap cleanup EXIT
 
@@ -41,6 +44,7 @@ SMTP=203.0.113.25 IMAP=203.0.113.143 POP3=203.0.113.110 FTP=203.0.113.21
 H2=198.51.100.80 DNS=198.51.100.53 EDGE1=203.0.113.60 EDGE2=203.0.113.61
 NTP=203.0.113.123 MEMC=203.0.113.11 MQTT=203.0.113.18 PG=203.0.113.54 MONGO=203.0.113.27
 RDP=203.0.113.33 VNC=203.0.113.59 SIP=203.0.113.50 SMB=203.0.113.45
+MYSQL=203.0.113.36 REDIS=203.0.113.63
 
 ip netns add $C
 ip netns add $S
@@ -52,7 +56,7 @@ ip -n $S link set natfwcap1 up
 ip -n $S link set lo up
 ip -n $C route add default dev natfwcap0
 ip -n $S route add 10.0.1.0/24 dev natfwcap1
-for a in $SMTP $IMAP $POP3 $FTP $H2 $DNS $EDGE1 $EDGE2 $NTP $MEMC $MQTT $PG $MONGO $RDP $VNC $SIP $SMB; do
+for a in $SMTP $IMAP $POP3 $FTP $H2 $DNS $EDGE1 $EDGE2 $NTP $MEMC $MQTT $PG $MONGO $RDP $VNC $SIP $SMB $MYSQL $REDIS; do
     ip -n $S addr add $a/32 dev natfwcap1
 done
 # No offloads: tcpdump should see wire-sized segments with their checksums filled in.
@@ -226,7 +230,6 @@ EOF
     M=/usr/lib/apache2/modules
     cat >"$W/apache.conf" <<EOF
 LoadModule mpm_event_module $M/mod_mpm_event.so
-LoadModule unixd_module $M/mod_unixd.so
 LoadModule authz_core_module $M/mod_authz_core.so
 LoadModule http2_module $M/mod_http2.so
 ServerName up.example.test
@@ -248,8 +251,13 @@ EOF
     want h2c_prior_knowledge && cap h2c_prior_knowledge "host $H2" -- \
         curl -sS --http2-prior-knowledge --resolve h2.example.test:80:$H2 \
         http://h2.example.test/index.html
-    want h2c_upgrade && cap h2c_upgrade "host $H2" -- \
+    # Two real clients of the Upgrade: curl --http2 and nghttp -u (nghttp has no --resolve: the
+    # name comes from the client namespace's hosts file, /etc/netns/$C/hosts).
+    mkdir -p /etc/netns/$C
+    echo "$H2 up.example.test" >/etc/netns/$C/hosts
+    want h2c_upgrade && cap h2c_upgrade "host $H2 and port 8080" -- sh -c "
         curl -sS --http2 --resolve up.example.test:8080:$H2 http://up.example.test:8080/index.html
+        nghttp -u http://up.example.test:8080/index.html"
 fi
 
 # ---------------------------------------------------------------- DNS: TCP, CNAME chains (dnsmasq)
@@ -343,43 +351,79 @@ if want postgres; then
         PGCONNECT_TIMEOUT=5 psql 'host=$PG user=postgres dbname=postgres sslmode=disable' -c 'select 1'"
 fi
 
-# ---------------------------------------------------------------- MongoDB (pymongo; minimal listener)
-if want mongodb; then
-    # No MongoDB server is packaged for Debian: a listener that reads the client's hello and
-    # closes. The client (pymongo) is real.
-    bg_server /usr/bin/python3 -c "
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('$MONGO', 27017)); s.listen(8)
-while True:
-    c, _ = s.accept(); c.settimeout(2)
-    try: c.recv(65536)
-    except OSError: pass
-    c.close()"
-    wait_port tcp $MONGO 27017
-    cap mongodb "host $MONGO" -- /usr/bin/python3 -c "
-import pymongo
-from pymongo.server_api import ServerApi
-for api in (ServerApi('1'), None):
-    c = pymongo.MongoClient('$MONGO', 27017, serverSelectionTimeoutMS=1500, server_api=api, directConnection=True)
-    try: c.admin.command('ping')
-    except Exception as e: print(type(e).__name__)
-"
+# ---------------------------------------------------------------- MySQL (MariaDB), Redis
+if want mysql; then
+    mkdir -p "$W/mysql"
+    chown mysql: "$W/mysql"
+    mariadb-install-db --user=mysql --datadir="$W/mysql/data" --auth-root-authentication-method=normal \
+        --skip-test-db >/dev/null
+    bg_server mariadbd --no-defaults --user=mysql --datadir="$W/mysql/data" --bind-address=$MYSQL \
+        --port=3306 --socket="$W/mysql/sock" --pid-file="$W/mysql/pid" --skip-grant-tables
+    wait_port tcp $MYSQL 3306
+    # The server speaks first (its handshake packet); the client logs in and runs a query.
+    cap mysql "host $MYSQL" -- mariadb --no-defaults -h $MYSQL -P 3306 -u root --skip-ssl -e 'select 1'
+fi
+if want redis; then
+    bg_server redis-server --bind $REDIS --port 6379 --save '' --appendonly no --protected-mode no
+    wait_port tcp $REDIS 6379
+    # RESP arrays (redis-cli), then an inline PING (the form telnet users type), from bash.
+    cap redis "host $REDIS" -- bash -c "
+        redis-cli -h $REDIS set natfw capture
+        redis-cli -h $REDIS get natfw
+        exec 3<>/dev/tcp/$REDIS/6379; printf 'PING\r\n' >&3; timeout 3 head -c 7 <&3"
 fi
 
-# ---------------------------------------------------------------- RDP (xfreerdp; minimal listener)
-if want rdp; then
-    # xrdp needs a desktop session stack; the listener reads the X.224 Connection Request and
-    # closes. The client (FreeRDP) is real; it gets a display from Xvnc.
-    bg_server /usr/bin/python3 -c "
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('$RDP', 3389)); s.listen(8)
+# ---------------------------------------------------------------- MongoDB (pymongo; MockupDB)
+if want mongodb; then
+    # No MongoDB server is packaged for Debian (its licence keeps it out). The clients are real:
+    # PyMongo 4 from PyPI (OP_MSG `hello` with a declared server API, then OP_MSG `ismaster`
+    # without one) and Debian's PyMongo 3.11 (the legacy OP_QUERY `isMaster`). The server is
+    # MockupDB (PyPI, the PyMongo team's wire-protocol test server) answering the handshake and
+    # `ping`: real framing and BSON, not a database. $MONGO_PY is a Python with pymongo>=4 and
+    # mockupdb, e.g. `python3 -m venv V && V/bin/pip install 'pymongo>=4' mockupdb`.
+    MONGO_PY=${MONGO_PY:-python3}
+    cat >"$W/mongo_server.py" <<EOF
+import time, mockupdb
+s = mockupdb.MockupDB(port=27017)
+s._address = ("$MONGO", 27017)  # MockupDB binds to localhost; no option for the address
+s.run()
+hello = dict(isWritablePrimary=True, ismaster=True, helloOk=True, maxWireVersion=17,
+             minWireVersion=0, maxBsonObjectSize=16777216, maxMessageSizeBytes=48000000,
+             maxWriteBatchSize=100000, ok=1)
+for name in ("hello", "ismaster", "isMaster"):
+    s.autoresponds(name, **hello)
+s.autoresponds("ping", ok=1)
 while True:
-    c, _ = s.accept(); c.settimeout(2)
-    try: c.recv(65536)
-    except OSError: pass
-    c.close()"
+    time.sleep(60)
+EOF
+    bg_server "$MONGO_PY" "$W/mongo_server.py"
+    wait_port tcp $MONGO 27017
+    cat >"$W/mongo_client.py" <<EOF
+import pymongo
+apis = [None]
+if pymongo.version_tuple >= (4,):
+    from pymongo.server_api import ServerApi
+    apis = [ServerApi("1"), None]
+for api in apis:
+    kw = {"server_api": api} if api else {}
+    c = pymongo.MongoClient("$MONGO", 27017, serverSelectionTimeoutMS=3000,
+                            directConnection=True, **kw)
+    print(pymongo.version, api and api.version, c.admin.command("ping"))
+    c.close()
+EOF
+    cap mongodb "host $MONGO" -- sh -c "
+        $MONGO_PY $W/mongo_client.py
+        /usr/bin/python3 $W/mongo_client.py"
+fi
+
+# ---------------------------------------------------------------- RDP (xrdp, xfreerdp)
+if want rdp; then
+    # xrdp answers the X.224 Connection Request and the TLS security layer; no desktop session
+    # is needed for that (+auth-only stops the client after it). The client gets a display from
+    # Xvnc.
+    mkdir -p /run/xrdp/sockdir
+    sed -e "s|^port=3389|port=tcp://$RDP:3389|" /etc/xrdp/xrdp.ini >"$W/xrdp.ini"
+    bg_server xrdp --nodaemon --config "$W/xrdp.ini"
     wait_port tcp $RDP 3389
     Xvnc :77 -SecurityTypes None -localhost -rfbport 5977 >/dev/null 2>&1 &
     PIDS+=($!)

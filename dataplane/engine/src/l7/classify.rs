@@ -315,6 +315,11 @@ fn greeting(client: &[u8], server: &[u8]) -> Verdict {
         Verdict3::Maybe => return Maybe,
         Verdict3::No => {}
     }
+    // POP3 commands and IMAP tags start with a letter or digit: a client that sent anything
+    // else (a Redis RESP array `*3\r\n...`, answered `+OK`) is neither.
+    if client.first().is_some_and(|b| !b.is_ascii_alphanumeric()) {
+        return No;
+    }
     match (
         prefix(server, b"+OK"),
         prefix(server, b"* OK"),

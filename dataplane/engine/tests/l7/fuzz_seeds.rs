@@ -142,16 +142,51 @@ fn write_fuzz_seeds() {
         ("captures/h2c_prior_knowledge.pcap", 80),
         ("captures/h2c_upgrade.pcap", 8080),
     ] {
-        for f in testpcap::tcp_flows(file)
+        for (i, f) in testpcap::tcp_flows(file)
             .iter()
             .filter(|f| f.server.port() == port)
+            .enumerate()
         {
+            // After an Upgrade request, the HTTP/2 bytes start past its head.
+            let start = if port == 8080 {
+                f.client_stream
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(0, |p| p + 4)
+            } else {
+                0
+            };
+            let h2 = &f.client_stream[start..];
             let mut input = vec![2, 7];
-            input.extend_from_slice(&f.client_stream[..f.client_stream.len().min(8192)]);
+            input.extend_from_slice(&h2[..h2.len().min(8192)]);
             let name = file
                 .trim_start_matches("captures/")
                 .trim_end_matches(".pcap");
-            write("h2", name, &input);
+            write("h2", &format!("{name}_{i}"), &input);
+        }
+    }
+    // classify: every TCP connection of our own application captures (one per client kind).
+    for file in [
+        "captures/memcache.pcap",
+        "captures/mqtt.pcap",
+        "captures/postgres.pcap",
+        "captures/mongodb.pcap",
+        "captures/mysql.pcap",
+        "captures/redis.pcap",
+        "captures/rdp.pcap",
+        "captures/vnc.pcap",
+        "captures/sip.pcap",
+        "captures/smb.pcap",
+    ] {
+        let stem = file
+            .trim_start_matches("captures/")
+            .trim_end_matches(".pcap");
+        for (i, f) in testpcap::tcp_flows(file).iter().enumerate() {
+            write(
+                "classify",
+                &format!("{stem}_{i}"),
+                &classify_input(0, f.server.port(), &f.client_stream, &f.server_stream),
+            );
         }
     }
     // starttls: u16 client length, client stream, server stream.

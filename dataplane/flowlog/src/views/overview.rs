@@ -129,7 +129,18 @@ pub fn overview(
     interval: Duration,
     bandwidth_mbps: Option<f64>,
 ) -> Result<(Overview, InputStats), ViewError> {
-    build(files, Some(interval), bandwidth_mbps)
+    build(files, Some(interval), bandwidth_mbps, &mut |_| true)
+}
+
+/// [`overview`] of the records for which `keep` is true (the console's time range; `keep`
+/// sees every record, so it can count them too).
+pub fn overview_where(
+    files: &[PathBuf],
+    interval: Duration,
+    bandwidth_mbps: Option<f64>,
+    keep: &mut dyn FnMut(&crate::FlowRecord) -> bool,
+) -> Result<(Overview, InputStats), ViewError> {
+    build(files, Some(interval), bandwidth_mbps, keep)
 }
 
 /// Builds the trend of `files` with the finest of [`AUTO_INTERVALS`] that shows the whole time
@@ -139,7 +150,7 @@ pub fn overview_auto(
     files: &[PathBuf],
     bandwidth_mbps: Option<f64>,
 ) -> Result<(Overview, InputStats), ViewError> {
-    build(files, None, bandwidth_mbps)
+    build(files, None, bandwidth_mbps, &mut |_| true)
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -162,6 +173,7 @@ fn build(
     files: &[PathBuf],
     fixed: Option<Duration>,
     bandwidth_mbps: Option<f64>,
+    keep: &mut dyn FnMut(&crate::FlowRecord) -> bool,
 ) -> Result<(Overview, InputStats), ViewError> {
     let mut level = 0usize;
     let mut iv = match fixed {
@@ -175,6 +187,9 @@ fn build(
     let (mut lo, mut hi) = (u64::MAX, 0u64);
     let mut bad_times = 0u64;
     let stats = for_each_record(files, |r| {
+        if !keep(&r) {
+            return Ok(());
+        }
         let (Some(s), Some(e)) = (parse_rfc3339(&r.start_time), parse_rfc3339(&r.end_time)) else {
             bad_times += 1;
             return Ok(());

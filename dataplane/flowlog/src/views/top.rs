@@ -44,8 +44,20 @@ struct Acc {
 
 /// Aggregates `files`: every source, ranked by `by` (ties: the other key, then the address).
 pub fn top(files: &[PathBuf], by: TopBy) -> Result<(Vec<Talker>, InputStats), ViewError> {
+    top_where(files, by, &mut |_| true)
+}
+
+/// [`top`] over the records for which `keep` is true (the console's time range).
+pub fn top_where(
+    files: &[PathBuf],
+    by: TopBy,
+    keep: &mut dyn FnMut(&crate::FlowRecord) -> bool,
+) -> Result<(Vec<Talker>, InputStats), ViewError> {
     let mut acc: HashMap<String, Acc> = HashMap::new();
     let stats = for_each_record(files, |r| {
+        if !keep(&r) {
+            return Ok(());
+        }
         let a = acc.entry(r.src_ip.clone()).or_default();
         a.flows += 1;
         a.dropped += u64::from(r.action == "drop");

@@ -126,6 +126,9 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// Further header lines (the console's cookies, security headers, redirects). Values
+    /// with CR or LF are not written.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
@@ -136,6 +139,7 @@ impl Response {
             status,
             content_type: "application/json",
             body,
+            headers: Vec::new(),
         }
     }
 
@@ -144,6 +148,7 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             body: s.into().into_bytes(),
+            headers: Vec::new(),
         }
     }
 }
@@ -151,8 +156,10 @@ impl Response {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        303 => "See Other",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         413 => "Payload Too Large",
@@ -599,6 +606,11 @@ fn write_response(s: &mut dyn Write, r: &Response) -> io::Result<()> {
     );
     if r.status == 401 {
         head.push_str("WWW-Authenticate: Bearer\r\n");
+    }
+    for (k, v) in &r.headers {
+        if !v.contains(['\r', '\n']) {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes())?;

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod http;
+pub mod ui;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,6 +131,8 @@ pub struct Control {
     reload_lock: Mutex<()>,
     /// What `GET /healthz` judges: the last publication and whether the worker moved.
     health: Mutex<HealthState>,
+    /// The bypass list after the last change through the API (`None`: the config's).
+    bypass_now: Mutex<Option<Vec<String>>>,
 }
 
 /// When the control loop last published and whether the packet worker's loop had turned since
@@ -172,6 +175,7 @@ impl Control {
             reload_lock: Mutex::new(()),
             bypass_tx: Mutex::new(None),
             health: Mutex::new(HealthState::default()),
+            bypass_now: Mutex::new(None),
         }
     }
 
@@ -317,10 +321,13 @@ impl Control {
             return Response::json(503, &json!({"error": "the gateway is stopping"}));
         }
         match rx.recv_timeout(std::time::Duration::from_secs(10)) {
-            Ok(Ok(list)) => Response::json(
-                200,
-                &json!({"bypass": list.iter().map(|n| n.to_string()).collect::<Vec<_>>()}),
-            ),
+            Ok(Ok(list)) => {
+                let list: Vec<String> = list.iter().map(|n| n.to_string()).collect();
+                if let Ok(mut g) = self.bypass_now.lock() {
+                    *g = Some(list.clone());
+                }
+                Response::json(200, &json!({ "bypass": list }))
+            }
             Ok(Err(e)) => Response::json(500, &json!({"error": e})),
             Err(_) => Response::json(503, &json!({"error": "no answer from the gateway"})),
         }
@@ -587,6 +594,7 @@ impl Control {
                 status: 200,
                 content_type: "application/x-ndjson",
                 body: out.buf,
+                headers: Vec::new(),
             },
             Err(e) => Response::json(500, &json!({"error": e.to_string()})),
         }
@@ -658,14 +666,36 @@ impl Token {
     }
 }
 
-/// Handler of the admin API: 401 without the right bearer token, else [`Control::route`].
+/// Handler of the admin API: the console under `/ui/` ([`ui::Console`]); elsewhere 401
+/// without the right bearer token, else [`Control::route`].
 pub fn api_handler(control: Arc<Control>, token: Token) -> Handler {
-    Arc::new(move |req: &Request| {
-        if !token.check(req.header("authorization")) {
+    admin_service(control, token).0
+}
+
+/// The admin listener's handler and gate, sharing one console (and its session table): the
+/// gate is [`token_gate`] outside `/ui/`, [`ui::Console::gate`] inside.
+pub fn admin_service(control: Arc<Control>, token: Token) -> (Handler, http::Gate) {
+    let console = Arc::new(ui::Console::new(Arc::clone(&control), token.clone()));
+    let c = Arc::clone(&console);
+    let t = token.clone();
+    let handler: Handler = Arc::new(move |req: &Request| {
+        if ui::is_ui(&req.path) {
+            return c.handle(req);
+        }
+        if !t.check(req.header("authorization")) {
             return Response::json(401, &json!({"error": "missing or wrong bearer token"}));
         }
         control.route(req)
-    })
+    });
+    let api_gate = token_gate(token);
+    let gate: http::Gate = Arc::new(move |req: &Request| {
+        if ui::is_ui(&req.path) {
+            console.gate(req)
+        } else {
+            api_gate(req)
+        }
+    });
+    (handler, gate)
 }
 
 /// The admin API's gate: the bearer token is checked on the request head, before any body
@@ -686,6 +716,7 @@ pub fn metrics_handler(control: Arc<Control>) -> Handler {
                 status: 200,
                 content_type: "text/plain; version=0.0.4",
                 body: control.render_metrics().into_bytes(),
+                headers: Vec::new(),
             },
             ("GET", "/healthz") => control.healthz(),
             _ => Response::text(404, "GET /metrics, GET /healthz\n"),
@@ -707,8 +738,8 @@ pub fn start_listeners(cfg: &Config, control: &Arc<Control>) -> Result<Vec<http:
                 )
             }
         };
-        let h = api_handler(Arc::clone(control), token.clone());
-        let gate = Some(token_gate(token));
+        let (h, gate) = admin_service(Arc::clone(control), token);
+        let gate = Some(gate);
         servers.push(
             http::Server::start_with(a.listen, tls, h, gate, http::Limits::default())
                 .map_err(|e| format!("admin {}: {e}", a.listen))?,

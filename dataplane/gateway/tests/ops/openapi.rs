@@ -35,9 +35,13 @@ fn documented(doc: &serde_json::Value) -> BTreeMap<(String, String), BTreeSet<u1
     out
 }
 
-/// Every `("METHOD", "/path")` arm in the admin module's routers.
+/// Every `("METHOD", "/path")` arm in the admin module's routers (the API's and the
+/// console's).
 fn routed() -> BTreeSet<(String, String)> {
-    let src = include_str!("../../src/admin/mod.rs");
+    let src = concat!(
+        include_str!("../../src/admin/mod.rs"),
+        include_str!("../../src/admin/ui/mod.rs")
+    );
     let mut out = BTreeSet::new();
     for m in METHODS {
         let pat = format!("(\"{m}\", \"/");
@@ -58,6 +62,11 @@ fn answered_codes() -> BTreeSet<u16> {
     for src in [
         include_str!("../../src/admin/mod.rs"),
         include_str!("../../src/admin/http.rs"),
+        include_str!("../../src/admin/ui/mod.rs"),
+        include_str!("../../src/admin/ui/overview.rs"),
+        include_str!("../../src/admin/ui/connections.rs"),
+        include_str!("../../src/admin/ui/audit.rs"),
+        include_str!("../../src/admin/ui/policies.rs"),
     ] {
         for pat in ["Response::json(", "Response::text(", "status: "] {
             for (i, _) in src.match_indices(pat) {
@@ -211,6 +220,44 @@ fn real_requests_get_only_documented_answers() {
     );
     assert_eq!(check("DELETE", "/v1/bypass", t, Some(b"{}")), 400);
     assert_eq!(check("GET", "/metrics", None, None), 200);
+    // The console, with the bearer token (the browser's cookie walk is the lab's console test).
+    assert_eq!(check("GET", "/ui", t, None), 303);
+    assert_eq!(check("GET", "/ui/login", None, None), 200);
+    assert_eq!(check("POST", "/ui/login", None, Some(b"token=wrong")), 401);
+    let login = format!("token={TOKEN}");
+    assert_eq!(
+        check("POST", "/ui/login", None, Some(login.as_bytes())),
+        303
+    );
+    assert_eq!(check("GET", "/ui/static/console.css", None, None), 200);
+    for p in [
+        "/ui/overview",
+        "/ui/connections?by=flows&range=24h",
+        "/ui/policies",
+    ] {
+        assert_eq!(check("GET", p, t, None), 200, "{p}");
+        assert_eq!(check("GET", p, Some("wrong"), None), 401, "{p}");
+    }
+    assert_eq!(check("GET", "/ui/overview", None, None), 303);
+    assert_eq!(
+        check("GET", "/ui/logs?src=10.0.0.0%2F8&action=drop", t, None),
+        200
+    );
+    assert_eq!(check("GET", "/ui/logs?src=nope", t, None), 400);
+    assert_eq!(check("POST", "/ui/firewall", t, Some(b"enabled=true")), 200);
+    assert_eq!(
+        check("POST", "/ui/firewall", t, Some(b"enabled=false")),
+        400
+    );
+    assert_eq!(
+        check("POST", "/ui/firewall", None, Some(b"enabled=true")),
+        401
+    );
+    assert_eq!(
+        check("POST", "/ui/bypass", t, Some(b"op=add&source=10.0.1.5")),
+        503
+    );
+    assert_eq!(check("POST", "/ui/logout", t, None), 303);
     // Nothing else is served.
     for m in METHODS {
         for p in [
