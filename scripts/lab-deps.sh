@@ -9,6 +9,7 @@ pkgs=(
   dnsmasq-base                   # authoritative answers for the lab names (no system service)
   openssh-server openssh-client  # sshd on its own port in the internet namespace
   iperf3 curl openssl dnsutils iputils-ping socat tcpdump procps python3
+  keepalived                     # VRRP for the gateway pair (`natfw lab demo --scenario ha`)
   chromium chromium-driver       # the console's browser test (tests/lab/console.rs)
   rsyslog                        # the remote flow-log sink test (its own instance, own config)
 )
@@ -24,7 +25,7 @@ fi
 echo "lab-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get -o DPkg::Lock::Timeout=600 update -qq
-# policy-rc.d keeps package postinst scripts from starting nginx/sshd/iperf3 on the host: the lab
+# policy-rc.d keeps package postinst scripts from starting nginx/sshd/iperf3/keepalived on the host: the lab
 # starts its own instances inside namespaces.
 had_policy=0
 [ -e /usr/sbin/policy-rc.d ] && had_policy=1

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Subcommand, ValueEnum};
 
-use super::{demo, down_tag, known_tags, namespaces_with_prefix, plan, status, tools};
+use super::{compose, demo, down_tag, known_tags, namespaces_with_prefix, plan, status, tools};
 use super::{GatewayMode, Lab, Options, Scenario};
 
 /// Gateway mode on the command line.
@@ -59,14 +59,35 @@ pub enum LabCmd {
     /// Bring a scenario up, run natfw on its gateways, drive clients, print what was allowed
     /// and blocked with the matching flow-log lines, tear down.
     Demo {
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
-        scenario: u8,
+        /// 1, 2, 3, or `ha`: the gateway pair that fails over (keepalived; kills the active
+        /// natfw under traffic, prints the failover time, failed connections and leaks).
+        #[arg(long, default_value = "1", value_parser = ["1", "2", "3", "ha"])]
+        scenario: String,
         /// `kernel` runs the same checks against the nftables baseline.
         #[arg(long, value_enum, default_value_t = ModeArg::Natfw)]
         gateway: ModeArg,
         /// Leave the lab up afterwards.
         #[arg(long)]
         keep: bool,
+    },
+    /// The same scenarios in docker-compose containers (image: scripts/build-images.sh).
+    Compose {
+        #[command(subcommand)]
+        cmd: ComposeCmd,
+    },
+    /// (lab tool) a new HTTP connection every interval; prints one JSON line per attempt.
+    #[command(hide = true)]
+    ConnLoop {
+        #[arg(long)]
+        to: SocketAddr,
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 10_000)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
     },
     /// (lab tool) UDP echo service.
     #[command(hide = true)]
@@ -100,6 +121,74 @@ pub enum LabCmd {
         #[arg(long, default_value_t = 10)]
         max_secs: u64,
     },
+}
+
+/// `natfw lab compose ...`
+#[derive(Debug, Subcommand)]
+pub enum ComposeCmd {
+    /// Print the scenario's compose file (generated from the namespace lab's plan).
+    Config {
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+        scenario: u8,
+    },
+    /// Prepare the state directory and start the scenario's containers; returns once natfw
+    /// forwards on every gateway.
+    Up {
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+        scenario: u8,
+    },
+    /// Up, the `natfw lab demo` checks from the VPC containers, the same table, down.
+    Demo {
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+        scenario: u8,
+        /// Leave the containers up afterwards.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Remove the scenario's containers, networks, DOCKER-USER rules and state.
+    Down {
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+        scenario: u8,
+    },
+}
+
+fn compose_main(cmd: ComposeCmd) -> i32 {
+    let num = match &cmd {
+        ComposeCmd::Config { scenario }
+        | ComposeCmd::Up { scenario }
+        | ComposeCmd::Demo { scenario, .. }
+        | ComposeCmd::Down { scenario } => *scenario,
+    };
+    let Some(s) = Scenario::from_number(num) else {
+        return 2;
+    };
+    match cmd {
+        ComposeCmd::Config { .. } => {
+            print!("{}", compose::compose_file(s));
+            0
+        }
+        ComposeCmd::Up { .. } => match compose::ComposeLab::up(s) {
+            Ok(lab) => {
+                print!("{}", super::plan_summary(&lab.plan, &lab.dir));
+                0
+            }
+            Err(e) => {
+                eprintln!("natfw lab compose up: {e}");
+                1
+            }
+        },
+        ComposeCmd::Demo { keep, .. } => compose::demo(s, keep),
+        ComposeCmd::Down { .. } => match compose::down(s) {
+            Ok(()) => {
+                println!("compose lab {}: down", compose::project(s));
+                0
+            }
+            Err(e) => {
+                eprintln!("natfw lab compose down: {e}");
+                1
+            }
+        },
+    }
 }
 
 fn self_exe() -> PathBuf {
@@ -169,10 +258,32 @@ pub fn main(cmd: LabCmd) -> i32 {
             gateway,
             keep,
         } => {
-            let Some(s) = Scenario::from_number(scenario) else {
+            if scenario == "ha" {
+                return super::ha::demo(&self_exe(), keep);
+            }
+            let Some(s) = scenario.parse().ok().and_then(Scenario::from_number) else {
                 return 2;
             };
             demo::demo(s, gateway.into(), Options::new(self_exe()), keep)
+        }
+        LabCmd::Compose { cmd } => compose_main(cmd),
+        LabCmd::ConnLoop {
+            to,
+            host,
+            interval_ms,
+            duration_ms,
+            timeout_ms,
+        } => {
+            for a in tools::conn_loop(
+                to,
+                &host,
+                Duration::from_millis(interval_ms),
+                Duration::from_millis(duration_ms.min(300_000)),
+                Duration::from_millis(timeout_ms.clamp(1, 30_000)),
+            ) {
+                println!("{}", serde_json::to_string(&a).unwrap_or_default());
+            }
+            0
         }
         LabCmd::UdpEcho { bind } => match tools::udp_echo(bind) {
             Ok(()) => 0,

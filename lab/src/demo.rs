@@ -3,12 +3,58 @@
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::plan::{self, HostSpec, Scenario, WEB_NAMES};
+use super::plan::{self, HostSpec, Plan, Scenario, WEB_NAMES};
 use super::{GatewayMode, Lab, LabError, Options};
+
+/// Where the client checks run: the namespace lab ([`Lab`]) or the compose lab
+/// ([`crate::compose::ComposeLab`]). Both run the same programs with the same arguments; only
+/// the way into a host and the paths the host sees differ.
+pub trait Clients {
+    /// Run `args` on the host (namespace or container) named `ns` in the plan.
+    fn exec(&self, ns: &str, args: &[&str], timeout: Duration) -> Result<Output, LabError>;
+    /// The nginx access log as the host running this program sees it.
+    fn access_log(&self) -> String;
+    /// The lab CA certificate, as a path the clients see.
+    fn client_ca(&self) -> String;
+    /// The natfw binary (its UDP tools), as a path the clients see.
+    fn client_natfw(&self) -> String;
+}
+
+impl Clients for crate::LabGuard {
+    fn exec(&self, ns: &str, args: &[&str], timeout: Duration) -> Result<Output, LabError> {
+        Lab::exec(self, ns, args, timeout)
+    }
+    fn access_log(&self) -> String {
+        Lab::access_log(self)
+    }
+    fn client_ca(&self) -> String {
+        self.ca_cert().display().to_string()
+    }
+    fn client_natfw(&self) -> String {
+        self.opts.natfw_bin.display().to_string()
+    }
+}
+
+impl Clients for Lab {
+    fn exec(&self, ns: &str, args: &[&str], timeout: Duration) -> Result<Output, LabError> {
+        Lab::exec(self, ns, args, timeout)
+    }
+    fn access_log(&self) -> String {
+        Lab::access_log(self)
+    }
+    fn client_ca(&self) -> String {
+        self.ca_cert().display().to_string()
+    }
+    fn client_natfw(&self) -> String {
+        self.opts.natfw_bin.display().to_string()
+    }
+}
 
 /// What a check does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,11 +254,15 @@ fn tail_line(s: &str) -> String {
 }
 
 /// Run `c` from `host` in `lab`. Bounded: every client has a 5 s timeout.
-pub fn run_check(lab: &Lab, host: &HostSpec, c: &Check) -> Result<Observed, LabError> {
+pub fn run_check<L: Clients + ?Sized>(
+    lab: &L,
+    host: &HostSpec,
+    c: &Check,
+) -> Result<Observed, LabError> {
     let t = Duration::from_secs(8);
     let before = lab.access_log().lines().count();
     let target = c.target().to_string();
-    let ca = lab.ca_cert().display().to_string();
+    let ca = lab.client_ca();
     let (allowed, detail) = match c.kind {
         Kind::Dns(name) => {
             let o = lab.exec(
@@ -350,7 +400,7 @@ pub fn run_check(lab: &Lab, host: &HostSpec, c: &Check) -> Result<Observed, LabE
         }
         Kind::UdpEcho => {
             let to = format!("{target}:{}", plan::ECHO_PORT);
-            let bin = lab.opts.natfw_bin.display().to_string();
+            let bin = lab.client_natfw();
             let o = lab.exec(
                 &host.ns,
                 &[
@@ -397,10 +447,14 @@ pub fn run_check(lab: &Lab, host: &HostSpec, c: &Check) -> Result<Observed, LabE
 
 /// Flow-log records (parsed JSON lines) of every gateway of `lab` that ran natfw.
 pub fn flow_records(lab: &Lab) -> Vec<Value> {
-    lab.plan
-        .gateways
+    flow_records_in(&lab.plan, &lab.dir)
+}
+
+/// Flow-log records of every gateway of `plan` whose log `flow-<gateway>.jsonl` is in `dir`.
+pub fn flow_records_in(plan: &Plan, dir: &Path) -> Vec<Value> {
+    plan.gateways
         .iter()
-        .filter_map(|g| std::fs::read_to_string(lab.flow_log(g)).ok())
+        .filter_map(|g| std::fs::read_to_string(dir.join(format!("flow-{}.jsonl", g.name))).ok())
         .flat_map(|t| {
             t.lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -488,23 +542,47 @@ fn demo_body(lab: &mut Lab, scenario: Scenario, mode: GatewayMode) -> i32 {
             }
         }
     }
-    let mut rows = Vec::new();
-    for host in lab.plan.hosts.clone() {
-        for c in CHECKS {
-            let want = expected_allowed(scenario, mode, &host, &c);
-            match run_check(lab, &host, &c) {
-                Ok(o) => rows.push((host.clone(), c, want, o)),
-                Err(e) => {
-                    eprintln!("check {} from {}: {e}", c.label, host.name);
-                    return 1;
-                }
-            }
+    let rows = match run_all(lab, &lab.plan.clone(), scenario, mode) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
         }
-    }
+    };
     for (g, st) in lab.stop_natfw() {
         println!("natfw run on gateway {g} exited: {st:?}");
     }
     let recs = flow_records(lab);
+    report(&rows, &recs, mode)
+}
+
+/// One row of the demo table: host, check, expectation, what was observed.
+pub type Row = (HostSpec, Check, bool, Observed);
+
+/// Every check from every host of `plan`.
+pub fn run_all<L: Clients + ?Sized>(
+    lab: &L,
+    plan: &Plan,
+    scenario: Scenario,
+    mode: GatewayMode,
+) -> Result<Vec<Row>, LabError> {
+    let mut rows = Vec::new();
+    for host in plan.hosts.clone() {
+        for c in CHECKS {
+            let want = expected_allowed(scenario, mode, &host, &c);
+            let o = run_check(lab, &host, &c).map_err(|e| LabError {
+                context: format!("check {} from {}", c.label, host.name),
+                detail: e.to_string(),
+            })?;
+            rows.push((host.clone(), c, want, o));
+        }
+    }
+    Ok(rows)
+}
+
+/// Print the demo table (with the flow-log records of each check in natfw mode) and the
+/// summary line; returns the exit code (0 when every check matched its expectation).
+pub fn report(rows: &[Row], recs: &[Value], mode: GatewayMode) -> i32 {
     let mut mismatches = 0;
     let mut t = String::new();
     let _ = writeln!(
@@ -512,7 +590,7 @@ fn demo_body(lab: &mut Lab, scenario: Scenario, mode: GatewayMode) -> i32 {
         "\n{:<6} {:<28} {:<8} {:<8} {:<3} {:<16} detail",
         "host", "check", "expect", "got", "ok", "server saw"
     );
-    for (host, c, want, o) in &rows {
+    for (host, c, want, o) in rows {
         let ok = matches_expectation(*want, c, o);
         if !ok {
             mismatches += 1;
@@ -539,7 +617,7 @@ fn demo_body(lab: &mut Lab, scenario: Scenario, mode: GatewayMode) -> i32 {
             o.detail
         );
         if mode == GatewayMode::Natfw && !host.bypassed {
-            let rs = records_for_check(&recs, host.addr, c);
+            let rs = records_for_check(recs, host.addr, c);
             if rs.is_empty() {
                 let _ = writeln!(t, "{:>12} flow log: no record", "");
             }

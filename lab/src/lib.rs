@@ -9,7 +9,9 @@
 //! in `/run/natfw-lab/<tag>/`, so [`down_tag`] can remove it even after a crash.
 
 pub mod cli;
+pub mod compose;
 pub mod demo;
+pub mod ha;
 pub mod plan;
 pub mod servers;
 pub mod tools;
@@ -407,82 +409,7 @@ impl Lab {
     }
 
     fn make_certs(&self) -> Result<(), LabError> {
-        let (ca_key, ca_crt) = (self.path("ca.key"), self.path("ca.crt"));
-        let (key, csr, crt) = (
-            self.path("server.key"),
-            self.path("server.csr"),
-            self.path("server.crt"),
-        );
-        let ext = self.path("server.ext");
-        std::fs::write(&ext, servers::server_cert_ext()).map_err(|e| err("write ext", e))?;
-        must(&[
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &ca_key,
-            "-out",
-            &ca_crt,
-            "-days",
-            "2",
-            "-subj",
-            "/CN=natfw lab CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ])?;
-        must(&[
-            "openssl",
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=natfw lab servers",
-        ])?;
-        must(&[
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_crt,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ])?;
-        let hostkey = self.path("ssh_host_ed25519_key");
-        must(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            &hostkey,
-        ])?;
-        Ok(())
+        make_certs(&self.dir)
     }
 
     /// Start a long-running process in `ns`, output to `<dir>/<log>`.
@@ -781,7 +708,13 @@ impl Lab {
 
     /// Human-readable description of the topology.
     pub fn summary(&self) -> String {
-        let p = &self.plan;
+        plan_summary(&self.plan, &self.dir)
+    }
+}
+
+/// Human-readable description of a topology whose state lives in `dir`.
+pub fn plan_summary(p: &Plan, dir: &Path) -> String {
+    {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -836,10 +769,88 @@ impl Lab {
         let _ = writeln!(
             s,
             "  state dir {} (CA: ca.crt, access.log, flow-*.jsonl)",
-            self.dir.display()
+            dir.display()
         );
         s
     }
+}
+
+/// Make the lab CA, the server certificate for every web name and the sshd host key in `dir`
+/// (private keys stay there; nothing secret is in the repository).
+pub fn make_certs(dir: &Path) -> Result<(), LabError> {
+    let path = |n: &str| dir.join(n).display().to_string();
+    let (ca_key, ca_crt) = (path("ca.key"), path("ca.crt"));
+    let (key, csr, crt) = (path("server.key"), path("server.csr"), path("server.crt"));
+    let ext = path("server.ext");
+    std::fs::write(&ext, servers::server_cert_ext()).map_err(|e| err("write ext", e))?;
+    must(&[
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca_crt,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=natfw lab CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ])?;
+    must(&[
+        "openssl",
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+        "-subj",
+        "/CN=natfw lab servers",
+    ])?;
+    must(&[
+        "openssl",
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_crt,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        &crt,
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+    ])?;
+    let hostkey = path("ssh_host_ed25519_key");
+    must(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        &hostkey,
+    ])?;
+    Ok(())
 }
 
 /// Addresses of the internet servers (on the internet namespace's loopback).

@@ -159,6 +159,83 @@ pub fn http_rate(
     }
 }
 
+/// One connection of [`conn_loop`]: when it started and ended (Unix ms), its source port and
+/// whether it got `200`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Attempt {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub ok: bool,
+    pub src_port: Option<u16>,
+    pub error: Option<String>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A new HTTP connection every `interval` for `duration` (each on its own thread, so a
+/// connection that hangs during a failover does not delay the next), each given `timeout`.
+/// Bounded: at most 10,000 attempts.
+pub fn conn_loop(
+    to: SocketAddr,
+    host: &str,
+    interval: Duration,
+    duration: Duration,
+    timeout: Duration,
+) -> Vec<Attempt> {
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    let interval = interval.max(Duration::from_millis(1));
+    for i in 0..10_000u32 {
+        let at = start + interval * i;
+        if at >= start + duration {
+            break;
+        }
+        if let Some(d) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let req = req.clone();
+        handles.push(std::thread::spawn(move || {
+            let start_ms = unix_ms();
+            let mut port = None;
+            let r = (|| -> io::Result<bool> {
+                let mut s = TcpStream::connect_timeout(&to, timeout)?;
+                port = s.local_addr().ok().map(|a| a.port());
+                s.set_read_timeout(Some(timeout))?;
+                s.write_all(req.as_bytes())?;
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    let n = s.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    if head.len() < 12 {
+                        head.extend_from_slice(&buf[..n.min(12)]);
+                    }
+                }
+                Ok(head.starts_with(b"HTTP/1.1 200"))
+            })();
+            Attempt {
+                start_ms,
+                end_ms: unix_ms(),
+                ok: matches!(r, Ok(true)),
+                src_port: port,
+                error: match r {
+                    Ok(true) => None,
+                    Ok(false) => Some("not 200".into()),
+                    Err(e) => Some(e.to_string()),
+                },
+            }
+        }));
+    }
+    handles.into_iter().filter_map(|h| h.join().ok()).collect()
+}
+
 fn one_request(to: SocketAddr, req: &[u8], buf: &mut [u8]) -> io::Result<bool> {
     let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;

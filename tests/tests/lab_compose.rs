@@ -1,31 +1,15 @@
-//! `lab/docker-compose.yml` cannot run here (no Docker engine): check that it parses, that it
-//! describes the same scenario-1 topology as the namespace lab (same addresses, EIPs, configs),
-//! that it stays inside internal networks, and that its container scripts are valid shell.
+//! The compose lab's files (`lab/compose/scenario-N.yml`, kept equal to what
+//! `natfw lab compose config` generates by a test of natfw-lab) must parse as YAML, stay on internal networks, pull and build nothing, give every container
+//! the plan's addresses, and run only the entry script in the repository.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use natfw_lab::{plan, Scenario};
+use natfw_lab::compose::{compose_file, compose_plan, GATEWAY_CAPS};
+use natfw_lab::Scenario;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn load() -> Yaml {
-    let text = std::fs::read_to_string(repo().join("lab/docker-compose.yml")).expect("read");
-    let mut docs = YamlLoader::load_from_str(&text).expect("docker-compose.yml is valid YAML");
-    assert_eq!(docs.len(), 1);
-    docs.remove(0)
-}
-
-/// A service's own keys plus those merged in with `<<: *anchor`.
-fn service_key<'a>(svc: &'a Yaml, key: &str) -> &'a Yaml {
-    let own = &svc[key];
-    if !own.is_badvalue() {
-        return own;
-    }
-    &svc["<<"][key]
 }
 
 fn str_list(y: &Yaml) -> Vec<String> {
@@ -39,93 +23,74 @@ fn str_list(y: &Yaml) -> Vec<String> {
 }
 
 #[test]
-fn compose_file_describes_the_scenario_1_topology() {
-    let doc = load();
-    let services = doc["services"].as_hash().expect("services");
-    let names: HashSet<&str> = services.keys().filter_map(Yaml::as_str).collect();
-    let want: HashSet<&str> = ["internet", "gw-prod", "gw-test", "prod", "test"].into();
-    assert_eq!(names, want);
-
-    let networks = doc["networks"].as_hash().expect("networks");
-    for (name, net) in networks {
-        assert_eq!(
-            net["internal"].as_bool(),
-            Some(true),
-            "network {name:?} must be internal"
-        );
+fn compose_files_match_the_namespace_lab() {
+    for s in Scenario::ALL {
+        let path = repo().join(format!("lab/compose/scenario-{}.yml", s.number()));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text, compose_file(s), "{} is stale", path.display());
+        let doc = YamlLoader::load_from_str(&text)
+            .expect("valid YAML")
+            .remove(0);
+        let p = compose_plan(s);
+        let services = doc["services"].as_hash().expect("services");
+        assert_eq!(services.len(), p.namespaces.len());
+        for (name, net) in doc["networks"].as_hash().expect("networks") {
+            assert_eq!(net["internal"].as_bool(), Some(true), "{name:?} internal");
+        }
+        for (name, svc) in services {
+            assert!(svc["privileged"].is_badvalue(), "{name:?} privileged");
+            assert!(svc["build"].is_badvalue(), "{name:?} builds");
+            assert_eq!(
+                svc["image"].as_str(),
+                Some("${NATFW_LAB_IMAGE:-natfw-lab:latest}")
+            );
+            let cmd = str_list(&svc["command"]);
+            assert_eq!(cmd.first().map(String::as_str), Some("/natfw/node.sh"));
+        }
+        for g in &p.gateways {
+            let svc = &doc["services"][format!("gw{}", g.name).as_str()];
+            let own = g.own_addr.to_string();
+            assert_eq!(
+                svc["networks"]["inet"]["ipv4_address"].as_str(),
+                Some(own.as_str())
+            );
+            let caps = str_list(&svc["cap_add"]);
+            assert_eq!(caps, GATEWAY_CAPS.map(String::from).to_vec());
+            let cmd = str_list(&svc["command"]);
+            for e in &g.eips {
+                assert!(cmd.contains(&format!("addr=outside0,{e}/24")), "{e}");
+            }
+            assert!(cmd.contains(&format!("if={own},outside0")));
+            let tail: Vec<&str> = cmd
+                .iter()
+                .skip_while(|a| *a != "--")
+                .map(String::as_str)
+                .collect();
+            let cfg = format!("/lab-state/{}.yaml", g.name);
+            assert_eq!(tail, ["--", "natfw", "run", "--config", cfg.as_str()]);
+        }
+        for h in &p.hosts {
+            let svc = &doc["services"][h.name.as_str()];
+            let cmd = str_list(&svc["command"]);
+            assert!(cmd.contains(&format!("if={},eth0", h.addr)));
+            let via = p
+                .namespaces
+                .iter()
+                .find(|n| n.name == h.ns)
+                .and_then(|n| n.routes.first())
+                .map(|(_, v)| v.to_string())
+                .expect("host route");
+            assert!(cmd.contains(&format!("route=default,{via}")));
+        }
     }
-
-    let p = plan(Scenario::ProdTest, "x");
-    for g in &p.gateways {
-        let svc = &doc["services"][format!("gw-{}", g.name).as_str()];
-        assert_eq!(
-            svc["privileged"].as_bool(),
-            Some(true),
-            "gateway {} privileged",
-            g.name
-        );
-        let cmd = str_list(&svc["command"]);
-        assert_eq!(
-            cmd.first().map(String::as_str),
-            Some("/natfw/lab/container/gateway.sh")
-        );
-        let eip = g.eips[0].to_string();
-        assert_eq!(cmd.get(3), Some(&eip), "gateway {} EIP", g.name);
-        assert_eq!(
-            svc["networks"]["internet"]["ipv4_address"].as_str(),
-            Some(eip.as_str())
-        );
-        assert!(repo().join(&g.config).is_file(), "{}", g.config);
-    }
-    for h in &p.hosts {
-        let svc = &doc["services"][h.name.as_str()];
-        let net = format!("vpc-{}", h.name);
-        let addr = h.addr.to_string();
-        assert_eq!(
-            svc["networks"][net.as_str()]["ipv4_address"].as_str(),
-            Some(addr.as_str())
-        );
-        // The host's gateway sits on the same network with the address the host routes to.
-        let gw = &doc["services"][format!("gw-{}", h.name).as_str()];
-        let gw_in = gw["networks"][net.as_str()]["ipv4_address"]
-            .as_str()
-            .expect("gw inside");
-        assert_eq!(
-            str_list(&svc["command"]).get(1).map(String::as_str),
-            Some(gw_in)
-        );
-        assert!(networks.contains_key(&Yaml::String(net.clone())), "{net}");
-    }
-    // Every service uses the lab image and every script it runs exists.
-    for (name, svc) in services {
-        assert_eq!(
-            service_key(svc, "image").as_str(),
-            Some("natfw-lab:latest"),
-            "{name:?}"
-        );
-        let cmd = str_list(&svc["command"]);
-        let script = cmd
-            .first()
-            .and_then(|c| c.strip_prefix("/natfw/"))
-            .expect("command");
-        assert!(repo().join(script).is_file(), "{script}");
-    }
-    assert!(repo().join("lab/Dockerfile").is_file());
 }
 
 #[test]
-fn container_scripts_are_valid_shell() {
-    for s in ["internet.sh", "gateway.sh", "host.sh"] {
-        let path = repo().join("lab/container").join(s);
-        let o = std::process::Command::new("bash")
-            .arg("-n")
-            .arg(&path)
-            .output()
-            .expect("bash");
-        assert!(
-            o.status.success(),
-            "{s}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
+fn container_entry_script_is_valid_shell() {
+    let o = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(repo().join("lab/container/node.sh"))
+        .output()
+        .expect("bash");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

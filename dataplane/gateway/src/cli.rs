@@ -147,6 +147,17 @@ enum Command {
         #[command(flatten)]
         admin: crate::admin::client::AdminArgs,
     },
+    /// Is this gateway forwarding? Asks the running natfw's `GET /healthz` (metrics listener,
+    /// else a plain-HTTP admin listener); exit 0 when healthy. For keepalived's track_script.
+    Health {
+        /// Path to natfw.yaml.
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: std::path::PathBuf,
+        /// Also pass on a standby: no natfw running, no EIP on the outside interface, the
+        /// fail-closed guard installed (and while natfw is starting).
+        #[arg(long)]
+        standby_ok: bool,
+    },
     /// Counters and state of the running gateway (admin API).
     Status {
         #[command(flatten)]
@@ -324,6 +335,7 @@ pub fn main() -> i32 {
             };
             crate::admin::client::main(&admin, method, "/v1/bypass", Some(body.as_bytes()))
         }
+        Command::Health { config, standby_ok } => crate::health::main(&config, standby_ok),
         Command::Status { admin } => crate::admin::client::main(&admin, "GET", "/v1/status", None),
     }
 }

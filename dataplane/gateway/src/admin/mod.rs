@@ -129,9 +129,23 @@ pub struct Control {
     bypass_tx: Mutex<Option<std::sync::mpsc::Sender<BypassCmd>>>,
     /// Serialises reloads (SIGHUP vs API) so one cannot undo the other's diff halfway.
     reload_lock: Mutex<()>,
+    /// What `GET /healthz` judges: the last publication and whether the worker moved.
+    health: Mutex<HealthState>,
     /// The bypass list after the last change through the API (`None`: the config's).
     bypass_now: Mutex<Option<Vec<String>>>,
 }
+
+/// When the control loop last published and whether the packet worker's loop had turned since
+/// the publication before.
+#[derive(Debug, Default, Clone, Copy)]
+struct HealthState {
+    last_publish: Option<Instant>,
+    heartbeats: u64,
+    worker_moved: bool,
+}
+
+/// A publication older than this means the control loop is stuck.
+pub const HEALTH_STALE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -160,8 +174,44 @@ impl Control {
             reloads_failed: AtomicU64::new(0),
             reload_lock: Mutex::new(()),
             bypass_tx: Mutex::new(None),
+            health: Mutex::new(HealthState::default()),
             bypass_now: Mutex::new(None),
         }
+    }
+
+    /// `GET /healthz`: is this gateway forwarding? The policy is compiled before any listener
+    /// starts (a listener that answers has one; the body gives its rule count). Healthy when the
+    /// control loop published within [`HEALTH_STALE`], the packet worker's loop turned since the
+    /// publication before, and every family with EIPs has its default route. Before the first
+    /// publication the answer is `starting` (not healthy). 200 when healthy, else 503; the body
+    /// says which check failed. keepalived tracks it through `natfw health`.
+    pub fn health(&self) -> (bool, serde_json::Value) {
+        let h = *self.health.lock().unwrap_or_else(|e| e.into_inner());
+        let policy = self.policy.load();
+        let s = self.snapshot.lock().map(|s| s.clone()).unwrap_or_default();
+        let route = s.default_route.iter().all(|(_, ok)| *ok);
+        let Some(last) = h.last_publish else {
+            return (false, json!({"healthy": false, "starting": true}));
+        };
+        let fresh = last.elapsed() < HEALTH_STALE;
+        let ok = fresh && h.worker_moved && route;
+        (
+            ok,
+            json!({
+                "healthy": ok,
+                "starting": false,
+                "policy_rules": policy.rules().len(),
+                "control_loop_fresh": fresh,
+                "workers_alive": h.worker_moved,
+                "default_route_up": route,
+                "firewall_enabled": policy.enabled(),
+            }),
+        )
+    }
+
+    fn healthz(&self) -> Response {
+        let (ok, body) = self.health();
+        Response::json(if ok { 200 } else { 503 }, &body)
     }
 
     fn running(&self) -> Config {
@@ -294,6 +344,11 @@ impl Control {
 
     /// Store the latest counters and publish them to the metrics recorder.
     pub fn publish(&self, mut s: Snapshot) {
+        if let Ok(mut h) = self.health.lock() {
+            h.worker_moved = h.last_publish.is_none() || s.heartbeats != h.heartbeats;
+            h.heartbeats = s.heartbeats;
+            h.last_publish = Some(Instant::now());
+        }
         s.rules = rule_stats(&self.policy.load());
         s.reloads_ok = self.reloads_ok.load(Ordering::Relaxed);
         s.reloads_failed = self.reloads_failed.load(Ordering::Relaxed);
@@ -323,6 +378,7 @@ impl Control {
     pub fn route(&self, req: &Request) -> Response {
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/v1/status") => self.status(),
+            ("GET", "/healthz") => self.healthz(),
             ("GET", "/v1/policy") => self.get_policy(),
             ("PUT", "/v1/policy") => {
                 let Ok(text) = std::str::from_utf8(&req.body) else {
@@ -662,7 +718,8 @@ pub fn metrics_handler(control: Arc<Control>) -> Handler {
                 body: control.render_metrics().into_bytes(),
                 headers: Vec::new(),
             },
-            _ => Response::text(404, "GET /metrics\n"),
+            ("GET", "/healthz") => control.healthz(),
+            _ => Response::text(404, "GET /metrics, GET /healthz\n"),
         },
     )
 }

@@ -4,6 +4,7 @@ mod admin;
 mod console;
 mod dns;
 mod hardening;
+mod health;
 mod openapi;
 mod syslog_tls;
 mod tls;

@@ -220,6 +220,8 @@ fn real_requests_get_only_documented_answers() {
     );
     assert_eq!(check("DELETE", "/v1/bypass", t, Some(b"{}")), 400);
     assert_eq!(check("GET", "/metrics", None, None), 200);
+    // Nothing published yet: starting (what keepalived must not take for healthy).
+    assert_eq!(check("GET", "/healthz", t, None), 503);
     // The console, with the bearer token (the browser's cookie walk is the lab's console test).
     assert_eq!(check("GET", "/ui", t, None), 303);
     assert_eq!(check("GET", "/ui/login", None, None), 200);
