@@ -139,7 +139,7 @@ pub struct Gateway {
     pub allow_bypass_all: bool,
     /// The bandwidth the firewall is sized for, in Mbit/s (traffic trend views flag excess).
     pub protected_bandwidth_mbps: Option<u64>,
-    /// `fast_path` (default true): flows the engine has decided and finished inspecting are
+    /// `fast_path` (default false): flows the engine has decided and finished inspecting are
     /// forwarded in the kernel (tc-BPF) instead of crossing the engine packet by packet.
     pub fast_path: bool,
 }

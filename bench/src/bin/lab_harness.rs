@@ -397,7 +397,18 @@ fn measure(lab: &mut Lab, mode: Mode, a: &Args, s: &mut Samples, errors: &mut Ve
     }
     if mode == Mode::Natfw {
         let gi = lab.plan.host(HOST).map_or(0, |h| h.gateway);
-        if let Err(e) = lab.start_natfw(gi) {
+        // natfw as measured: with its kernel fast path (opt-in in the product's config).
+        let text = lab
+            .plan
+            .gateways
+            .get(gi)
+            .and_then(natfw_lab::gateway_config_text)
+            .map(|t| t.replacen("gateway:\n", "gateway:\n  fast_path: true\n", 1));
+        let started = match text {
+            Some(t) => lab.start_natfw_with(gi, &t),
+            None => lab.start_natfw(gi),
+        };
+        if let Err(e) = started {
             errors.push(format!("{name}: {e}"));
             return;
         }

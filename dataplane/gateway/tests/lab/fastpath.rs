@@ -37,10 +37,10 @@ fn up(tag: &str) -> Option<Up> {
     let gi = lab.plan.host(HOST).expect("host").gateway;
     let g = lab.plan.gateways[gi].clone();
     let base = gateway_config_text(&g).expect("embedded config");
-    assert!(
-        !base.contains("fast_path"),
-        "the default (on) is under test"
-    );
+    // The fast path is opt-in (`gateway.fast_path`, default false).
+    assert!(!base.contains("fast_path"), "{base}");
+    let base = base.replacen("gateway:\n", "gateway:\n  fast_path: true\n", 1);
+    assert!(base.contains("fast_path: true"), "{base}");
     let cfg_text = format!("{base}metrics:\n  listen: \"{METRICS}\"\n");
     lab.start_natfw_with(gi, &cfg_text)
         .unwrap_or_else(|e| panic!("natfw run did not start: {e}"));
@@ -116,10 +116,12 @@ fn u64_of(r: &Value, k: &str) -> u64 {
     r.get(k).and_then(Value::as_u64).unwrap_or(0)
 }
 
+/// The end record (`log_type: flow`, not an interim one) of a flow.
 fn record<'a>(recs: &'a [Value], sport: u16, dport: u16, proto: &str) -> &'a Value {
     recs.iter()
         .find(|r| {
-            u64_of(r, "src_port") == u64::from(sport)
+            r.get("log_type").and_then(Value::as_str) == Some("flow")
+                && u64_of(r, "src_port") == u64::from(sport)
                 && u64_of(r, "dst_port") == u64::from(dport)
                 && r.get("ip_protocol").and_then(Value::as_str) == Some(proto)
         })
