@@ -130,7 +130,7 @@ fn record<'a>(recs: &'a [Value], sport: u16, dport: u16, proto: &str) -> &'a Val
 
 #[test]
 fn an_offloaded_bulk_flow_bypasses_the_engine_and_its_record_counts_what_the_server_got() {
-    let Some(mut u) = up("f1") else {
+    let Some(mut u) = up("fp1") else {
         return;
     };
     wait_fastpath_flows(&u, 0);
@@ -224,7 +224,7 @@ fn natfw_pid(u: &Up) -> u32 {
 
 #[test]
 fn rst_and_a_firewall_off_reload_take_offloaded_flows_back_and_udp_idles_out_exactly() {
-    let Some(mut u) = up("f2") else {
+    let Some(mut u) = up("fp2") else {
         return;
     };
     let host_ns = u.lab.plan.host(HOST).expect("host").ns.clone();
