@@ -104,31 +104,7 @@ pub fn active_rx_queues(name: &str) -> io::Result<Option<u32>> {
     // tx_count, other_count, combined_count.
     let mut ch = [0u32; 9];
     ch[0] = ETHTOOL_GCHANNELS;
-    let bytes = name.as_bytes();
-    if bytes.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name too long",
-        ));
-    }
-    // SAFETY: ifreq is plain data; zeroed is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    ifr.ifr_ifru.ifru_data = ch.as_mut_ptr().cast();
-    // SAFETY: plain socket(2); checked below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is ours; the descriptor is closed by OwnedFd.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: SIOCETHTOOL with a valid ifreq whose data points to a live ethtool_channels
-    // (`ch`, 9 u32) for the duration of the call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = ethtool(name, &mut ch) {
         return match e.raw_os_error() {
             Some(libc::EOPNOTSUPP) => Ok(None),
             _ => Err(e),
@@ -153,6 +129,13 @@ pub fn enable_gro(name: &str) -> io::Result<bool> {
 /// One `struct ethtool_value` request (`cmd`, `data`); returns `data` after the call.
 fn ethtool_value(name: &str, cmd: u32, data: u32) -> io::Result<u32> {
     let mut v = [cmd, data];
+    ethtool(name, &mut v)?;
+    Ok(v[1])
+}
+
+/// One SIOCETHTOOL request on interface `name`: `req` is the ethtool struct (its first word
+/// the command), a sequence of u32 as every struct used here is; filled in by the kernel.
+fn ethtool(name: &str, req: &mut [u32]) -> io::Result<()> {
     let bytes = name.as_bytes();
     if bytes.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
@@ -165,7 +148,7 @@ fn ethtool_value(name: &str, cmd: u32, data: u32) -> io::Result<u32> {
     for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
     }
-    ifr.ifr_ifru.ifru_data = v.as_mut_ptr().cast();
+    ifr.ifr_ifru.ifru_data = req.as_mut_ptr().cast();
     // SAFETY: plain socket(2); checked below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -173,13 +156,13 @@ fn ethtool_value(name: &str, cmd: u32, data: u32) -> io::Result<u32> {
     }
     // SAFETY: `fd` is ours; the descriptor is closed by OwnedFd.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: SIOCETHTOOL with a valid ifreq whose data points to a live ethtool_value (`v`,
-    // 2 u32) for the duration of the call.
+    // SAFETY: SIOCETHTOOL with a valid ifreq whose data points to `req`, a live buffer the
+    // size of the ethtool struct its command names, for the duration of the call.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(v[1])
+    Ok(())
 }
 
 /// Every address configured on the system, with its interface index.
