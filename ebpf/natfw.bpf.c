@@ -1,11 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0)
 /*
- * natfw XDP steering program.
+ * natfw steering programs and the tc-BPF fast path (one object, loaded once per side).
  *
- * Attached to the inside and the outside interface (one object load per interface, because an
- * XSKMAP is keyed by RX queue and both interfaces use queue 0). It decides per packet whether
- * the natfw engine must see it (XDP_REDIRECT into the interface's AF_XDP socket) or whether the
- * kernel keeps it (XDP_PASS):
+ * One decision, `classify()`, says per packet whether the natfw engine must see it or whether
+ * the kernel keeps it:
  *
  *   inside:  IPv4/IPv6 whose source is in an SNAT entry, not in the bypass list, and whose
  *            destination is neither a gateway address nor multicast/broadcast -> steer.
@@ -15,17 +13,24 @@
  *   everything else (ARP, non-IP, IPv6 neighbour discovery on either side, traffic for the
  *   gateway) -> pass.
  *
- * A packet the program steers never reaches the kernel, so anything the engine would hand to
- * the kernel must be filtered here. A failed redirect (no socket bound yet) drops: passing an
- * SNAT-bound packet to the kernel would forward it un-translated and uninspected.
+ * A steered packet never reaches the kernel's forwarding, so anything the engine would hand to
+ * the kernel must be decided here. Two ways to attach it:
  *
- * Fast path: a TCP/UDP IPv4 packet the program would steer whose tuple is in `offload` (flows
- * the engine has decided and finished inspecting) and that carries no SYN, FIN or RST is
- * passed to the kernel instead, marked in its XDP metadata; the tc ingress program `natfw_tc`
- * of the same object (same maps) rewrites it (SNAT / reverse NAT, TTL, incremental checksums
- * valid for CHECKSUM_PARTIAL and GSO packets), counts it in the entry and redirects it out of
- * the other interface. A marked packet tc finds no entry for (removed in between) is dropped,
- * never forwarded untranslated. Everything else keeps to the engine.
+ * Classic mode (`gateway.fast_path: false`): `natfw_xdp` on each real interface redirects
+ * steered frames into the interface's AF_XDP socket (a failed redirect, no socket bound, drops:
+ * passing an SNAT-bound packet to the kernel would forward it untranslated and uninspected).
+ *
+ * Split mode (`gateway.fast_path: true`): nothing runs XDP on the real interfaces, so veth and
+ * NIC senders keep TSO and the kernel keeps GSO super-frames. `natfw_steer` on tc ingress of
+ * each real interface classifies; a steered IPv4 TCP/UDP packet of a flow in `offload` (decided
+ * and fully inspected by the engine) that carries no SYN, FIN or RST, no VLAN tag, no IP option
+ * and is no fragment is translated here (incremental checksums valid for CHECKSUM_PARTIAL and
+ * GSO packets), counted in its entry and sent out of the other interface with
+ * bpf_redirect_neigh; every other steered packet goes to the side's slow-path veth pair
+ * (`slow_ifindex`, the kernel end, whose egress segments super-frames), where `natfw_slow`
+ * (XDP, on the other end) redirects it into the AF_XDP socket or drops it. What the engine
+ * transmits on that socket comes out of the kernel end, where `natfw_back` (tc ingress) sends
+ * it out of the real interface (`wire_ifindex`).
  *
  * Layouts of keys, values and the config are mirrored by `dataplane/gateway/src/xdp/maps.rs`.
  */
@@ -54,10 +59,9 @@ enum natfw_counter {
 	C_PASS_NOT_SNAT,
 	C_PASS_OTHER,
 	C_REDIRECT_FAILED,
-	C_FAST_PASS,  /* XDP: offloaded flow, passed to tc */
-	C_FAST_FWD,   /* tc: rewritten and redirected */
-	C_FAST_MISS,  /* tc: marked but no entry any more: dropped */
-	C_FAST_ERROR, /* tc: malformed or rewrite failed: dropped */
+	C_FAST_TO_ENGINE, /* an offloaded flow's packet the engine must see (SYN/FIN/RST, ...) */
+	C_FAST_FWD,       /* tc: translated and redirected in the kernel */
+	C_FAST_ERROR,     /* tc: the rewrite failed: dropped */
 	C_MAX,
 };
 
@@ -159,15 +163,6 @@ static __always_inline void v4_mapped(struct addr_key *k, __be32 a)
 	__builtin_memcpy(&k->addr[12], &a, 4);
 }
 
-static __always_inline int steer(struct xdp_md *ctx, __u32 side)
-{
-	/* Fallback action XDP_DROP (lower bits of flags): no socket -> drop, never leak. */
-	long r = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP);
-	if (r != XDP_REDIRECT)
-		return count(C_REDIRECT_FAILED, XDP_DROP);
-	return count(side == NATFW_SIDE_INSIDE ? C_STEERED_INSIDE : C_STEERED_OUTSIDE, XDP_REDIRECT);
-}
-
 /* Port range kept by the kernel on the outside (TCP/UDP destination port). */
 static __always_inline int kernel_port(const struct natfw_config *cfg, __u8 proto, void *l4,
 				       void *end)
@@ -182,93 +177,112 @@ static __always_inline int kernel_port(const struct natfw_config *cfg, __u8 prot
 	return dport >= cfg->kernel_port_lo && dport <= cfg->kernel_port_hi;
 }
 
-/* An offloaded flow's packet (no VLAN tag, no IP options, not a fragment, no SYN/FIN/RST):
- * mark it for the tc program and pass it. 0: the engine must see it. */
-static __always_inline int fast_v4(struct xdp_md *ctx, struct iphdr *ip, void *end)
+/* What classify() found. */
+struct verdict {
+	__u32 slot;    /* counter slot of the decision (C_STEERED_* = steer) */
+	int steer;     /* the engine must see it */
+	int fast;      /* IPv4 TCP/UDP, no tag, no option, no fragment, TTL > 1: `key` is set */
+	int flags_ok;  /* ... and no SYN/FIN/RST */
+	__u32 l4_off;  /* offset of the L4 header from the frame's start (when fast) */
+	struct natfw_offload_key key;
+};
+
+static __always_inline void fast_key(struct verdict *v, struct iphdr *ip, void *data, void *end)
 {
-	if ((void *)ip != (void *)(long)ctx->data + sizeof(struct ethhdr))
-		return 0;
+	if ((void *)ip != data + sizeof(struct ethhdr))
+		return;
 	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || ip->ttl <= 1)
-		return 0;
-	struct natfw_offload_key k = {};
+		return;
 	void *l4 = (void *)(ip + 1);
 	if (ip->protocol == IPPROTO_TCP) {
 		struct tcphdr *t = l4;
 		if ((void *)(t + 1) > end)
-			return 0;
-		if (t->syn || t->fin || t->rst)
-			return 0;
-		k.sport = t->source;
-		k.dport = t->dest;
+			return;
+		v->flags_ok = !(t->syn || t->fin || t->rst);
+		v->key.sport = t->source;
+		v->key.dport = t->dest;
 	} else if (ip->protocol == IPPROTO_UDP) {
 		struct udphdr *u = l4;
 		if ((void *)(u + 1) > end)
-			return 0;
-		k.sport = u->source;
-		k.dport = u->dest;
+			return;
+		v->flags_ok = 1;
+		v->key.sport = u->source;
+		v->key.dport = u->dest;
 	} else {
-		return 0;
+		return;
 	}
-	k.src = ip->saddr;
-	k.dst = ip->daddr;
-	k.proto = ip->protocol;
-	if (!bpf_map_lookup_elem(&offload, &k))
-		return 0;
-	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(__u32)))
-		return 0;
-	__u32 *meta = (void *)(long)ctx->data_meta;
-	if ((void *)(meta + 1) > (void *)(long)ctx->data)
-		return 0;
-	*meta = NATFW_META_FAST;
-	return 1;
+	v->key.src = ip->saddr;
+	v->key.dst = ip->daddr;
+	v->key.proto = ip->protocol;
+	v->l4_off = sizeof(struct ethhdr) + sizeof(struct iphdr);
+	v->fast = 1;
 }
 
-static __always_inline int handle_v4(struct xdp_md *ctx, const struct natfw_config *cfg,
-				     void *l3, void *end)
+static __always_inline void steer_v(struct verdict *v, const struct natfw_config *cfg)
+{
+	v->steer = 1;
+	v->slot = cfg->side == NATFW_SIDE_INSIDE ? C_STEERED_INSIDE : C_STEERED_OUTSIDE;
+}
+
+static __always_inline void classify_v4(struct verdict *v, const struct natfw_config *cfg,
+					void *data, void *l3, void *end)
 {
 	struct iphdr *ip = l3;
-	if ((void *)(ip + 1) > end)
-		return count(C_PASS_OTHER, XDP_PASS);
+	if ((void *)(ip + 1) > end) {
+		v->slot = C_PASS_OTHER;
+		return;
+	}
 	struct addr_key dst;
 	v4_mapped(&dst, ip->daddr);
 
 	if (cfg->side == NATFW_SIDE_OUTSIDE) {
-		if (!bpf_map_lookup_elem(&eips, &dst))
-			return count(C_PASS_OTHER, XDP_PASS);
+		if (!bpf_map_lookup_elem(&eips, &dst)) {
+			v->slot = C_PASS_OTHER;
+			return;
+		}
 		__u32 ihl = ip->ihl * 4;
 		/* Only the first fragment carries ports; later ones follow the engine. */
 		if (ihl >= sizeof(*ip) && !(ip->frag_off & bpf_htons(0x1fff)) &&
-		    kernel_port(cfg, ip->protocol, (void *)ip + ihl, end))
-			return count(C_PASS_GATEWAY, XDP_PASS);
-		if (fast_v4(ctx, ip, end))
-			return count(C_FAST_PASS, XDP_PASS);
-		return steer(ctx, cfg->side);
+		    kernel_port(cfg, ip->protocol, (void *)ip + ihl, end)) {
+			v->slot = C_PASS_GATEWAY;
+			return;
+		}
+		steer_v(v, cfg);
+		fast_key(v, ip, data, end);
+		return;
 	}
 
 	/* Multicast, limited broadcast and the gateway itself belong to the kernel. */
 	__u8 d0 = dst.addr[12];
-	if ((d0 & 0xf0) == 0xe0 || ip->daddr == 0xffffffff)
-		return count(C_PASS_OTHER, XDP_PASS);
-	if (bpf_map_lookup_elem(&gw_addrs, &dst))
-		return count(C_PASS_GATEWAY, XDP_PASS);
-
+	if ((d0 & 0xf0) == 0xe0 || ip->daddr == 0xffffffff) {
+		v->slot = C_PASS_OTHER;
+		return;
+	}
+	if (bpf_map_lookup_elem(&gw_addrs, &dst)) {
+		v->slot = C_PASS_GATEWAY;
+		return;
+	}
 	struct lpm_v4_key k = { .prefixlen = 32 };
 	__builtin_memcpy(k.addr, &ip->saddr, 4);
-	if (!bpf_map_lookup_elem(&snat_v4, &k))
-		return count(C_PASS_NOT_SNAT, XDP_PASS);
-	if (bpf_map_lookup_elem(&bypass_v4, &k))
-		return count(C_PASS_BYPASS, XDP_PASS);
-	if (fast_v4(ctx, ip, end))
-		return count(C_FAST_PASS, XDP_PASS);
-	return steer(ctx, cfg->side);
+	if (!bpf_map_lookup_elem(&snat_v4, &k)) {
+		v->slot = C_PASS_NOT_SNAT;
+		return;
+	}
+	if (bpf_map_lookup_elem(&bypass_v4, &k)) {
+		v->slot = C_PASS_BYPASS;
+		return;
+	}
+	steer_v(v, cfg);
+	fast_key(v, ip, data, end);
 }
 
-static __always_inline int handle_v6(struct xdp_md *ctx, const struct natfw_config *cfg,
-				     void *l3, void *end)
+static __always_inline void classify_v6(struct verdict *v, const struct natfw_config *cfg,
+					void *l3, void *end)
 {
 	struct ipv6hdr *ip = l3;
+	v->slot = C_PASS_OTHER;
 	if ((void *)(ip + 1) > end)
-		return count(C_PASS_OTHER, XDP_PASS);
+		return;
 	struct addr_key dst;
 	__builtin_memcpy(dst.addr, &ip->daddr, 16);
 
@@ -277,66 +291,102 @@ static __always_inline int handle_v6(struct xdp_md *ctx, const struct natfw_conf
 	if (ip->nexthdr == IPPROTO_ICMPV6) {
 		__u8 *type = (__u8 *)(ip + 1);
 		if ((void *)(type + 1) > end)
-			return count(C_PASS_OTHER, XDP_PASS);
+			return;
 		if (*type >= 133 && *type <= 137)
-			return count(C_PASS_OTHER, XDP_PASS);
+			return;
 	}
 
 	if (cfg->side == NATFW_SIDE_OUTSIDE) {
 		if (!bpf_map_lookup_elem(&eips, &dst))
-			return count(C_PASS_OTHER, XDP_PASS);
+			return;
 		/* Extension headers are not walked: only a direct TCP/UDP header is checked. */
-		if (kernel_port(cfg, ip->nexthdr, ip + 1, end))
-			return count(C_PASS_GATEWAY, XDP_PASS);
-		return steer(ctx, cfg->side);
+		if (kernel_port(cfg, ip->nexthdr, ip + 1, end)) {
+			v->slot = C_PASS_GATEWAY;
+			return;
+		}
+		steer_v(v, cfg);
+		return;
 	}
 
 	if (dst.addr[0] == 0xff)
-		return count(C_PASS_OTHER, XDP_PASS);
-	if (bpf_map_lookup_elem(&gw_addrs, &dst))
-		return count(C_PASS_GATEWAY, XDP_PASS);
-
+		return;
+	if (bpf_map_lookup_elem(&gw_addrs, &dst)) {
+		v->slot = C_PASS_GATEWAY;
+		return;
+	}
 	struct lpm_v6_key k = { .prefixlen = 128 };
 	__builtin_memcpy(k.addr, &ip->saddr, 16);
-	if (!bpf_map_lookup_elem(&snat_v6, &k))
-		return count(C_PASS_NOT_SNAT, XDP_PASS);
-	if (bpf_map_lookup_elem(&bypass_v6, &k))
-		return count(C_PASS_BYPASS, XDP_PASS);
-	return steer(ctx, cfg->side);
+	if (!bpf_map_lookup_elem(&snat_v6, &k)) {
+		v->slot = C_PASS_NOT_SNAT;
+		return;
+	}
+	if (bpf_map_lookup_elem(&bypass_v6, &k)) {
+		v->slot = C_PASS_BYPASS;
+		return;
+	}
+	steer_v(v, cfg);
 }
 
-SEC("xdp")
-int natfw_xdp(struct xdp_md *ctx)
+/* The one steering decision, on a frame starting with its Ethernet header (one VLAN tag read). */
+static __always_inline void classify(struct verdict *v, const struct natfw_config *cfg,
+				     void *data, void *end)
 {
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	__u32 zero = 0;
-
-	const struct natfw_config *cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!cfg)
-		return XDP_PASS;
-
 	struct ethhdr *eth = data;
+	v->slot = C_PASS_OTHER;
 	if ((void *)(eth + 1) > end)
-		return count(C_PASS_OTHER, XDP_PASS);
+		return;
 	__be16 proto = eth->h_proto;
 	void *l3 = eth + 1;
 
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
 		struct vlan_hdr *vh = l3;
 		if ((void *)(vh + 1) > end)
-			return count(C_PASS_OTHER, XDP_PASS);
+			return;
 		proto = vh->proto;
 		l3 = vh + 1;
 	}
 
 	if (proto == bpf_htons(ETH_P_IP))
-		return handle_v4(ctx, cfg, l3, end);
-	if (proto == bpf_htons(ETH_P_IPV6))
-		return handle_v6(ctx, cfg, l3, end);
-	if (proto == bpf_htons(ETH_P_ARP))
-		return count(C_PASS_ARP, XDP_PASS);
-	return count(C_PASS_NON_IP, XDP_PASS);
+		classify_v4(v, cfg, data, l3, end);
+	else if (proto == bpf_htons(ETH_P_IPV6))
+		classify_v6(v, cfg, l3, end);
+	else if (proto == bpf_htons(ETH_P_ARP))
+		v->slot = C_PASS_ARP;
+	else
+		v->slot = C_PASS_NON_IP;
+}
+
+static __always_inline const struct natfw_config *config_of(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&config, &zero);
+}
+
+/* Classic mode: on each real interface. */
+SEC("xdp")
+int natfw_xdp(struct xdp_md *ctx)
+{
+	const struct natfw_config *cfg = config_of();
+	if (!cfg)
+		return XDP_PASS;
+	struct verdict v = {};
+	classify(&v, cfg, (void *)(long)ctx->data, (void *)(long)ctx->data_end);
+	if (!v.steer)
+		return count(v.slot, XDP_PASS);
+	/* Fallback action XDP_DROP (lower bits of flags): no socket -> drop, never leak. */
+	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP) != XDP_REDIRECT)
+		return count(C_REDIRECT_FAILED, XDP_DROP);
+	return count(v.slot, XDP_REDIRECT);
+}
+
+/* Split mode: on the AF_XDP end of a slow-path veth pair. Everything arriving there was
+ * steered by natfw_steer; no socket -> drop. */
+SEC("xdp")
+int natfw_slow(struct xdp_md *ctx)
+{
+	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP) != XDP_REDIRECT)
+		return count(C_REDIRECT_FAILED, XDP_DROP);
+	return XDP_REDIRECT;
 }
 
 #define IP_OFF ETH_HLEN
@@ -344,75 +394,47 @@ int natfw_xdp(struct xdp_md *ctx)
 #define L4_OFF (IP_OFF + sizeof(struct iphdr))
 
 /*
- * tc ingress: translate and redirect a packet the XDP program marked as offloaded. GSO
- * super-frames (GRO on the way in) are handled whole: the checksum helpers keep
- * CHECKSUM_PARTIAL right (pseudo-header fields only), the egress device segments.
+ * Translate an offloaded flow's packet in place and count it in its entry. GSO super-frames are
+ * handled whole: the checksum helpers keep CHECKSUM_PARTIAL right (pseudo-header fields only),
+ * the egress device segments. Returns 0, or -1 when a helper failed (the packet may be
+ * half-rewritten: drop it).
  */
-SEC("classifier")
-int natfw_tc(struct __sk_buff *skb)
+static __always_inline int fast_rewrite(struct __sk_buff *skb, struct natfw_offload_val *val,
+					const struct natfw_offload_key *k)
 {
 	void *data = (void *)(long)skb->data;
-	void *meta = (void *)(long)skb->data_meta;
-	if (meta + sizeof(__u32) > data || *(__u32 *)meta != NATFW_META_FAST)
-		return TC_ACT_OK;
-
-	__u32 need = L4_OFF + sizeof(struct tcphdr);
-	if (data + need > (void *)(long)skb->data_end && bpf_skb_pull_data(skb, need) &&
-	    bpf_skb_pull_data(skb, L4_OFF + sizeof(struct udphdr)))
-		return count(C_FAST_ERROR, TC_ACT_SHOT);
-	data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct iphdr *ip = data + IP_OFF;
-	if ((void *)(ip + 1) > end || ip->ihl != 5)
-		return count(C_FAST_ERROR, TC_ACT_SHOT);
-
-	struct natfw_offload_key k = {};
-	__u32 csum_off, port_off, hdr_len;
+	if ((void *)(ip + 1) > end)
+		return -1;
+	__u32 csum_off, hdr_len;
 	__u64 mangled = 0;
-	if (ip->protocol == IPPROTO_TCP) {
+	if (k->proto == IPPROTO_TCP) {
 		struct tcphdr *t = (void *)(ip + 1);
 		if ((void *)(t + 1) > end)
-			return count(C_FAST_ERROR, TC_ACT_SHOT);
-		k.sport = t->source;
-		k.dport = t->dest;
+			return -1;
 		csum_off = L4_OFF + offsetof(struct tcphdr, check);
 		hdr_len = L4_OFF + t->doff * 4;
-	} else if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *u = (void *)(ip + 1);
-		if ((void *)(u + 1) > end)
-			return count(C_FAST_ERROR, TC_ACT_SHOT);
-		k.sport = u->source;
-		k.dport = u->dest;
-		csum_off = L4_OFF + offsetof(struct udphdr, check);
-		hdr_len = L4_OFF + sizeof(*u);
-		mangled = BPF_F_MARK_MANGLED_0;
 	} else {
-		return count(C_FAST_ERROR, TC_ACT_SHOT);
+		csum_off = L4_OFF + offsetof(struct udphdr, check);
+		hdr_len = L4_OFF + sizeof(struct udphdr);
+		mangled = BPF_F_MARK_MANGLED_0;
 	}
-	k.src = ip->saddr;
-	k.dst = ip->daddr;
-	k.proto = ip->protocol;
-	struct natfw_offload_val *v = bpf_map_lookup_elem(&offload, &k);
-	if (!v)
-		return count(C_FAST_MISS, TC_ACT_SHOT);
-	if (ip->ttl <= 1)
-		return count(C_FAST_ERROR, TC_ACT_SHOT);
-
-	__u32 old_addr, addr_off;
+	__u32 old_addr, addr_off, port_off;
 	__u16 old_port;
-	if (v->rewrite == NATFW_REWRITE_SRC) {
-		old_addr = ip->saddr;
-		old_port = k.sport;
+	if (val->rewrite == NATFW_REWRITE_SRC) {
+		old_addr = k->src;
+		old_port = k->sport;
 		addr_off = IP_OFF + offsetof(struct iphdr, saddr);
 		port_off = L4_OFF; /* source port */
 	} else {
-		old_addr = ip->daddr;
-		old_port = k.dport;
+		old_addr = k->dst;
+		old_port = k->dport;
 		addr_off = IP_OFF + offsetof(struct iphdr, daddr);
 		port_off = L4_OFF + 2; /* destination port */
 	}
-	__u32 new_addr = v->new_addr;
-	__u16 new_port = v->new_port;
+	__u32 new_addr = val->new_addr;
+	__u16 new_port = val->new_port;
 	__u16 old_ttl_word = *(__u16 *)&ip->ttl; /* ttl, protocol */
 	__u8 new_ttl = ip->ttl - 1;
 	__u16 new_ttl_word = old_ttl_word;
@@ -426,15 +448,64 @@ int natfw_tc(struct __sk_buff *skb)
 	    bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0) ||
 	    bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) ||
 	    bpf_skb_store_bytes(skb, IP_OFF + offsetof(struct iphdr, ttl), &new_ttl, 1, 0))
-		return count(C_FAST_ERROR, TC_ACT_SHOT);
+		return -1;
 
 	/* Wire packets and bytes: a GSO super-frame is gso_segs packets, each with headers. */
 	__u32 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
-	__sync_fetch_and_add(&v->packets, segs);
-	__sync_fetch_and_add(&v->bytes, (__u64)skb->len + (__u64)(segs - 1) * hdr_len);
-	v->last_ns = bpf_ktime_get_ns();
-	count(C_FAST_FWD, 0);
-	return bpf_redirect_neigh(v->egress_ifindex, NULL, 0, 0);
+	__sync_fetch_and_add(&val->packets, segs);
+	__sync_fetch_and_add(&val->bytes, (__u64)skb->len + (__u64)(segs - 1) * hdr_len);
+	val->last_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+/* Headers classify() and the rewrite read: Ethernet, one tag, IPv6 or IPv4 + TCP. */
+#define PULL_LEN (ETH_HLEN + 4 + 40 + 20)
+
+/* Split mode: tc ingress of each real interface. */
+SEC("classifier")
+int natfw_steer(struct __sk_buff *skb)
+{
+	const struct natfw_config *cfg = config_of();
+	if (!cfg)
+		return TC_ACT_SHOT;
+	/* Non-linear skbs (GRO, veth) may hold headers in fragments: make them readable. */
+	__u32 want = skb->len < PULL_LEN ? skb->len : PULL_LEN;
+	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end)
+		bpf_skb_pull_data(skb, want);
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct verdict v = {};
+	classify(&v, cfg, data, end);
+	if (!v.steer)
+		return count(v.slot, TC_ACT_OK);
+	/* A tag the device took off (skb->vlan_present) is not in `data`: such packets go to the
+	 * engine, as a tag in the frame does. */
+	if (v.fast && !skb->vlan_present) {
+		struct natfw_offload_val *val = bpf_map_lookup_elem(&offload, &v.key);
+		if (val) {
+			if (!v.flags_ok)
+				count(C_FAST_TO_ENGINE, 0);
+			else if (fast_rewrite(skb, val, &v.key))
+				return count(C_FAST_ERROR, TC_ACT_SHOT);
+			else
+				return count(C_FAST_FWD,
+					     bpf_redirect_neigh(val->egress_ifindex, NULL, 0, 0));
+		}
+	}
+	count(v.slot, 0);
+	/* To the slow path; ifindex 0 (not set up) makes the kernel drop it. */
+	return bpf_redirect(cfg->slow_ifindex, 0);
+}
+
+/* Split mode: tc ingress of the kernel end of a slow-path veth pair: what the engine sent (or
+ * let through) leaves by the real interface. Frames carry their final MACs. */
+SEC("classifier")
+int natfw_back(struct __sk_buff *skb)
+{
+	const struct natfw_config *cfg = config_of();
+	if (!cfg || !cfg->wire_ifindex)
+		return TC_ACT_SHOT;
+	return bpf_redirect(cfg->wire_ifindex, 0);
 }
 
 /* The kernel knows no string for the Apache-2.0 alternative: it is told the GPL-2.0 one. */

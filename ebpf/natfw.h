@@ -30,11 +30,16 @@ struct addr_key {
 	__u8 addr[16];
 };
 
-/* XDP program config (array[1]). */
+/* Program config (array[1]). */
 struct natfw_config {
 	__u32 side;            /* NATFW_SIDE_* */
 	__u16 kernel_port_lo;  /* host byte order; lo > hi = no kernel range */
 	__u16 kernel_port_hi;
+	/* Split mode (fast path on): the kernel end of this side's slow-path veth pair, where
+	 * natfw_steer sends what the engine must see (0 in classic mode). */
+	__u32 slow_ifindex;
+	/* Split mode: the real interface, where natfw_back sends what the engine transmits. */
+	__u32 wire_ifindex;
 };
 
 /*
@@ -47,9 +52,6 @@ struct natfw_config {
 /* natfw_offload_val.rewrite */
 #define NATFW_REWRITE_SRC 0 /* inside: source -> EIP:eport (SNAT) */
 #define NATFW_REWRITE_DST 1 /* outside: destination -> client:port */
-
-/* Written by the XDP program into the metadata of a frame it hands to the tc program. */
-#define NATFW_META_FAST 0x6e667770 /* "nfwp" */
 
 struct natfw_offload_key {
 	__u32 src;

@@ -10,9 +10,13 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use netlink_packet_core::{
     DecodeError, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-    NetlinkSerializable, NlasIterator, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkSerializable, NlasIterator, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as RtLinkInfo, LinkMessage,
+    LinkXdp,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -124,6 +128,69 @@ pub fn enable_gro(name: &str) -> io::Result<bool> {
     }
     ethtool_value(name, ETHTOOL_SGRO, 1)?;
     Ok(true)
+}
+
+/// Create the veth pair `a` <-> `b` with MTU `mtu` and bring both ends up, IPv6 off on both (no
+/// link-local address, no router solicitations: nothing of the kernel's own is sent on them).
+/// Fails with `AlreadyExists` when `a` exists.
+pub fn create_veth(a: &str, b: &str, mtu: u32) -> io::Result<()> {
+    let mut peer = LinkMessage::default();
+    peer.attributes.push(LinkAttribute::IfName(b.into()));
+    peer.attributes.push(LinkAttribute::Mtu(mtu));
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(a.into()));
+    m.attributes.push(LinkAttribute::Mtu(mtu));
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        RtLinkInfo::Kind(InfoKind::Veth),
+        RtLinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    route_request(
+        RouteNetlinkMessage::NewLink(m),
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )?;
+    for name in [a, b] {
+        let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+        // Absent when IPv6 is off system-wide: nothing to turn off then.
+        if std::path::Path::new(&path).exists() {
+            std::fs::write(&path, "1")?;
+        }
+        set_up(if_index(name)?)?;
+    }
+    Ok(())
+}
+
+/// Bring link `index` up.
+pub fn set_up(index: u32) -> io::Result<()> {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    route_request(RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK)?;
+    Ok(())
+}
+
+/// Delete link `name` (a veth: both ends). Returns whether it existed.
+pub fn delete_link(name: &str) -> io::Result<bool> {
+    let index = match if_index(name) {
+        Ok(i) => i,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    route_request(RouteNetlinkMessage::DelLink(m), NLM_F_REQUEST | NLM_F_ACK)?;
+    Ok(true)
+}
+
+/// Turn TCP segmentation and generic segmentation offload off on `name`, so the kernel
+/// segments super-frames before the device sends them (the slow-path veth: its peer runs XDP,
+/// which takes single frames).
+pub fn disable_segmentation_offload(name: &str) -> io::Result<()> {
+    const ETHTOOL_STSO: u32 = 0x1f;
+    const ETHTOOL_SGSO: u32 = 0x24;
+    ethtool_value(name, ETHTOOL_STSO, 0)?;
+    ethtool_value(name, ETHTOOL_SGSO, 0)?;
+    Ok(())
 }
 
 /// One `struct ethtool_value` request (`cmd`, `data`); returns `data` after the call.

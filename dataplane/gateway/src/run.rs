@@ -171,11 +171,35 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         // bypass masquerade) uses the outside interface's non-EIP addresses instead.
         kernel_ports: None,
     };
-    let mut steer_in = Steering::load(&cfg.gateway.inside, IfSide::Inside, &rules)?;
-    let mut steer_out = Steering::load(&cfg.gateway.outside, IfSide::Outside, &rules)?;
-    if cfg.gateway.fast_path {
-        // The engine writes the flows it offloads into both interfaces' tables from the
-        // data-path thread; the tc programs are attached with the XDP ones.
+    // Split mode (the fast path): each side gets a slow-path veth pair that carries the XDP
+    // program and the AF_XDP socket, so nothing runs XDP on the real interfaces and their
+    // super-frames survive; removed again when this function returns (and replaced at the
+    // next start after a crash).
+    let slow = if cfg.gateway.fast_path {
+        Some(SlowLinks::create(&sys)?)
+    } else {
+        None
+    };
+    let (mut inside_port, mut outside_port) = (sys.inside.clone(), sys.outside.clone());
+    if let Some(l) = &slow {
+        inside_port.xsk_dev = l.inside.xdp_end.clone();
+        outside_port.xsk_dev = l.outside.xdp_end.clone();
+    }
+    let mut steer_in = Steering::load_with(
+        &cfg.gateway.inside,
+        IfSide::Inside,
+        &rules,
+        slow.as_ref().map(|l| l.inside.clone()),
+    )?;
+    let mut steer_out = Steering::load_with(
+        &cfg.gateway.outside,
+        IfSide::Outside,
+        &rules,
+        slow.as_ref().map(|l| l.outside.clone()),
+    )?;
+    if slow.is_some() {
+        // The engine writes the flows it offloads into both sides' tables from the data-path
+        // thread; natfw_steer reads them.
         let k = crate::xdp::offload::KernelOffload::new(
             steer_in.take_offload()?,
             steer_out.take_offload()?,
@@ -183,21 +207,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             sys.outside.ifindex,
         );
         engine.set_offload(Box::new(k));
-        log("fast path on: decided flows are forwarded by tc-BPF in the kernel");
-        // GRO re-forms the super-frames a veth peer no longer sends once XDP is attached,
-        // so tc forwards fewer, larger packets (XDP runs before GRO: the engine still gets
-        // single frames).
-        for iface in [&cfg.gateway.inside, &cfg.gateway.outside] {
-            match crate::netlink::enable_gro(iface) {
-                Ok(true) => log(&format!(
-                    "{iface}: generic receive offload turned on (fast path)"
-                )),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
-                    "{iface}: cannot turn GRO on ({e}); the fast path forwards single frames"
-                ),
-            }
-        }
+        log("fast path on: decided flows are forwarded by tc-BPF in the kernel; the engine's packets go through veth pairs");
     }
 
     let bypass_rx = control.bypass_channel();
@@ -213,7 +223,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         let heartbeat = Arc::clone(&heartbeat);
         let io_stats = Arc::clone(&io_stats);
         let engine_stats = Arc::clone(&engine_stats);
-        let (inside, outside) = (sys.inside.clone(), sys.outside.clone());
+        let (inside, outside) = (inside_port, outside_port);
         std::thread::Builder::new()
             .name("natfw-packets".into())
             .spawn(move || {
@@ -255,7 +265,15 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         for s in [&mut steer_in, &mut steer_out] {
             let mode = s.attach()?;
-            log(&format!("{}: XDP attached ({mode:?} mode)", s.iface()));
+            match s.slow_path() {
+                None => log(&format!("{}: XDP attached ({mode:?} mode)", s.iface())),
+                Some(p) => log(&format!(
+                    "{}: tc steering attached; slow path {} -> {} (XDP {mode:?} mode)",
+                    s.iface(),
+                    p.kernel_end,
+                    p.xdp_end
+                )),
+            }
         }
         Ok(())
     })();
@@ -407,6 +425,11 @@ pub fn uninstall() -> Result<(), RunError> {
         return Err(RunError::Prerequisite(
             "natfw run is active in this network namespace: stop it first".into(),
         ));
+    }
+    // A crashed split-mode run's veth pairs (inert without natfw: no address, no program).
+    for (k, _) in SLOW_LINK_NAMES {
+        crate::netlink::delete_link(k)
+            .map_err(|e| RunError::Other(format!("removing {k}: {e}")))?;
     }
     crate::guard::uninstall().map_err(RunError::Other)
 }
@@ -874,6 +897,59 @@ fn check_system(cfg: &Config) -> Result<System, RunError> {
 }
 
 /// Pin the calling thread to one CPU (the data path does not migrate).
+/// Split mode's two veth pairs (inside, outside), deleted on drop.
+struct SlowLinks {
+    inside: crate::xdp::SlowPath,
+    outside: crate::xdp::SlowPath,
+}
+
+/// Veth names: `<kernel end>`, `<XDP end>` per side. One natfw per network namespace (the
+/// instance lock), so fixed names; a crashed run's pair is replaced.
+const SLOW_LINK_NAMES: [(&str, &str); 2] = [("nfw-in-k", "nfw-in-x"), ("nfw-out-k", "nfw-out-x")];
+
+impl SlowLinks {
+    fn create(sys: &System) -> Result<SlowLinks, RunError> {
+        let make = |(k, x): (&str, &str),
+                    wire: &PortInfo|
+         -> Result<crate::xdp::SlowPath, RunError> {
+            let err = |what: &str, e: std::io::Error| {
+                RunError::Prerequisite(format!("slow-path veth {k}/{x}: {what}: {e}"))
+            };
+            if crate::netlink::delete_link(k).map_err(|e| err("removing a leftover", e))? {
+                log(&format!("removed a leftover slow-path veth {k} (an earlier run ended without cleaning up)"));
+            }
+            crate::netlink::create_veth(k, x, wire.mtu).map_err(|e| err("creating", e))?;
+            if let Err(e) = crate::netlink::disable_segmentation_offload(k) {
+                tracing::warn!("{k}: cannot turn segmentation offload off ({e})");
+            }
+            Ok(crate::xdp::SlowPath {
+                kernel_end: k.into(),
+                kernel_ifindex: crate::netlink::if_index(k).map_err(|e| err("index", e))?,
+                xdp_end: x.into(),
+                wire_ifindex: wire.ifindex,
+            })
+        };
+        let inside = make(SLOW_LINK_NAMES[0], &sys.inside)?;
+        // Owned before the second pair is made: a failure there still removes the first.
+        let mut links = SlowLinks {
+            outside: inside.clone(),
+            inside,
+        };
+        links.outside = make(SLOW_LINK_NAMES[1], &sys.outside)?;
+        Ok(links)
+    }
+}
+
+impl Drop for SlowLinks {
+    fn drop(&mut self) {
+        for p in [&self.inside, &self.outside] {
+            if let Err(e) = crate::netlink::delete_link(&p.kernel_end) {
+                tracing::warn!("removing the slow-path veth {}: {e}", p.kernel_end);
+            }
+        }
+    }
+}
+
 fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
     // reads `size_of::<cpu_set_t>()` bytes of it for the calling thread (pid 0).

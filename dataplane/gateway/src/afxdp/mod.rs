@@ -109,6 +109,10 @@ pub struct PortInfo {
     pub mtu: u32,
     /// The interface's own addresses (source of ICMP errors the gateway sends).
     pub addrs: Vec<IpAddr>,
+    /// The device the AF_XDP socket binds to: the interface itself (classic mode) or the XDP
+    /// end of its slow-path veth pair (split mode). MACs, MTU and next hops stay the
+    /// interface's: frames leave by it.
+    pub xsk_dev: String,
 }
 
 impl PortInfo {
@@ -141,6 +145,7 @@ impl PortInfo {
             mac: l.mac,
             mtu: l.mtu,
             addrs,
+            xsk_dev: name.into(),
         })
     }
 }
@@ -242,7 +247,7 @@ fn xsk_err<'a>(iface: &'a str, what: &'static str) -> impl Fn(xdpilone::Errno) -
 }
 
 impl AfXdp {
-    /// Open one socket on queue 0 of each interface, sharing one UMEM.
+    /// Open one socket on queue 0 of each side's device (`PortInfo::xsk_dev`), sharing one UMEM.
     pub fn open(inside: PortInfo, outside: PortInfo) -> Result<AfXdp, AfXdpError> {
         let area = Area::new(FRAMES as usize * FRAME as usize)?;
         let cfg = UmemConfig {
@@ -275,7 +280,7 @@ impl AfXdp {
     }
 
     fn port(umem: &Umem, info: PortInfo, first: bool) -> Result<Port, AfXdpError> {
-        let name = info.name.clone();
+        let name = info.xsk_dev.clone();
         let c = std::ffi::CString::new(name.clone())
             .map_err(|_| AfXdpError::Iface(name.clone(), std::io::Error::other("NUL in name")))?;
         let mut ifinfo = IfInfo::invalid();

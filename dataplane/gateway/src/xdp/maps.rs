@@ -21,9 +21,13 @@ pub struct XdpConfig {
     /// `lo > hi` = none.
     pub kernel_port_lo: u16,
     pub kernel_port_hi: u16,
+    /// Split mode: the kernel end of this side's slow-path veth pair (0 in classic mode).
+    pub slow_ifindex: u32,
+    /// Split mode: the real interface, where what the engine transmits leaves.
+    pub wire_ifindex: u32,
 }
 
-// SAFETY: plain old data: integers only, no padding (4 + 2 + 2 bytes).
+// SAFETY: plain old data: integers only, no padding (4 + 2 + 2 + 4 + 4 bytes).
 unsafe impl aya::Pod for XdpConfig {}
 
 /// `struct addr_key`: an address of either family, IPv4 as IPv4-mapped IPv6.
@@ -59,19 +63,17 @@ pub enum Counter {
     PassNotSnat,
     PassOther,
     RedirectFailed,
-    /// XDP: a packet of an offloaded flow, passed to the tc fast path.
-    FastPass,
-    /// tc: rewritten and redirected in the kernel.
+    /// A packet of an offloaded flow that the engine must see (SYN, FIN or RST): steered.
+    FastToEngine,
+    /// tc: translated and redirected in the kernel (the fast path).
     FastForwarded,
-    /// tc: marked by XDP but its entry was gone: dropped (never forwarded untranslated).
-    FastMiss,
-    /// tc: malformed or the rewrite failed: dropped.
+    /// tc: the rewrite failed: dropped.
     FastError,
 }
 
 impl Counter {
     /// Every slot, in map order.
-    pub const ALL: [Counter; 13] = [
+    pub const ALL: [Counter; 12] = [
         Counter::SteeredInside,
         Counter::SteeredOutside,
         Counter::PassArp,
@@ -81,9 +83,8 @@ impl Counter {
         Counter::PassNotSnat,
         Counter::PassOther,
         Counter::RedirectFailed,
-        Counter::FastPass,
+        Counter::FastToEngine,
         Counter::FastForwarded,
-        Counter::FastMiss,
         Counter::FastError,
     ];
 
@@ -99,9 +100,8 @@ impl Counter {
             Counter::PassNotSnat => "pass_not_snat",
             Counter::PassOther => "pass_other",
             Counter::RedirectFailed => "redirect_failed",
-            Counter::FastPass => "fastpath_pass",
+            Counter::FastToEngine => "fastpath_to_engine",
             Counter::FastForwarded => "fastpath_forwarded",
-            Counter::FastMiss => "fastpath_miss",
             Counter::FastError => "fastpath_error",
         }
     }
@@ -109,7 +109,7 @@ impl Counter {
 
 /// Counter values summed over CPUs, indexed like [`Counter::ALL`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters(pub [u64; 13]);
+pub struct Counters(pub [u64; 12]);
 
 impl Counters {
     pub fn get(&self, c: Counter) -> u64 {
@@ -200,6 +200,14 @@ mod tests {
             (
                 "offsetof natfw_config kernel_port_hi",
                 offset_of!(XdpConfig, kernel_port_hi),
+            ),
+            (
+                "offsetof natfw_config slow_ifindex",
+                offset_of!(XdpConfig, slow_ifindex),
+            ),
+            (
+                "offsetof natfw_config wire_ifindex",
+                offset_of!(XdpConfig, wire_ifindex),
             ),
             ("sizeof struct addr_key", size_of::<AddrKey>()),
             ("offsetof addr_key addr", offset_of!(AddrKey, addr)),

@@ -1,9 +1,14 @@
-//! The XDP steering program (`ebpf/natfw.bpf.c`): loading with aya, filling its maps from the
+//! The steering programs (`ebpf/natfw.bpf.c`): loading with aya, filling their maps from the
 //! configuration, registering AF_XDP sockets, attaching and reading counters.
 //!
 //! aya is pinned to 0.14.0: later releases need a newer rustc than the stable toolchain here.
-//! The object is loaded once per interface because an XSKMAP is keyed by RX queue and both
-//! interfaces use queue 0.
+//! The object is loaded once per side because an XSKMAP is keyed by RX queue and both sides'
+//! sockets use queue 0.
+//!
+//! Two ways to attach (see the program's header comment): classic mode runs `natfw_xdp` on the
+//! real interface, whose AF_XDP socket takes what the engine must see; split mode (the fast
+//! path) runs `natfw_steer` on the real interface's tc ingress and sends what the engine must
+//! see through a veth pair ([`SlowPath`]) whose far end carries `natfw_slow` and the socket.
 
 pub mod maps;
 pub mod offload;
@@ -22,9 +27,27 @@ pub use maps::{AddrKey, Counter, Counters, IfSide, OffloadKey, OffloadVal, XdpCo
 /// The compiled XDP object (empty when the build had no clang).
 pub static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/natfw.bpf.o"));
 
+/// Classic mode: XDP on the real interface.
 const PROGRAM_NAME: &str = "natfw_xdp";
-/// The fast path's tc ingress program in the same object (it shares the maps).
-const TC_PROGRAM_NAME: &str = "natfw_tc";
+/// Split mode: tc ingress of the real interface (steering + fast path).
+const STEER_PROGRAM: &str = "natfw_steer";
+/// Split mode: XDP on the AF_XDP end of the slow-path veth pair.
+const SLOW_PROGRAM: &str = "natfw_slow";
+/// Split mode: tc ingress of the kernel end of the veth pair (engine output to the wire).
+const BACK_PROGRAM: &str = "natfw_back";
+
+/// A side's slow-path veth pair in split mode (created by the caller, `netlink::create_veth`).
+#[derive(Debug, Clone)]
+pub struct SlowPath {
+    /// The end in the gateway's namespace that `natfw_steer` redirects to and where the
+    /// engine's frames come out (`natfw_back`).
+    pub kernel_end: String,
+    pub kernel_ifindex: u32,
+    /// The end that carries `natfw_slow` and the AF_XDP socket.
+    pub xdp_end: String,
+    /// The real interface's index (where `natfw_back` sends frames).
+    pub wire_ifindex: u32,
+}
 
 /// What the program steers: the Rust classifier's rules (`natfw_engine::steer`), which make
 /// the same decision as the program.
@@ -74,14 +97,24 @@ pub struct Steering {
     mode: Option<XdpMode>,
     /// The fast-path table, until [`Steering::take_offload`] hands it to the data path.
     offload: Option<aya::maps::Map>,
-    /// Attach the tc fast path too.
-    fast_path: bool,
+    /// Split mode's veth pair; `None`: classic mode.
+    slow: Option<SlowPath>,
 }
 
 impl Steering {
     /// Load the object for `iface` and fill its maps; not attached yet (register sockets first,
     /// so no packet is steered before a socket is there to take it).
     pub fn load(iface: &str, side: IfSide, rules: &SteeringRules) -> Result<Steering, XdpError> {
+        Self::load_with(iface, side, rules, None)
+    }
+
+    /// [`Steering::load`] for split mode (`slow: Some`) or classic mode (`None`).
+    pub fn load_with(
+        iface: &str,
+        side: IfSide,
+        rules: &SteeringRules,
+        slow: Option<SlowPath>,
+    ) -> Result<Steering, XdpError> {
         if PROGRAM.is_empty() {
             return Err(XdpError::NotBuilt);
         }
@@ -95,34 +128,34 @@ impl Steering {
             ebpf,
             mode: None,
             offload: None,
-            fast_path: false,
+            slow,
         };
         s.fill(rules)?;
-        let prog: &mut Xdp = s.program()?;
-        prog.load().map_err(|e| XdpError::Program {
-            iface: iface.into(),
-            what: "verifier rejected it",
-            source: Box::new(e),
-        })?;
-        let tc = s.tc_program()?;
-        tc.load().map_err(|e| XdpError::Program {
-            iface: iface.into(),
-            what: "verifier rejected the tc fast path",
-            source: Box::new(e),
-        })?;
-        // Both programs hold the map now: it can leave the object.
+        for name in [PROGRAM_NAME, SLOW_PROGRAM] {
+            s.xdp_program(name)?.load().map_err(|e| XdpError::Program {
+                iface: iface.into(),
+                what: "verifier rejected an XDP program",
+                source: Box::new(e),
+            })?;
+        }
+        for name in [STEER_PROGRAM, BACK_PROGRAM] {
+            s.tc_program(name)?.load().map_err(|e| XdpError::Program {
+                iface: iface.into(),
+                what: "verifier rejected a tc program",
+                source: Box::new(e),
+            })?;
+        }
+        // The programs hold the map now: it can leave the object.
         s.offload = s.ebpf.take_map("offload");
         Ok(s)
     }
 
-    fn tc_program(&mut self) -> Result<&mut SchedClassifier, XdpError> {
+    fn tc_program(&mut self, name: &'static str) -> Result<&mut SchedClassifier, XdpError> {
         let iface = self.iface.clone();
         let p = self
             .ebpf
-            .program_mut(TC_PROGRAM_NAME)
-            .ok_or(XdpError::MissingMap {
-                map: TC_PROGRAM_NAME,
-            })?;
+            .program_mut(name)
+            .ok_or(XdpError::MissingMap { map: name })?;
         p.try_into().map_err(|e| XdpError::Program {
             iface,
             what: "not a tc program",
@@ -130,8 +163,8 @@ impl Steering {
         })
     }
 
-    /// The fast-path table of this interface (once): the data path writes the flows the
-    /// engine offloads into it. Taking it also has [`Steering::attach`] attach the tc program.
+    /// The fast-path table of this side (once): the data path writes the flows the engine
+    /// offloads into it. Only `natfw_steer` (split mode) reads it.
     pub fn take_offload(
         &mut self,
     ) -> Result<aya::maps::HashMap<MapData, OffloadKey, OffloadVal>, XdpError> {
@@ -139,17 +172,15 @@ impl Steering {
             .offload
             .take()
             .ok_or(XdpError::MissingMap { map: "offload" })?;
-        let h = aya::maps::HashMap::try_from(map).map_err(self_map_err(&self.iface, "offload"))?;
-        self.fast_path = true;
-        Ok(h)
+        aya::maps::HashMap::try_from(map).map_err(self_map_err(&self.iface, "offload"))
     }
 
-    fn program(&mut self) -> Result<&mut Xdp, XdpError> {
+    fn xdp_program(&mut self, name: &'static str) -> Result<&mut Xdp, XdpError> {
         let iface = self.iface.clone();
         let p = self
             .ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(XdpError::MissingMap { map: PROGRAM_NAME })?;
+            .program_mut(name)
+            .ok_or(XdpError::MissingMap { map: name })?;
         p.try_into().map_err(|e| XdpError::Program {
             iface,
             what: "not an XDP program",
@@ -174,6 +205,8 @@ impl Steering {
             side: self.side as u32,
             kernel_port_lo: lo,
             kernel_port_hi: hi,
+            slow_ifindex: self.slow.as_ref().map_or(0, |s| s.kernel_ifindex),
+            wire_ifindex: self.slow.as_ref().map_or(0, |s| s.wire_ifindex),
         };
         {
             let map = self
@@ -273,9 +306,13 @@ impl Steering {
         xsks.set(queue, fd, 0).map_err(self_map_err(&iface, "xsks"))
     }
 
-    /// Attach in driver mode, falling back to generic (skb) mode with a log line. A program
-    /// left attached through netlink (a crashed run of another loader, `ip link ... xdp`) is
-    /// removed first; bpf_link attachments of a crashed natfw are gone with its process.
+    /// Attach. Classic mode: `natfw_xdp` on the interface, in driver mode, falling back to
+    /// generic (skb) mode with a log line. Split mode: `natfw_back` on the veth pair's kernel
+    /// end, `natfw_slow` on its XDP end (driver mode, else generic), then `natfw_steer` on the
+    /// interface's tc ingress, last, so nothing is steered before the way to the socket is
+    /// there. A program left attached to the interface through netlink (a crashed run of
+    /// another loader, `ip link ... xdp`) is removed first; natfw's own bpf_link and TCX
+    /// attachments go with its process, however it ends.
     pub fn attach(&mut self) -> Result<XdpMode, XdpError> {
         let ifindex = crate::netlink::if_index(&self.iface).map_err(|source| XdpError::Detach {
             iface: self.iface.clone(),
@@ -286,35 +323,53 @@ impl Steering {
             source,
         })?;
         let iface = self.iface.clone();
-        if self.fast_path {
-            // tc before XDP: a packet XDP passes for the fast path must find tc there. TCX
-            // link (kernel >= 6.6): detached when this process ends, however it ends.
-            let tc = self.tc_program()?;
-            tc.attach(&iface, TcAttachType::Ingress)
-                .map_err(|e| XdpError::Program {
-                    iface: iface.clone(),
-                    what: "attaching the tc fast path (tc ingress, TCX: kernel >= 6.6; or set gateway.fast_path: false)",
-                    source: Box::new(e),
-                })?;
-        }
-        let prog = self.program()?;
-        let mode = match prog.attach(&iface, XdpMode::Driver) {
-            Ok(_) => XdpMode::Driver,
-            Err(e) => {
-                tracing::warn!(
-                    "{iface}: driver-mode XDP unavailable ({e}); using generic (skb) mode"
-                );
-                prog.attach(&iface, XdpMode::Skb)
-                    .map_err(|e| XdpError::Program {
-                        iface: iface.clone(),
-                        what: "attach",
-                        source: Box::new(e),
-                    })?;
-                XdpMode::Skb
+        let mode = match self.slow.clone() {
+            None => self.attach_xdp(PROGRAM_NAME, &iface)?,
+            Some(slow) => {
+                self.attach_tc(BACK_PROGRAM, &slow.kernel_end)?;
+                let mode = self.attach_xdp(SLOW_PROGRAM, &slow.xdp_end)?;
+                self.attach_tc(STEER_PROGRAM, &iface)?;
+                mode
             }
         };
         self.mode = Some(mode);
         Ok(mode)
+    }
+
+    fn attach_tc(&mut self, name: &'static str, dev: &str) -> Result<(), XdpError> {
+        let tc = self.tc_program(name)?;
+        // TCX link (kernel >= 6.6): detached when this process ends, however it ends.
+        tc.attach(dev, TcAttachType::Ingress)
+            .map_err(|e| XdpError::Program {
+                iface: dev.into(),
+                what: "attaching a tc ingress program (TCX: kernel >= 6.6; or set gateway.fast_path: false)",
+                source: Box::new(e),
+            })?;
+        Ok(())
+    }
+
+    fn attach_xdp(&mut self, name: &'static str, dev: &str) -> Result<XdpMode, XdpError> {
+        let prog = self.xdp_program(name)?;
+        match prog.attach(dev, XdpMode::Driver) {
+            Ok(_) => Ok(XdpMode::Driver),
+            Err(e) => {
+                tracing::warn!(
+                    "{dev}: driver-mode XDP unavailable ({e}); using generic (skb) mode"
+                );
+                prog.attach(dev, XdpMode::Skb)
+                    .map_err(|e| XdpError::Program {
+                        iface: dev.into(),
+                        what: "attach",
+                        source: Box::new(e),
+                    })?;
+                Ok(XdpMode::Skb)
+            }
+        }
+    }
+
+    /// Split mode's veth pair, if this side uses one.
+    pub fn slow_path(&self) -> Option<&SlowPath> {
+        self.slow.as_ref()
     }
 
     /// The mode the program is attached in, if attached.
@@ -327,62 +382,33 @@ impl Steering {
         &self.iface
     }
 
-    /// Run the loaded program once on `frame` in the kernel (`BPF_PROG_TEST_RUN`, no interface
-    /// needed) and return its XDP action (`XDP_DROP` = 1, `XDP_PASS` = 2, `XDP_REDIRECT` = 4).
-    /// A steered frame with no socket registered reports `XDP_DROP`. For tests and diagnostics.
+    /// Run the classic-mode XDP program once on `frame` in the kernel (`BPF_PROG_TEST_RUN`, no
+    /// interface needed) and return its XDP action (`XDP_DROP` = 1, `XDP_PASS` = 2,
+    /// `XDP_REDIRECT` = 4). A steered frame with no socket registered reports `XDP_DROP`. For
+    /// tests and diagnostics.
     pub fn test_run(&mut self, frame: &[u8]) -> std::io::Result<u32> {
         use std::os::fd::{AsFd, AsRawFd};
-        let prog = self
-            .program()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let other = |e: XdpError| std::io::Error::other(e.to_string());
+        let prog = self.xdp_program(PROGRAM_NAME).map_err(other)?;
         let fd = prog
             .fd()
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-            .as_fd()
-            .as_raw_fd();
-        // `union bpf_attr`, the `test` member (linux/bpf.h), zero-padded.
-        #[repr(C)]
-        #[derive(Default)]
-        struct TestAttr {
-            prog_fd: u32,
-            retval: u32,
-            data_size_in: u32,
-            data_size_out: u32,
-            data_in: u64,
-            data_out: u64,
-            repeat: u32,
-            duration: u32,
-            ctx_size_in: u32,
-            ctx_size_out: u32,
-            ctx_in: u64,
-            ctx_out: u64,
-            flags: u32,
-            cpu: u32,
-            batch_size: u32,
-            _pad: [u32; 9],
-        }
-        const BPF_PROG_TEST_RUN: libc::c_long = 10;
-        let mut attr = TestAttr {
-            prog_fd: fd as u32,
-            data_size_in: frame.len() as u32,
-            data_in: frame.as_ptr() as u64,
-            repeat: 1,
-            ..TestAttr::default()
-        };
-        // SAFETY: bpf(2) with a zero-initialised attr of sufficient size; `data_in` points to
-        // `frame`, valid for `data_size_in` bytes during the call; no output buffers are given.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &mut attr as *mut TestAttr,
-                std::mem::size_of::<TestAttr>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(attr.retval)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let fd = fd.as_fd().as_raw_fd();
+        test_run_fd(fd, frame)
+    }
+
+    /// Run split mode's `natfw_steer` once on `frame` in the kernel and return its tc action
+    /// (`TC_ACT_OK` = 0: the kernel's; `TC_ACT_SHOT` = 2; `TC_ACT_REDIRECT` = 7: to the slow
+    /// path or, with the `fastpath_forwarded` counter, translated by the fast path).
+    pub fn test_run_steer(&mut self, frame: &[u8]) -> std::io::Result<u32> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let other = |e: XdpError| std::io::Error::other(e.to_string());
+        let prog = self.tc_program(STEER_PROGRAM).map_err(other)?;
+        let fd = prog
+            .fd()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let fd = fd.as_fd().as_raw_fd();
+        test_run_fd(fd, frame)
     }
 
     /// Current counters, summed over CPUs.
@@ -409,4 +435,51 @@ fn self_map_err(iface: &str, map: &'static str) -> impl Fn(aya::maps::MapError) 
         map,
         source: Box::new(e),
     }
+}
+
+/// `BPF_PROG_TEST_RUN` of the program `fd` on `frame`: its return value.
+fn test_run_fd(fd: std::os::fd::RawFd, frame: &[u8]) -> std::io::Result<u32> {
+    // `union bpf_attr`, the `test` member (linux/bpf.h), zero-padded.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: [u32; 9],
+    }
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let mut attr = TestAttr {
+        prog_fd: fd as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: 1,
+        ..TestAttr::default()
+    };
+    // SAFETY: bpf(2) with a zero-initialised attr of sufficient size; `data_in` points to
+    // `frame`, valid for `data_size_in` bytes during the call; no output buffers are given.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_TEST_RUN,
+            &mut attr as *mut TestAttr,
+            std::mem::size_of::<TestAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(attr.retval)
 }
