@@ -199,7 +199,7 @@ pub fn embedded_default() -> Config {
             bypass: Vec::new(),
             allow_bypass_all: false,
             protected_bandwidth_mbps: None,
-            fast_path: false,
+            fast_path: true,
         },
         firewall: Firewall {
             enabled: true,
@@ -827,7 +827,7 @@ impl Dec {
             ],
         )?;
         let allow_bypass_all = self.opt_bool(&f, "allow_bypass_all", false);
-        let fast_path = self.opt_bool(&f, "fast_path", false);
+        let fast_path = self.opt_bool(&f, "fast_path", true);
         let name = self
             .required(&f, "name")
             .and_then(|n| self.string(n, "gateway.name"));

@@ -139,8 +139,10 @@ pub struct Gateway {
     pub allow_bypass_all: bool,
     /// The bandwidth the firewall is sized for, in Mbit/s (traffic trend views flag excess).
     pub protected_bandwidth_mbps: Option<u64>,
-    /// `fast_path` (default false): flows the engine has decided and finished inspecting are
-    /// forwarded in the kernel (tc-BPF) instead of crossing the engine packet by packet.
+    /// `fast_path` (default true): flows the engine has decided and finished inspecting are
+    /// forwarded in the kernel (tc-BPF) instead of crossing the engine packet by packet, and
+    /// the engine's packets reach it through a veth pair per side (split mode); false =
+    /// classic mode, XDP on the real interfaces and every packet through the engine.
     pub fast_path: bool,
 }
 

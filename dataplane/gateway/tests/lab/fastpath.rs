@@ -37,7 +37,7 @@ fn up(tag: &str) -> Option<Up> {
     let gi = lab.plan.host(HOST).expect("host").gateway;
     let g = lab.plan.gateways[gi].clone();
     let base = gateway_config_text(&g).expect("embedded config");
-    // The fast path is opt-in (`gateway.fast_path`, default false).
+    // The fast path is the default (`gateway.fast_path`); said explicitly all the same.
     assert!(!base.contains("fast_path"), "{base}");
     let base = base.replacen("gateway:\n", "gateway:\n  fast_path: true\n", 1);
     assert!(base.contains("fast_path: true"), "{base}");

@@ -529,10 +529,12 @@ impl Drop for Natfw {
     }
 }
 
-fn config(inside: &str, eip: &str, flow_log: &std::path::Path) -> String {
+/// `fast_path`: split mode (tc steering, veth slow path) or classic mode (XDP on in0/out0).
+fn config(inside: &str, eip: &str, flow_log: &std::path::Path, fast_path: bool) -> String {
     format!(
         "gateway:
   name: test-gw
+  fast_path: {fast_path}
   inside: {inside}
   outside: out0
   eips: [{eip}, \"2001:db8:1::1\"]
@@ -645,7 +647,7 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
     .enumerate()
     {
         let bad = dir.path().join(format!("bad{i}.yaml"));
-        std::fs::write(&bad, config(inside, eip, &flows)).unwrap();
+        std::fs::write(&bad, config(inside, eip, &flows, false)).unwrap();
         let mut p = Natfw::start(&net.gw, &bad, dir.path().join(format!("bad{i}.log")));
         let st = p.child.wait().expect("wait");
         assert_eq!(st.code(), Some(1), "{}", p.log());
@@ -675,8 +677,9 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
         }
     }
 
+    // Classic mode here (XDP on the interfaces); the ECMP test below runs split mode.
     let good = dir.path().join("natfw.yaml");
-    std::fs::write(&good, config("in0", "203.0.113.1", &flows)).unwrap();
+    std::fs::write(&good, config("in0", "203.0.113.1", &flows, false)).unwrap();
     // As under systemd: a notify socket and a watchdog of 1 s.
     let notify_path = dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
@@ -900,8 +903,9 @@ fn natfw_run_starts_with_ecmp_and_nexthop_object_default_routes() {
     let gw = net.gw.as_str();
     let dir = tempfile::tempdir().expect("temp dir");
     let flows = dir.path().join("flows.jsonl");
+    // Split mode (the default): tc steering, the engine behind veth pairs.
     let cfg = dir.path().join("natfw.yaml");
-    std::fs::write(&cfg, config("in0", "203.0.113.1", &flows)).unwrap();
+    std::fs::write(&cfg, config("in0", "203.0.113.1", &flows, true)).unwrap();
     let run_and_check = |what: &str, port: u16| {
         let mut p = Natfw::start(gw, &cfg, dir.path().join(format!("{what}.log")));
         p.wait_for("forwarding in0 <-> out0");
@@ -909,6 +913,14 @@ fn natfw_run_starts_with_ecmp_and_nexthop_object_default_routes() {
         check_snat_path_v6(&net, port + 1);
         let (st, log) = p.terminate();
         assert!(st.success(), "{what}: natfw exit {st}:\n{log}");
+        assert!(
+            log.contains("tc steering attached; slow path nfw-in-k -> nfw-in-x"),
+            "{what}: split mode:\n{log}"
+        );
+        // The slow-path veth pairs go with a clean stop.
+        for dev in ["nfw-in-k", "nfw-out-k"] {
+            assert!(link_show(gw, dev).is_empty(), "{what}: {dev} left behind");
+        }
     };
 
     // ECMP: two next hops out of out0 (both addresses of the server).
