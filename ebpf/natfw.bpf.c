@@ -505,6 +505,13 @@ int natfw_back(struct __sk_buff *skb)
 	const struct natfw_config *cfg = config_of();
 	if (!cfg || !cfg->wire_ifindex)
 		return TC_ACT_SHOT;
+	/* The engine sends unicast IPv4/IPv6 frames only; anything else on this veth is not its
+	 * (the pair has no addresses) and stays off the wire. */
+	void *data = (void *)(long)skb->data;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > (void *)(long)skb->data_end || (eth->h_dest[0] & 1) ||
+	    (eth->h_proto != bpf_htons(ETH_P_IP) && eth->h_proto != bpf_htons(ETH_P_IPV6)))
+		return TC_ACT_SHOT;
 	return bpf_redirect(cfg->wire_ifindex, 0);
 }
 

@@ -1,5 +1,6 @@
 //! The few questions `natfw run` asks the kernel over NETLINK_ROUTE — links, addresses, routes,
-//! neighbours, nexthop objects — and removing a stale XDP program, through netlink-packet-route
+//! neighbours, nexthop objects — removing a stale XDP program and making the slow-path veth
+//! pairs of split mode, through netlink-packet-route
 //! (messages) and netlink-sys (a synchronous socket). Default routes may be single-path,
 //! multipath (ECMP, `RTA_MULTIPATH`) or point at a nexthop object (`RTA_NH_ID`, `ip nexthop`),
 //! itself a gateway or a group of them; every path is reported.
@@ -14,8 +15,8 @@ use netlink_packet_core::{
     NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo as RtLinkInfo, LinkMessage,
-    LinkXdp,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo as RtLinkInfo, LinkMessage, LinkXdp,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -117,22 +118,10 @@ pub fn active_rx_queues(name: &str) -> io::Result<Option<u32>> {
     Ok(Some(ch[5] + ch[8]))
 }
 
-/// Turn generic receive offload on for interface `name` (the fast path: a veth carrying an
-/// XDP program keeps its peer from sending super-frames, GRO re-forms them before tc).
-/// Returns whether it was off.
-pub fn enable_gro(name: &str) -> io::Result<bool> {
-    const ETHTOOL_GGRO: u32 = 0x2b;
-    const ETHTOOL_SGRO: u32 = 0x2c;
-    if ethtool_value(name, ETHTOOL_GGRO, 0)? != 0 {
-        return Ok(false);
-    }
-    ethtool_value(name, ETHTOOL_SGRO, 1)?;
-    Ok(true)
-}
-
-/// Create the veth pair `a` <-> `b` with MTU `mtu` and bring both ends up, IPv6 off on both (no
-/// link-local address, no router solicitations: nothing of the kernel's own is sent on them).
-/// Fails with `AlreadyExists` when `a` exists.
+/// Create the veth pair `a` <-> `b` with MTU `mtu` and bring both ends up, with no IPv6
+/// address generated on either (no link-local address, so no neighbour or router solicitation:
+/// nothing of the kernel's own is sent on them). Netlink only, so it works where `/proc/sys`
+/// is read-only (containers). Fails with `AlreadyExists` when `a` exists.
 pub fn create_veth(a: &str, b: &str, mtu: u32) -> io::Result<()> {
     let mut peer = LinkMessage::default();
     peer.attributes.push(LinkAttribute::IfName(b.into()));
@@ -149,12 +138,20 @@ pub fn create_veth(a: &str, b: &str, mtu: u32) -> io::Result<()> {
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
     )?;
     for name in [a, b] {
-        let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-        // Absent when IPv6 is off system-wide: nothing to turn off then.
-        if std::path::Path::new(&path).exists() {
-            std::fs::write(&path, "1")?;
+        let index = if_index(name)?;
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes
+            .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+                vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+            )]));
+        match route_request(RouteNetlinkMessage::SetLink(m), NLM_F_REQUEST | NLM_F_ACK) {
+            Ok(_) => {}
+            // A kernel without IPv6 generates no IPv6 address anyway.
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
+            Err(e) => return Err(e),
         }
-        set_up(if_index(name)?)?;
+        set_up(index)?;
     }
     Ok(())
 }
