@@ -51,6 +51,21 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("natfw-pcap", &["natfw-engine"][..]),
         // The lab drives the `natfw` binary: no natfw crate.
         ("natfw-lab", &["clap", "ipnet", "serde", "serde_json"][..]),
+        // Benchmarks and the lab harness: the engine, the policy, captures and the lab (the
+        // harness drives the `natfw` binary through natfw-lab; its HTTPS client uses rustls).
+        // The replay benchmark reaches natfw-gateway as a dev-dependency only.
+        (
+            "natfw-bench",
+            &[
+                "natfw-policy",
+                "natfw-engine",
+                "natfw-pcap",
+                "natfw-lab",
+                "ipnet",
+                "serde_json",
+                "rustls",
+            ][..],
+        ),
     ])
 }
 
@@ -188,6 +203,61 @@ fn the_engine_forbids_unsafe_code() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dataplane/engine/src/lib.rs");
     let text = std::fs::read_to_string(lib).unwrap();
     assert!(text.contains("#![forbid(unsafe_code)]"));
+}
+
+/// No threads, files, sockets, processes, environment or clocks in the engine's source: it is
+/// given time and frames by its caller. One exception: `time::Timestamp::now`, a clock read the
+/// engine never calls, offered to callers at the I/O edge. (`l7/testpcap.rs` is a `cfg(test)`
+/// helper reading the corpus.)
+#[test]
+fn the_engine_source_has_no_threads_files_sockets_or_clocks() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dataplane/engine/src");
+    let needles = [
+        "std::thread",
+        "thread::spawn",
+        "std::fs",
+        "TcpStream",
+        "TcpListener",
+        "UdpSocket",
+        "UnixStream",
+        "UnixDatagram",
+        "std::process",
+        "std::env",
+        "Instant::now",
+        "SystemTime::now",
+        "Timestamp::now",
+    ];
+    let mut found = Vec::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if !rel.ends_with(".rs") || rel == "l7/testpcap.rs" {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (no, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for n in needles {
+                    // time.rs defines `Timestamp::now` (reading SystemTime) for callers.
+                    let allowed = rel == "time.rs" && n == "SystemTime::now";
+                    if code.contains(n) && !allowed {
+                        found.push(format!("dataplane/engine/src/{rel}:{}: {n}", no + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
 /// The repository carries its own contract (docs/CONTRACT.md, docs/PLATFORM.md): no file refers

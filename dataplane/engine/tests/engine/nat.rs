@@ -466,6 +466,54 @@ fn l4_drop_refuses_the_syn_with_an_rst_and_no_snat() {
     assert_eq!(recs[0].acl_rule_id.as_deref(), Some("no-telnet"));
 }
 
+/// Per-rule counters: the hit is credited when the rule decides the flow (its first packet
+/// here, an L4 rule), not when the flow ends; the flow's bytes are added when it ends.
+#[test]
+fn rule_hit_is_credited_at_the_decision_and_bytes_at_the_end() {
+    let mut c = cfg();
+    let mut rule = drop_port_rule(8080);
+    rule.name = "web-alt".into();
+    rule.action = RuleAction::Accept;
+    c.firewall.rules = vec![rule];
+    let (mut e, sink) = engine_with(&c, EngineOptions::default());
+    let policy = e.policy_handle().load_full();
+    let counter = |p: &CompiledPolicy| p.counters().get(Some(natfw_policy::RuleId(0))).get();
+    assert_eq!(counter(&policy).hits, 0);
+    let p = open(&mut e, t(0), [10, 0, 0, 1], 2000, 8080);
+    // Decided, still open: the hit is counted, no record yet, no bytes yet.
+    let now = counter(&policy);
+    assert_eq!(now.hits, 1);
+    assert_eq!(now.bytes, 0);
+    assert_eq!(now.last_hit_ns, Some(t(0).as_nanos()));
+    assert!(sink.take().is_empty());
+    let mut f = tcp(
+        [10, 0, 0, 1],
+        SERVER,
+        2000,
+        8080,
+        101,
+        Tcp::Psh,
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
+    assert_eq!(e.process(t(1), Side::Inside, &mut f), Verdict::Forward);
+    assert_eq!(counter(&policy).hits, 1, "one hit per flow, not per packet");
+    let mut f = tcp(SERVER, EIP, 8080, p, 501, Tcp::Rst, &[]);
+    assert_eq!(e.process(t(2), Side::Outside, &mut f), Verdict::Forward);
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].acl_rule_id.as_deref(), Some("web-alt"));
+    let end = counter(&policy);
+    assert_eq!(end.hits, 1);
+    assert_eq!(
+        end.bytes,
+        recs[0].out_packet_bytes + recs[0].in_packet_bytes,
+        "the ended flow's bytes are credited to its rule"
+    );
+    assert!(end.bytes > 0);
+    // The default action has its own counter, untouched here.
+    assert_eq!(policy.counters().get(None).get().hits, 0);
+}
+
 #[test]
 fn hot_reload_applies_to_new_flows() {
     let (mut e, sink) = engine();

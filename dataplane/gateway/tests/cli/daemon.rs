@@ -160,3 +160,37 @@ fn packaged_config_checks() {
         stderr(&o)
     );
 }
+
+/// Every unit in dist/ is packaged and runs the binary where the package installs it
+/// (`/usr/bin/natfw`).
+#[test]
+fn packaged_units_run_the_packaged_binary() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../");
+    let manifest = std::fs::read_to_string(format!("{root}dataplane/gateway/Cargo.toml")).unwrap();
+    let mut units: Vec<String> = std::fs::read_dir(format!("{root}dist"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".service"))
+        .collect();
+    units.sort();
+    assert!(units.len() >= 2, "{units:?}");
+    for unit in units {
+        let asset = format!("[\"../../dist/{unit}\", \"lib/systemd/system/{unit}\", \"644\"]");
+        assert!(
+            manifest.contains(&asset),
+            "{unit} is not in [package.metadata.deb] assets"
+        );
+        let text = std::fs::read_to_string(format!("{root}dist/{unit}")).unwrap();
+        let execs: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("ExecStart")?.split_once('=').map(|(_, c)| c))
+            .collect();
+        assert!(!execs.is_empty(), "{unit} has no ExecStart");
+        for cmd in execs {
+            assert!(
+                cmd.starts_with("/usr/bin/natfw "),
+                "{unit}: `{cmd}` does not run /usr/bin/natfw"
+            );
+        }
+    }
+}

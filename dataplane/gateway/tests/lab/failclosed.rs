@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use natfw_lab::{gateway_config_text, plan, GatewayMode, Lab, LabGuard, Options, Scenario};
 
+use super::support::metric;
+
 const T: Duration = Duration::from_secs(30);
 const ALLOWED: &str = "api.vendor.test";
 const ALLOWED_ADDR: &str = "203.0.113.11";
@@ -115,12 +117,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
 
 /// Wait (at most `within`) until `f` holds; returns whether it did.

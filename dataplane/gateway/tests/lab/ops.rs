@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use natfw_lab::{self, gateway_config_text, plan, GatewayMode, Lab, LabGuard, Options, Scenario};
 
+use super::support::metric;
+
 const METRICS: &str = "127.0.0.1:9109";
 const ADMIN: &str = "127.0.0.1:9443";
 
@@ -47,12 +49,6 @@ fn wait_for_log(log: &Path, needle: &str, child: &mut Child) -> String {
         assert!(Instant::now() < deadline, "no `{needle}` in:\n{out}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
 }
 
 #[test]

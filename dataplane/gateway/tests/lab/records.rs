@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use natfw_lab::{gateway_config_text, plan, GatewayMode, Lab, LabGuard, Options, Scenario};
+
+use super::support::metric;
 use serde_json::Value;
 
 /// The test's own TCP server in the internet namespace (a lab address nothing else listens
@@ -204,17 +206,6 @@ fn metrics(lab: &Lab, ns: &str) -> String {
         )
         .expect("curl metrics");
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix(series)?;
-            rest.starts_with(' ')
-                .then(|| rest.trim().parse::<f64>().ok())
-                .flatten()
-        })
-        .map_or(0, |v| v as u64)
 }
 
 /// Frames and bytes of the capture per direction: (to the server, from the server).

@@ -334,3 +334,42 @@ firewall:
         s.stop();
     }
 }
+
+/// `metrics.require_token: true`: the metrics listener (`/metrics` and `/healthz`) answers 401
+/// without the admin bearer token and serves the exposition with it.
+#[test]
+fn metrics_can_require_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let text = format!(
+        "{}metrics:\n  listen: \"127.0.0.2:0\"\n  require_token: true\n",
+        config("127.0.0.1:0", &token)
+    );
+    let (cfg, _) = natfw_gateway::admin::load("natfw.yaml", &text).expect("valid config");
+    assert!(cfg.metrics.as_ref().is_some_and(|m| m.require_token));
+    let engine = Engine::new(
+        &cfg,
+        GeoDb::embedded(),
+        Box::new(natfw_engine::engine::NullSink),
+    )
+    .unwrap();
+    let control = Arc::new(Control::new(
+        cfg.clone(),
+        "natfw.yaml".into(),
+        engine.policy_handle(),
+    ));
+    let servers = start_listeners(&cfg, &control).expect("listeners");
+    assert_eq!(servers.len(), 2, "admin and metrics listeners");
+    let murl = format!("http://{}", servers[1].addr);
+    for path in ["/metrics", "/healthz"] {
+        let (s, _) = call(&murl, "GET", path, None, None, None).unwrap();
+        assert_eq!(s, 401, "{path} without a token");
+        let (s, _) = call(&murl, "GET", path, Some("wrong-token"), None, None).unwrap();
+        assert_eq!(s, 401, "{path} with a wrong token");
+    }
+    let (s, b) = call(&murl, "GET", "/metrics", Some(TOKEN), None, None).unwrap();
+    assert_eq!(s, 200);
+    let text = String::from_utf8(b).unwrap();
+    assert!(text.contains("natfw_build_info"), "{text}");
+}
