@@ -449,6 +449,8 @@ pub struct Failover {
     pub rec_a: usize,
     pub rec_b: usize,
     pub rec_both: usize,
+    /// For each connection logged by both: the attempt and both records, in short.
+    pub both: Vec<String>,
     pub unaccounted: Vec<Attempt>,
     /// Unaccounted connections that ended more than [`RECORD_DELAY_MS`] before the kill, or
     /// after it (they should have a record): must be 0.
@@ -615,19 +617,40 @@ pub fn failover(ha: &mut HaLab, before: Duration, after: Duration) -> Result<Fai
                 .and_then(Value::as_u64)
                 .and_then(|p| u16::try_from(p).ok())
             {
-                ports[i].insert(p, s("action"));
+                let n = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+                let summary = format!(
+                    "{} {}..{} {} {} pkts {}/{}",
+                    s("action"),
+                    s("start_time"),
+                    s("end_time"),
+                    s("end_reason"),
+                    s("reason"),
+                    n("out_packet_count"),
+                    n("in_packet_count")
+                );
+                ports[i].insert(p, summary);
             }
         }
     }
     let ok: Vec<&Attempt> = attempts.iter().filter(|a| a.ok).collect();
     let (mut rec_a, mut rec_b, mut rec_both) = (0, 0, 0);
+    let mut both = Vec::new();
     let mut unaccounted = Vec::new();
     let mut unexplained = 0;
     for a in &ok {
         let Some(p) = a.src_port else { continue };
         let (ia, ib) = (ports[0].contains_key(&p), ports[1].contains_key(&p));
         match (ia, ib) {
-            (true, true) => rec_both += 1,
+            (true, true) => {
+                rec_both += 1;
+                both.push(format!(
+                    "port {p}: attempt {}..{} ms after the kill; gwa: {}; gwb: {}",
+                    a.start_ms as i64 - kill_ms as i64,
+                    a.end_ms as i64 - kill_ms as i64,
+                    ports[0][&p],
+                    ports[1][&p]
+                ));
+            }
             (true, false) => rec_a += 1,
             (false, true) => rec_b += 1,
             (false, false) => {
@@ -666,6 +689,7 @@ pub fn failover(ha: &mut HaLab, before: Duration, after: Duration) -> Result<Fai
         rec_a,
         rec_b,
         rec_both,
+        both,
         unaccounted,
         unexplained,
         wrong_snat,

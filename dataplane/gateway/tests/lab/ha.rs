@@ -47,7 +47,11 @@ fn ha_pair_fails_over_under_traffic() {
         "the capture saw nothing from the EIP (positive control)"
     );
     assert_eq!(f.wrong_snat, 0);
-    assert_eq!(f.rec_both, 0, "a connection logged by both gateways");
+    assert_eq!(
+        f.rec_both, 0,
+        "connections logged by both gateways: {:#?}",
+        f.both
+    );
     assert_eq!(
         f.unexplained, 0,
         "successful connections without a flow record: {:?}",
