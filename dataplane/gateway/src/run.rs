@@ -829,14 +829,17 @@ fn check_system(cfg: &Config) -> Result<System, RunError> {
     let port = |name: &str, side| -> Result<PortInfo, RunError> {
         let p = PortInfo::lookup(name, side).map_err(|e| pre(e.to_string()))?;
         let l = crate::netlink::link(p.ifindex).map_err(|e| pre(format!("{name}: {e}")))?;
-        // One AF_XDP socket per interface, on queue 0: frames the NIC spreads onto other
-        // queues would find no socket (the program drops them, fail-closed).
-        let queues = crate::netlink::active_rx_queues(name)
-            .map_err(|e| pre(format!("{name}: reading RX queues: {e}")))?;
-        if let Some(q @ 2..) = queues {
-            return Err(pre(format!(
-                "{name} has {q} RX queues; natfw run uses one (ethtool -L {name} rx 1 or combined 1)"
-            )));
+        // Classic mode: one AF_XDP socket per interface, on queue 0: frames the NIC spreads
+        // onto other queues would find no socket (the program drops them, fail-closed). Split
+        // mode takes every queue's packets at tc and binds its sockets to its own veth pairs.
+        if !cfg.gateway.fast_path {
+            let queues = crate::netlink::active_rx_queues(name)
+                .map_err(|e| pre(format!("{name}: reading RX queues: {e}")))?;
+            if let Some(q @ 2..) = queues {
+                return Err(pre(format!(
+                    "{name} has {q} RX queues; classic mode (gateway.fast_path: false) uses one (ethtool -L {name} rx 1 or combined 1)"
+                )));
+            }
         }
         if !l.up {
             return Err(pre(format!(

@@ -654,6 +654,17 @@ fn natfw_run_snats_tcp_and_ping_and_drops_unsolicited() {
         assert!(p.log().contains(want), "want `{want}`:\n{}", p.log());
     }
 
+    // Split mode takes every RX queue at tc: a multi-queue inside interface is fine there.
+    let split = dir.path().join("split-mq.yaml");
+    std::fs::write(&split, config("mq0", "203.0.113.1", &flows, true)).unwrap();
+    let mut p = Natfw::start(&net.gw, &split, dir.path().join("split-mq.log"));
+    p.wait_for("forwarding mq0 <-> out0");
+    let (st, log) = p.terminate();
+    assert!(
+        st.success(),
+        "split mode on a 2-queue interface: {st}:\n{log}"
+    );
+
     // A program left attached (by a crashed loader) is replaced.
     let obj = dir.path().join("stale.o");
     std::fs::write(&obj, natfw_gateway::xdp::PROGRAM).unwrap();
