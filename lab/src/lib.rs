@@ -438,6 +438,7 @@ impl Lab {
             "nginx-fastcgi",
             "nginx-uwsgi",
             "nginx-scgi",
+            servers::DOWNLOAD_DIR,
         ] {
             std::fs::create_dir_all(d.join(t)).map_err(|e| err("mkdir", e))?;
         }

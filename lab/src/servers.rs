@@ -12,8 +12,13 @@ use super::plan::{DNS_ADDR, WEB_NAMES};
 pub const ACCESS_LOG_FORMAT: &str =
     "$remote_addr $host $server_addr $scheme \"$request\" $status $request_length";
 
+/// Folder of the state directory whose files every web name serves under `/download/` (the
+/// lab harness puts its large download there; empty otherwise).
+pub const DOWNLOAD_DIR: &str = "download";
+
 /// nginx.conf for the internet namespace: every web name on its own address, HTTP on 80 and
-/// HTTPS on 443 with the lab certificate; each answers `<name> ok`.
+/// HTTPS on 443 with the lab certificate; each answers `<name> ok`, and serves the files of
+/// [`DOWNLOAD_DIR`] under `/download/`.
 pub fn nginx_conf(dir: &Path) -> String {
     let d = dir.display();
     let mut s = String::new();
@@ -46,6 +51,7 @@ pub fn nginx_conf(dir: &Path) -> String {
              \x20   listen {a}:443 ssl;\n\
              \x20   server_name {n};\n\
              \x20   location / {{ return 200 \"{n} ok\\n\"; }}\n\
+             \x20   location /download/ {{ alias {d}/{DOWNLOAD_DIR}/; }}\n\
              \x20 }}\n",
             a = w.addr,
             n = w.name

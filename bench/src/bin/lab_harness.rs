@@ -8,7 +8,11 @@
 //! (one TCP connection each, several client threads), HTTPS connections/s (new TLS connection
 //! with SNI per request, `https_rate`, 8 threads; natfw inspects every SNI) and the machine's
 //! CPU time per HTTPS connection (all cores, from /proc/stat, same load), UDP echo round-trip
-//! latency p50/p99 (an established flow).
+//! latency p50/p99 (an established flow), a 60-byte UDP queued-burst drain in Mpps
+//! (`udp_drain_60b`, see [`udp_drain`]) and one large HTTPS download in Gbit/s
+//! (`https_download`, [`DOWNLOAD_BYTES`] from nginx with `curl`, see [`https_download`]).
+//! natfw runs one packet worker: a "natfw with 2 workers" row cannot be measured and is
+//! printed as n/a.
 //! Repeats interleave the two gateways (ABBA order) and the table shows medians, the spread
 //! (min–max) and natfw/nftables ratios. Everything is bounded in count and time; all traffic
 //! stays inside the lab's namespaces. Root only.
@@ -103,15 +107,41 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// One metric: name, unit, and whether bigger is better.
-const METRICS: [(&str, &str, bool); 7] = [
+const METRICS: [(&str, &str, bool); 9] = [
     ("tcp_1_stream", "Gbit/s", true),
     ("tcp_8_streams", "Gbit/s", true),
     ("http_conn_rate", "req/s", true),
     ("https_conn_rate", "conn/s", true),
     ("https_cpu_per_conn", "us", false),
+    ("https_download", "Gbit/s", true),
     ("udp_rtt_p50", "us", false),
     ("udp_rtt_p99", "us", false),
+    ("udp_drain_60b", "Mpps", true),
 ];
+
+/// Size of the `https_download` file: 2 GiB (a sparse file in the lab's state directory, so
+/// it costs no memory; nginx reads zeros and encrypts them).
+const DOWNLOAD_BYTES: u64 = 2 << 30;
+/// Name of the download under nginx's `/download/`.
+const DOWNLOAD_FILE: &str = "large.bin";
+/// The download may take this long before it counts as failed.
+const DOWNLOAD_MAX_SECS: u64 = 90;
+
+/// Datagrams queued for one `udp_drain_60b` measurement (about 1 KiB of kernel memory each
+/// while held).
+const DRAIN_PACKETS: u64 = 400_000;
+/// The drain flow: one UDP flow from the test host to the iperf server's address, this port.
+const DRAIN_PORT: u16 = 9000;
+/// Its source port (fixed: every datagram of the warm-up, the burst and the kick is one flow).
+const DRAIN_SPORT: u16 = 40000;
+/// Warm-up datagrams sent through the open link before the burst: they create the flow in
+/// every gateway (conntrack entry, natfw's decision and fast-path entry).
+const DRAIN_WARMUP: u64 = 32;
+/// `net.core.netdev_max_backlog` during the drain (global, restored right after): the
+/// non-NAPI veth path queues every hop on the per-CPU backlog, and the default (1000)
+/// overflows when a whole queue is released at once.
+const DRAIN_BACKLOG: &str = "2000000";
+const BACKLOG_SYSCTL: &str = "/proc/sys/net/core/netdev_max_backlog";
 
 type Samples = BTreeMap<&'static str, Vec<f64>>;
 
@@ -217,16 +247,21 @@ fn machine_busy_us() -> Option<f64> {
     Some(busy * 10_000.0)
 }
 
+/// A helper binary of this crate, next to `lab_harness`.
+fn sibling_bin(name: &str) -> Result<String, String> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join(name)))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| {
+            format!("{name} binary not next to lab_harness (cargo build --release -p natfw-bench)")
+        })
+}
+
 /// HTTPS connections/s and machine CPU µs per connection.
 fn https_rate(lab: &Lab, seconds: u32) -> Result<(f64, f64), String> {
-    let bin = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("https_rate")))
-        .filter(|p| p.is_file())
-        .ok_or(
-            "https_rate binary not next to lab_harness (cargo build --release -p natfw-bench)",
-        )?;
-    let bin = bin.display().to_string();
+    let bin = sibling_bin("https_rate")?;
     let web = plan::WEB_NAMES[0];
     let to = format!("{}:443", web.addr);
     let ca = lab.ca_cert().display().to_string();
@@ -377,8 +412,321 @@ fn udp_rtt(lab: &Lab) -> Result<(f64, f64), String> {
     }
 }
 
+/// Run `args` in namespace `ns`; stdout on success, the error otherwise.
+fn ns_run(lab: &Lab, ns: &str, args: &[&str], timeout: Duration) -> Result<String, String> {
+    let o = lab.exec(ns, args, timeout).map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(format!(
+            "{} exited {}: {}",
+            args.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// One large HTTPS download through the gateway: `curl` in the test host fetches
+/// [`DOWNLOAD_BYTES`] from nginx (lab CA checked, SNI the web name: natfw decides on it, then
+/// offloads the flow) into /dev/null; Gbit/s from curl's byte count and total time (TLS
+/// handshake included).
+fn https_download(lab: &Lab) -> Result<f64, String> {
+    let dir = lab.dir.join(natfw_lab::servers::DOWNLOAD_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{dir:?}: {e}"))?;
+    let file = dir.join(DOWNLOAD_FILE);
+    // Sparse: a hole of DOWNLOAD_BYTES reads as zeros without using memory.
+    let f = std::fs::File::create(&file).map_err(|e| format!("{file:?}: {e}"))?;
+    f.set_len(DOWNLOAD_BYTES)
+        .map_err(|e| format!("{file:?}: {e}"))?;
+    drop(f);
+    let web = plan::WEB_NAMES[0];
+    let url = format!("https://{}/download/{DOWNLOAD_FILE}", web.name);
+    let resolve = format!("{}:443:{}", web.name, web.addr);
+    let ca = lab.ca_cert().display().to_string();
+    let max = DOWNLOAD_MAX_SECS.to_string();
+    let out = host_exec(
+        lab,
+        &[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            "--max-time",
+            &max,
+            "-w",
+            "%{http_code} %{size_download} %{time_total}",
+            &url,
+        ],
+        Duration::from_secs(DOWNLOAD_MAX_SECS + 10),
+    );
+    let _ = std::fs::remove_file(&file);
+    let out = out?;
+    let f: Vec<&str> = out.split_whitespace().collect();
+    let (code, size, secs) = match f.as_slice() {
+        [c, s, t] => (
+            *c,
+            s.parse::<u64>().unwrap_or(0),
+            t.parse::<f64>().unwrap_or(0.0),
+        ),
+        _ => return Err(format!("curl: unexpected output {out:?}")),
+    };
+    if code != "200" || size != DOWNLOAD_BYTES || secs <= 0.0 {
+        return Err(format!(
+            "curl: status {code}, {size} of {DOWNLOAD_BYTES} bytes in {secs} s"
+        ));
+    }
+    Ok(size as f64 * 8.0 / secs / 1e9)
+}
+
+/// Restores `net.core.netdev_max_backlog` (a global sysctl: there is no per-namespace one)
+/// when dropped.
+struct BacklogGuard(Option<String>);
+
+impl BacklogGuard {
+    fn raise() -> Result<BacklogGuard, String> {
+        let old = std::fs::read_to_string(BACKLOG_SYSCTL)
+            .map_err(|e| format!("{BACKLOG_SYSCTL}: {e}"))?;
+        std::fs::write(BACKLOG_SYSCTL, DRAIN_BACKLOG)
+            .map_err(|e| format!("{BACKLOG_SYSCTL}: {e}"))?;
+        Ok(BacklogGuard(Some(old.trim().to_string())))
+    }
+}
+
+impl Drop for BacklogGuard {
+    fn drop(&mut self) {
+        if let Some(old) = self.0.take() {
+            if let Err(e) = std::fs::write(BACKLOG_SYSCTL, &old) {
+                eprintln!("lab_harness: restoring {BACKLOG_SYSCTL}={old}: {e}");
+            }
+        }
+    }
+}
+
+/// The drain's sink in the internet namespace; killed (it is our child) when dropped.
+struct Sink {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Sink {
+    fn start(lab: &Lab, bin: &str, counter: &str) -> Result<Sink, String> {
+        use std::io::BufRead as _;
+        use std::process::{Command, Stdio};
+        let bind = format!("{}:{DRAIN_PORT}", plan::IPERF_ADDR);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", lab.plan.inet_ns(), bin, "sink"])
+            .args(["--bind", &bind, "--counter", counter])
+            .args(["--idle-ms", "300", "--wait-s", "20", "--interval-us", "500"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("udp_burst sink: {e}"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let sink = Sink { child, lines: rx };
+        match sink.lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(l) if l.trim() == "ready" => Ok(sink),
+            Ok(l) => Err(format!("udp_burst sink: {l}")),
+            Err(_) => Err("udp_burst sink not ready in 10 s".into()),
+        }
+    }
+
+    fn go(&mut self) -> Result<(), String> {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().ok_or("sink stdin")?;
+        stdin
+            .write_all(b"go\n")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("sink stdin: {e}"))
+    }
+
+    fn result(&mut self, timeout: Duration) -> Result<Value, String> {
+        let l = self
+            .lines
+            .recv_timeout(timeout)
+            .map_err(|_| "udp_burst sink: no result (nothing arrived?)".to_string())?;
+        serde_json::from_str(&l).map_err(|e| format!("udp_burst sink {l:?}: {e}"))
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `udp_burst send` in the test host; its JSON.
+fn udp_send(lab: &Lab, bin: &str, count: u64) -> Result<Value, String> {
+    let to = format!("{}:{DRAIN_PORT}", plan::IPERF_ADDR);
+    let (sport, n) = (DRAIN_SPORT.to_string(), count.to_string());
+    let out = host_exec(
+        lab,
+        &[
+            bin,
+            "send",
+            "--to",
+            &to,
+            "--sport",
+            &sport,
+            "--count",
+            &n,
+            "--timeout-ms",
+            "2000",
+        ],
+        Duration::from_secs(30),
+    )?;
+    let v: Value = serde_json::from_str(out.trim()).map_err(|e| format!("udp_burst send: {e}"))?;
+    let sent = v.get("sent").and_then(Value::as_u64).unwrap_or(0);
+    if sent != count {
+        return Err(format!("udp_burst send: {sent} of {count} sent ({v})"));
+    }
+    Ok(v)
+}
+
+/// 60-byte UDP queued-burst drain, in Mpps. One generator cannot saturate a gateway, so the
+/// burst is queued first and released at once:
+/// 1. [`DRAIN_WARMUP`] datagrams of the flow go through the open link (the flow is created in
+///    every gateway; natfw's first packets go through its engine, which decides the flow and
+///    offloads it to the kernel fast path, so the burst measures a decided, offloaded flow);
+/// 2. a tbf qdisc with a rate of 8 bit/s on the test host's `eth0` (one tx queue) holds the
+///    [`DRAIN_PACKETS`] datagrams of the same flow (same 5-tuple);
+/// 3. the tbf's rate is raised to 100 Gbit/s and one more datagram kicks the queue: the kernel
+///    dequeues the whole backlog at once, on one CPU;
+/// 4. the sink in the internet namespace (a bound, never-read socket: no ICMP errors) times the
+///    gateway's internet-side veth peer's `rx_packets` from its first change until it has not
+///    moved for 300 ms. Mpps = packets counted / that time (drops lower the count, not the
+///    time).
+///
+/// `net.core.netdev_max_backlog` is raised for the measurement and restored after it.
+fn udp_drain(lab: &Lab) -> Result<(f64, Value), String> {
+    let bin = sibling_bin("udp_burst")?;
+    let h = lab.plan.host(HOST).ok_or("no test host")?;
+    let g = &lab.plan.gateways[h.gateway];
+    let server_if = lab
+        .plan
+        .links
+        .iter()
+        .find(|l| l.a_ns == g.ns && l.a_if == "outside0")
+        .map(|l| l.b_if.clone())
+        .ok_or("no outside link of the test gateway")?;
+    let counter = format!("/sys/class/net/{server_if}/statistics/rx_packets");
+    let ns = h.ns.clone();
+    let t = Duration::from_secs(10);
+    let _ = ns_run(lab, &ns, &["tc", "qdisc", "del", "dev", "eth0", "root"], t);
+    udp_send(lab, &bin, DRAIN_WARMUP)?;
+    // Time for the engine to decide the flow and install its fast-path entry.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sink = Sink::start(lab, &bin, &counter)?;
+    let _backlog = BacklogGuard::raise()?;
+    let r = (|| {
+        ns_run(
+            lab,
+            &ns,
+            &[
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "eth0",
+                "root",
+                "handle",
+                "1:",
+                "tbf",
+                "rate",
+                "8bit",
+                "burst",
+                "100",
+                "limit",
+                "100000000",
+            ],
+            t,
+        )?;
+        let sent = udp_send(lab, &bin, DRAIN_PACKETS)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let q = ns_run(lab, &ns, &["tc", "-s", "qdisc", "show", "dev", "eth0"], t)?;
+        // "backlog 24000000b 400000p requeues 0"
+        let queued = q
+            .split_whitespace()
+            .skip_while(|w| *w != "backlog")
+            .nth(2)
+            .and_then(|p| p.strip_suffix('p'))
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(0);
+        // The sink watches from now: the change below or the kick starts the drain.
+        sink.go()?;
+        std::thread::sleep(Duration::from_millis(100));
+        ns_run(
+            lab,
+            &ns,
+            &[
+                "tc",
+                "qdisc",
+                "change",
+                "dev",
+                "eth0",
+                "root",
+                "handle",
+                "1:",
+                "tbf",
+                "rate",
+                "100gbit",
+                "burst",
+                "10mb",
+                "limit",
+                "100000000",
+            ],
+            t,
+        )?;
+        udp_send(lab, &bin, 1)?;
+        let v = sink.result(Duration::from_secs(45))?;
+        Ok::<_, String>((sent, queued, v))
+    })();
+    let _ = ns_run(lab, &ns, &["tc", "qdisc", "del", "dev", "eth0", "root"], t);
+    let (sent, queued, v) = r?;
+    let delta = v.get("delta").and_then(Value::as_u64).unwrap_or(0);
+    let pps = v.get("pps").and_then(Value::as_f64).unwrap_or(0.0);
+    if queued < DRAIN_PACKETS / 2 {
+        return Err(format!(
+            "only {queued} of {DRAIN_PACKETS} datagrams were held in the qdisc"
+        ));
+    }
+    if delta < queued / 10 || pps <= 0.0 {
+        return Err(format!(
+            "{delta} of {queued} queued datagrams arrived ({v})"
+        ));
+    }
+    let detail = json!({
+        "queued": queued,
+        "delivered": delta,
+        "dur_s": v.get("dur_s"),
+        "send_seconds": sent.get("seconds"),
+    });
+    Ok((pps / 1e6, detail))
+}
+
 /// One round of every metric with the gateway in `mode`; failures are reported and skipped.
-fn measure(lab: &mut Lab, mode: Mode, a: &Args, s: &mut Samples, errors: &mut Vec<String>) {
+fn measure(
+    lab: &mut Lab,
+    mode: Mode,
+    a: &Args,
+    s: &mut Samples,
+    errors: &mut Vec<String>,
+    details: &mut Vec<Value>,
+) {
     let name = mode_name(mode);
     let gw_mode = match mode {
         Mode::Nftables | Mode::TcBpf => GatewayMode::Kernel,
@@ -446,13 +794,25 @@ fn measure(lab: &mut Lab, mode: Mode, a: &Args, s: &mut Samples, errors: &mut Ve
             Err(e) => note("https_conn_rate", Err(e), s),
         }
     }
+    if want("https_download") {
+        note("https_download", https_download(lab), s);
+    }
     if want("udp_rtt_p50") || want("udp_rtt_p99") {
         match udp_rtt(lab) {
             Ok((p50, p99)) => {
                 note("udp_rtt_p50", Ok(p50), s);
                 note("udp_rtt_p99", Ok(p99), s);
             }
-            Err(e) => errors.push(format!("{name} udp_rtt: {e}")),
+            Err(e) => note("udp_rtt", Err(e), s),
+        }
+    }
+    if want("udp_drain_60b") {
+        match udp_drain(lab) {
+            Ok((mpps, d)) => {
+                note("udp_drain_60b", Ok(mpps), s);
+                details.push(json!({"mode": name, "metric": "udp_drain_60b", "detail": d}));
+            }
+            Err(e) => note("udp_drain_60b", Err(e), s),
         }
     }
     if mode == Mode::TcBpf {
@@ -469,6 +829,17 @@ fn measure(lab: &mut Lab, mode: Mode, a: &Args, s: &mut Samples, errors: &mut Ve
             eprintln!("lab_harness: {g}: {}", io.trim());
         }
     }
+}
+
+/// Why the "natfw with 2 workers" row is n/a.
+const NO_WORKERS_2: &str = "natfw runs one packet worker; 2 workers cannot be measured";
+
+/// `/proc/loadavg`'s three averages (the machine is shared: the load explains a spread).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "n/a".into())
 }
 
 fn mode_name(m: Mode) -> &'static str {
@@ -533,6 +904,8 @@ fn main() -> ExitCode {
     let modes = MODES;
     let mut samples: BTreeMap<&str, Samples> = BTreeMap::new();
     let mut errors = Vec::new();
+    let mut details = Vec::new();
+    let load_start = loadavg();
     for r in 0..a.repeats {
         // ABBA: alternate which gateway goes first so drifts (steal time, caches) even out.
         let order: Vec<Mode> = if r % 2 == 0 {
@@ -548,17 +921,21 @@ fn main() -> ExitCode {
                 mode_name(m)
             );
             let s = samples.entry(mode_name(m)).or_default();
-            measure(&mut lab, m, &a, s, &mut errors);
+            measure(&mut lab, m, &a, s, &mut errors, &mut details);
         }
     }
     lab.0.down();
+    let load_end = loadavg();
 
     let fmt = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{x:.2}"));
     println!(
         "\nlab_harness: scenario 1 test host -> gateway -> internet; {} repeats (ABBA), medians; \
-         iperf3 {} s; HTTP 4 threads; HTTPS 8 threads (SNI); UDP 3000 x 64 B round trips; tx csum offload {}",
+         iperf3 {} s; HTTP 4 threads; HTTPS 8 threads (SNI); HTTPS download {} MiB; UDP 3000 x 64 B \
+         round trips; UDP drain {} x 60 B; tx csum offload {}",
         a.repeats,
         a.seconds,
+        DOWNLOAD_BYTES >> 20,
+        DRAIN_PACKETS,
         if a.tx_csum_off { "off" } else { "on" }
     );
     println!(
@@ -600,6 +977,11 @@ fn main() -> ExitCode {
             "ratio_natfw_over_tc_bpf": r_nt,
         }));
     }
+    println!(
+        "{:<19} {:>7} {:>10} {:>10} {:>10}   {NO_WORKERS_2}",
+        "natfw_2_workers", "-", "-", "-", "n/a"
+    );
+    println!("load average (1/5/15 min): {load_start} at start, {load_end} at end");
     for e in &errors {
         println!("error: {e}");
     }
@@ -611,6 +993,10 @@ fn main() -> ExitCode {
             "iperf_seconds": a.seconds,
             "tx_csum_off": a.tx_csum_off,
             "metrics": rows,
+            "not_measured": [{"metric": "natfw with 2 workers", "reason": NO_WORKERS_2}],
+            "details": details,
+            "loadavg_start": load_start,
+            "loadavg_end": load_end,
             "errors": errors,
         });
         let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
