@@ -64,6 +64,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
                 "ipnet",
                 "serde_json",
                 "rustls",
+                "libc",
             ][..],
         ),
     ])
