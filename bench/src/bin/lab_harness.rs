@@ -56,6 +56,8 @@ struct Args {
     seconds: u32,
     json: Option<PathBuf>,
     tx_csum_off: bool,
+    /// Measure natfw in classic mode (`gateway.fast_path: false`) instead of split mode.
+    classic: bool,
     /// Metrics to measure (all by default): one at a time is quicker when tuning one path.
     only: Vec<String>,
 }
@@ -70,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 3,
         json: None,
         tx_csum_off: false,
+        classic: false,
         only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -81,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => a.seconds = val()?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--json" => a.json = Some(PathBuf::from(val()?)),
             "--tx-csum-off" => a.tx_csum_off = true,
+            "--classic" => a.classic = true,
             "--only" => {
                 for m in val()?.split(',') {
                     // udp_rtt measures both percentiles.
@@ -94,7 +98,7 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "lab_harness [--repeats N (1-9)] [--seconds S (1-30)] [--json PATH] \
-                     [--natfw PATH] [--tx-csum-off] [--only METRIC,...]"
+                     [--natfw PATH] [--tx-csum-off] [--classic] [--only METRIC,...]"
                 );
                 std::process::exit(0);
             }
@@ -745,13 +749,21 @@ fn measure(
     }
     if mode == Mode::Natfw {
         let gi = lab.plan.host(HOST).map_or(0, |h| h.gateway);
-        // natfw as measured: with its kernel fast path (opt-in in the product's config).
+        // natfw as measured: split mode with the kernel fast path (the default), said
+        // explicitly; `--classic` measures classic mode (XDP on the interfaces).
+        let fast_path = if a.classic { "false" } else { "true" };
         let text = lab
             .plan
             .gateways
             .get(gi)
             .and_then(natfw_lab::gateway_config_text)
-            .map(|t| t.replacen("gateway:\n", "gateway:\n  fast_path: true\n", 1));
+            .map(|t| {
+                t.replacen(
+                    "gateway:\n",
+                    &format!("gateway:\n  fast_path: {fast_path}\n"),
+                    1,
+                )
+            });
         let started = match text {
             Some(t) => lab.start_natfw_with(gi, &t),
             None => lab.start_natfw(gi),
