@@ -282,10 +282,12 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let io_stats = Arc::new(Mutex::new(IoStats::default()));
     // Turns of the worker's loop: the systemd watchdog is fed only while it moves.
     let heartbeat = Arc::new(AtomicU64::new(0));
-    // Set before `stop` when the offloaded flows are to be handed over instead of ended.
+    // The worker's own stop (not the signals' flag): the main thread decides, after the
+    // signal, whether the offloaded flows are handed over (`hand_over`, set before it).
+    let worker_stop = Arc::new(AtomicBool::new(false));
     let hand_over = Arc::new(AtomicBool::new(false));
     let worker = {
-        let stop = Arc::clone(&stop);
+        let stop = Arc::clone(&worker_stop);
         let hand_over = Arc::clone(&hand_over);
         let heartbeat = Arc::clone(&heartbeat);
         let io_stats = Arc::clone(&io_stats);
@@ -345,7 +347,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         Ok(())
     })();
     if let Err(e) = attach {
-        stop.store(true, Ordering::Relaxed);
+        worker_stop.store(true, Ordering::Relaxed);
         let _ = worker.join();
         return Err(e);
     }
@@ -425,7 +427,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     // steer to the engine once the veth pairs are gone).
     drop(steer_in);
     drop(steer_out);
-    stop.store(true, Ordering::Relaxed);
+    worker_stop.store(true, Ordering::Relaxed);
     let (stats, handed) = worker
         .join()
         .map_err(|_| RunError::Other("data-path thread panicked".into()))?;

@@ -10,6 +10,7 @@ mod fastpath;
 mod ha;
 mod ops;
 mod records;
+mod restart;
 mod topology;
 
 /// Lab tests run two at a time and a lab's namespaces are named after its tag: two tests with
