@@ -9,8 +9,9 @@
 //! register them and attach XDP. The main thread then logs, reloads the policy on SIGHUP (see
 //! [`crate::admin`]), applies admin-API bypass changes, publishes counters to the admin/metrics
 //! listeners and waits for SIGINT/SIGTERM, after which XDP is detached, the worker stops, the
-//! engine shuts down (every flow ends with `shutdown`), the last emits go out and the flow log
-//! is flushed. The nftables tables stay: until the next `natfw run` the guard keeps SNAT-bound
+//! engine shuts down (every flow ends with `shutdown`; with the fast path and pinned tables the
+//! offloaded flows are handed over instead, see [`crate::handover`]), the last emits go out
+//! and the flow log is flushed. The nftables tables stay: until the next `natfw run` the guard keeps SNAT-bound
 //! traffic from being forwarded untranslated (see docs/OPERATIONS.md "Failure modes").
 
 use std::net::IpAddr;
