@@ -338,8 +338,13 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             match s.slow_path() {
                 None => log(&format!("{}: XDP attached ({mode:?} mode)", s.iface())),
                 Some(p) => log(&format!(
-                    "{}: tc steering attached; slow path {} -> {} (XDP {mode:?} mode)",
+                    "{}: tc steering attached{}; slow path {} -> {} (XDP {mode:?} mode)",
                     s.iface(),
+                    if s.adopted_link() {
+                        " (took over the link the previous run pinned)"
+                    } else {
+                        ""
+                    },
                     p.kernel_end,
                     p.xdp_end
                 )),

@@ -2,7 +2,8 @@
 //! again under a running iperf3 stream and a held-open HTTPS connection that keeps making
 //! requests. Both survive: the pinned steering links forward their offloaded packets while no
 //! natfw runs, the new run adopts the flows from the handover file, and each flow gets exactly
-//! one end record whose counters cover the whole flow.
+//! one end record whose counters cover the whole flow. A new connection tried while no natfw
+//! runs gets nowhere (fail closed).
 //!
 //! Root only (prints `SKIP` otherwise); own namespace tag (`natfw-rs1-*`); the pins live on a
 //! bpffs mounted in the lab's state directory.
@@ -201,13 +202,38 @@ s.close()
     );
     let stopped_at = Instant::now();
     let between = flow_records(&lab);
-    // While no natfw runs the kernel keeps forwarding them.
-    std::thread::sleep(Duration::from_secs(2));
+    // While no natfw runs the kernel keeps forwarding them, and admits nothing new: a new
+    // connection from the same host gets nowhere.
+    let web2 = plan::WEB_NAMES[1];
+    let probe = lab.host_exec(
+        HOST,
+        &[
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "2",
+            &format!("http://{}/", web2.addr),
+        ],
+        T,
+    );
+    assert!(
+        probe.as_ref().is_ok_and(|o| !o.status.success()),
+        "a new connection was forwarded while no natfw ran: {probe:?}"
+    );
     lab.start_natfw_with(gi, &cfg_text)
         .unwrap_or_else(|e| panic!("natfw run did not start again: {e}"));
     let restart = stopped_at.elapsed();
     let second_log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(second_log.contains("adopted 3 of 3 flows"), "{second_log}");
+    assert_eq!(
+        second_log
+            .matches("took over the link the previous run pinned")
+            .count(),
+        2,
+        "{second_log}"
+    );
     assert!(
         started.elapsed() + Duration::from_secs(5) < Duration::from_secs(secs),
         "the restart took {restart:?}: iperf3 ({secs} s) ended before it could be checked"
