@@ -89,6 +89,90 @@ fn wait_fastpath_flows(lab: &Lab, ns: &str, at_least: u64) {
     }
 }
 
+/// The held-open HTTPS connection: one request every 200 ms on the same TLS connection until
+/// `stop` exists (one more request then, `REQUESTS n`); a failure prints `FAILED n: why` and
+/// exits 3. Returns the child, its stdout and the client's port.
+fn https_client(
+    lab: &Lab,
+    host_ns: &str,
+    stop: &std::path::Path,
+    err: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    u16,
+) {
+    let web = plan::WEB_NAMES[0];
+    let py = format!(
+        r#"
+import os, socket, ssl, sys, time
+ctx = ssl.create_default_context(cafile="{ca}")
+raw = socket.create_connection(("{addr}", 443), timeout=10)
+s = ctx.wrap_socket(raw, server_hostname="{name}")
+f = s.makefile("rb")
+n = 0
+def one():
+    global n
+    s.sendall(b"GET / HTTP/1.1\r\nHost: {name}\r\n\r\n")
+    status = f.readline()
+    if not status.startswith(b"HTTP/1.1 200"):
+        raise OSError("bad status %r" % status)
+    length = 0
+    while True:
+        h = f.readline()
+        if h in (b"\r\n", b""):
+            break
+        if h.lower().startswith(b"content-length:"):
+            length = int(h.split(b":")[1])
+    f.read(length)
+    n += 1
+one()
+print("PORT", s.getsockname()[1], flush=True)
+try:
+    while not os.path.exists("{stop}"):
+        one()
+        time.sleep(0.2)
+    one()
+except Exception as e:
+    print("FAILED", n, ":", e, flush=True)
+    sys.exit(3)
+print("REQUESTS", n, flush=True)
+s.close()
+"#,
+        ca = lab.ca_cert().display(),
+        addr = web.addr,
+        name = web.name,
+        stop = stop.display(),
+    );
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", host_ns, "python3", "-c", &py])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(err).expect("stderr file"))
+        .spawn()
+        .expect("https client");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut text = String::new();
+    read_until(&mut out, "PORT", &mut text, err);
+    let port = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PORT ")?.trim().parse().ok())
+        .expect("https port");
+    (child, out, port)
+}
+
+/// Mount a bpffs on the lab's pin directory (unmounted when the guard drops).
+fn mount_bpf(lab: &Lab) -> BpfMount {
+    let bpf = lab.dir.join("bpf");
+    std::fs::create_dir_all(&bpf).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&bpf)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(mounted, "mounting a bpffs on {}", bpf.display());
+    BpfMount(bpf)
+}
+
 #[test]
 fn a_restart_under_an_iperf3_stream_and_a_held_open_https_connection_keeps_both() {
     if let Err(why) = natfw_lab::prerequisites() {
@@ -98,15 +182,7 @@ fn a_restart_under_an_iperf3_stream_and_a_held_open_https_connection_keeps_both(
     let mut o = Options::new(PathBuf::from(env!("CARGO_BIN_EXE_natfw")));
     o.mode = GatewayMode::Natfw;
     let mut lab = LabGuard(Lab::up(plan(Scenario::ProdTest, "rs1"), o).expect("lab up"));
-    let bpf = lab.dir.join("bpf");
-    std::fs::create_dir_all(&bpf).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "bpf", "bpf"])
-        .arg(&bpf)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(mounted, "mounting a bpffs on {}", bpf.display());
-    let _mount = BpfMount(bpf.clone());
+    let _mount = mount_bpf(&lab);
 
     let gi = lab.plan.host(HOST).expect("host").gateway;
     let g = lab.plan.gateways[gi].clone();
@@ -123,57 +199,9 @@ fn a_restart_under_an_iperf3_stream_and_a_held_open_https_connection_keeps_both(
     // until told to stop; any failure ends it with an error.
     let web = plan::WEB_NAMES[0];
     let stop_marker = lab.dir.join("restart-stop");
-    let py = format!(
-        r#"
-import os, socket, ssl, sys, time
-ctx = ssl.create_default_context(cafile="{ca}")
-raw = socket.create_connection(("{addr}", 443), timeout=10)
-s = ctx.wrap_socket(raw, server_hostname="{name}")
-f = s.makefile("rb")
-n = 0
-def one():
-    global n
-    s.sendall(b"GET / HTTP/1.1\r\nHost: {name}\r\n\r\n")
-    status = f.readline()
-    if not status.startswith(b"HTTP/1.1 200"):
-        sys.exit("bad status %r" % status)
-    length = 0
-    while True:
-        h = f.readline()
-        if h in (b"\r\n", b""):
-            break
-        if h.lower().startswith(b"content-length:"):
-            length = int(h.split(b":")[1])
-    f.read(length)
-    n += 1
-one()
-print("PORT", s.getsockname()[1], flush=True)
-while not os.path.exists("{stop}"):
-    one()
-    time.sleep(0.2)
-one()
-print("REQUESTS", n, flush=True)
-s.close()
-"#,
-        ca = lab.ca_cert().display(),
-        addr = web.addr,
-        name = web.name,
-        stop = stop_marker.display(),
-    );
-    let mut https = Command::new("ip")
-        .args(["netns", "exec", &host_ns, "python3", "-c", &py])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(lab.dir.join("https-client.err")).expect("stderr file"))
-        .spawn()
-        .expect("https client");
     let https_err = lab.dir.join("https-client.err");
-    let mut https_out = std::io::BufReader::new(https.stdout.take().expect("stdout"));
+    let (https, mut https_out, https_port) = https_client(&lab, &host_ns, &stop_marker, &https_err);
     let mut https_text = String::new();
-    read_until(&mut https_out, "PORT", &mut https_text, &https_err);
-    let https_port: u16 = https_text
-        .lines()
-        .find_map(|l| l.strip_prefix("PORT ")?.trim().parse().ok())
-        .expect("https port");
 
     // The iperf3 stream: long enough to outlast a restart of a debug build on a loaded box.
     let secs = 45;
@@ -330,4 +358,88 @@ s.close()
         ),
         "{h}"
     );
+}
+
+/// A restart with a changed policy does not adopt: the handed-over HTTPS flow gets its record
+/// at the new start (`shutdown`, its facts and counters kept), its kernel entries go, and its
+/// next request is reset instead of being forwarded under a policy that did not decide it.
+#[test]
+fn a_restart_with_a_changed_policy_ends_the_handed_over_flows_at_once() {
+    if let Err(why) = natfw_lab::prerequisites() {
+        eprintln!("SKIP lab restart test rs2: {why}");
+        return;
+    }
+    let mut o = Options::new(PathBuf::from(env!("CARGO_BIN_EXE_natfw")));
+    o.mode = GatewayMode::Natfw;
+    let mut lab = LabGuard(Lab::up(plan(Scenario::ProdTest, "rs2"), o).expect("lab up"));
+    let _mount = mount_bpf(&lab);
+    let gi = lab.plan.host(HOST).expect("host").gateway;
+    let g = lab.plan.gateways[gi].clone();
+    let host_ns = lab.plan.host(HOST).expect("host").ns.clone();
+    let base = gateway_config_text(&g).expect("embedded config");
+    let base = base.replacen("gateway:\n", "gateway:\n  fast_path: true\n", 1);
+    let cfg_text = format!("{base}metrics:\n  listen: \"{METRICS}\"\n");
+    let changed = cfg_text.replacen(
+        "description: test systems never talk to the payment partner",
+        "description: no payments from test systems",
+        1,
+    );
+    assert_ne!(changed, cfg_text);
+    lab.start_natfw_with(gi, &cfg_text)
+        .unwrap_or_else(|e| panic!("natfw run did not start: {e}"));
+    let _ = lab.exec(&g.ns, &["ip", "link", "set", "lo", "up"], T);
+    let log_path = lab.dir.join(format!("natfw-{}.log", g.name));
+    let stop_marker = lab.dir.join("restart-stop");
+    let err = lab.dir.join("https-client.err");
+    let (https, mut out, port) = https_client(&lab, &host_ns, &stop_marker, &err);
+    wait_fastpath_flows(&lab, &g.ns, 1);
+    for (gw, st) in lab.stop_natfw() {
+        assert!(st.is_some_and(|s| s.success()), "natfw on {gw}: {st:?}");
+    }
+    let first_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        first_log.contains("handed 1 offloaded flows over"),
+        "{first_log}"
+    );
+    lab.start_natfw_with(gi, &changed)
+        .unwrap_or_else(|e| panic!("natfw run did not start again: {e}"));
+    let second_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        second_log.contains("adopted 0 of 1 flows the previous run handed over (1 ended: the configuration changed)"),
+        "{second_log}"
+    );
+    let mut text = String::new();
+    read_until(&mut out, "FAILED", &mut text, &err);
+    let st = https.wait_with_output().expect("https client");
+    assert_eq!(st.status.code(), Some(3), "{text}");
+    for (gw, st) in lab.stop_natfw() {
+        assert!(st.is_some_and(|s| s.success()), "natfw on {gw}: {st:?}");
+    }
+    // Nothing offloaded at that stop: nothing is left pinned.
+    for side in ["inside", "outside"] {
+        let dir = lab.dir.join("bpf").join(side);
+        assert!(!dir.join("steer_link").exists(), "{}", dir.display());
+        assert!(!dir.join("offload").exists(), "{}", dir.display());
+    }
+    assert!(!lab.dir.join("handover").exists());
+    let recs = flow_records(&lab);
+    let h = end_records(&recs, port, 443);
+    assert_eq!(h.len(), 1, "HTTPS records: {h:#?}");
+    let h = h[0];
+    assert_eq!(
+        h.get("end_reason").and_then(Value::as_str),
+        Some("shutdown"),
+        "{h}"
+    );
+    assert_eq!(
+        h.get("domain").and_then(Value::as_str),
+        Some(plan::WEB_NAMES[0].name),
+        "{h}"
+    );
+    let requests: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("requests");
+    assert!(u64_of(h, "out_packet_count") >= requests, "{h}");
 }
