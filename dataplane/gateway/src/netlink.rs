@@ -131,7 +131,8 @@ pub fn enable_gro(name: &str) -> io::Result<bool> {
 }
 
 /// Create the veth pair `a` <-> `b` with MTU `mtu` and bring both ends up, IPv6 off on both (no
-/// link-local address, no router solicitations: nothing of the kernel's own is sent on them).
+/// link-local address, no router solicitations: nothing of the kernel's own is sent on them)
+/// and IPv4 forwarding off on both (nothing arriving on them is routed by the kernel).
 /// Fails with `AlreadyExists` when `a` exists.
 pub fn create_veth(a: &str, b: &str, mtu: u32) -> io::Result<()> {
     let mut peer = LinkMessage::default();
@@ -154,6 +155,11 @@ pub fn create_veth(a: &str, b: &str, mtu: u32) -> io::Result<()> {
         if std::path::Path::new(&path).exists() {
             std::fs::write(&path, "1")?;
         }
+        // No IPv4 forwarding of what arrives on them: a packet that reaches an end's stack
+        // (no program attached there any more while natfw stops, with the steering link
+        // pinned for a handover) is dropped, not routed untranslated past the guard, which
+        // only knows the real interfaces.
+        std::fs::write(format!("/proc/sys/net/ipv4/conf/{name}/forwarding"), "0")?;
         set_up(if_index(name)?)?;
     }
     Ok(())
