@@ -426,7 +426,8 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     log_counters(&steer_in, &steer_out, &io_stats);
     // Split mode with pinned tables: the steering links stay (pinned), so the kernel keeps
     // forwarding the offloaded flows, which the engine hands over instead of ending them.
-    let handing_over = pinned && pin_steering([&mut steer_in, &mut steer_out]);
+    let handing_over =
+        pinned && !worker.is_finished() && pin_steering([&mut steer_in, &mut steer_out]);
     hand_over.store(handing_over, Ordering::Relaxed);
     // Detach first: from here on the kernel has the interfaces again (split mode with a
     // handover: the pinned steering links forward offloaded flows, and drop what they would
@@ -434,9 +435,15 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     drop(steer_in);
     drop(steer_out);
     worker_stop.store(true, Ordering::Relaxed);
-    let (stats, handed) = worker
-        .join()
-        .map_err(|_| RunError::Other("data-path thread panicked".into()))?;
+    let joined = worker.join();
+    if joined.is_err() && handing_over {
+        // No engine handed anything over: nothing may stay forwarding.
+        for d in [&pin_in, &pin_out] {
+            let _ = crate::xdp::remove_pins(d);
+        }
+    }
+    let (stats, handed) =
+        joined.map_err(|_| RunError::Other("data-path thread panicked".into()))?;
     if handing_over {
         let kept = !handed.is_empty()
             && match crate::handover::write(&run_opts.handover, &fingerprint, &handed) {
