@@ -104,6 +104,28 @@ mod tests {
         assert_eq!(h.bad_lines, 1);
     }
 
+    /// Two loads of the same file (fresh hash seeds, as in two processes) agree.
+    #[test]
+    fn the_fingerprint_of_a_config_file_is_stable() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).expect("examples/lab") {
+            let path = e.expect("entry").path();
+            if path.extension().is_none_or(|x| x != "yaml") {
+                continue;
+            }
+            let a = natfw_policy::config::load_file(&path)
+                .expect("loads")
+                .config;
+            let b = natfw_policy::config::load_file(&path)
+                .expect("loads")
+                .config;
+            assert_eq!(fingerprint(&a), fingerprint(&b), "{}", path.display());
+            n += 1;
+        }
+        assert!(n >= 2);
+    }
+
     #[test]
     fn the_fingerprint_follows_the_policy() {
         let a = natfw_policy::config::embedded_default();
