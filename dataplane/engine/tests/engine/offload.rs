@@ -680,3 +680,53 @@ fn a_handover_under_a_changed_policy_or_without_entries_ends_the_flows() {
     assert_eq!(r.end_reason, "shutdown");
     assert_eq!(c.flow_count(), 0);
 }
+
+/// An adopted UDP flow lives on the kernel's traffic and times out like any other, with one
+/// record counting both engines' and the kernel's packets.
+#[test]
+fn an_adopted_udp_flow_is_kept_alive_by_kernel_traffic_and_times_out_with_its_counters() {
+    let (mut a, sink_a, mem) = engine();
+    assert_eq!(
+        out(&mut a, t(0), udp(CLIENT, SERVER, 5001, 7000, b"hello")),
+        Verdict::Forward
+    );
+    assert_eq!(
+        inb(&mut a, t(1), udp(SERVER, EIP, 7000, 5001, b"world")),
+        Verdict::Forward
+    );
+    let _ = out(&mut a, t(2), udp(CLIENT, SERVER, 5001, 7000, b"again"));
+    assert_eq!(mem.len(), 1);
+    mem.forward(3, 3, 60);
+    let flows = a.handover();
+    a.shutdown(t(3));
+    assert!(sink_a.take().is_empty());
+
+    let (mut b, sink_b, mem_b) = engine();
+    drop(mem_b);
+    b.set_offload(Box::new(mem.clone()));
+    let line = flows[0].encode();
+    let flows = vec![natfw_engine::engine::HandoverFlow::decode(&line).expect("decodes")];
+    assert_eq!(b.adopt(t(10), flows, true).adopted, 1);
+    let mut now = 10;
+    for _ in 0..120 {
+        now += 1000;
+        mem.forward(1, 1, 60);
+        b.poll(t(now));
+    }
+    assert_eq!(
+        b.flow_count(),
+        1,
+        "kernel traffic refreshes the adopted flow"
+    );
+    for _ in 0..700 {
+        now += 1000;
+        b.poll(t(now));
+    }
+    assert_eq!(b.flow_count(), 0);
+    assert_eq!(mem.len(), 0);
+    let recs = sink_b.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "timeout");
+    assert_eq!(recs[0].out_packet_count, 2 + 3 + 120);
+    assert_eq!(recs[0].in_packet_count, 1 + 3 + 120);
+}
