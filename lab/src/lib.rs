@@ -634,6 +634,10 @@ impl Lab {
             .arg(&self.opts.natfw_bin)
             .args(["run", "--config"])
             .arg(&cfg)
+            // The fast path's pins and handover file stay in this lab (mount a bpffs on
+            // `bpf` for pinning to work; `ip netns exec` gives natfw a /sys without one).
+            .env("NATFW_PIN_DIR", self.dir.join("bpf"))
+            .env("NATFW_HANDOVER_FILE", self.dir.join("handover"))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log)

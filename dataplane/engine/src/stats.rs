@@ -132,6 +132,10 @@ pub struct EngineStats {
     pub offload_removed: u64,
     /// Fast path: entries the kernel table refused (the flow stayed in the engine).
     pub offload_add_failed: u64,
+    /// Fast path: flows handed over to the next process at a graceful stop.
+    pub offload_handed_over: u64,
+    /// Fast path: handed-over flows adopted from the previous process.
+    pub offload_adopted: u64,
     /// Gauge: flows the kernel forwards right now.
     pub offload_active: u64,
     /// Packets and bytes the kernel forwarded for offloaded flows (read back from its table).

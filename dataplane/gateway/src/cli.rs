@@ -47,6 +47,13 @@ enum Command {
         /// Log line format on stderr (the filter is NATFW_LOG, else RUST_LOG, else `info`).
         #[arg(long, env = "NATFW_LOG_FORMAT", value_enum, default_value = "text")]
         log_format: crate::logging::LogFormat,
+        /// Fast path: bpffs directory for the pinned flow tables and, at a stop, the steering
+        /// links that keep offloaded flows forwarding until the next start adopts them.
+        #[arg(long, env = "NATFW_PIN_DIR", default_value = crate::handover::DEFAULT_PIN_DIR)]
+        pin_dir: std::path::PathBuf,
+        /// Fast path: file for the offloaded flows handed over from one run to the next.
+        #[arg(long, env = "NATFW_HANDOVER_FILE", default_value = crate::handover::DEFAULT_PATH)]
+        handover_file: std::path::PathBuf,
     },
     /// Install the nftables guard (and the bypass NAT) without starting natfw: nothing
     /// SNAT-bound is forwarded until `natfw run` forwards it (for boot, before natfw starts).
@@ -57,7 +64,14 @@ enum Command {
     },
     /// Remove the nftables tables `natfw run` leaves in place (inet natfw_guard, inet natfw):
     /// afterwards the kernel forwards VPC traffic unfiltered. Refused while natfw runs here.
-    Uninstall,
+    Uninstall {
+        /// The pin directory `natfw run` used (`--pin-dir`).
+        #[arg(long, env = "NATFW_PIN_DIR", default_value = crate::handover::DEFAULT_PIN_DIR)]
+        pin_dir: std::path::PathBuf,
+        /// The handover file `natfw run` used (`--handover-file`).
+        #[arg(long, env = "NATFW_HANDOVER_FILE", default_value = crate::handover::DEFAULT_PATH)]
+        handover_file: std::path::PathBuf,
+    },
     /// Print the man page (roff) generated from this command line.
     #[command(hide = true)]
     Manpage,
@@ -219,12 +233,21 @@ pub fn main() -> i32 {
             flow_log,
             captures,
         }),
-        Command::Run { config, log_format } => {
+        Command::Run {
+            config,
+            log_format,
+            pin_dir,
+            handover_file,
+        } => {
             if let Err(e) = crate::logging::init(log_format) {
                 eprintln!("natfw run: {e}");
                 return 2;
             }
-            match crate::run::run(&crate::run::RunOptions { config }) {
+            match crate::run::run(&crate::run::RunOptions {
+                config,
+                pin_dir,
+                handover: handover_file,
+            }) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!("natfw run: {e}");
@@ -253,7 +276,10 @@ pub fn main() -> i32 {
                 1
             }
         },
-        Command::Uninstall => match crate::run::uninstall() {
+        Command::Uninstall {
+            pin_dir,
+            handover_file,
+        } => match crate::run::uninstall(&pin_dir, &handover_file) {
             Ok(()) => {
                 eprintln!(
                     "natfw uninstall: nftables tables inet {} and inet {} removed",

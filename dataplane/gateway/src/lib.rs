@@ -7,6 +7,7 @@ pub mod check;
 pub mod cli;
 pub mod dns;
 pub mod guard;
+pub mod handover;
 pub mod health;
 pub mod logging;
 pub mod metrics;

@@ -78,7 +78,7 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
     (
         "natfw_fastpath_offloads_total",
         Kind::Counter,
-        "Flows handed to the fast path (added), taken back (removed) or refused by its table (failed).",
+        "Flows handed to the fast path (added), taken back (removed), refused by its table (failed), handed over to the next process (handed_over) or adopted from the previous one (adopted).",
     ),
     (
         "natfw_flows_table_full_total",
@@ -556,6 +556,8 @@ fn publish(s: &Snapshot) {
         ("added", e.offload_added),
         ("removed", e.offload_removed),
         ("failed", e.offload_add_failed),
+        ("handed_over", e.offload_handed_over),
+        ("adopted", e.offload_adopted),
     ] {
         counter!("natfw_fastpath_offloads_total", "event" => event).absolute(n);
     }

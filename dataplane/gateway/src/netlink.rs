@@ -120,8 +120,9 @@ pub fn active_rx_queues(name: &str) -> io::Result<Option<u32>> {
 
 /// Create the veth pair `a` <-> `b` with MTU `mtu` and bring both ends up, with no IPv6
 /// address generated on either (no link-local address, so no neighbour or router solicitation:
-/// nothing of the kernel's own is sent on them). Netlink only, so it works where `/proc/sys`
-/// is read-only (containers). Fails with `AlreadyExists` when `a` exists.
+/// nothing of the kernel's own is sent on them) and, where `/proc/sys` is writable, IPv4
+/// forwarding off on both. The rest is netlink only, so it works where `/proc/sys` is
+/// read-only (containers). Fails with `AlreadyExists` when `a` exists.
 pub fn create_veth(a: &str, b: &str, mtu: u32) -> io::Result<()> {
     let mut peer = LinkMessage::default();
     peer.attributes.push(LinkAttribute::IfName(b.into()));
@@ -150,6 +151,15 @@ pub fn create_veth(a: &str, b: &str, mtu: u32) -> io::Result<()> {
             // A kernel without IPv6 generates no IPv6 address anyway.
             Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
             Err(e) => return Err(e),
+        }
+        // No IPv4 forwarding of what arrives on them: a packet that reaches an end's stack
+        // (no program attached there any more while natfw stops, with the steering link
+        // pinned for a handover) is dropped, not routed. Frames on the pair keep the real
+        // interfaces' MACs, so the stack drops them as not its own anyway, and the guard
+        // drops anything forwarded from them; read-only `/proc/sys` (a container) is fine.
+        let fwd = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
+        if let Err(e) = std::fs::write(&fwd, "0") {
+            tracing::debug!("{fwd}: {e} (left as it is)");
         }
         set_up(index)?;
     }

@@ -9,8 +9,9 @@
 //! register them and attach XDP. The main thread then logs, reloads the policy on SIGHUP (see
 //! [`crate::admin`]), applies admin-API bypass changes, publishes counters to the admin/metrics
 //! listeners and waits for SIGINT/SIGTERM, after which XDP is detached, the worker stops, the
-//! engine shuts down (every flow ends with `shutdown`), the last emits go out and the flow log
-//! is flushed. The nftables tables stay: until the next `natfw run` the guard keeps SNAT-bound
+//! engine shuts down (every flow ends with `shutdown`; with the fast path and pinned tables the
+//! offloaded flows are handed over instead, see [`crate::handover`]), the last emits go out
+//! and the flow log is flushed. The nftables tables stay: until the next `natfw run` the guard keeps SNAT-bound
 //! traffic from being forwarded untranslated (see docs/OPERATIONS.md "Failure modes").
 
 use std::net::IpAddr;
@@ -41,6 +42,21 @@ const LOG_EVERY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub config: PathBuf,
+    /// Split mode: bpffs directory of the pinned maps and links (one subdirectory per side).
+    pub pin_dir: PathBuf,
+    /// Split mode: the handover file (offloaded flows from one run to the next).
+    pub handover: PathBuf,
+}
+
+impl RunOptions {
+    /// The pin directories of the (inside, outside) programs.
+    fn pin_dirs(&self) -> [PathBuf; 2] {
+        pin_dirs(&self.pin_dir)
+    }
+}
+
+fn pin_dirs(dir: &Path) -> [PathBuf; 2] {
+    [dir.join("inside"), dir.join("outside")]
 }
 
 /// Why `run` could not start or ended badly. Display is the message for the operator.
@@ -65,7 +81,8 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     }
     let cfg = load_config(&opts.config)?;
     let config_path = opts.config.clone(); // `opts` is shadowed by the engine's below
-                                           // Before anything on the system is touched: one natfw run per network namespace.
+    let run_opts = opts.clone();
+    // Before anything on the system is touched: one natfw run per network namespace.
     let _lock = crate::guard::InstanceLock::acquire(Path::new(crate::guard::LOCK_DIR))
         .map_err(RunError::Prerequisite)?;
     let sys = check_system(&cfg)?;
@@ -186,28 +203,76 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         inside_port.xsk_dev = l.inside.xdp_end.clone();
         outside_port.xsk_dev = l.outside.xdp_end.clone();
     }
-    let mut steer_in = Steering::load_with(
-        &cfg.gateway.inside,
-        IfSide::Inside,
+    let fingerprint = crate::handover::fingerprint(&cfg);
+    let [pin_in, pin_out] = run_opts.pin_dirs();
+    if slow.is_none() {
+        // Classic mode: nothing of a split-mode run may stay attached or be adopted.
+        for d in [&pin_in, &pin_out] {
+            match crate::xdp::remove_pins(d) {
+                Ok(true) => log(&format!(
+                    "{}: removed the steering link a fast-path run left pinned",
+                    d.display()
+                )),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("{}: removing pins: {e}", d.display()),
+            }
+        }
+        let _ = std::fs::remove_file(&run_opts.handover);
+    }
+    let (mut steer_in, mut steer_out, pinned) = load_steering(
+        &cfg,
         &rules,
-        slow.as_ref().map(|l| l.inside.clone()),
-    )?;
-    let mut steer_out = Steering::load_with(
-        &cfg.gateway.outside,
-        IfSide::Outside,
-        &rules,
-        slow.as_ref().map(|l| l.outside.clone()),
+        slow.as_ref(),
+        slow.as_ref().map(|_| [pin_in.as_path(), pin_out.as_path()]),
     )?;
     if slow.is_some() {
+        // What the previous run handed over: adopted if this run has the same configuration
+        // and the pinned tables still hold their entries; every other entry is removed.
+        let handed = if pinned {
+            match crate::handover::take(&run_opts.handover) {
+                Ok(h) => h.unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!("{}: {e} (no flow adopted)", run_opts.handover.display());
+                    crate::handover::Handover::default()
+                }
+            }
+        } else {
+            let _ = std::fs::remove_file(&run_opts.handover);
+            crate::handover::Handover::default()
+        };
+        if handed.bad_lines > 0 {
+            tracing::warn!(
+                "{}: {} unreadable lines (those flows are not adopted)",
+                run_opts.handover.display(),
+                handed.bad_lines
+            );
+        }
+        let keep: Vec<_> = handed.flows.iter().map(|f| f.flow).collect();
         // The engine writes the flows it offloads into both sides' tables from the data-path
         // thread; natfw_steer reads them.
-        let k = crate::xdp::offload::KernelOffload::new(
+        let k = crate::xdp::offload::KernelOffload::keeping(
             steer_in.take_offload()?,
             steer_out.take_offload()?,
             sys.inside.ifindex,
             sys.outside.ifindex,
+            &keep,
         );
         engine.set_offload(Box::new(k));
+        if !handed.flows.is_empty() {
+            let same = handed.fingerprint == fingerprint;
+            let n = handed.flows.len();
+            let st = engine.adopt(Timestamp::now(), handed.flows, same);
+            log(&format!(
+                "adopted {} of {n} flows the previous run handed over ({} ended{})",
+                st.adopted,
+                st.ended,
+                if same {
+                    ""
+                } else {
+                    ": the configuration changed"
+                }
+            ));
+        }
         log("fast path on: decided flows are forwarded by tc-BPF in the kernel; the engine's packets go through veth pairs");
     }
 
@@ -219,8 +284,13 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let io_stats = Arc::new(Mutex::new(IoStats::default()));
     // Turns of the worker's loop: the systemd watchdog is fed only while it moves.
     let heartbeat = Arc::new(AtomicU64::new(0));
+    // The worker's own stop (not the signals' flag): the main thread decides, after the
+    // signal, whether the offloaded flows are handed over (`hand_over`, set before it).
+    let worker_stop = Arc::new(AtomicBool::new(false));
+    let hand_over = Arc::new(AtomicBool::new(false));
     let worker = {
-        let stop = Arc::clone(&stop);
+        let stop = Arc::clone(&worker_stop);
+        let hand_over = Arc::clone(&hand_over);
         let heartbeat = Arc::clone(&heartbeat);
         let io_stats = Arc::clone(&io_stats);
         let engine_stats = Arc::clone(&engine_stats);
@@ -232,7 +302,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                     inside,
                     outside,
                     (engine, dns_link),
-                    &stop,
+                    (&stop, &hand_over),
                     (&fd_tx, engine_bypass_rx),
                     (&io_stats, &engine_stats, &heartbeat),
                 )
@@ -269,8 +339,13 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             match s.slow_path() {
                 None => log(&format!("{}: XDP attached ({mode:?} mode)", s.iface())),
                 Some(p) => log(&format!(
-                    "{}: tc steering attached; slow path {} -> {} (XDP {mode:?} mode)",
+                    "{}: tc steering attached{}; slow path {} -> {} (XDP {mode:?} mode)",
                     s.iface(),
+                    if s.adopted_link() {
+                        " (took over the link the previous run pinned)"
+                    } else {
+                        ""
+                    },
                     p.kernel_end,
                     p.xdp_end
                 )),
@@ -279,7 +354,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         Ok(())
     })();
     if let Err(e) = attach {
-        stop.store(true, Ordering::Relaxed);
+        worker_stop.store(true, Ordering::Relaxed);
         let _ = worker.join();
         return Err(e);
     }
@@ -350,13 +425,53 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         s.stop();
     }
     log_counters(&steer_in, &steer_out, &io_stats);
-    // Detach first: from here on the kernel has the interfaces again.
+    // Split mode with pinned tables: the steering links stay (pinned), so the kernel keeps
+    // forwarding the offloaded flows, which the engine hands over instead of ending them.
+    let handing_over =
+        pinned && !worker.is_finished() && pin_steering([&mut steer_in, &mut steer_out]);
+    hand_over.store(handing_over, Ordering::Relaxed);
+    // Detach first: from here on the kernel has the interfaces again (split mode with a
+    // handover: the pinned steering links forward offloaded flows, and drop what they would
+    // steer to the engine once the veth pairs are gone).
     drop(steer_in);
     drop(steer_out);
-    stop.store(true, Ordering::Relaxed);
-    let stats = worker
-        .join()
-        .map_err(|_| RunError::Other("data-path thread panicked".into()))?;
+    worker_stop.store(true, Ordering::Relaxed);
+    let joined = worker.join();
+    if joined.is_err() && handing_over {
+        // No engine handed anything over: nothing may stay forwarding.
+        for d in [&pin_in, &pin_out] {
+            let _ = crate::xdp::remove_pins(d);
+        }
+    }
+    let (stats, handed) =
+        joined.map_err(|_| RunError::Other("data-path thread panicked".into()))?;
+    if handing_over {
+        let kept = !handed.is_empty()
+            && match crate::handover::write(&run_opts.handover, &fingerprint, &handed) {
+                Ok(()) => {
+                    log(&format!(
+                        "handed {} offloaded flows over ({}); the kernel forwards them until the next natfw run adopts them",
+                        handed.len(),
+                        run_opts.handover.display()
+                    ));
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(
+                        "writing {}: {e}: the offloaded flows are cut off",
+                        run_opts.handover.display()
+                    );
+                    false
+                }
+            };
+        if !kept {
+            for d in [&pin_in, &pin_out] {
+                if let Err(e) = crate::xdp::remove_pins(d) {
+                    tracing::warn!("{}: removing pins: {e}", d.display());
+                }
+            }
+        }
+    }
     drop(dns);
     let w = writer.finish();
     if let Some(h) = syslog {
@@ -421,11 +536,26 @@ pub fn guard_only(config: &Path) -> Result<String, RunError> {
 }
 
 /// `natfw uninstall`: remove the tables, unless a `natfw run` is active here.
-pub fn uninstall() -> Result<(), RunError> {
+pub fn uninstall(pin_dir: &Path, handover: &Path) -> Result<(), RunError> {
     if crate::guard::InstanceLock::held(Path::new(crate::guard::LOCK_DIR)) {
         return Err(RunError::Prerequisite(
             "natfw run is active in this network namespace: stop it first".into(),
         ));
+    }
+    // A stopped split-mode run's pinned steering links and tables, and its handover.
+    for d in pin_dirs(pin_dir) {
+        crate::xdp::remove_pins(&d)
+            .map_err(|e| RunError::Other(format!("removing the pins in {}: {e}", d.display())))?;
+    }
+    let _ = std::fs::remove_dir(pin_dir);
+    match std::fs::remove_file(handover) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(RunError::Other(format!(
+                "removing {}: {e}",
+                handover.display()
+            )))
+        }
+        _ => {}
     }
     // A crashed split-mode run's veth pairs (inert without natfw: no address, no program).
     for (k, _) in SLOW_LINK_NAMES {
@@ -433,6 +563,67 @@ pub fn uninstall() -> Result<(), RunError> {
             .map_err(|e| RunError::Other(format!("removing {k}: {e}")))?;
     }
     crate::guard::uninstall().map_err(RunError::Other)
+}
+
+/// Load both sides' programs; split mode with `pins`: their `offload` maps pinned there (an
+/// earlier run's reused). A pin directory that cannot be used (no bpffs) is logged and the
+/// maps stay unpinned: a restart then ends the offloaded flows. Returns whether pinned.
+fn load_steering(
+    cfg: &Config,
+    rules: &SteeringRules,
+    slow: Option<&SlowLinks>,
+    pins: Option<[&Path; 2]>,
+) -> Result<(Steering, Steering, bool), RunError> {
+    let load = |pins: Option<[&Path; 2]>| -> Result<(Steering, Steering), crate::xdp::XdpError> {
+        Ok((
+            Steering::load_pinned(
+                &cfg.gateway.inside,
+                IfSide::Inside,
+                rules,
+                slow.map(|l| l.inside.clone()),
+                pins.map(|p| p[0]),
+            )?,
+            Steering::load_pinned(
+                &cfg.gateway.outside,
+                IfSide::Outside,
+                rules,
+                slow.map(|l| l.outside.clone()),
+                pins.map(|p| p[1]),
+            )?,
+        ))
+    };
+    if let Some(p) = pins {
+        match load(Some(p)) {
+            Ok((a, b)) => return Ok((a, b, true)),
+            Err(e) => tracing::warn!(
+                "pinning the fast-path tables in {}: {e}; unpinned (a restart ends offloaded flows)",
+                p[0].parent().unwrap_or(p[0]).display()
+            ),
+        }
+    }
+    let (a, b) = load(None)?;
+    Ok((a, b, false))
+}
+
+/// Pin both sides' steering links for a handover; `false` (and nothing left pinned) when
+/// either fails.
+fn pin_steering(steer: [&mut Steering; 2]) -> bool {
+    let mut pinned = Vec::new();
+    for s in steer {
+        match s.pin_steer() {
+            Ok(p) => pinned.push(p),
+            Err(e) => {
+                tracing::warn!("pinning the steering link: {e}; offloaded flows end now");
+                for p in pinned {
+                    if let Ok(l) = aya::programs::links::PinnedLink::from_pin(&p) {
+                        drop(l.unpin());
+                    }
+                }
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn log(msg: &str) {
@@ -978,14 +1169,14 @@ fn worker(
     inside: PortInfo,
     outside: PortInfo,
     (engine, dns): (Engine, Option<crate::dns::DnsLink>),
-    stop: &AtomicBool,
+    (stop, hand_over): (&AtomicBool, &AtomicBool),
     (fds, bypass): (&mpsc::Sender<FdReply>, mpsc::Receiver<EngineBypass>),
     (io_stats, engine_stats, heartbeat): (
         &Mutex<IoStats>,
         &Mutex<natfw_engine::stats::EngineStats>,
         &AtomicU64,
     ),
-) -> String {
+) -> (String, Vec<natfw_engine::engine::HandoverFlow>) {
     if let Err(e) = pin_to_cpu(0) {
         tracing::warn!("pinning the data path to CPU 0: {e} (continuing unpinned)");
     }
@@ -993,7 +1184,7 @@ fn worker(
         Ok(x) => x,
         Err(e) => {
             let _ = fds.send(Err(e));
-            return String::new();
+            return (String::new(), Vec::new());
         }
     };
     let _ = fds.send(Ok(x.socket_fds()));
@@ -1008,12 +1199,17 @@ fn worker(
         bypass,
     };
     x.run(&mut h, stop, POLL);
+    let handed = if hand_over.load(Ordering::Relaxed) {
+        h.engine.handover()
+    } else {
+        Vec::new()
+    };
     h.engine.shutdown(Timestamp::now());
     x.flush_emits(&mut h);
     if let Ok(mut s) = io_stats.lock() {
         *s = x.stats();
     }
-    format!("{:?}", h.engine.stats())
+    (format!("{:?}", h.engine.stats()), handed)
 }
 
 /// Adapts the engine to the I/O loop.

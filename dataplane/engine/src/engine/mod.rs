@@ -8,6 +8,7 @@ mod end;
 pub mod event;
 mod flow;
 mod fragment;
+pub mod handover;
 mod hold;
 mod icmp;
 mod ident;
@@ -33,6 +34,7 @@ pub use natfw_policy::geo::GeoDb;
 use natfw_policy::{Action, DecidedBy, DomainMode, FlowFacts, Outcome, Resolution};
 
 use self::flow::{DnsWait, FlowData, NO_IDENT, WHY_ENDED_PENDING};
+pub use self::handover::{AdoptStats, HandoverFlow};
 use self::ident::{Fed, Ident, IdentTable};
 pub use self::offload::{OffloadCounts, OffloadFlow, OffloadTable, OFFLOAD_SYNC};
 use crate::conntrack::{

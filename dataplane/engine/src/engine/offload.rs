@@ -57,12 +57,12 @@ const ADD_BACKOFF: Duration = Duration::from_secs(1);
 /// The engine's side of the fast path.
 #[derive(Default)]
 pub(crate) struct OffloadState {
-    table: Option<Box<dyn OffloadTable>>,
+    pub(super) table: Option<Box<dyn OffloadTable>>,
     /// Offloaded flows with the counters already credited to them.
-    flows: HashMap<FlowRef, (OffloadFlow, OffloadCounts)>,
+    pub(super) flows: HashMap<FlowRef, (OffloadFlow, OffloadCounts)>,
     /// The flow of the packet being processed.
     pub(crate) cur: Option<FlowRef>,
-    last_sync: Timestamp,
+    pub(super) last_sync: Timestamp,
     no_add_until: Timestamp,
     /// The policy the offloaded flows were decided under; another one flushes the table.
     policy: Option<Arc<CompiledPolicy>>,
@@ -89,6 +89,18 @@ fn credit_stats(s: &mut crate::stats::EngineStats, now: OffloadCounts, before: O
     add_delta(&mut s.offload_forwarded, now.inb, before.inb);
     add_delta(&mut s.fwd_out, now.out, before.out);
     add_delta(&mut s.fwd_in, now.inb, before.inb);
+}
+
+/// Credit what the kernel counted between `before` and `now` to the flow `d` and the stats.
+pub(super) fn credit(
+    s: &mut crate::stats::EngineStats,
+    d: &mut FlowData,
+    now: OffloadCounts,
+    before: OffloadCounts,
+) {
+    add_delta(&mut d.out, now.out, before.out);
+    add_delta(&mut d.inb, now.inb, before.inb);
+    credit_stats(s, now, before);
 }
 
 impl Engine {

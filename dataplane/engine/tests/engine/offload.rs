@@ -33,6 +33,13 @@ impl Mem {
     fn len(&self) -> usize {
         self.entries.lock().unwrap().len()
     }
+    /// An entry left by an earlier engine, `extra` packets each way beyond `base`.
+    fn add_with(&self, f: OffloadFlow, base: OffloadCounts, extra: u64) {
+        let mut c = base;
+        c.out.packets += extra;
+        c.inb.packets += extra;
+        self.entries.lock().unwrap().insert(f, c);
+    }
     /// The kernel forwarded `out`/`inb` packets of `bytes` each for every entry.
     fn forward(&self, out: u64, inb: u64, bytes: u64) {
         for c in self.entries.lock().unwrap().values_mut() {
@@ -502,4 +509,224 @@ fn shutdown_reads_the_counters_back() {
     assert_eq!(recs[0].out_packet_count, 3 + 3);
     assert_eq!(recs[0].in_packet_count, 2 + 4);
     let _ = Counter::default();
+}
+
+/// A flow's record as the handover must keep it: everything but counters and end time.
+fn facts(r: &natfw_flowlog::FlowRecord) -> String {
+    format!(
+        "{} {:?} {} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {} {}",
+        r.start_time,
+        r.src_port,
+        r.dst_ip,
+        r.snat_ip,
+        r.snat_port,
+        r.app_name,
+        r.domain,
+        r.domain_source,
+        r.acl_rule_id,
+        r.monitor_rules,
+        r.action,
+        r.reason
+    )
+}
+
+/// Engine A hands its offloaded flow over (no record, entry left), engine B adopts it: the
+/// flow stays offloaded and its one record, at its FIN, has the facts A decided and the
+/// packets of both engines and of the kernel (before, during and after the restart).
+#[test]
+fn a_handed_over_flow_is_adopted_and_recorded_once_with_all_its_counters() {
+    let (mut a, sink_a, mem) = engine();
+    // A reference flow ended under A, for the facts its record carries.
+    established(&mut a, 40_050);
+    let end = 101 + REQ.len() as u32;
+    let _ = inb(
+        &mut a,
+        t(5),
+        tcp(SERVER, EIP, 80, 40_050, 518, end, K::Rst, &[]),
+    );
+    let reference = sink_a.take();
+    assert_eq!(reference.len(), 1);
+
+    let (o, i) = established(&mut a, 40_051);
+    mem.forward(10, 20, 100);
+    let flows = a.handover();
+    assert_eq!(flows.len(), 1);
+    assert_eq!(mem.len(), 1, "the kernel entry stays");
+    a.shutdown(t(6));
+    assert!(sink_a.take().is_empty(), "no record at the handover");
+    assert_eq!(mem.len(), 1);
+    assert_eq!(a.stats().offload_handed_over, 1);
+
+    // The text form round-trips.
+    let line = flows[0].encode();
+    assert!(!line.contains('\n'));
+    let decoded = natfw_engine::engine::HandoverFlow::decode(&line).expect("decodes");
+    assert_eq!(decoded, flows[0]);
+    assert!(natfw_engine::engine::HandoverFlow::decode("proto=6 client=x").is_none());
+
+    // No engine: the kernel keeps forwarding.
+    mem.forward(5, 5, 100);
+
+    let c = {
+        let mut c = natfw_policy::config::embedded_default();
+        c.gateway.bypass = vec!["10.9.0.0/16".parse().unwrap()];
+        c
+    };
+    let sink_b = SharedRecords::new("gw");
+    let mut b = Engine::with_options(
+        &c,
+        GeoDb::embedded(),
+        Box::new(sink_b.clone()),
+        EngineOptions::default(),
+    )
+    .unwrap();
+    b.set_offload(Box::new(mem.clone()));
+    let st = b.adopt(t(100), vec![decoded], true);
+    assert_eq!((st.adopted, st.ended), (1, 0));
+    assert_eq!(b.offloaded_flows(), 1);
+    assert_eq!(b.flow_count(), 1);
+    assert_eq!(b.stats().offload_adopted, 1);
+    mem.forward(1, 1, 100);
+    b.poll(t(1200));
+    assert!(sink_b.take().is_empty());
+
+    // The flow ends at B: FIN both ways.
+    assert_eq!(
+        out(
+            &mut b,
+            t(1300),
+            tcp(CLIENT, SERVER, 40_051, 80, end, 519, K::Fin, &[])
+        ),
+        Verdict::Forward
+    );
+    assert_eq!(mem.len(), 0, "FIN: the adopted entry is taken back");
+    assert_eq!(
+        inb(
+            &mut b,
+            t(1301),
+            tcp(SERVER, EIP, 80, 40_051, 518, end + 1, K::Fin, &[])
+        ),
+        Verdict::Forward
+    );
+    assert_eq!(
+        out(
+            &mut b,
+            t(1302),
+            tcp(CLIENT, SERVER, 40_051, 80, end + 1, 519, K::Ack, &[])
+        ),
+        Verdict::Forward
+    );
+    let recs = sink_b.take();
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.end_reason, "fin");
+    assert_eq!(r.src_port, Some(40_051));
+    assert_eq!(r.out_packet_count, o + 10 + 5 + 1 + 2);
+    assert_eq!(r.in_packet_count, i + 20 + 5 + 1 + 1);
+    // Same facts as the reference flow (start time and port aside).
+    let strip = |s: String| {
+        s.split_once(' ')
+            .map(|x| x.1.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        strip(facts(r)).replace("40051", "P"),
+        strip(facts(&reference[0])).replace("40050", "P")
+    );
+}
+
+/// A changed policy (or kernel entries gone) takes handed-over flows back: their entries
+/// are removed and their records written at once, with the kernel's last counters.
+#[test]
+fn a_handover_under_a_changed_policy_or_without_entries_ends_the_flows() {
+    let (mut a, _sink_a, mem) = engine();
+    let (o, _) = established(&mut a, 40_060);
+    established(&mut a, 40_061);
+    let flows = a.handover();
+    assert_eq!(flows.len(), 2);
+    mem.forward(4, 4, 100);
+    // One entry vanished while no engine ran.
+    let gone = flows
+        .iter()
+        .find(|f| f.flow.client.port() == 40_061)
+        .unwrap()
+        .flow;
+    mem.entries.lock().unwrap().remove(&gone);
+
+    let (mut b, sink_b, mem_b) = engine();
+    drop(mem_b);
+    b.set_offload(Box::new(mem.clone()));
+    let st = b.adopt(t(100), flows.clone(), true);
+    assert_eq!((st.adopted, st.ended), (1, 1));
+    let recs = sink_b.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].src_port, Some(40_061));
+    assert_eq!(recs[0].end_reason, "shutdown");
+    b.shutdown(t(200));
+    assert_eq!(sink_b.take().len(), 1);
+
+    // The same flows again, entries back, but a changed policy: both end now.
+    let (mut c, sink_c, mem_c) = engine();
+    for f in &flows {
+        mem_c.add_with(f.flow, f.kernel, 2);
+    }
+    let st = c.adopt(t(300), flows, false);
+    assert_eq!((st.adopted, st.ended), (0, 2));
+    assert_eq!(mem_c.len(), 0);
+    let recs = sink_c.take();
+    assert_eq!(recs.len(), 2);
+    let r = recs.iter().find(|r| r.src_port == Some(40_060)).unwrap();
+    assert_eq!(r.out_packet_count, o + 2);
+    assert_eq!(r.end_reason, "shutdown");
+    assert_eq!(c.flow_count(), 0);
+}
+
+/// An adopted UDP flow lives on the kernel's traffic and times out like any other, with one
+/// record counting both engines' and the kernel's packets.
+#[test]
+fn an_adopted_udp_flow_is_kept_alive_by_kernel_traffic_and_times_out_with_its_counters() {
+    let (mut a, sink_a, mem) = engine();
+    assert_eq!(
+        out(&mut a, t(0), udp(CLIENT, SERVER, 5001, 7000, b"hello")),
+        Verdict::Forward
+    );
+    assert_eq!(
+        inb(&mut a, t(1), udp(SERVER, EIP, 7000, 5001, b"world")),
+        Verdict::Forward
+    );
+    let _ = out(&mut a, t(2), udp(CLIENT, SERVER, 5001, 7000, b"again"));
+    assert_eq!(mem.len(), 1);
+    mem.forward(3, 3, 60);
+    let flows = a.handover();
+    a.shutdown(t(3));
+    assert!(sink_a.take().is_empty());
+
+    let (mut b, sink_b, mem_b) = engine();
+    drop(mem_b);
+    b.set_offload(Box::new(mem.clone()));
+    let line = flows[0].encode();
+    let flows = vec![natfw_engine::engine::HandoverFlow::decode(&line).expect("decodes")];
+    assert_eq!(b.adopt(t(10), flows, true).adopted, 1);
+    let mut now = 10;
+    for _ in 0..120 {
+        now += 1000;
+        mem.forward(1, 1, 60);
+        b.poll(t(now));
+    }
+    assert_eq!(
+        b.flow_count(),
+        1,
+        "kernel traffic refreshes the adopted flow"
+    );
+    for _ in 0..700 {
+        now += 1000;
+        b.poll(t(now));
+    }
+    assert_eq!(b.flow_count(), 0);
+    assert_eq!(mem.len(), 0);
+    let recs = sink_b.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "timeout");
+    assert_eq!(recs[0].out_packet_count, 2 + 3 + 120);
+    assert_eq!(recs[0].in_packet_count, 1 + 3 + 120);
 }

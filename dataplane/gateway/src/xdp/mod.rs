@@ -18,9 +18,12 @@ use std::os::fd::RawFd;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::SchedClassifierLinkId;
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 use ipnet::IpNet;
+use std::path::{Path, PathBuf};
 
 pub use maps::{AddrKey, Counter, Counters, IfSide, OffloadKey, OffloadVal, XdpConfig};
 
@@ -99,6 +102,42 @@ pub struct Steering {
     offload: Option<aya::maps::Map>,
     /// Split mode's veth pair; `None`: classic mode.
     slow: Option<SlowPath>,
+    /// Split mode's pin directory of this side (a bpffs directory): the `offload` map is
+    /// pinned there, and at a graceful stop the steering link ([`Steering::pin_steer`]).
+    pin_dir: Option<PathBuf>,
+    /// The attached `natfw_steer` link.
+    steer_link: Option<SchedClassifierLinkId>,
+    /// `attach` replaced the program of a link an earlier process left pinned.
+    adopted_link: bool,
+}
+
+/// The pinned `offload` map's file in a side's pin directory.
+const OFFLOAD_PIN: &str = "offload";
+/// The pinned `natfw_steer` link's file in a side's pin directory.
+const STEER_LINK_PIN: &str = "steer_link";
+
+/// Remove what a split-mode run left pinned in `dir` (a side's pin directory): the steering
+/// link (its program detaches from the interface) and the `offload` map. Returns whether a
+/// link was there. A missing directory is not an error.
+pub fn remove_pins(dir: &Path) -> std::io::Result<bool> {
+    let link = dir.join(STEER_LINK_PIN);
+    let had_link = link.exists();
+    if had_link {
+        match PinnedLink::from_pin(&link) {
+            // Unpinned and dropped: the last reference goes, the link detaches.
+            Ok(l) => drop(l.unpin()),
+            Err(e) => {
+                tracing::warn!("{}: {e}", link.display());
+                let _ = std::fs::remove_file(&link);
+            }
+        }
+    }
+    match std::fs::remove_file(dir.join(OFFLOAD_PIN)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let _ = std::fs::remove_dir(dir);
+    Ok(had_link)
 }
 
 impl Steering {
@@ -115,13 +154,42 @@ impl Steering {
         rules: &SteeringRules,
         slow: Option<SlowPath>,
     ) -> Result<Steering, XdpError> {
+        Self::load_pinned(iface, side, rules, slow, None)
+    }
+
+    /// [`Steering::load_with`] whose `offload` map lives pinned in `pin_dir` (created if
+    /// missing; must be on a bpffs): an existing pinned map, with the entries an earlier
+    /// process handed over, is reused.
+    pub fn load_pinned(
+        iface: &str,
+        side: IfSide,
+        rules: &SteeringRules,
+        slow: Option<SlowPath>,
+        pin_dir: Option<&Path>,
+    ) -> Result<Steering, XdpError> {
         if PROGRAM.is_empty() {
             return Err(XdpError::NotBuilt);
         }
-        let ebpf = Ebpf::load(PROGRAM).map_err(|e| XdpError::Load {
+        let load_err = |e| XdpError::Load {
             iface: iface.into(),
             source: Box::new(e),
-        })?;
+        };
+        let ebpf = match pin_dir {
+            None => Ebpf::load(PROGRAM).map_err(load_err)?,
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| XdpError::Load {
+                    iface: iface.into(),
+                    source: Box::new(aya::EbpfError::FileError {
+                        path: dir.to_path_buf(),
+                        error: e,
+                    }),
+                })?;
+                EbpfLoader::new()
+                    .map_pin_path("offload", dir.join(OFFLOAD_PIN))
+                    .load(PROGRAM)
+                    .map_err(load_err)?
+            }
+        };
         let mut s = Steering {
             iface: iface.into(),
             side,
@@ -129,6 +197,9 @@ impl Steering {
             mode: None,
             offload: None,
             slow,
+            pin_dir: pin_dir.map(Path::to_path_buf),
+            steer_link: None,
+            adopted_link: false,
         };
         s.fill(rules)?;
         for name in [PROGRAM_NAME, SLOW_PROGRAM] {
@@ -328,7 +399,7 @@ impl Steering {
             Some(slow) => {
                 self.attach_tc(BACK_PROGRAM, &slow.kernel_end)?;
                 let mode = self.attach_xdp(SLOW_PROGRAM, &slow.xdp_end)?;
-                self.attach_tc(STEER_PROGRAM, &iface)?;
+                self.attach_steer(&iface)?;
                 mode
             }
         };
@@ -336,16 +407,89 @@ impl Steering {
         Ok(mode)
     }
 
-    fn attach_tc(&mut self, name: &'static str, dev: &str) -> Result<(), XdpError> {
+    fn attach_tc(
+        &mut self,
+        name: &'static str,
+        dev: &str,
+    ) -> Result<SchedClassifierLinkId, XdpError> {
         let tc = self.tc_program(name)?;
-        // TCX link (kernel >= 6.6): detached when this process ends, however it ends.
+        // TCX link (kernel >= 6.6): detached when this process ends, however it ends (unless
+        // pinned, see `pin_steer`).
         tc.attach(dev, TcAttachType::Ingress)
             .map_err(|e| XdpError::Program {
                 iface: dev.into(),
                 what: "attaching a tc ingress program (TCX: kernel >= 6.6; or set gateway.fast_path: false)",
                 source: Box::new(e),
-            })?;
+            })
+    }
+
+    /// `natfw_steer` on the interface: into the link an earlier process left pinned (the
+    /// kernel swaps the program atomically, no packet meets neither), else a new link. The
+    /// pin is removed at once: from here on the link goes with this process again.
+    fn attach_steer(&mut self, dev: &str) -> Result<(), XdpError> {
+        let pin = self.pin_dir.as_ref().map(|d| d.join(STEER_LINK_PIN));
+        if let Some(pin) = pin.filter(|p| p.exists()) {
+            match PinnedLink::from_pin(&pin) {
+                Ok(old) => {
+                    let fd = FdLink::from(old);
+                    let replaced = aya::programs::tc::SchedClassifierLink::try_from(fd)
+                        .map_err(|e| e.to_string())
+                        .and_then(|link| {
+                            self.tc_program(STEER_PROGRAM)
+                                .map_err(|e| e.to_string())?
+                                .attach_to_link(link)
+                                .map_err(|e| e.to_string())
+                        });
+                    let _ = std::fs::remove_file(&pin);
+                    match replaced {
+                        Ok(id) => {
+                            self.steer_link = Some(id);
+                            self.adopted_link = true;
+                            return Ok(());
+                        }
+                        Err(e) => tracing::warn!(
+                            "{dev}: cannot take over the pinned steering link ({e}); attaching a new one"
+                        ),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{}: {e}; attaching a new steering link", pin.display());
+                    let _ = std::fs::remove_file(&pin);
+                }
+            }
+        }
+        self.steer_link = Some(self.attach_tc(STEER_PROGRAM, dev)?);
         Ok(())
+    }
+
+    /// `attach` took over a steering link an earlier process had pinned.
+    pub fn adopted_link(&self) -> bool {
+        self.adopted_link
+    }
+
+    /// Graceful stop with a handover: pin the `natfw_steer` link in the pin directory, so it
+    /// stays attached after this process (and its `Steering`) is gone and keeps forwarding the
+    /// offloaded flows; everything else it steers goes to the slow-path veth, which the caller
+    /// deletes: dropped. Returns the pin's path.
+    pub fn pin_steer(&mut self) -> Result<PathBuf, String> {
+        let dir = self
+            .pin_dir
+            .clone()
+            .ok_or_else(|| format!("{}: no pin directory", self.iface))?;
+        let id = self
+            .steer_link
+            .take()
+            .ok_or_else(|| format!("{}: no steering link", self.iface))?;
+        let prog = self.tc_program(STEER_PROGRAM).map_err(|e| e.to_string())?;
+        let link = prog.take_link(id).map_err(|e| e.to_string())?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| e.to_string())?;
+        let path = dir.join(STEER_LINK_PIN);
+        let _ = std::fs::remove_file(&path);
+        fd.pin(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
     }
 
     fn attach_xdp(&mut self, name: &'static str, dev: &str) -> Result<XdpMode, XdpError> {

@@ -78,6 +78,36 @@ impl KernelOffload {
         k
     }
 
+    /// Keep the entries of `keep` (flows an earlier process handed over, to be adopted) and
+    /// remove every other: an entry nobody has the facts of must not forward.
+    pub fn keeping(
+        inside: HashMap<MapData, OffloadKey, OffloadVal>,
+        outside: HashMap<MapData, OffloadKey, OffloadVal>,
+        inside_ifindex: u32,
+        outside_ifindex: u32,
+        keep: &[OffloadFlow],
+    ) -> KernelOffload {
+        let mut k = KernelOffload {
+            inside,
+            outside,
+            inside_ifindex,
+            outside_ifindex,
+        };
+        let (ki, ko): (std::collections::HashSet<_>, std::collections::HashSet<_>) =
+            keep.iter().map(keys).unzip();
+        for (m, keep) in [(&mut k.inside, &ki), (&mut k.outside, &ko)] {
+            let stale: Vec<OffloadKey> = m
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|key| !keep.contains(key))
+                .collect();
+            for key in stale {
+                let _ = m.remove(&key);
+            }
+        }
+        k
+    }
+
     /// Remove every entry.
     pub fn clear(&mut self) {
         for m in [&mut self.inside, &mut self.outside] {

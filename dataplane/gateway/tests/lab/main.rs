@@ -10,6 +10,7 @@ mod fastpath;
 mod ha;
 mod ops;
 mod records;
+mod restart;
 mod support;
 mod topology;
 

@@ -150,3 +150,88 @@ fn offloaded_flows_are_translated_in_tc_and_syn_fin_rst_or_removed_entries_go_to
     );
     assert!(table.remove(&flow).is_none());
 }
+
+/// Unmounts and removes a test's bpffs directory.
+struct Bpffs(std::path::PathBuf);
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The restart handover's kernel half: an `offload` map pinned by one load is the same map in
+/// the next load (entries and counters kept), `KernelOffload::keeping` removes every entry
+/// but the handed-over flows', and `remove_pins` leaves nothing behind.
+#[test]
+fn a_pinned_offload_table_outlives_its_loader_and_keeps_only_handed_over_flows() {
+    if skip() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("natfw-xdp-pins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fs = Bpffs(dir.clone());
+    if !std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipped: cannot mount a bpffs");
+        return;
+    }
+    let (din, dout) = (dir.join("inside"), dir.join("outside"));
+    let load = |side, d: &std::path::Path| {
+        Steering::load_pinned("lo", side, &rules(), None, Some(d)).expect("load pinned")
+    };
+    let flow = |port: u16| OffloadFlow {
+        client: SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), port),
+        server: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 443),
+        eip: Ipv4Addr::new(203, 0, 113, 1),
+        eport: port + 1,
+        proto: 6,
+    };
+    let (kept, dropped) = (flow(40_000), flow(40_010));
+    {
+        let (mut a_in, mut a_out) = (load(IfSide::Inside, &din), load(IfSide::Outside, &dout));
+        let mut t = KernelOffload::new(
+            a_in.take_offload().unwrap(),
+            a_out.take_offload().unwrap(),
+            1,
+            1,
+        );
+        assert!(t.add(&kept));
+        assert!(t.add(&dropped));
+        assert_eq!(t.len(), (2, 2));
+        // The first loader's kernel path forwards a packet of `kept`: counted in its entry.
+        let ack = tcp_flags("10.1.2.3", "198.51.100.7", 40_000, 443, 0x10);
+        assert_eq!(way(&mut a_in, &ack), Counter::FastForwarded);
+    }
+    assert!(din.join("offload").exists() && dout.join("offload").exists());
+    let (mut b_in, mut b_out) = (load(IfSide::Inside, &din), load(IfSide::Outside, &dout));
+    let mut t = KernelOffload::keeping(
+        b_in.take_offload().unwrap(),
+        b_out.take_offload().unwrap(),
+        1,
+        1,
+        &[kept],
+    );
+    assert_eq!(t.len(), (1, 1), "only the handed-over flow is left");
+    let c = t.read(&kept).expect("kept entry");
+    assert_eq!(c.out.packets, 1, "its counters survived the loader");
+    assert!(t.read(&dropped).is_none());
+    // The second loader's program uses the same map.
+    let ack = tcp_flags("10.1.2.3", "198.51.100.7", 40_000, 443, 0x10);
+    assert_eq!(way(&mut b_in, &ack), Counter::FastForwarded);
+    assert_eq!(t.read(&kept).unwrap().out.packets, 2);
+    drop((t, b_in, b_out));
+    for d in [&din, &dout] {
+        assert!(
+            !natfw_gateway::xdp::remove_pins(d).unwrap(),
+            "no link was pinned"
+        );
+        assert!(!d.exists());
+    }
+    drop(fs);
+}
