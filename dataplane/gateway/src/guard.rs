@@ -82,6 +82,9 @@ fn fam(net: &IpNet) -> &'static str {
 fn guard_rules(s: &Spec) -> String {
     let (i, o) = (&s.inside, &s.outside);
     let mut r = String::new();
+    // Split mode's slow-path veth pairs (`nfw-in-k`, ...) carry natfw's own frames between its
+    // programs; nothing arriving on them may be forwarded by the kernel.
+    let _ = writeln!(r, "  iifname \"nfw-*\" drop");
     for b in &s.bypass {
         let _ = writeln!(r, "  iifname \"{i}\" {} saddr {} accept", fam(b), b.trunc());
     }
