@@ -135,7 +135,6 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         max_resolving: cfg.dns.verify_concurrency,
         gateway_dns_names: cfg.dns.max_names.saturating_add(16_384),
         interim_interval_ms: cfg.logging.interim_interval.as_millis() as u64,
-        offload_min_packets: natfw_engine::engine::OFFLOAD_MIN_PACKETS,
         ..EngineOptions::default()
     };
     let geo = match &cfg.geo.database {

@@ -198,17 +198,7 @@ pub struct EngineOptions {
     /// per interval while it lives ([`FlowSink::flow_interim`]). 0 = none (the default: `natfw
     /// run` sets it from the config; replay writes end records only).
     pub interim_interval_ms: u64,
-    /// A flow goes to the fast path only once it has carried this many packets (both
-    /// directions): a short connection would cost more in table updates than the kernel
-    /// saves it. 0 = as soon as it is eligible (the default; `natfw run` sets
-    /// [`OFFLOAD_MIN_PACKETS`]).
-    pub offload_min_packets: u64,
 }
-
-/// The packets a flow carries through the engine before `natfw run` offloads it: about a short
-/// HTTP exchange, so request/response connections stay in the engine and bulk flows leave it
-/// after their first few dozen packets.
-pub const OFFLOAD_MIN_PACKETS: u64 = 24;
 
 impl Default for EngineOptions {
     fn default() -> Self {
@@ -228,7 +218,6 @@ impl Default for EngineOptions {
             // Ethernet header + a 1500-byte IP MTU.
             max_frame_len: 1514,
             interim_interval_ms: 0,
-            offload_min_packets: 0,
         }
     }
 }

@@ -170,9 +170,6 @@ impl Engine {
         if k.proto != PROTO_TCP && k.proto != PROTO_UDP {
             return None;
         }
-        if d.out.packets + d.inb.packets < self.opts.offload_min_packets {
-            return None;
-        }
         if d.verdict != FlowVerdict::Accept
             || d.recorded
             || d.facts_pending()
