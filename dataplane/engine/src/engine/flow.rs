@@ -387,4 +387,39 @@ mod tests {
         let entry = std::mem::size_of::<Entry<FlowData>>();
         assert!(entry <= 232, "conntrack entry grew to {entry} bytes");
     }
+
+    #[test]
+    fn ident_handles_name_their_slot() {
+        for i in [0usize, 1, 41, u32::MAX as usize - 1] {
+            assert_eq!(IdentRef::from_index(i).map(IdentRef::index), Some(i));
+        }
+        assert_eq!(IdentRef::from_index(u32::MAX as usize), None);
+        assert_eq!(std::mem::size_of::<Option<IdentRef>>(), 4);
+    }
+
+    #[test]
+    fn phases_keep_only_their_data() {
+        let mut d = FlowData::new(Timestamp::from_secs(1), PROTO_TCP, None);
+        assert_eq!(d.verdict(), FlowVerdict::Pending);
+        assert!(d.decided().is_none() && !d.recorded());
+        // A verdict no rule made: nothing to credit, no rule to name.
+        d.set_verdict(Settled::Accept);
+        let dec = d.decided().expect("decided");
+        assert_eq!(dec.verdict, Settled::Accept);
+        assert!(dec.decided_by.is_none() && dec.rule.is_none() && dec.decided_under.is_none());
+        // An evasion or a violated watch: dropped, no deciding rule.
+        d.drop_unattributed();
+        assert_eq!(d.verdict(), FlowVerdict::Drop);
+        // Recorded: only the verdict stays, and a later decision cannot reopen the flow.
+        d.close();
+        assert!(d.recorded() && d.decided().is_none());
+        assert_eq!(d.verdict(), FlowVerdict::Drop);
+        d.settle(Decided::unattributed(Settled::Accept));
+        assert!(d.recorded());
+        assert_eq!(d.verdict(), FlowVerdict::Accept);
+        // A flow recorded before any verdict keeps `Pending` for its tombstone.
+        let mut p = FlowData::new(Timestamp::from_secs(1), PROTO_UDP, None);
+        p.close();
+        assert_eq!(p.verdict(), FlowVerdict::Pending);
+    }
 }
