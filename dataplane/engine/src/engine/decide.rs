@@ -82,10 +82,10 @@ pub(super) fn decide(
     if action == Action::Accept && unreadable_name_matters(policy, &facts, d) {
         // Loose mode, `on_unidentifiable: drop`: the client made the name unreadable and the
         // verdict depends on it (it would not be decided if the fact were still pending).
-        d.verdict = FlowVerdict::Drop;
-        d.rule = None;
-        d.decided_by = None;
-        d.decided_under = Some(Arc::clone(policy));
+        d.settle(Decided {
+            decided_under: Some(Arc::clone(policy)),
+            ..Decided::unattributed(Settled::Drop)
+        });
         return Ok(DecidedBy::UnknownStrict);
     }
     let verified = match (by, rule) {
@@ -95,17 +95,17 @@ pub(super) fn decide(
     if let Some(v) = verified {
         d.dns_wait = DnsWait::Verified(v);
     }
-    d.verdict = match action {
-        Action::Accept => FlowVerdict::Accept,
-        Action::Drop => FlowVerdict::Drop,
-    };
-    d.rule = rule;
-    d.decided_by = Some(by);
     policy.counters().get(rule).hit(now.as_nanos());
-    d.decided_under = Some(Arc::clone(policy));
-    if !ev.monitors.is_empty() {
-        d.monitors = Some(Box::new(ev.monitors.into_boxed_slice()));
-    }
+    d.settle(Decided {
+        verdict: match action {
+            Action::Accept => Settled::Accept,
+            Action::Drop => Settled::Drop,
+        },
+        decided_by: Some(by),
+        rule,
+        monitors: (!ev.monitors.is_empty()).then(|| Box::new(ev.monitors.into_boxed_slice())),
+        decided_under: Some(Arc::clone(policy)),
+    });
     Ok(by)
 }
 
@@ -182,13 +182,13 @@ impl Engine {
         let Some(e) = self.table.get(r) else {
             return;
         };
-        if e.data.verdict != FlowVerdict::Pending {
+        if e.data.verdict() != FlowVerdict::Pending {
             return;
         }
         if !policy.enabled() {
             let d = &mut self.table.get_mut(r).expect("flow looked up above").data;
             d.fw_off = true;
-            d.verdict = FlowVerdict::Accept;
+            d.set_verdict(Settled::Accept);
             return;
         }
         let view = DnsView {
@@ -284,12 +284,12 @@ impl Engine {
         let was_pending = self
             .table
             .get(r)
-            .is_some_and(|e| e.data.verdict == FlowVerdict::Pending && !e.data.recorded);
+            .is_some_and(|e| e.data.verdict() == FlowVerdict::Pending && !e.data.recorded());
         if !was_pending {
             return;
         }
         self.evaluate(now, r);
-        match self.table.get(r).map(|e| e.data.verdict) {
+        match self.table.get(r).map(|e| e.data.verdict()) {
             Some(FlowVerdict::Accept) => self.release(r),
             Some(FlowVerdict::Drop) => self.deny(now, r, None, true),
             _ => {}
@@ -302,19 +302,22 @@ impl Engine {
         let Some(e) = self.table.get_mut(r) else {
             return;
         };
-        if e.data.ident == NO_IDENT || e.data.recorded || !e.data.facts_pending() {
+        let Some(idx) = e.data.ident else {
+            return;
+        };
+        if e.data.recorded() || !e.data.facts_pending() {
             return;
         }
         let timeout = std::time::Duration::from_millis(self.opts.pending_timeout_ms);
-        match self.idents.get(e.data.ident) {
+        match self.idents.get(idx) {
             Some(id) if id.flow == r && id.started.add(timeout) <= now => {}
             _ => return,
         }
         e.data.give_up(flow::WHY_TIMEOUT);
         self.stats.l7_timeouts += 1;
-        let was_pending = e.data.verdict == FlowVerdict::Pending;
+        let was_pending = e.data.verdict() == FlowVerdict::Pending;
         self.evaluate(now, r);
-        match self.table.get(r).map(|e| e.data.verdict) {
+        match self.table.get(r).map(|e| e.data.verdict()) {
             Some(FlowVerdict::Accept) => self.release(r),
             Some(FlowVerdict::Drop) if was_pending => self.deny(now, r, None, true),
             _ => {}

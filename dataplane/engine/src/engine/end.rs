@@ -6,7 +6,7 @@ use super::*;
 impl Engine {
     /// Both FINs acknowledged: write the record now, keep the entry briefly for stragglers.
     pub(super) fn close_fin(&mut self, now: Timestamp, r: FlowRef) {
-        if self.table.get(r).is_some_and(|e| !e.data.recorded) {
+        if self.table.get(r).is_some_and(|e| !e.data.recorded()) {
             self.stats.flows_ended_fin += 1;
             self.write_record(now, r, EndReason::Fin);
         }
@@ -30,22 +30,21 @@ impl Engine {
         self.offload_finish(r, &mut e.data);
         self.watch.remove(r);
         self.interim.forget(r);
-        if e.data.ident != NO_IDENT {
-            if let Some(id) = self.idents.remove(e.data.ident) {
+        if let Some(idx) = e.data.ident.take() {
+            if let Some(id) = self.idents.remove(idx) {
                 for (_, f) in &id.held {
                     self.stats.discarded.add(f.len());
                 }
             }
-            e.data.ident = NO_IDENT;
             if e.data.facts_pending() && e.data.client_payload {
                 e.data.give_up(WHY_ENDED_PENDING);
             }
         }
         self.stats.flows_active = self.table.len() as u64;
-        if e.data.recorded {
+        if e.data.recorded() {
             return;
         }
-        if e.data.verdict == FlowVerdict::Pending && !e.data.fw_off {
+        if e.data.verdict() == FlowVerdict::Pending && !e.data.fw_off {
             // Settle the verdict for the record with what is known now.
             let policy = self.policy.load_full();
             let view = DnsView {
@@ -54,8 +53,8 @@ impl Engine {
                 on_demand: self.opts.on_demand_resolution,
             };
             let _ = decide(&policy, view, now, &e.key, &mut e.data, true);
-        } else if e.data.verdict == FlowVerdict::Pending {
-            e.data.verdict = FlowVerdict::Accept;
+        } else if e.data.verdict() == FlowVerdict::Pending {
+            e.data.set_verdict(Settled::Accept);
         }
         let s = &mut self.stats;
         match reason {
@@ -80,13 +79,13 @@ impl Engine {
         let Some(e) = self.table.get_mut(r) else {
             return;
         };
-        if e.data.recorded {
+        if e.data.recorded() {
             return;
         }
-        e.data.recorded = true;
         self.interim.forget(r);
         credit_bytes(&e.data);
         let ev = e.data.end_event(&e.key, e.snat, now, reason, policy);
+        e.data.close();
         self.sink.flow_end(ev);
     }
 }

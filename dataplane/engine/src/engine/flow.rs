@@ -2,6 +2,7 @@
 //! and the flow-end event built from it.
 
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use natfw_policy::compile::CompiledPolicy;
@@ -17,25 +18,16 @@ use crate::stats::Counter;
 use crate::time::Timestamp;
 use crate::wire::tcp::SeqNumber;
 
-/// "No side-table entry".
-pub(crate) const NO_IDENT: u32 = u32::MAX;
-
-/// Everything the engine keeps per flow besides the conntrack entry itself.
+/// Everything the engine keeps per flow besides the conntrack entry itself: the facts the
+/// flow log wants whatever its phase, and the [`Phase`], which holds only each phase's data.
 #[derive(Debug)]
 pub(crate) struct FlowData {
     pub start: Timestamp,
     pub out: Counter,
     pub inb: Counter,
     pub tcp: TcpTrack,
-    pub verdict: FlowVerdict,
-    pub decided_by: Option<DecidedBy>,
-    pub rule: Option<RuleId>,
-    /// Boxed twice: rare, and a thin pointer keeps the entry within its size budget.
-    #[allow(clippy::box_collection, clippy::redundant_allocation)]
-    pub monitors: Option<Box<Box<[RuleId]>>>,
-    /// The policy that decided the flow: `rule` and `monitors` index into it, so the record
-    /// names the right rules after a hot reload swapped in another policy.
-    pub decided_under: Option<std::sync::Arc<CompiledPolicy>>,
+    /// Where the flow is: identifying (no verdict), decided, or closed (recorded).
+    pub phase: Phase,
     /// Name for the log (sent name, or the name the client resolved, see `domain_src`).
     pub domain: Option<Box<str>>,
     pub domain_src: DomainSrc,
@@ -49,8 +41,6 @@ pub(crate) struct FlowData {
     pub ech: bool,
     /// Conflicting retransmission seen.
     pub evasion: bool,
-    /// The record has been written; the entry only absorbs stragglers until it times out.
-    pub recorded: bool,
     /// The client sent payload.
     pub client_payload: bool,
     /// TCP reached ESTABLISHED at some point.
@@ -69,10 +59,90 @@ pub(crate) struct FlowData {
     /// `[isn + 1, fin + 1]` of their side.
     pub fin_c: SeqNumber,
     pub fin_s: SeqNumber,
-    /// Side-table index of the L7 state, or [`NO_IDENT`].
-    pub ident: u32,
+    /// The flow's L7 state in the side table, while there is any. Not part of [`Phase`]: it
+    /// outlives the verdict (facts the log wants, inspected bytes the server has not
+    /// acknowledged yet) and may outlive the record (a FIN-closed flow keeps it until it leaves
+    /// the table).
+    pub ident: Option<IdentRef>,
     /// The flow's DNS verification (one byte: the entry is kept compact).
     pub dns_wait: DnsWait,
+}
+
+/// A flow's place in its life, holding only that phase's data.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// No verdict yet: facts are being identified (or the policy waits for a resolution).
+    /// Handshake packets pass; payload is held.
+    Identifying,
+    /// The verdict is made.
+    Decided(Decided),
+    /// The record is written; the entry only absorbs stragglers until it times out. Keeps
+    /// only the verdict it was recorded with (a denied flow stays denied).
+    Closed { verdict: FlowVerdict },
+}
+
+/// What a flow's decision left: the verdict and who made it.
+#[derive(Debug)]
+pub(crate) struct Decided {
+    pub verdict: Settled,
+    pub decided_by: Option<DecidedBy>,
+    pub rule: Option<RuleId>,
+    /// Boxed twice: rare, and a thin pointer keeps the entry within its size budget.
+    #[allow(clippy::box_collection, clippy::redundant_allocation)]
+    pub monitors: Option<Box<Box<[RuleId]>>>,
+    /// The policy that decided the flow: `rule` and `monitors` index into it, so the record
+    /// names the right rules after a hot reload swapped in another policy. `None`: accepted
+    /// with the firewall disabled, or dropped before any policy decided.
+    pub decided_under: Option<Arc<CompiledPolicy>>,
+}
+
+/// A verdict that is made (a [`FlowVerdict`] other than `Pending`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settled {
+    Accept,
+    Drop,
+}
+
+impl From<Settled> for FlowVerdict {
+    fn from(v: Settled) -> Self {
+        match v {
+            Settled::Accept => FlowVerdict::Accept,
+            Settled::Drop => FlowVerdict::Drop,
+        }
+    }
+}
+
+impl Decided {
+    /// A verdict no policy rule made (firewall off, dropped before a decision).
+    pub(crate) fn unattributed(verdict: Settled) -> Self {
+        Decided {
+            verdict,
+            decided_by: None,
+            rule: None,
+            monitors: None,
+            decided_under: None,
+        }
+    }
+}
+
+/// Handle of a flow's entry in the L7 side table ([`super::ident::IdentTable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IdentRef(NonZeroU32);
+
+impl IdentRef {
+    /// The handle of slot `index`; `None` past the last representable slot.
+    pub(crate) fn from_index(index: usize) -> Option<Self> {
+        u32::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_add(1))
+            .and_then(NonZeroU32::new)
+            .map(IdentRef)
+    }
+
+    /// The slot this handle names.
+    pub(crate) fn index(self) -> usize {
+        (self.0.get() - 1) as usize
+    }
 }
 
 /// A flow's DNS verification: its wait for the gateway's resolution of its name
@@ -98,11 +168,7 @@ impl FlowData {
             out: Counter::default(),
             inb: Counter::default(),
             tcp: TcpTrack::new(),
-            verdict: FlowVerdict::Pending,
-            decided_by: None,
-            rule: None,
-            monitors: None,
-            decided_under: None,
+            phase: Phase::Identifying,
             domain: None,
             domain_src: DomainSrc::None,
             domain_fact: if l7 {
@@ -122,7 +188,6 @@ impl FlowData {
             country,
             ech: false,
             evasion: false,
-            recorded: false,
             client_payload: false,
             established: false,
             dns_only: false,
@@ -132,9 +197,66 @@ impl FlowData {
             isn_s: SeqNumber(0),
             fin_c: SeqNumber(0),
             fin_s: SeqNumber(0),
-            ident: NO_IDENT,
+            ident: None,
             dns_wait: DnsWait::No,
         }
+    }
+
+    /// The verdict as the record and the packet path see it.
+    pub(crate) fn verdict(&self) -> FlowVerdict {
+        match &self.phase {
+            Phase::Identifying => FlowVerdict::Pending,
+            Phase::Decided(d) => d.verdict.into(),
+            Phase::Closed { verdict } => *verdict,
+        }
+    }
+
+    /// The decision, once made (not kept past the record).
+    pub(crate) fn decided(&self) -> Option<&Decided> {
+        match &self.phase {
+            Phase::Decided(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The record has been written; the entry only absorbs stragglers until it times out.
+    pub(crate) fn recorded(&self) -> bool {
+        matches!(self.phase, Phase::Closed { .. })
+    }
+
+    /// The policy decided: enter the decided phase (a closed flow keeps only the verdict).
+    pub(crate) fn settle(&mut self, decided: Decided) {
+        match &mut self.phase {
+            Phase::Closed { verdict } => *verdict = decided.verdict.into(),
+            _ => self.phase = Phase::Decided(decided),
+        }
+    }
+
+    /// Settle the verdict on `verdict`, keeping who decided (a drop that overrides an accept,
+    /// say, keeps the policy that accepted); an undecided flow gets a verdict no rule made.
+    pub(crate) fn set_verdict(&mut self, verdict: Settled) {
+        match &mut self.phase {
+            Phase::Identifying => self.phase = Phase::Decided(Decided::unattributed(verdict)),
+            Phase::Decided(d) => d.verdict = verdict,
+            Phase::Closed { verdict: v } => *v = verdict.into(),
+        }
+    }
+
+    /// Dropped with no deciding rule (an evasion, a violated protocol watch): the verdict
+    /// becomes `Drop` and the deciding rule is forgotten.
+    pub(crate) fn drop_unattributed(&mut self) {
+        self.set_verdict(Settled::Drop);
+        if let Phase::Decided(d) = &mut self.phase {
+            d.decided_by = None;
+            d.rule = None;
+        }
+    }
+
+    /// The record is written: keep only what a tombstone needs.
+    pub(crate) fn close(&mut self) {
+        self.phase = Phase::Closed {
+            verdict: self.verdict(),
+        };
     }
 
     /// A segment of this (closed) flow's `dir` side, `seq` and `len` payload bytes, lies inside
@@ -156,8 +278,8 @@ impl FlowData {
     /// Dropped by `firewall.on_unidentifiable: drop`: dropped without a deciding rule, not for
     /// an evasion, with a reason the client chose (the one way the engine reaches this state).
     pub(crate) fn unidentifiable_drop(&self) -> bool {
-        self.verdict == FlowVerdict::Drop
-            && self.decided_by.is_none()
+        self.verdict() == FlowVerdict::Drop
+            && self.decided().is_none_or(|d| d.decided_by.is_none())
             && !self.evasion
             && self.why.is_some_and(super::event::client_made_unreadable)
     }
@@ -215,17 +337,20 @@ impl FlowData {
         end_reason: EndReason,
         policy: Arc<CompiledPolicy>,
     ) -> FlowEnd {
+        let decided = self.decided();
         FlowEnd {
             key: *key,
             snat: snat.filter(|_| self.sent),
             start: self.start,
             end: end.max(self.start),
             end_reason,
-            verdict: self.verdict,
-            decided_by: self.decided_by,
-            rule: self.rule,
-            monitors: self.monitors.as_deref().cloned(),
-            policy: self.decided_under.clone().unwrap_or(policy),
+            verdict: self.verdict(),
+            decided_by: decided.and_then(|d| d.decided_by),
+            rule: decided.and_then(|d| d.rule),
+            monitors: decided.and_then(|d| d.monitors.as_deref().cloned()),
+            policy: decided
+                .and_then(|d| d.decided_under.clone())
+                .unwrap_or(policy),
             domain: self.domain.clone(),
             domain_src: self.domain_src,
             domain_fact: self.domain_fact,
@@ -261,5 +386,40 @@ mod tests {
     fn per_flow_state_is_compact() {
         let entry = std::mem::size_of::<Entry<FlowData>>();
         assert!(entry <= 232, "conntrack entry grew to {entry} bytes");
+    }
+
+    #[test]
+    fn ident_handles_name_their_slot() {
+        for i in [0usize, 1, 41, u32::MAX as usize - 1] {
+            assert_eq!(IdentRef::from_index(i).map(IdentRef::index), Some(i));
+        }
+        assert_eq!(IdentRef::from_index(u32::MAX as usize), None);
+        assert_eq!(std::mem::size_of::<Option<IdentRef>>(), 4);
+    }
+
+    #[test]
+    fn phases_keep_only_their_data() {
+        let mut d = FlowData::new(Timestamp::from_secs(1), PROTO_TCP, None);
+        assert_eq!(d.verdict(), FlowVerdict::Pending);
+        assert!(d.decided().is_none() && !d.recorded());
+        // A verdict no rule made: nothing to credit, no rule to name.
+        d.set_verdict(Settled::Accept);
+        let dec = d.decided().expect("decided");
+        assert_eq!(dec.verdict, Settled::Accept);
+        assert!(dec.decided_by.is_none() && dec.rule.is_none() && dec.decided_under.is_none());
+        // An evasion or a violated watch: dropped, no deciding rule.
+        d.drop_unattributed();
+        assert_eq!(d.verdict(), FlowVerdict::Drop);
+        // Recorded: only the verdict stays, and a later decision cannot reopen the flow.
+        d.close();
+        assert!(d.recorded() && d.decided().is_none());
+        assert_eq!(d.verdict(), FlowVerdict::Drop);
+        d.settle(Decided::unattributed(Settled::Accept));
+        assert!(d.recorded());
+        assert_eq!(d.verdict(), FlowVerdict::Accept);
+        // A flow recorded before any verdict keeps `Pending` for its tombstone.
+        let mut p = FlowData::new(Timestamp::from_secs(1), PROTO_UDP, None);
+        p.close();
+        assert_eq!(p.verdict(), FlowVerdict::Pending);
     }
 }

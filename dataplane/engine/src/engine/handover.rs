@@ -318,21 +318,21 @@ impl Engine {
             super::offload::credit(&mut self.stats, &mut e.data, now_counts, before);
             self.watch.remove(r);
             self.interim.forget(r);
-            if e.data.ident != NO_IDENT {
-                let _ = self.idents.remove(e.data.ident);
+            if let Some(id) = e.data.ident {
+                let _ = self.idents.remove(id);
             }
             let d = &e.data;
+            let decided = d.decided();
             out.push(HandoverFlow {
                 flow,
                 start: d.start,
                 out: d.out,
                 inb: d.inb,
                 kernel: now_counts,
-                decided_by: d.decided_by,
-                rule: d.rule.map(|r| r.0),
-                monitors: d
-                    .monitors
-                    .as_deref()
+                decided_by: decided.and_then(|x| x.decided_by),
+                rule: decided.and_then(|x| x.rule).map(|r| r.0),
+                monitors: decided
+                    .and_then(|x| x.monitors.as_deref())
                     .map(|m| m.iter().map(|r| r.0).collect())
                     .unwrap_or_default(),
                 domain: d.domain.as_deref().map(str::to_string),
@@ -407,16 +407,17 @@ impl Engine {
         let mut d = FlowData::new(h.start, h.flow.proto, h.country);
         d.out = h.out;
         d.inb = h.inb;
-        d.verdict = FlowVerdict::Accept;
-        d.decided_by = h.decided_by;
+        let mut decided = Decided::unattributed(Settled::Accept);
+        decided.decided_by = h.decided_by;
         if with_rules {
-            d.rule = h.rule.map(RuleId);
+            decided.rule = h.rule.map(RuleId);
             if !h.monitors.is_empty() {
                 let m: Box<[RuleId]> = h.monitors.iter().map(|&r| RuleId(r)).collect();
-                d.monitors = Some(Box::new(m));
+                decided.monitors = Some(Box::new(m));
             }
-            d.decided_under = Some(Arc::clone(policy));
+            decided.decided_under = Some(Arc::clone(policy));
         }
+        d.settle(decided);
         d.domain = h.domain.as_deref().map(Into::into);
         d.domain_src = h.domain_src;
         d.domain_fact = h.domain_fact;

@@ -10,9 +10,12 @@ impl Engine {
             return;
         };
         let d = &mut e.data;
-        if d.facts_pending() || d.ident == NO_IDENT {
+        if d.facts_pending() {
             return;
         }
+        let Some(idx) = d.ident else {
+            return;
+        };
         match d.domain_fact {
             FactState::Known => self.stats.l7_domain_found += 1,
             _ => self.stats.l7_unidentifiable += 1,
@@ -20,20 +23,17 @@ impl Engine {
         if d.app_fact == FactState::Known {
             self.stats.l7_app_found += 1;
         }
-        let idx = d.ident;
         let empty = self.idents.get(idx).is_none_or(Ident::idle);
-        if empty && d.verdict != FlowVerdict::Pending {
-            d.ident = NO_IDENT;
+        if empty && d.verdict() != FlowVerdict::Pending {
+            d.ident = None;
             self.idents.remove(idx);
         }
     }
 
-    pub(super) fn ensure_ident(&mut self, now: Timestamp, r: FlowRef) -> u32 {
-        let Some(e) = self.table.get_mut(r) else {
-            return NO_IDENT;
-        };
-        if e.data.ident != NO_IDENT {
-            return e.data.ident;
+    pub(super) fn ensure_ident(&mut self, now: Timestamp, r: FlowRef) -> Option<IdentRef> {
+        let e = self.table.get_mut(r)?;
+        if let Some(idx) = e.data.ident {
+            return Some(idx);
         }
         let stream = (e.key.proto == PROTO_TCP)
             .then(|| StreamBuf::new(e.data.isn_c, self.opts.per_flow_hold_bytes));
@@ -51,13 +51,13 @@ impl Engine {
             released_last: None,
             pass: 0,
             h2_from: None,
-        });
-        e.data.ident = idx;
+        })?;
+        e.data.ident = Some(idx);
         let deadline = now.add(std::time::Duration::from_millis(
             self.opts.pending_timeout_ms,
         ));
         self.deadlines.push_back((deadline, r));
-        idx
+        Some(idx)
     }
 
     /// Keep a copy of a (translated) frame while the verdict is pending.
@@ -73,14 +73,16 @@ impl Engine {
         let Some(e) = self.table.get_mut(r) else {
             return Verdict::Drop(DropReason::NoFlow);
         };
-        let per_flow = self.idents.get(idx).map_or(0, |id| id.bytes);
+        let per_flow = idx
+            .and_then(|i| self.idents.get(i))
+            .map_or(0, |id| id.bytes);
         let over = per_flow + frame.len() > self.opts.per_flow_hold_bytes + 4096
             || self.idents.bytes + frame.len() > self.opts.global_hold_bytes;
         if over {
             // Cannot wait any longer: decide with what is known.
             e.data.give_up(flow::WHY_HOLD_LIMIT);
             self.evaluate(now, r);
-            let verdict = self.table.get(r).map(|e| e.data.verdict);
+            let verdict = self.table.get(r).map(|e| e.data.verdict());
             return match verdict {
                 Some(FlowVerdict::Accept) => {
                     self.release(r);
@@ -105,7 +107,9 @@ impl Engine {
         let Some(e) = self.table.get(r) else {
             return;
         };
-        let idx = e.data.ident;
+        let Some(idx) = e.data.ident else {
+            return;
+        };
         let tcp = e.key.proto == PROTO_TCP;
         let rel = seg.seq.0.wrapping_sub(e.data.isn_c.0);
         if let Some(id) = self.idents.get_mut(idx) {
@@ -127,12 +131,14 @@ impl Engine {
         };
         let d = &e.data;
         if e.key.proto != PROTO_TCP
-            || d.verdict != FlowVerdict::Pending
+            || d.verdict() != FlowVerdict::Pending
             || d.domain_fact != FactState::Pending
         {
             return;
         }
-        let idx = d.ident;
+        let Some(idx) = d.ident else {
+            return;
+        };
         let Some(id) = self.idents.get_mut(idx) else {
             return;
         };
@@ -181,7 +187,7 @@ impl Engine {
         let Some(e) = self.table.get(r) else {
             return false;
         };
-        let Some(id) = self.idents.get(e.data.ident) else {
+        let Some(id) = e.data.ident.and_then(|i| self.idents.get(i)) else {
             return false;
         };
         let end = seg.seq + seg.payload_len;
@@ -193,7 +199,9 @@ impl Engine {
         let Some(e) = self.table.get_mut(r) else {
             return;
         };
-        let idx = e.data.ident;
+        let Some(idx) = e.data.ident else {
+            return;
+        };
         let pending = e.data.facts_pending();
         let Some(id) = self.idents.get_mut(idx) else {
             return;
@@ -210,7 +218,7 @@ impl Engine {
         let idle = id.idle();
         self.idents.recount(idx);
         if !pending && idle {
-            e.data.ident = NO_IDENT;
+            e.data.ident = None;
             self.idents.remove(idx);
         }
     }
@@ -221,15 +229,17 @@ impl Engine {
         let Some(e) = self.table.get_mut(r) else {
             return;
         };
-        let idx = e.data.ident;
+        let Some(idx) = e.data.ident else {
+            return;
+        };
         let Some(id) = self.idents.get_mut(idx) else {
             return;
         };
         if id.server_ack.is_none_or(|a| ack > a) {
             id.server_ack = Some(ack);
         }
-        if id.idle() && !e.data.facts_pending() && e.data.verdict != FlowVerdict::Pending {
-            e.data.ident = NO_IDENT;
+        if id.idle() && !e.data.facts_pending() && e.data.verdict() != FlowVerdict::Pending {
+            e.data.ident = None;
             self.idents.remove(idx);
         }
     }
@@ -240,8 +250,9 @@ impl Engine {
         let Some(e) = self.table.get(r) else {
             return true;
         };
-        self.idents
-            .get(e.data.ident)
+        e.data
+            .ident
+            .and_then(|i| self.idents.get(i))
             .and_then(|id| id.stream.as_ref())
             .is_none_or(|s| s.consistent(seg.seq, seg.payload(frame)))
     }
@@ -258,17 +269,17 @@ impl Engine {
         let Some(e) = self.table.get_mut(r) else {
             return;
         };
-        if e.data.recorded {
+        if e.data.recorded() {
             return;
         }
-        e.data.verdict = FlowVerdict::Drop;
+        e.data.set_verdict(Settled::Drop);
         let key = e.key;
-        let idx = e.data.ident;
         let isn_c = e.data.isn_c;
-        e.data.ident = NO_IDENT;
-        let (held, server_ack, released, released_last) = self
-            .idents
-            .remove(idx)
+        let (held, server_ack, released, released_last) = e
+            .data
+            .ident
+            .take()
+            .and_then(|i| self.idents.remove(i))
             .map(|id| {
                 (
                     id.held,

@@ -33,10 +33,10 @@ impl Engine {
         let Some((eip, eport)) = e.snat else {
             return Verdict::Drop(DropReason::NoFlow);
         };
-        if e.data.verdict == FlowVerdict::Drop {
+        if e.data.verdict() == FlowVerdict::Drop {
             return Verdict::Drop(DropReason::Policy);
         }
-        if !e.data.recorded {
+        if !e.data.recorded() {
             e.data.out.add(len);
             let class = e.class;
             self.table.touch(r, class, now);
@@ -62,11 +62,11 @@ impl Engine {
         let Some(e) = self.table.get_mut(r) else {
             return Verdict::Drop(DropReason::NoFlow);
         };
-        if e.data.verdict == FlowVerdict::Drop {
+        if e.data.verdict() == FlowVerdict::Drop {
             return Verdict::Drop(DropReason::Policy);
         }
         let key = e.key;
-        if !e.data.recorded {
+        if !e.data.recorded() {
             e.data.inb.add(len);
             let class = e.class;
             self.table.touch(r, class, now);

@@ -5,7 +5,7 @@ use natfw_policy::eval::IpProto;
 use natfw_policy::App;
 
 use super::flow::{
-    DomainSrc, FactState, FlowData, WHY_DNS_QUERY, WHY_NOT_TLS_HTTP, WHY_NO_NAME_PROTO,
+    DomainSrc, FactState, FlowData, IdentRef, WHY_DNS_QUERY, WHY_NOT_TLS_HTTP, WHY_NO_NAME_PROTO,
     WHY_UDP_NO_NAME,
 };
 use crate::conntrack::FlowRef;
@@ -74,43 +74,45 @@ impl Ident {
 #[derive(Debug, Default)]
 pub(crate) struct IdentTable {
     slots: Vec<Option<Ident>>,
-    free: Vec<u32>,
+    free: Vec<IdentRef>,
     /// Bytes held across all entries (held frames + reassembly buffers).
     pub bytes: usize,
 }
 
 impl IdentTable {
-    pub(crate) fn insert(&mut self, id: Ident) -> u32 {
+    /// Store `id`; `None` when the table has as many slots as a handle can name.
+    pub(crate) fn insert(&mut self, id: Ident) -> Option<IdentRef> {
         match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = Some(id);
-                i
+                self.slots[i.index()] = Some(id);
+                Some(i)
             }
             None => {
+                let i = IdentRef::from_index(self.slots.len())?;
                 self.slots.push(Some(id));
-                (self.slots.len() - 1) as u32
+                Some(i)
             }
         }
     }
 
-    pub(crate) fn get_mut(&mut self, i: u32) -> Option<&mut Ident> {
-        self.slots.get_mut(i as usize).and_then(Option::as_mut)
+    pub(crate) fn get_mut(&mut self, i: IdentRef) -> Option<&mut Ident> {
+        self.slots.get_mut(i.index()).and_then(Option::as_mut)
     }
 
-    pub(crate) fn get(&self, i: u32) -> Option<&Ident> {
-        self.slots.get(i as usize).and_then(Option::as_ref)
+    pub(crate) fn get(&self, i: IdentRef) -> Option<&Ident> {
+        self.slots.get(i.index()).and_then(Option::as_ref)
     }
 
-    pub(crate) fn remove(&mut self, i: u32) -> Option<Ident> {
-        let id = self.slots.get_mut(i as usize)?.take()?;
+    pub(crate) fn remove(&mut self, i: IdentRef) -> Option<Ident> {
+        let id = self.slots.get_mut(i.index())?.take()?;
         self.free.push(i);
         self.bytes = self.bytes.saturating_sub(id.bytes);
         Some(id)
     }
 
     /// Re-account an entry's bytes after it changed.
-    pub(crate) fn recount(&mut self, i: u32) {
-        let Some(Some(id)) = self.slots.get_mut(i as usize) else {
+    pub(crate) fn recount(&mut self, i: IdentRef) {
+        let Some(Some(id)) = self.slots.get_mut(i.index()) else {
             return;
         };
         let now = id.held.iter().map(|(_, f)| f.len()).sum::<usize>()

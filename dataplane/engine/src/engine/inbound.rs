@@ -65,9 +65,9 @@ impl Engine {
         };
         let key = e.key;
         let d = &mut e.data;
-        if d.recorded {
+        if d.recorded() {
             // Tombstone: only the server's stragglers of the closed connection pass.
-            return if d.verdict == FlowVerdict::Drop {
+            return if d.verdict() == FlowVerdict::Drop {
                 Verdict::Drop(DropReason::Policy)
             } else if key.proto != PROTO_TCP
                 || (seg.flags & crate::conntrack::tcp_flags::SYN == 0
@@ -100,7 +100,7 @@ impl Engine {
         let class = Self::class_of(key.proto, d);
         let ident = d.ident;
         self.table.touch(r, class, now);
-        if ident != NO_IDENT && key.proto == PROTO_TCP {
+        if ident.is_some() && key.proto == PROTO_TCP {
             if let L4::Tcp { ack, flags, .. } = info.l4 {
                 if flags.ack() {
                     self.server_acked(r, SeqNumber(ack));
@@ -116,11 +116,11 @@ impl Engine {
             return v;
         }
         // Server bytes may have settled a pending verdict (server-speaks-first protocols).
-        if self.table.get(r).map(|e| e.data.verdict) == Some(FlowVerdict::Pending)
+        if self.table.get(r).map(|e| e.data.verdict()) == Some(FlowVerdict::Pending)
             && self.table.get(r).is_some_and(|e| !e.data.facts_pending())
         {
             self.evaluate(now, r);
-            match self.table.get(r).map(|e| e.data.verdict) {
+            match self.table.get(r).map(|e| e.data.verdict()) {
                 Some(FlowVerdict::Accept) => self.release(r),
                 Some(FlowVerdict::Drop) => {
                     self.deny(now, r, None, true);
@@ -169,11 +169,13 @@ impl Engine {
         let Some(e) = self.table.get_mut(r) else {
             return;
         };
-        if let Some(id) = self.idents.get_mut(idx) {
-            ident::feed_server(id, seg.seq, payload);
-            ident::analyse_tcp(&mut e.data, id, key.dport);
+        if let Some(idx) = idx {
+            if let Some(id) = self.idents.get_mut(idx) {
+                ident::feed_server(id, seg.seq, payload);
+                ident::analyse_tcp(&mut e.data, id, key.dport);
+            }
+            self.idents.recount(idx);
         }
-        self.idents.recount(idx);
         self.after_analysis(r);
     }
 

@@ -88,7 +88,7 @@ impl Engine {
             let Some((r, e)) = self.table.at(idx) else {
                 continue;
             };
-            if e.data.recorded {
+            if e.data.recorded() {
                 continue;
             }
             let mark = self

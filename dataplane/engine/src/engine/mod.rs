@@ -33,7 +33,7 @@ use natfw_policy::eval::IpProto;
 pub use natfw_policy::geo::GeoDb;
 use natfw_policy::{Action, DecidedBy, DomainMode, FlowFacts, Outcome, Resolution};
 
-use self::flow::{DnsWait, FlowData, NO_IDENT, WHY_ENDED_PENDING};
+use self::flow::{Decided, DnsWait, FlowData, IdentRef, Settled, WHY_ENDED_PENDING};
 pub use self::handover::{AdoptStats, HandoverFlow};
 use self::ident::{Fed, Ident, IdentTable};
 pub use self::offload::{OffloadCounts, OffloadFlow, OffloadTable, OFFLOAD_SYNC};
@@ -324,9 +324,12 @@ fn ip_proto(p: u8) -> IpProto {
 
 /// Add a finished flow's bytes to the rule that decided it (hits were credited at the decision).
 fn credit_bytes(d: &FlowData) {
-    if let Some(p) = &d.decided_under {
+    if let Some((p, rule)) = d
+        .decided()
+        .and_then(|x| x.decided_under.as_ref().map(|p| (p, x.rule)))
+    {
         p.counters()
-            .get(d.rule)
+            .get(rule)
             .add_bytes(d.out.bytes.saturating_add(d.inb.bytes));
     }
 }

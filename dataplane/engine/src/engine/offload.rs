@@ -170,8 +170,8 @@ impl Engine {
         if k.proto != PROTO_TCP && k.proto != PROTO_UDP {
             return None;
         }
-        if d.verdict != FlowVerdict::Accept
-            || d.recorded
+        if d.verdict() != FlowVerdict::Accept
+            || d.recorded()
             || d.facts_pending()
             || d.dns_only
             || d.app == Some(natfw_policy::App::Dns)
@@ -184,8 +184,10 @@ impl Engine {
         // TCP: the side table goes once the server acknowledged every inspected byte (until
         // then a retransmission must be compared with them). UDP has no stream: an entry with
         // nothing held and nothing to verify is done.
-        let ident_done = d.ident == NO_IDENT
-            || (k.proto == PROTO_UDP && self.idents.get(d.ident).is_none_or(Ident::idle));
+        let ident_done = match d.ident {
+            None => true,
+            Some(i) => k.proto == PROTO_UDP && self.idents.get(i).is_none_or(Ident::idle),
+        };
         if !ident_done {
             return None;
         }

@@ -79,7 +79,7 @@ impl Engine {
             return false;
         };
         let d = &e.data;
-        let closing = d.recorded
+        let closing = d.recorded()
             || matches!(
                 d.tcp.state,
                 TcpState::FinWait | TcpState::Closing | TcpState::Closed
@@ -172,10 +172,10 @@ impl Engine {
             // Would expire here: not forwarded, so neither inspected nor tracked.
             return Verdict::Drop(DropReason::TtlExceeded);
         }
-        if d.recorded {
+        if d.recorded() {
             // Tombstone: a denied flow stays denied; a closed one lets through only stragglers
             // whose sequence numbers lie in what the client sent before its FIN.
-            return if d.verdict == FlowVerdict::Drop {
+            return if d.verdict() == FlowVerdict::Drop {
                 Verdict::Drop(DropReason::Policy)
             } else if proto != PROTO_TCP
                 || (seg.flags & crate::conntrack::tcp_flags::SYN == 0
@@ -219,7 +219,7 @@ impl Engine {
         if payload_new {
             let d = &mut self.table.get_mut(r).expect("flow looked up above").data;
             d.client_payload = true;
-            if d.ident != NO_IDENT && !d.facts_pending() && proto == PROTO_TCP {
+            if d.ident.is_some() && !d.facts_pending() && proto == PROTO_TCP {
                 // Identification is over but the server has not acknowledged every inspected
                 // byte yet: a segment covering them must carry the same bytes.
                 if !self.consistent_with_inspected(r, seg, frame) {
@@ -246,14 +246,12 @@ impl Engine {
             d.evasion = true;
             if !d.fw_off {
                 d.give_up("conflicting TCP retransmission");
-                d.verdict = FlowVerdict::Drop;
-                d.decided_by = None;
-                d.rule = None;
+                d.drop_unattributed();
                 self.deny(now, r, Some((frame, info)), false);
                 return Verdict::Drop(DropReason::Evasion);
             }
         }
-        let verdict_before = self.table.get(r).map(|e| e.data.verdict);
+        let verdict_before = self.table.get(r).map(|e| e.data.verdict());
         if verdict_before == Some(FlowVerdict::Pending) {
             self.evaluate(now, r);
         }
@@ -261,14 +259,14 @@ impl Engine {
             return Verdict::Drop(DropReason::NoFlow);
         };
         let d = &e.data;
-        let v = match d.verdict {
+        let v = match d.verdict() {
             FlowVerdict::Drop => {
                 self.deny(now, r, Some((frame, info)), false);
                 Verdict::Drop(DropReason::Policy)
             }
             FlowVerdict::Accept => {
                 // h2c: the bytes after the decision must keep to the authority it was made on.
-                let started = self.table.get(r).is_some_and(|e| e.data.ident != NO_IDENT)
+                let started = self.table.get(r).is_some_and(|e| e.data.ident.is_some())
                     && !self.h2_watch_start(now, r);
                 if started {
                     return Verdict::Drop(DropReason::Policy);
@@ -282,11 +280,10 @@ impl Engine {
                     return Verdict::Drop(DropReason::NoFlow);
                 };
                 let d = &e.data;
-                let had_held = d.ident != NO_IDENT
-                    && self
-                        .idents
-                        .get(d.ident)
-                        .is_some_and(|id| !id.held.is_empty());
+                let had_held = d
+                    .ident
+                    .and_then(|i| self.idents.get(i))
+                    .is_some_and(|id| !id.held.is_empty());
                 if had_held {
                     // This frame joins the held ones, all released in stream order.
                     let v = self.translate_out(frame, info, eip, eport);
@@ -304,11 +301,10 @@ impl Engine {
                 }
             }
             FlowVerdict::Pending => {
-                let has_held = d.ident != NO_IDENT
-                    && self
-                        .idents
-                        .get(d.ident)
-                        .is_some_and(|id| !id.held.is_empty());
+                let has_held = d
+                    .ident
+                    .and_then(|i| self.idents.get(i))
+                    .is_some_and(|id| !id.held.is_empty());
                 let fin = seg.flags & crate::conntrack::tcp_flags::FIN != 0;
                 if payload_new && proto == PROTO_TCP && self.starttls_pass(r, seg) {
                     // STARTTLS negotiation: passes while the name is awaited.
@@ -365,7 +361,9 @@ impl Engine {
         seg: Seg,
         frame: &[u8],
     ) -> Fed {
-        let idx = self.ensure_ident(now, r);
+        let Some(idx) = self.ensure_ident(now, r) else {
+            return Fed::New;
+        };
         let Some(e) = self.table.get_mut(r) else {
             return Fed::New;
         };
@@ -383,7 +381,9 @@ impl Engine {
     }
 
     pub(super) fn feed_udp_client(&mut self, now: Timestamp, r: FlowRef, seg: Seg, frame: &[u8]) {
-        let idx = self.ensure_ident(now, r);
+        let Some(idx) = self.ensure_ident(now, r) else {
+            return;
+        };
         let Some(e) = self.table.get_mut(r) else {
             return;
         };

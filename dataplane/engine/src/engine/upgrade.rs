@@ -68,7 +68,10 @@ impl Engine {
             return false;
         };
         let isn = e.data.isn_c;
-        let Some(id) = self.idents.get_mut(e.data.ident) else {
+        let Some(idx) = e.data.ident else {
+            return false;
+        };
+        let Some(id) = self.idents.get_mut(idx) else {
             return false;
         };
         if id.pass == 0 {
@@ -100,7 +103,6 @@ impl Engine {
             }
         }
         id.held = keep;
-        let idx = e.data.ident;
         self.idents.recount(idx);
         true
     }
@@ -112,7 +114,7 @@ impl Engine {
         let Some(e) = self.table.get(r) else {
             return true;
         };
-        let Some(id) = self.idents.get_mut(e.data.ident) else {
+        let Some(id) = e.data.ident.and_then(|i| self.idents.get_mut(i)) else {
             return true;
         };
         let Some(from) = id.h2_from.take() else {
@@ -205,9 +207,7 @@ impl Engine {
         let d = &mut e.data;
         d.evasion = true;
         d.why = Some(why);
-        d.verdict = FlowVerdict::Drop;
-        d.decided_by = None;
-        d.rule = None;
+        d.drop_unattributed();
         self.deny(now, r, current, false);
     }
 
