@@ -450,13 +450,7 @@ impl Engine {
         if !self.snat.is_eip(eip) {
             return false;
         }
-        let key = FlowKey {
-            src: IpAddr::V4(*f.client.ip()),
-            dst: IpAddr::V4(*f.server.ip()),
-            sport: f.client.port(),
-            dport: f.server.port(),
-            proto: f.proto,
-        };
+        let key = flow_key(f);
         if self.table.len() >= self.table.capacity() {
             return false;
         }
@@ -493,13 +487,7 @@ impl Engine {
             super::offload::credit(&mut self.stats, &mut d, c, h.kernel);
         }
         let f = &h.flow;
-        let key = FlowKey {
-            src: IpAddr::V4(*f.client.ip()),
-            dst: IpAddr::V4(*f.server.ip()),
-            sport: f.client.port(),
-            dport: f.server.port(),
-            proto: f.proto,
-        };
+        let key = flow_key(f);
         self.stats.flows_ended_shutdown += 1;
         credit_bytes(&d);
         let ev = d.end_event(
@@ -510,5 +498,16 @@ impl Engine {
             Arc::clone(policy),
         );
         self.sink.flow_end(ev);
+    }
+}
+
+/// The conntrack key of an offloaded flow (the client's original tuple).
+fn flow_key(f: &OffloadFlow) -> FlowKey {
+    FlowKey {
+        src: IpAddr::V4(*f.client.ip()),
+        dst: IpAddr::V4(*f.server.ip()),
+        sport: f.client.port(),
+        dport: f.server.port(),
+        proto: f.proto,
     }
 }

@@ -68,14 +68,7 @@ impl KernelOffload {
         inside_ifindex: u32,
         outside_ifindex: u32,
     ) -> KernelOffload {
-        let mut k = KernelOffload {
-            inside,
-            outside,
-            inside_ifindex,
-            outside_ifindex,
-        };
-        k.clear();
-        k
+        Self::keeping(inside, outside, inside_ifindex, outside_ifindex, &[])
     }
 
     /// Keep the entries of `keep` (flows an earlier process handed over, to be adopted) and

@@ -173,23 +173,55 @@ fn mount_bpf(lab: &Lab) -> BpfMount {
     BpfMount(bpf)
 }
 
-#[test]
-fn a_restart_under_an_iperf3_stream_and_a_held_open_https_connection_keeps_both() {
+/// A lab with a bpffs for the pins, and the test host's gateway config with the fast path
+/// and a metrics listener; `None` (SKIP printed) without the lab's prerequisites.
+struct Up {
+    lab: LabGuard,
+    _mount: BpfMount,
+    gi: usize,
+    g: natfw_lab::plan::GatewaySpec,
+    host_ns: String,
+    cfg_text: String,
+}
+
+fn up(tag: &str) -> Option<Up> {
     if let Err(why) = natfw_lab::prerequisites() {
-        eprintln!("SKIP lab restart test rs1: {why}");
-        return;
+        eprintln!("SKIP lab restart test {tag}: {why}");
+        return None;
     }
     let mut o = Options::new(PathBuf::from(env!("CARGO_BIN_EXE_natfw")));
     o.mode = GatewayMode::Natfw;
-    let mut lab = LabGuard(Lab::up(plan(Scenario::ProdTest, "rs1"), o).expect("lab up"));
-    let _mount = mount_bpf(&lab);
-
+    let lab = LabGuard(Lab::up(plan(Scenario::ProdTest, tag), o).expect("lab up"));
+    let mount = mount_bpf(&lab);
     let gi = lab.plan.host(HOST).expect("host").gateway;
     let g = lab.plan.gateways[gi].clone();
     let host_ns = lab.plan.host(HOST).expect("host").ns.clone();
     let base = gateway_config_text(&g).expect("embedded config");
     let base = base.replacen("gateway:\n", "gateway:\n  fast_path: true\n", 1);
     let cfg_text = format!("{base}metrics:\n  listen: \"{METRICS}\"\n");
+    Some(Up {
+        lab,
+        _mount: mount,
+        gi,
+        g,
+        host_ns,
+        cfg_text,
+    })
+}
+
+#[test]
+fn a_restart_under_an_iperf3_stream_and_a_held_open_https_connection_keeps_both() {
+    let Some(Up {
+        mut lab,
+        _mount,
+        gi,
+        g,
+        host_ns,
+        cfg_text,
+    }) = up("rs1")
+    else {
+        return;
+    };
     lab.start_natfw_with(gi, &cfg_text)
         .unwrap_or_else(|e| panic!("natfw run did not start: {e}"));
     let _ = lab.exec(&g.ns, &["ip", "link", "set", "lo", "up"], T);
@@ -365,20 +397,17 @@ fn a_restart_under_an_iperf3_stream_and_a_held_open_https_connection_keeps_both(
 /// next request is reset instead of being forwarded under a policy that did not decide it.
 #[test]
 fn a_restart_with_a_changed_policy_ends_the_handed_over_flows_at_once() {
-    if let Err(why) = natfw_lab::prerequisites() {
-        eprintln!("SKIP lab restart test rs2: {why}");
+    let Some(Up {
+        mut lab,
+        _mount,
+        gi,
+        g,
+        host_ns,
+        cfg_text,
+    }) = up("rs2")
+    else {
         return;
-    }
-    let mut o = Options::new(PathBuf::from(env!("CARGO_BIN_EXE_natfw")));
-    o.mode = GatewayMode::Natfw;
-    let mut lab = LabGuard(Lab::up(plan(Scenario::ProdTest, "rs2"), o).expect("lab up"));
-    let _mount = mount_bpf(&lab);
-    let gi = lab.plan.host(HOST).expect("host").gateway;
-    let g = lab.plan.gateways[gi].clone();
-    let host_ns = lab.plan.host(HOST).expect("host").ns.clone();
-    let base = gateway_config_text(&g).expect("embedded config");
-    let base = base.replacen("gateway:\n", "gateway:\n  fast_path: true\n", 1);
-    let cfg_text = format!("{base}metrics:\n  listen: \"{METRICS}\"\n");
+    };
     let changed = cfg_text.replacen(
         "description: test systems never talk to the payment partner",
         "description: no payments from test systems",
