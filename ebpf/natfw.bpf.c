@@ -24,9 +24,9 @@
  * NIC senders keep TSO and the kernel keeps GSO super-frames. `natfw_steer` on tc ingress of
  * each real interface classifies; a steered IPv4 TCP/UDP packet of a flow in `offload` (decided
  * and fully inspected by the engine) that carries no SYN, FIN or RST, no VLAN tag, no IP option
- * and is no fragment is translated here (incremental checksums valid for CHECKSUM_PARTIAL and
- * GSO packets), counted in its entry and sent out of the other interface with
- * bpf_redirect_neigh; every other steered packet goes to the side's slow-path veth pair
+ * and is no fragment and fits the egress MTU is translated here (incremental checksums valid
+ * for CHECKSUM_PARTIAL and GSO packets), counted in its entry and sent out of the other
+ * interface with bpf_redirect_neigh; every other steered packet goes to the side's slow-path veth pair
  * (`slow_ifindex`, the kernel end, whose egress segments super-frames), where `natfw_slow`
  * (XDP, on the other end) redirects it into the AF_XDP socket or drops it. What the engine
  * transmits on that socket comes out of the kernel end, where `natfw_back` (tc ingress) sends
@@ -59,7 +59,7 @@ enum natfw_counter {
 	C_PASS_NOT_SNAT,
 	C_PASS_OTHER,
 	C_REDIRECT_FAILED,
-	C_FAST_TO_ENGINE, /* an offloaded flow's packet the engine must see (SYN/FIN/RST, ...) */
+	C_FAST_TO_ENGINE, /* an offloaded flow's packet the engine must see (SYN/FIN/RST, too big) */
 	C_FAST_FWD,       /* tc: translated and redirected in the kernel */
 	C_FAST_ERROR,     /* tc: the rewrite failed: dropped */
 	C_MAX,
@@ -482,8 +482,12 @@ int natfw_steer(struct __sk_buff *skb)
 	 * engine, as a tag in the frame does. */
 	if (v.fast && !skb->vlan_present) {
 		struct natfw_offload_val *val = bpf_map_lookup_elem(&offload, &v.key);
+		__u32 mtu = 0;
 		if (val) {
-			if (!v.flags_ok)
+			/* SYN/FIN/RST, or a packet (GSO: a segment) above the egress MTU, which the
+			 * engine answers (ICMP fragmentation needed) as for any flow. */
+			if (!v.flags_ok ||
+			    bpf_check_mtu(skb, val->egress_ifindex, &mtu, 0, BPF_MTU_CHK_SEGS))
 				count(C_FAST_TO_ENGINE, 0);
 			else if (fast_rewrite(skb, val, &v.key))
 				return count(C_FAST_ERROR, TC_ACT_SHOT);

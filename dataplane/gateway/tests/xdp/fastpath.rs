@@ -1,9 +1,9 @@
 //! Split mode's tc program `natfw_steer` and its fast-path lookup, in the kernel
 //! (`BPF_PROG_TEST_RUN`, root only): a packet of a flow in the `offload` table is translated in
 //! the kernel (counted `fastpath_forwarded` and in its entry), unless it carries SYN, FIN or RST
-//! (`fastpath_to_engine`) or its flow is not (or no longer) in the table: then it goes to the
-//! slow path (the engine) as before. Both ways return `TC_ACT_REDIRECT`; the counters tell them
-//! apart.
+//! or is above the egress MTU (`fastpath_to_engine`) or its flow is not (or no longer) in the
+//! table: then it goes to the slow path (the engine) as before. Both ways return
+//! `TC_ACT_REDIRECT`; the counters tell them apart.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -59,11 +59,14 @@ fn offloaded_flows_are_translated_in_tc_and_syn_fin_rst_or_removed_entries_go_to
     else {
         return;
     };
+    // The client's packets leave by an interface with a 576-byte MTU (a veth made for the
+    // test), the server's by lo.
+    let small = SmallMtuLink::new();
     let mut table = KernelOffload::new(
         inside.take_offload().expect("inside offload map"),
         outside.take_offload().expect("outside offload map"),
         1,
-        1,
+        small.ifindex,
     );
     let flow = OffloadFlow {
         client: SocketAddrV4::new(Ipv4Addr::new(10, 1, 2, 3), 40_000),
@@ -104,6 +107,17 @@ fn offloaded_flows_are_translated_in_tc_and_syn_fin_rst_or_removed_entries_go_to
             "outside {name}"
         );
     }
+    // Above the egress MTU: the engine answers it (ICMP fragmentation needed).
+    let mut l4 = ports(40_000, 443);
+    l4[12] = 0x50;
+    l4[13] = 0x10;
+    l4.extend_from_slice(&[0u8; 600]);
+    let big = v4("10.1.2.3", "198.51.100.7", 6, &l4);
+    assert_eq!(
+        way(&mut inside, &big),
+        Counter::FastToEngine,
+        "above the MTU"
+    );
     // Another port, another protocol, a fragment, an in-frame VLAN tag: not this flow's way.
     let other = tcp_flags("10.1.2.3", "198.51.100.7", 40_002, 443, 0x10);
     assert_eq!(way(&mut inside, &other), Counter::SteeredInside);
@@ -234,4 +248,45 @@ fn a_pinned_offload_table_outlives_its_loader_and_keeps_only_handed_over_flows()
         assert!(!d.exists());
     }
     drop(fs);
+}
+
+/// A veth pair with a 576-byte MTU in the test's namespace, removed on drop.
+struct SmallMtuLink {
+    ifindex: u32,
+}
+
+impl SmallMtuLink {
+    const NAME: &'static str = "nfwt-mtu0";
+
+    fn new() -> SmallMtuLink {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", Self::NAME])
+            .output();
+        let st = std::process::Command::new("ip")
+            .args([
+                "link",
+                "add",
+                Self::NAME,
+                "mtu",
+                "576",
+                "type",
+                "veth",
+                "peer",
+                "name",
+            ])
+            .arg("nfwt-mtu1")
+            .status()
+            .expect("ip link add");
+        assert!(st.success(), "creating {}", Self::NAME);
+        let ifindex = natfw_gateway::netlink::if_index(Self::NAME).expect("its index");
+        SmallMtuLink { ifindex }
+    }
+}
+
+impl Drop for SmallMtuLink {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", Self::NAME])
+            .output();
+    }
 }
