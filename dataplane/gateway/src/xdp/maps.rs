@@ -145,6 +145,9 @@ pub struct OffloadKey {
 // SAFETY: byte arrays and a byte, no implicit padding (16 bytes, alignment 1).
 unsafe impl aya::Pod for OffloadKey {}
 
+/// `NATFW_OFFLOAD_MAX`: entries of each side's `offload` map.
+pub const OFFLOAD_MAX: u32 = 262_144;
+
 /// `NATFW_REWRITE_SRC`: rewrite the source (SNAT, inside).
 pub const REWRITE_SRC: u8 = 0;
 /// `NATFW_REWRITE_DST`: rewrite the destination (reverse NAT, outside).
@@ -263,6 +266,7 @@ mod tests {
                 "offsetof natfw_offload_val last_ns",
                 offset_of!(OffloadVal, last_ns),
             ),
+            ("NATFW_OFFLOAD_MAX", OFFLOAD_MAX as usize),
             ("NATFW_REWRITE_SRC", REWRITE_SRC as usize),
             ("NATFW_REWRITE_DST", REWRITE_DST as usize),
             ("NATFW_SIDE_INSIDE", IfSide::Inside as usize),

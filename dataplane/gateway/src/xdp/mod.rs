@@ -116,6 +116,30 @@ const OFFLOAD_PIN: &str = "offload";
 /// The pinned `natfw_steer` link's file in a side's pin directory.
 const STEER_LINK_PIN: &str = "steer_link";
 
+/// A pinned `offload` map whose key, value or size is not this build's (an upgrade changed
+/// `ebpf/natfw.h`) is unpinned, so the load creates a fresh one: the earlier run's flows are
+/// not adopted (their handover data finds no entries and is recorded at start).
+fn drop_incompatible_pin(pin: &Path) {
+    if !pin.exists() {
+        return;
+    }
+    let ok = aya::maps::MapInfo::from_pin(pin).map(|i| {
+        (i.key_size(), i.value_size(), i.max_entries())
+            == (
+                std::mem::size_of::<OffloadKey>() as u32,
+                std::mem::size_of::<OffloadVal>() as u32,
+                maps::OFFLOAD_MAX,
+            )
+    });
+    if !matches!(ok, Ok(true)) {
+        tracing::warn!(
+            "{}: pinned by a build with another layout ({ok:?}); replaced, its flows are not adopted",
+            pin.display()
+        );
+        let _ = std::fs::remove_file(pin);
+    }
+}
+
 /// Remove what a split-mode run left pinned in `dir` (a side's pin directory): the steering
 /// link (its program detaches from the interface) and the `offload` map. Returns whether a
 /// link was there. A missing directory is not an error.
@@ -184,6 +208,7 @@ impl Steering {
                         error: e,
                     }),
                 })?;
+                drop_incompatible_pin(&dir.join(OFFLOAD_PIN));
                 EbpfLoader::new()
                     .map_pin_path("offload", dir.join(OFFLOAD_PIN))
                     .load(PROGRAM)

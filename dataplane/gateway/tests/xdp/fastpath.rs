@@ -290,3 +290,54 @@ impl Drop for SmallMtuLink {
             .output();
     }
 }
+
+/// A pinned `offload` map of another layout (an upgrade changed `ebpf/natfw.h`) is not reused:
+/// the load replaces it with a fresh map of this build's layout.
+#[test]
+fn a_pinned_table_of_another_layout_is_replaced_not_reused() {
+    if skip() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("natfw-xdp-badpin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fs = Bpffs(dir.clone());
+    if !std::process::Command::new("mount")
+        .args(["-t", "bpf", "bpf"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipped: cannot mount a bpffs");
+        return;
+    }
+    let side = dir.join("inside");
+    std::fs::create_dir_all(&side).unwrap();
+    let pin = side.join("offload");
+    // Another map of the object (the one-entry `config` array) pinned where `offload` goes.
+    {
+        let mut other = aya::Ebpf::load(natfw_gateway::xdp::PROGRAM).expect("object");
+        let m = other.map_mut("config").expect("config map");
+        let aya::maps::Map::Array(data) = m else {
+            panic!("config is not an array map");
+        };
+        data.pin(&pin).expect("pin");
+    }
+    let before = aya::maps::MapInfo::from_pin(&pin)
+        .expect("pinned")
+        .key_size();
+    assert_eq!(before, 4, "an array map's key");
+    let mut s = Steering::load_pinned("lo", IfSide::Inside, &rules(), None, Some(&side))
+        .expect("loads over an incompatible pin");
+    let info = aya::maps::MapInfo::from_pin(&pin).expect("pinned again");
+    assert_eq!(
+        (info.key_size(), info.value_size()),
+        (
+            std::mem::size_of::<natfw_gateway::xdp::OffloadKey>() as u32,
+            std::mem::size_of::<natfw_gateway::xdp::OffloadVal>() as u32
+        ),
+        "the pin is this build's table now"
+    );
+    assert!(s.take_offload().is_ok());
+    drop(s);
+    drop(fs);
+}
