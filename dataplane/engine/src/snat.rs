@@ -91,7 +91,7 @@ impl Snat {
     }
 
     /// Add (`on`) or remove a bypassed source prefix (`natfw bypass add|remove`): the engine
-    /// follows the XDP program and nftables, so a source no longer bypassed is SNATed here.
+    /// follows the steering program and nftables, so a source no longer bypassed is SNATed here.
     pub fn set_bypass(&mut self, net: IpNet, on: bool) {
         self.bypass.retain(|b| *b != net);
         if on {

@@ -1,10 +1,11 @@
 //! Which packets natfw takes: the one packet classifier.
 //!
-//! The XDP program (`ebpf/natfw.bpf.c`) makes this decision in the kernel for every frame that
-//! arrives on the inside or the outside interface; [`SteeringRules::decide`] is the same
+//! The kernel programs (`ebpf/natfw.bpf.c`: tc `natfw_steer` in split mode, XDP `natfw_xdp` in
+//! classic mode) make this decision for every frame that arrives on the inside or the outside
+//! interface; [`SteeringRules::decide`] is the same
 //! decision in Rust, read the same way (at most one VLAN tag, IPv4 options skipped only on the
 //! outside, IPv6 extension headers not walked), and a root test
-//! (`dataplane/gateway/tests/xdp/classifier.rs`) runs both over the same frames and asserts
+//! (`dataplane/gateway/tests/xdp/classifier.rs`) runs all three over the same frames and asserts
 //! the same answers. `natfw replay` classifies captures with it ([`SteeringRules::capture`]),
 //! the engine picks a source's SNAT entry with [`source_class`] (through [`crate::snat::Snat`]),
 //! and the gateway fills the program's maps from the same [`SteeringRules`].

@@ -1,7 +1,7 @@
 //! `natfw replay`: run the engine over capture files, as the gateway would have seen them.
 //!
 //! Captures are taken on the inside, so each frame is classified by the gateway's own packet
-//! classifier ([`SteeringRules::capture`], the XDP program's decision in Rust):
+//! classifier ([`SteeringRules::capture`], the steering programs' decision in Rust):
 //! - what the gateway takes on the inside (an SNAT source, not bypassed, not to the gateway or
 //!   a multicast group): an outbound packet, handed to the engine as [`Side::Inside`];
 //! - from a bypassed source: skipped and counted (the kernel masquerades it);

@@ -4,9 +4,10 @@
 //! network namespace, before anything is touched); check the live system (interfaces up, EIPs
 //! on the outside interface, a default route out of it, no DNAT); install the nftables guard
 //! and NAT tables ([`crate::guard`], left in place at exit); start the flow-log writer and
-//! the engine; load the XDP program per interface with its maps filled; open the AF_XDP
-//! sockets on a worker thread pinned to CPU 0,
-//! register them and attach XDP. The main thread then logs, reloads the policy on SIGHUP (see
+//! the engine; in split mode (the fast path, default) make the slow-path veth pairs; load the
+//! eBPF object per side with its maps filled; open the AF_XDP sockets on a worker thread
+//! pinned to CPU 0, register them and attach the programs (split mode: tc on the interfaces,
+//! XDP on the veths; classic mode: XDP on the interfaces). The main thread then logs, reloads the policy on SIGHUP (see
 //! [`crate::admin`]), applies admin-API bypass changes, publishes counters to the admin/metrics
 //! listeners and waits for SIGINT/SIGTERM, after which XDP is detached, the worker stops, the
 //! engine shuts down (every flow ends with `shutdown`; with the fast path and pinned tables the
@@ -674,8 +675,8 @@ fn engine_bypass(
         .map_err(|_| "the data path did not apply the bypass change".to_string())
 }
 
-/// Admin API: add or remove a bypassed source in the engine, the XDP maps of both interfaces
-/// and the nftables guard and masquerade. All three must agree: a source the XDP program steers but the
+/// Admin API: add or remove a bypassed source in the engine, the steering maps of both sides
+/// and the nftables guard and masquerade. All three must agree: a source the kernel program steers but the
 /// engine still thinks bypassed would be answered "to the kernel" and dropped. So a source
 /// leaves the bypass in the engine first (then XDP steers it to an engine that SNATs it), and
 /// joins it in the engine last (after XDP stopped steering it; replies of its existing flows,

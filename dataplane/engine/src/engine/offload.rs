@@ -117,7 +117,7 @@ impl Engine {
     }
 
     /// A packet of flow `r` reached the engine. A SYN, FIN or RST of an offloaded flow
-    /// takes it back first (the XDP program never offloads those, so this is the flow
+    /// takes it back first (the tc program never forwards those itself, so this is the flow
     /// ending or a new connection on its tuple): its counters are read, its entries removed.
     pub(super) fn offload_seen(&mut self, r: FlowRef, info: &PacketInfo) {
         if self.offload.table.is_none() {
