@@ -7,9 +7,10 @@
 //! the engine; in split mode (the fast path, default) make the slow-path veth pairs; load the
 //! eBPF object per side with its maps filled; open the AF_XDP sockets on a worker thread
 //! pinned to CPU 0, register them and attach the programs (split mode: tc on the interfaces,
-//! XDP on the veths; classic mode: XDP on the interfaces). The main thread then logs, reloads the policy on SIGHUP (see
-//! [`crate::admin`]), applies admin-API bypass changes, publishes counters to the admin/metrics
-//! listeners and waits for SIGINT/SIGTERM, after which XDP is detached, the worker stops, the
+//! XDP on the veths; classic mode: XDP on the interfaces). The main thread then logs, reloads
+//! the policy on SIGHUP (see [`crate::admin`]), applies admin-API bypass changes, publishes
+//! counters to the admin/metrics listeners and waits for SIGINT/SIGTERM, after which the
+//! programs are detached, the worker stops, the
 //! engine shuts down (every flow ends with `shutdown`; with the fast path and pinned tables the
 //! offloaded flows are handed over instead, see [`crate::handover`]), the last emits go out
 //! and the flow log is flushed. The nftables tables stay: until the next `natfw run` the guard keeps SNAT-bound
