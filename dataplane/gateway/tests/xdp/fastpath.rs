@@ -168,6 +168,26 @@ fn offloaded_flows_are_translated_in_tc_and_syn_fin_rst_or_removed_entries_go_to
 /// Unmounts and removes a test's bpffs directory.
 struct Bpffs(std::path::PathBuf);
 
+impl Bpffs {
+    /// A bpffs mounted on a fresh temporary directory named after `name`; `None` (skipped,
+    /// with the reason) when it cannot be mounted.
+    fn mount(name: &str) -> Option<Bpffs> {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fs = Bpffs(dir);
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&fs.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a bpffs");
+            return None;
+        }
+        Some(fs)
+    }
+}
+
 impl Drop for Bpffs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
@@ -183,18 +203,10 @@ fn a_pinned_offload_table_outlives_its_loader_and_keeps_only_handed_over_flows()
     if skip() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("natfw-xdp-pins-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fs = Bpffs(dir.clone());
-    if !std::process::Command::new("mount")
-        .args(["-t", "bpf", "bpf"])
-        .arg(&dir)
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        eprintln!("skipped: cannot mount a bpffs");
+    let Some(fs) = Bpffs::mount("natfw-xdp-pins") else {
         return;
-    }
+    };
+    let dir = fs.0.clone();
     let (din, dout) = (dir.join("inside"), dir.join("outside"));
     let load = |side, d: &std::path::Path| {
         Steering::load_pinned("lo", side, &rules(), None, Some(d)).expect("load pinned")
@@ -298,18 +310,10 @@ fn a_pinned_table_of_another_layout_is_replaced_not_reused() {
     if skip() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("natfw-xdp-badpin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let fs = Bpffs(dir.clone());
-    if !std::process::Command::new("mount")
-        .args(["-t", "bpf", "bpf"])
-        .arg(&dir)
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        eprintln!("skipped: cannot mount a bpffs");
+    let Some(fs) = Bpffs::mount("natfw-xdp-badpin") else {
         return;
-    }
+    };
+    let dir = fs.0.clone();
     let side = dir.join("inside");
     std::fs::create_dir_all(&side).unwrap();
     let pin = side.join("offload");
