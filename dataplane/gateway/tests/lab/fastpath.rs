@@ -6,14 +6,13 @@
 //! Root only (prints `SKIP` otherwise); own namespace tags (`natfw-f<N>-*`), a guard tears the
 //! lab down on panic. Host checksum offloads stay on: bulk TCP is GSO super-frames.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use natfw_lab::demo::flow_records;
-use natfw_lab::{gateway_config_text, plan, GatewayMode, Lab, LabGuard, Options, Scenario};
+use natfw_lab::{plan, Lab, LabGuard};
 
 const METRICS: &str = "127.0.0.1:9110";
 /// The test VPC host (default accept policy) behind the `test` gateway.
@@ -27,21 +26,12 @@ struct Up {
 }
 
 fn up(tag: &str) -> Option<Up> {
-    if let Err(why) = natfw_lab::prerequisites() {
-        eprintln!("SKIP lab fastpath test {tag}: {why}");
-        return None;
-    }
-    let mut o = Options::new(PathBuf::from(env!("CARGO_BIN_EXE_natfw")));
-    o.mode = GatewayMode::Natfw;
-    let mut lab = LabGuard(Lab::up(plan(Scenario::ProdTest, tag), o).expect("lab up"));
-    let gi = lab.plan.host(HOST).expect("host").gateway;
-    let g = lab.plan.gateways[gi].clone();
-    let base = gateway_config_text(&g).expect("embedded config");
-    // The fast path is the default (`gateway.fast_path`); said explicitly all the same.
-    assert!(!base.contains("fast_path"), "{base}");
-    let base = base.replacen("gateway:\n", "gateway:\n  fast_path: true\n", 1);
-    assert!(base.contains("fast_path: true"), "{base}");
-    let cfg_text = format!("{base}metrics:\n  listen: \"{METRICS}\"\n");
+    let crate::support::FastPathLab {
+        mut lab,
+        gi,
+        g,
+        cfg_text,
+    } = crate::support::fast_path_lab("fastpath", tag, HOST, METRICS)?;
     lab.start_natfw_with(gi, &cfg_text)
         .unwrap_or_else(|e| panic!("natfw run did not start: {e}"));
     let _ = lab.exec(&g.ns, &["ip", "link", "set", "lo", "up"], T);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use natfw_lab::demo::flow_records;
-use natfw_lab::{gateway_config_text, plan, GatewayMode, Lab, LabGuard, Options, Scenario};
+use natfw_lab::{plan, Lab, LabGuard};
 
 const HOST: &str = "test";
 const T: Duration = Duration::from_secs(30);
@@ -185,20 +185,14 @@ struct Up {
 }
 
 fn up(tag: &str) -> Option<Up> {
-    if let Err(why) = natfw_lab::prerequisites() {
-        eprintln!("SKIP lab restart test {tag}: {why}");
-        return None;
-    }
-    let mut o = Options::new(PathBuf::from(env!("CARGO_BIN_EXE_natfw")));
-    o.mode = GatewayMode::Natfw;
-    let lab = LabGuard(Lab::up(plan(Scenario::ProdTest, tag), o).expect("lab up"));
+    let crate::support::FastPathLab {
+        lab,
+        gi,
+        g,
+        cfg_text,
+    } = crate::support::fast_path_lab("restart", tag, HOST, METRICS)?;
     let mount = mount_bpf(&lab);
-    let gi = lab.plan.host(HOST).expect("host").gateway;
-    let g = lab.plan.gateways[gi].clone();
     let host_ns = lab.plan.host(HOST).expect("host").ns.clone();
-    let base = gateway_config_text(&g).expect("embedded config");
-    let base = base.replacen("gateway:\n", "gateway:\n  fast_path: true\n", 1);
-    let cfg_text = format!("{base}metrics:\n  listen: \"{METRICS}\"\n");
     Some(Up {
         lab,
         _mount: mount,
