@@ -35,6 +35,8 @@ pub struct Snat {
     entries: Vec<Entry>,
     bypass: Vec<IpNet>,
     eips: Vec<IpAddr>,
+    /// The packet worker this allocator serves: its ports are `≡ index (mod count)`.
+    worker: crate::engine::WorkerSlot,
 }
 
 /// Stable 64-bit mix (splitmix64 finaliser): the same inputs give the same EIP and port in every
@@ -76,6 +78,7 @@ impl Snat {
             entries,
             bypass: gw.bypass.clone(),
             eips: gw.eips.clone(),
+            worker: crate::engine::WorkerSlot::default(),
         })
     }
 
@@ -116,20 +119,33 @@ impl Snat {
         pool.get((h % pool.len() as u64) as usize).copied()
     }
 
+    /// Serve packet worker `w` of several: only ports `≡ w.index (mod w.count)` are handed
+    /// out, so replies find their worker by destination port (`engine::worker`).
+    pub fn set_worker(&mut self, w: crate::engine::WorkerSlot) {
+        self.worker = w;
+    }
+
     /// A port (ICMP: echo id) for `key` leaving through `eip` whose reply tuple is unused in
-    /// `table`: the source port if free, else a probed one in 1024–65535.
+    /// `table`: the source port if free (and this worker's), else a probed one in 1024–65535
+    /// of this worker's residue.
     pub fn allocate<T>(&self, table: &Table<T>, key: &FlowKey, eip: IpAddr) -> Option<u16> {
-        if !table.reply_taken(&key.reply_key(eip, key.sport)) {
+        if self.worker.owns_port(key.sport) && !table.reply_taken(&key.reply_key(eip, key.sport)) {
             return Some(key.sport);
         }
-        let span = u32::from(u16::MAX - PORT_MIN) + 1;
+        // The candidates: base, base + step, ... up to 65535, base the first port >= PORT_MIN
+        // of the residue.
+        let step = u32::from(self.worker.count.max(1));
+        let residue = u32::from(self.worker.index) % step;
+        let lo = u32::from(PORT_MIN);
+        let base = lo + (residue + step - lo % step) % step;
+        let span = (u32::from(u16::MAX) - base) / step + 1;
         let seed = mix(ip_bits(key.src)
             ^ (u64::from(key.sport) << 16)
             ^ (u64::from(key.dport) << 32)
             ^ ip_bits(key.dst).rotate_left(17));
         let start = (seed % u64::from(span)) as u32;
         (0..MAX_PROBES.min(span))
-            .map(|i| PORT_MIN + ((start + i) % span) as u16)
+            .map(|i| (base + ((start + i) % span) * step) as u16)
             .find(|&p| !table.reply_taken(&key.reply_key(eip, p)))
     }
 }
@@ -285,6 +301,38 @@ mod tests {
             Some(7),
             "freed when the flow ends"
         );
+    }
+
+    #[test]
+    fn a_worker_allocates_only_its_residue() {
+        for count in [2u16, 3, 8] {
+            for index in 0..count {
+                let mut s = Snat::new(&gw()).unwrap();
+                s.set_worker(crate::engine::WorkerSlot::new(index, count).unwrap());
+                let mut tb: Table<()> = Table::new(100_000, Timeouts::default());
+                let eip: IpAddr = "192.0.2.1".parse().unwrap();
+                let mut seen = HashSet::new();
+                // Many clients on the same source port to one server: each after the first
+                // needs a probed port, and every one must be of this worker's residue.
+                for i in 0..300u32 {
+                    let key = FlowKey {
+                        src: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)),
+                        dst: "198.51.100.7".parse().unwrap(),
+                        sport: 40000 + index,
+                        dport: 443,
+                        proto: PROTO_TCP,
+                    };
+                    let port = s.allocate(&tb, &key, eip).unwrap();
+                    assert_eq!(port % count, index, "count {count} index {index}");
+                    assert!(port >= PORT_MIN);
+                    assert!(seen.insert(port));
+                    let r = tb
+                        .insert(key, TimerClass::Established, Timestamp(0), ())
+                        .unwrap();
+                    tb.set_snat(r, eip, port).unwrap();
+                }
+            }
+        }
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct EngineStats {
     pub drop_unsupported: Counter,
     /// Drops: L7 evasion attempt (conflicting retransmission) in strict mode.
     pub drop_evasion: Counter,
+    /// Copies of packets another packet worker owns (fragments, ICMP errors and IPv6 extension
+    /// headers go to every worker; each keeps its own): ignored, not dropped traffic.
+    pub other_worker: Counter,
 
     /// Flows created.
     pub flows_created: u64,
@@ -111,6 +114,10 @@ pub struct EngineStats {
     pub pre_name_released: Counter,
     /// DNS responses learned into the DNS cache.
     pub dns_answers_learned: u64,
+    /// DNS facts learned from another packet worker (answers that crossed it).
+    pub dns_answers_shared: u64,
+    /// DNS facts not passed to the other workers: too many waiting (never drained).
+    pub dns_answers_share_dropped: u64,
     /// Addresses learned from answers the gateway's DNS forwarder relayed.
     pub dns_answers_forwarded: u64,
     /// Names the engine asked the gateway to resolve (`fqdn_and_dns` verification).
@@ -140,4 +147,159 @@ pub struct EngineStats {
     pub offload_active: u64,
     /// Packets and bytes the kernel forwarded for offloaded flows (read back from its table).
     pub offload_forwarded: Counter,
+}
+
+impl EngineStats {
+    /// Add another engine's counters (the gateway's packet workers, one engine each). Gauges
+    /// add up too, but for `dns_gateway_names`: every engine holds the same names, so the
+    /// largest is taken. Every field is named, so a new one cannot be forgotten here.
+    pub fn accumulate(&mut self, other: &EngineStats) {
+        let EngineStats {
+            rx_inside,
+            rx_outside,
+            fwd_out,
+            fwd_in,
+            to_kernel,
+            bypassed,
+            held,
+            released,
+            discarded,
+            emitted,
+            drop_parse,
+            drop_fragment,
+            drop_policy,
+            drop_no_flow,
+            drop_no_port,
+            drop_table_full,
+            drop_hold_full,
+            drop_invalid_state,
+            drop_unsupported,
+            drop_evasion,
+            other_worker,
+            flows_created,
+            flows_ended_fin,
+            flows_ended_rst,
+            flows_ended_timeout,
+            flows_ended_denied,
+            flows_ended_evicted,
+            flows_ended_shutdown,
+            flows_active,
+            table_full,
+            evictions,
+            resets_no_flow,
+            interim_records,
+            tuple_reuses,
+            closed_flow_strays,
+            held_bytes,
+            l7_bytes,
+            policy_evaluations,
+            l7_domain_found,
+            l7_app_found,
+            l7_unidentifiable,
+            l7_timeouts,
+            l7_conflicts,
+            pre_name_released,
+            dns_answers_learned,
+            dns_answers_shared,
+            dns_answers_share_dropped,
+            dns_answers_forwarded,
+            dns_resolve_requests,
+            dns_resolve_waits,
+            dns_resolve_timeouts,
+            dns_resolve_refused,
+            dns_gateway_names_full,
+            dns_gateway_names,
+            offload_added,
+            offload_removed,
+            offload_add_failed,
+            offload_handed_over,
+            offload_adopted,
+            offload_active,
+            offload_forwarded,
+        } = other;
+        self.rx_inside.packets += rx_inside.packets;
+        self.rx_inside.bytes += rx_inside.bytes;
+        self.rx_outside.packets += rx_outside.packets;
+        self.rx_outside.bytes += rx_outside.bytes;
+        self.fwd_out.packets += fwd_out.packets;
+        self.fwd_out.bytes += fwd_out.bytes;
+        self.fwd_in.packets += fwd_in.packets;
+        self.fwd_in.bytes += fwd_in.bytes;
+        self.to_kernel.packets += to_kernel.packets;
+        self.to_kernel.bytes += to_kernel.bytes;
+        self.bypassed.packets += bypassed.packets;
+        self.bypassed.bytes += bypassed.bytes;
+        self.held.packets += held.packets;
+        self.held.bytes += held.bytes;
+        self.released.packets += released.packets;
+        self.released.bytes += released.bytes;
+        self.discarded.packets += discarded.packets;
+        self.discarded.bytes += discarded.bytes;
+        self.emitted.packets += emitted.packets;
+        self.emitted.bytes += emitted.bytes;
+        self.drop_parse.packets += drop_parse.packets;
+        self.drop_parse.bytes += drop_parse.bytes;
+        self.drop_fragment.packets += drop_fragment.packets;
+        self.drop_fragment.bytes += drop_fragment.bytes;
+        self.drop_policy.packets += drop_policy.packets;
+        self.drop_policy.bytes += drop_policy.bytes;
+        self.drop_no_flow.packets += drop_no_flow.packets;
+        self.drop_no_flow.bytes += drop_no_flow.bytes;
+        self.drop_no_port.packets += drop_no_port.packets;
+        self.drop_no_port.bytes += drop_no_port.bytes;
+        self.drop_table_full.packets += drop_table_full.packets;
+        self.drop_table_full.bytes += drop_table_full.bytes;
+        self.drop_hold_full.packets += drop_hold_full.packets;
+        self.drop_hold_full.bytes += drop_hold_full.bytes;
+        self.drop_invalid_state.packets += drop_invalid_state.packets;
+        self.drop_invalid_state.bytes += drop_invalid_state.bytes;
+        self.drop_unsupported.packets += drop_unsupported.packets;
+        self.drop_unsupported.bytes += drop_unsupported.bytes;
+        self.drop_evasion.packets += drop_evasion.packets;
+        self.drop_evasion.bytes += drop_evasion.bytes;
+        self.other_worker.packets += other_worker.packets;
+        self.other_worker.bytes += other_worker.bytes;
+        self.flows_created += *flows_created;
+        self.flows_ended_fin += *flows_ended_fin;
+        self.flows_ended_rst += *flows_ended_rst;
+        self.flows_ended_timeout += *flows_ended_timeout;
+        self.flows_ended_denied += *flows_ended_denied;
+        self.flows_ended_evicted += *flows_ended_evicted;
+        self.flows_ended_shutdown += *flows_ended_shutdown;
+        self.flows_active += *flows_active;
+        self.table_full += *table_full;
+        self.evictions += *evictions;
+        self.resets_no_flow += *resets_no_flow;
+        self.interim_records += *interim_records;
+        self.tuple_reuses += *tuple_reuses;
+        self.closed_flow_strays += *closed_flow_strays;
+        self.held_bytes += *held_bytes;
+        self.l7_bytes += *l7_bytes;
+        self.policy_evaluations += *policy_evaluations;
+        self.l7_domain_found += *l7_domain_found;
+        self.l7_app_found += *l7_app_found;
+        self.l7_unidentifiable += *l7_unidentifiable;
+        self.l7_timeouts += *l7_timeouts;
+        self.l7_conflicts += *l7_conflicts;
+        self.pre_name_released.packets += pre_name_released.packets;
+        self.pre_name_released.bytes += pre_name_released.bytes;
+        self.dns_answers_learned += *dns_answers_learned;
+        self.dns_answers_shared += *dns_answers_shared;
+        self.dns_answers_share_dropped += *dns_answers_share_dropped;
+        self.dns_answers_forwarded += *dns_answers_forwarded;
+        self.dns_resolve_requests += *dns_resolve_requests;
+        self.dns_resolve_waits += *dns_resolve_waits;
+        self.dns_resolve_timeouts += *dns_resolve_timeouts;
+        self.dns_resolve_refused += *dns_resolve_refused;
+        self.dns_gateway_names_full += *dns_gateway_names_full;
+        self.dns_gateway_names = self.dns_gateway_names.max(*dns_gateway_names);
+        self.offload_added += *offload_added;
+        self.offload_removed += *offload_removed;
+        self.offload_add_failed += *offload_add_failed;
+        self.offload_handed_over += *offload_handed_over;
+        self.offload_adopted += *offload_adopted;
+        self.offload_active += *offload_active;
+        self.offload_forwarded.packets += offload_forwarded.packets;
+        self.offload_forwarded.bytes += offload_forwarded.bytes;
+    }
 }

@@ -17,6 +17,9 @@ impl Engine {
         if info.fragment.is_some() {
             return self.fragment(now, Side::Outside, frame);
         }
+        if !self.opts.worker.owns(Side::Outside, info) {
+            return Verdict::Drop(DropReason::OtherWorker);
+        }
         let rk = match info.l4 {
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => ReplyKey {
                 eip: info.dst,

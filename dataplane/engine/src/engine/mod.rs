@@ -17,6 +17,7 @@ mod interim;
 pub mod offload;
 mod outbound;
 mod upgrade;
+pub mod worker;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -37,6 +38,7 @@ use self::flow::{Decided, DnsWait, FlowData, IdentRef, Settled, WHY_ENDED_PENDIN
 pub use self::handover::{AdoptStats, HandoverFlow};
 use self::ident::{Fed, Ident, IdentTable};
 pub use self::offload::{OffloadCounts, OffloadFlow, OffloadTable, OFFLOAD_SYNC};
+pub use self::worker::WorkerSlot;
 use crate::conntrack::{
     Dir, Entry, FlowKey, FlowRef, ReplyKey, Table, TcpEvent, TcpState, Timeouts, TimerClass,
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
@@ -100,6 +102,9 @@ pub enum DropReason {
     Evasion,
     /// TTL / hop limit would reach zero.
     TtlExceeded,
+    /// Another packet worker's (the steering program gave every worker a copy it could not
+    /// place): not an error, counted apart ([`EngineStats::other_worker`]).
+    OtherWorker,
 }
 
 impl DropReason {
@@ -117,6 +122,7 @@ impl DropReason {
             DropReason::InvalidState => "invalid_state",
             DropReason::Unsupported => "unsupported",
             DropReason::Evasion => "evasion",
+            DropReason::OtherWorker => "other_worker",
             DropReason::TtlExceeded => "ttl_exceeded",
         }
     }
@@ -198,6 +204,9 @@ pub struct EngineOptions {
     /// per interval while it lives ([`FlowSink::flow_interim`]). 0 = none (the default: `natfw
     /// run` sets it from the config; replay writes end records only).
     pub interim_interval_ms: u64,
+    /// This engine's packet worker among several ([`worker`]): it allocates SNAT ports of its
+    /// own residue and ignores packets of other workers' flows. Default: the only worker.
+    pub worker: WorkerSlot,
 }
 
 impl Default for EngineOptions {
@@ -218,6 +227,7 @@ impl Default for EngineOptions {
             // Ethernet header + a 1500-byte IP MTU.
             max_frame_len: 1514,
             interim_interval_ms: 0,
+            worker: WorkerSlot::default(),
         }
     }
 }
@@ -255,6 +265,8 @@ pub struct Engine {
     interim: interim::Interim,
     /// The in-kernel fast path, when the caller gave one ([`Engine::set_offload`]).
     offload: offload::OffloadState,
+    /// DNS facts for the other packet workers ([`Engine::drain_shared_answers`]).
+    shared_answers: Vec<worker::SharedAnswer>,
 }
 
 impl fmt::Debug for Engine {
@@ -355,7 +367,8 @@ impl Engine {
         sink: Box<dyn FlowSink>,
         opts: EngineOptions,
     ) -> Result<Engine, EngineError> {
-        let snat = Snat::new(&cfg.gateway).map_err(EngineError::Config)?;
+        let mut snat = Snat::new(&cfg.gateway).map_err(EngineError::Config)?;
+        snat.set_worker(opts.worker);
         if cfg.firewall.enabled && !cfg.gateway.dnat.is_empty() {
             return Err(EngineError::Config(
                 "DNAT entries are not allowed while the firewall is enabled".into(),
@@ -392,6 +405,7 @@ impl Engine {
             watch: upgrade::Watches::default(),
             interim,
             offload: offload::OffloadState::default(),
+            shared_answers: Vec::new(),
         })
     }
 
@@ -434,6 +448,7 @@ impl Engine {
                 DropReason::InvalidState => s.drop_invalid_state.add(len),
                 DropReason::Unsupported | DropReason::TtlExceeded => s.drop_unsupported.add(len),
                 DropReason::Evasion => s.drop_evasion.add(len),
+                DropReason::OtherWorker => s.other_worker.add(len),
             },
         }
         s.held_bytes = self.idents.bytes as u64;
@@ -604,6 +619,31 @@ impl Engine {
                 .learn_from(now, Some(client), name, ip, ttl, AnswerSource::Forwarder);
             self.stats.dns_answers_forwarded += 1;
         }
+    }
+
+    /// Move the DNS facts this engine learned since the last call into `out`, for the other
+    /// packet workers (only with [`EngineOptions::worker`] of more than one worker).
+    pub fn drain_shared_answers(&mut self, out: &mut Vec<worker::SharedAnswer>) {
+        out.append(&mut self.shared_answers);
+    }
+
+    /// A DNS fact another packet worker learned ([`Engine::drain_shared_answers`]): the client's
+    /// flows this engine sees match it as if the answer had crossed here.
+    pub fn learn_shared_answer(&mut self, now: Timestamp, a: &worker::SharedAnswer) {
+        self.dns
+            .learn_name(now, Some(a.client), &a.name, a.addr, a.ttl, a.asked);
+        self.stats.dns_answers_shared += 1;
+    }
+
+    /// Use `policy` (another engine's [`Engine::policy_handle`]) instead of this engine's own:
+    /// the gateway's packet workers share one compiled policy, swapped once for all on reload.
+    pub fn share_policy(&mut self, policy: Arc<ArcSwap<CompiledPolicy>>) {
+        self.policy = policy;
+    }
+
+    /// This engine's packet worker ([`EngineOptions::worker`]).
+    pub fn worker(&self) -> WorkerSlot {
+        self.opts.worker
     }
 
     /// Move the names the engine wants resolved into `out`; answer each with

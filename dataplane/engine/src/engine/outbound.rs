@@ -22,6 +22,9 @@ impl Engine {
         if info.fragment.is_some() {
             return self.fragment(now, Side::Inside, frame);
         }
+        if !self.opts.worker.owns(Side::Inside, info) {
+            return Verdict::Drop(DropReason::OtherWorker);
+        }
         let key = match info.l4 {
             L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } => FlowKey {
                 src: info.src,

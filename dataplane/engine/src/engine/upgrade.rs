@@ -258,6 +258,19 @@ impl Engine {
             self.dns
                 .learn_name(now, Some(client), &name, ip, ttl, name == asked);
             self.stats.dns_answers_learned += 1;
+            if self.opts.worker.count > 1 {
+                if self.shared_answers.len() < worker::SHARED_ANSWERS_MAX {
+                    self.shared_answers.push(worker::SharedAnswer {
+                        client,
+                        asked: name == asked,
+                        name: name.into(),
+                        addr: ip,
+                        ttl,
+                    });
+                } else {
+                    self.stats.dns_answers_share_dropped += 1;
+                }
+            }
         }
     }
 }

@@ -51,7 +51,7 @@ fn dns_payloads() -> (Vec<u8>, Vec<u8>) {
     (q, a)
 }
 
-fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+pub(super) fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ethernet2(MAC_A, MAC_B)
         .ipv4(src, dst, 64)
@@ -63,7 +63,7 @@ fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, data: &[u8]) -> Vec<u
 
 /// Split an unfragmented IPv4 frame into fragments of `chunk` bytes (a multiple of 8), with
 /// IP identification `id`.
-fn fragment_v4(frame: &[u8], chunk: usize, id: u16) -> Vec<Vec<u8>> {
+pub(super) fn fragment_v4(frame: &[u8], chunk: usize, id: u16) -> Vec<Vec<u8>> {
     let info = wire::parse(frame).unwrap();
     let hdr = &frame[..info.l4_offset];
     let data = &frame[info.l4_offset..info.ip_end];

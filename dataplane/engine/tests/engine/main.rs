@@ -1,4 +1,4 @@
-//! The whole engine: SNAT and conntrack, DNS facts, fragments, fuzz regressions. One test binary per area; one module per topic.
+//! The whole engine: SNAT and conntrack, DNS facts, fragments, fuzz regressions, several packet workers. One test binary per area; one module per topic.
 
 mod dns;
 mod evasion;
@@ -6,3 +6,4 @@ mod frag;
 mod fuzz_regress;
 mod nat;
 mod offload;
+mod workers;

@@ -414,7 +414,7 @@ fn firewall_disabled_accepts_everything() {
     );
 }
 
-fn drop_port_rule(port: u16) -> Rule {
+pub(super) fn drop_port_rule(port: u16) -> Rule {
     Rule {
         name: "no-telnet".into(),
         description: String::new(),
@@ -630,14 +630,14 @@ fn dns_name(name: &str) -> Vec<u8> {
     out
 }
 
-fn dns_query(name: &str) -> Vec<u8> {
+pub(super) fn dns_query(name: &str) -> Vec<u8> {
     let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     m.extend(dns_name(name));
     m.extend_from_slice(&[0, 1, 0, 1]);
     m
 }
 
-fn dns_answer(name: &str, addr: [u8; 4]) -> Vec<u8> {
+pub(super) fn dns_answer(name: &str, addr: [u8; 4]) -> Vec<u8> {
     let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
     m.extend(dns_name(name));
     m.extend_from_slice(&[0, 1, 0, 1]);
