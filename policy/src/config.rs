@@ -200,6 +200,7 @@ pub fn embedded_default() -> Config {
             allow_bypass_all: false,
             protected_bandwidth_mbps: None,
             fast_path: true,
+            workers: 1,
         },
         firewall: Firewall {
             enabled: true,
@@ -824,10 +825,33 @@ impl Dec {
                 "allow_bypass_all",
                 "protected_bandwidth_mbps",
                 "fast_path",
+                "workers",
             ],
         )?;
         let allow_bypass_all = self.opt_bool(&f, "allow_bypass_all", false);
         let fast_path = self.opt_bool(&f, "fast_path", true);
+        let workers = match f.get("workers") {
+            None => Some(1),
+            Some(n) => match self.uint(n, "gateway.workers") {
+                Some(w @ 1..=8) => {
+                    if w > 1 && fast_path == Some(false) {
+                        self.err(
+                            n.pos,
+                            "gateway.workers: more than one packet worker needs the fast path \
+                             (gateway.fast_path: true); classic mode runs one",
+                        );
+                        None
+                    } else {
+                        Some(w as u16)
+                    }
+                }
+                Some(w) => {
+                    self.err(n.pos, format!("gateway.workers: {w} is not in 1..8"));
+                    None
+                }
+                None => None,
+            },
+        };
         let name = self
             .required(&f, "name")
             .and_then(|n| self.string(n, "gateway.name"));
@@ -925,6 +949,7 @@ impl Dec {
                 allow_bypass_all: allow_bypass_all?,
                 protected_bandwidth_mbps: bw?,
                 fast_path: fast_path?,
+                workers: workers?,
             },
             dnat_pos,
         ))

@@ -144,6 +144,10 @@ pub struct Gateway {
     /// the engine's packets reach it through a veth pair per side (split mode); false =
     /// classic mode, XDP on the real interfaces and every packet through the engine.
     pub fast_path: bool,
+    /// `workers` (1..8, default 1): packet workers, one engine and one pinned thread each
+    /// (CPU 0, 1, ...); flows are partitioned by port so both directions meet the same
+    /// worker. More than one needs `fast_path`.
+    pub workers: u16,
 }
 
 /// One SNAT entry: a private source range and the EIPs its flows are translated to.

@@ -186,6 +186,7 @@ mod tests {
             allow_bypass_all: false,
             protected_bandwidth_mbps: None,
             fast_path: true,
+            workers: 1,
         }
     }
 

@@ -298,9 +298,39 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
     (
         "natfw_worker_heartbeats_total",
         Kind::Counter,
-        "Turns of the packet worker's loop (the systemd watchdog is fed only while it grows).",
+        "Turns of the slowest packet worker's loop (the systemd watchdog is fed only while it grows).",
+    ),
+    (
+        "natfw_worker_frames_total",
+        Kind::Counter,
+        "Frames each packet worker's engine processed, by worker.",
+    ),
+    (
+        "natfw_worker_flows",
+        Kind::Gauge,
+        "Flows each packet worker's engine tracks, by worker.",
+    ),
+    (
+        "natfw_worker_other_packets_total",
+        Kind::Counter,
+        "Copies of packets another worker owns (fragments, ICMP errors given to every worker), ignored.",
+    ),
+    (
+        "natfw_worker_dns_facts_total",
+        Kind::Counter,
+        "DNS facts passed between packet workers: learned from another worker, or lost (queue full).",
     ),
 ];
+
+/// One packet worker's figures ([`Snapshot::workers`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStat {
+    pub frames: u64,
+    pub flows: u64,
+    pub heartbeats: u64,
+    /// DNS facts it could not pass to another worker.
+    pub answers_lost: u64,
+}
 
 /// Label used for flows decided by the default action.
 pub const DEFAULT_RULE: &str = "(default)";
@@ -402,8 +432,10 @@ pub struct Snapshot {
     /// Policy reloads (SIGHUP or admin API) that applied, and that failed.
     pub reloads_ok: u64,
     pub reloads_failed: u64,
-    /// Turns of the packet worker's loop so far.
+    /// Turns of the slowest packet worker's loop so far.
     pub heartbeats: u64,
+    /// Each packet worker's figures, index = worker.
+    pub workers: Vec<WorkerStat>,
     /// The DNS thread's counters: (metric, `kind` label or "", value); see
     /// [`crate::dns::DnsStats::rows`].
     pub dns: Vec<(&'static str, &'static str, u64)>,
@@ -471,6 +503,17 @@ impl Metrics {
 
 fn publish(s: &Snapshot) {
     counter!("natfw_worker_heartbeats_total").absolute(s.heartbeats);
+    for (i, w) in s.workers.iter().enumerate() {
+        let worker = i.to_string();
+        counter!("natfw_worker_frames_total", "worker" => worker.clone()).absolute(w.frames);
+        gauge!("natfw_worker_flows", "worker" => worker).set(w.flows as f64);
+    }
+    counter!("natfw_worker_other_packets_total").absolute(s.engine.other_worker.packets);
+    let lost: u64 = s.workers.iter().map(|w| w.answers_lost).sum::<u64>()
+        + s.engine.dns_answers_share_dropped;
+    counter!("natfw_worker_dns_facts_total", "result" => "learned")
+        .absolute(s.engine.dns_answers_shared);
+    counter!("natfw_worker_dns_facts_total", "result" => "lost").absolute(lost);
     let e = &s.engine;
     let (p, b) = ("natfw_packets_total", "natfw_bytes_total");
     pair(

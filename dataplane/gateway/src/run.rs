@@ -27,7 +27,8 @@ use natfw_policy::Config;
 
 use crate::afxdp::{AfXdp, Disposition, FrameHandler, IoStats, PortInfo};
 use crate::xdp::{IfSide, Steering, SteeringRules};
-use natfw_engine::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict};
+use natfw_engine::engine::worker::SharedAnswer;
+use natfw_engine::engine::{Emit, Engine, EngineOptions, GeoDb, Side, Verdict, WorkerSlot};
 use natfw_engine::time::Timestamp;
 use natfw_flowlog::{Rotation, Target};
 
@@ -147,29 +148,50 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         None => GeoDb::embedded(),
     };
     let sink_probe = sink.clone();
-    let mut engine = Engine::with_options(&cfg, geo, Box::new(sink), opts)
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    // One engine per packet worker (`gateway.workers`), all deciding under one compiled policy.
+    let n_workers = cfg.gateway.workers.max(1);
+    let mut engines: Vec<Engine> = Vec::with_capacity(usize::from(n_workers));
+    for i in 0..n_workers {
+        let opts = EngineOptions {
+            worker: WorkerSlot::new(i, n_workers).unwrap_or_default(),
+            ..opts.clone()
+        };
+        let mut e = Engine::with_options(&cfg, Arc::clone(&geo), Box::new(sink.clone()), opts)
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        if let Some(first) = engines.first() {
+            e.share_policy(first.policy_handle());
+        }
+        engines.push(e);
+    }
+    drop(sink);
+    let policy = engines[0].policy_handle();
     // The gateway's own DNS (rule names, on-demand verification, forwarder) on its thread.
-    let (dns, dns_link) = match crate::dns::DnsService::start(&cfg.dns, engine.policy_handle()) {
+    let (dns, dns_links) = match crate::dns::DnsService::start_for(
+        &cfg.dns,
+        Arc::clone(&policy),
+        engines.len(),
+    ) {
         Ok((s, l)) => {
             if let Some(a) = s.forwarder_addr {
                 log(&format!("DNS forwarder listening on {a}"));
             }
-            (Some(s), Some(l))
+            (Some(s), l.into_iter().map(Some).collect())
         }
         Err(e) if cfg.dns.forwarder.is_some() => return Err(RunError::Config(e)),
         Err(e) => {
             log(&format!(
                 "{e}: the gateway resolves no names itself (dns rules see only answers crossing it)"
             ));
-            engine.set_on_demand_resolution(false);
-            (None, None)
+            for e in &mut engines {
+                e.set_on_demand_resolution(false);
+            }
+            (None, engines.iter().map(|_| None).collect::<Vec<_>>())
         }
     };
     let control = Arc::new(crate::admin::Control::new(
         cfg.clone(),
         config_path,
-        engine.policy_handle(),
+        Arc::clone(&policy),
     ));
     let servers = crate::admin::start_listeners(&cfg, &control).map_err(RunError::Config)?;
     for s in &servers {
@@ -178,7 +200,6 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .map_err(|e| RunError::Other(format!("installing the SIGHUP handler: {e}")))?;
-    let engine_stats = Arc::new(Mutex::new(natfw_engine::stats::EngineStats::default()));
 
     let rules = SteeringRules {
         snat: cfg.gateway.snat.iter().map(|e| e.source).collect(),
@@ -195,15 +216,22 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     // super-frames survive; removed again when this function returns (and replaced at the
     // next start after a crash).
     let slow = if cfg.gateway.fast_path {
-        Some(SlowLinks::create(&sys)?)
+        Some(SlowLinks::create(&sys, usize::from(n_workers))?)
     } else {
         None
     };
-    let (mut inside_port, mut outside_port) = (sys.inside.clone(), sys.outside.clone());
-    if let Some(l) = &slow {
-        inside_port.xsk_dev = l.inside.xdp_end.clone();
-        outside_port.xsk_dev = l.outside.xdp_end.clone();
-    }
+    // Each worker's sockets: on the XDP ends of its own veth pairs (split mode) or on the
+    // interfaces themselves (classic mode, one worker).
+    let ports: Vec<(PortInfo, PortInfo)> = (0..engines.len())
+        .map(|w| {
+            let (mut i, mut o) = (sys.inside.clone(), sys.outside.clone());
+            if let Some(l) = &slow {
+                i.xsk_dev = l.inside[w].xdp_end.clone();
+                o.xsk_dev = l.outside[w].xdp_end.clone();
+            }
+            (i, o)
+        })
+        .collect();
     let fingerprint = crate::handover::fingerprint(&cfg);
     let [pin_in, pin_out] = run_opts.pin_dirs();
     if slow.is_none() {
@@ -249,8 +277,8 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             );
         }
         let keep: Vec<_> = handed.flows.iter().map(|f| f.flow).collect();
-        // The engine writes the flows it offloads into both sides' tables from the data-path
-        // thread; natfw_steer reads them.
+        // Each engine writes the flows it offloads into both sides' tables from its data-path
+        // thread (its own handles on the same maps); natfw_steer reads them.
         let k = crate::xdp::offload::KernelOffload::keeping(
             steer_in.take_offload()?,
             steer_out.take_offload()?,
@@ -258,15 +286,30 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             sys.outside.ifindex,
             &keep,
         );
-        engine.set_offload(Box::new(k));
+        for e in engines.iter_mut().skip(1) {
+            let c = k
+                .try_clone()
+                .map_err(|e| RunError::Other(format!("fast-path tables: {e}")))?;
+            e.set_offload(Box::new(c));
+        }
+        engines[0].set_offload(Box::new(k));
         if !handed.flows.is_empty() {
             let same = handed.fingerprint == fingerprint;
             let n = handed.flows.len();
-            let st = engine.adopt(Timestamp::now(), handed.flows, same);
+            // Each flow to the worker that owns its port (the same configuration has the same
+            // worker count; another one ends them all at once anyway).
+            let mut per: Vec<Vec<_>> = engines.iter().map(|_| Vec::new()).collect();
+            for f in handed.flows {
+                per[usize::from(f.flow.client.port() % n_workers)].push(f);
+            }
+            let (mut adopted, mut ended) = (0, 0);
+            for (e, flows) in engines.iter_mut().zip(per) {
+                let st = e.adopt(Timestamp::now(), flows, same);
+                adopted += st.adopted;
+                ended += st.ended;
+            }
             log(&format!(
-                "adopted {} of {n} flows the previous run handed over ({} ended{})",
-                st.adopted,
-                st.ended,
+                "adopted {adopted} of {n} flows the previous run handed over ({ended} ended{})",
                 if same {
                     ""
                 } else {
@@ -279,45 +322,90 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
 
     let bypass_rx = control.bypass_channel();
 
-    // The worker owns the sockets (xdpilone's UMEM is not Send) and the engine.
+    // Each worker owns its sockets (xdpilone's UMEM is not Send) and its engine. DNS facts one
+    // engine learns from answers crossing it reach the others through `answers`.
     let (fd_tx, fd_rx) = mpsc::channel();
-    let (engine_bypass_tx, engine_bypass_rx) = mpsc::channel::<EngineBypass>();
-    let io_stats = Arc::new(Mutex::new(IoStats::default()));
-    // Turns of the worker's loop: the systemd watchdog is fed only while it moves.
-    let heartbeat = Arc::new(AtomicU64::new(0));
-    // The worker's own stop (not the signals' flag): the main thread decides, after the
+    let (answer_tx, answer_rx): (Vec<_>, Vec<_>) = engines
+        .iter()
+        .map(|_| crossbeam_channel::bounded(natfw_engine::engine::worker::SHARED_ANSWERS_MAX))
+        .unzip();
+    // The workers' own stop (not the signals' flag): the main thread decides, after the
     // signal, whether the offloaded flows are handed over (`hand_over`, set before it).
     let worker_stop = Arc::new(AtomicBool::new(false));
     let hand_over = Arc::new(AtomicBool::new(false));
-    let worker = {
-        let stop = Arc::clone(&worker_stop);
-        let hand_over = Arc::clone(&hand_over);
-        let heartbeat = Arc::clone(&heartbeat);
-        let io_stats = Arc::clone(&io_stats);
-        let engine_stats = Arc::clone(&engine_stats);
-        let (inside, outside) = (inside_port, outside_port);
-        std::thread::Builder::new()
-            .name("natfw-packets".into())
+    let mut workers: Vec<WorkerHandle> = Vec::with_capacity(engines.len());
+    let parts = engines.into_iter().zip(dns_links).zip(ports).zip(answer_rx);
+    for (w, (((engine, dns_link), (inside, outside)), inbox)) in parts.enumerate() {
+        let handle = WorkerHandle::default_for(w);
+        let (bypass_tx, bypass_rx) = mpsc::channel::<EngineBypass>();
+        let peers: Vec<_> = answer_tx
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != w)
+            .map(|(_, t)| t.clone())
+            .collect();
+        let shared = WorkerShared {
+            stop: Arc::clone(&worker_stop),
+            hand_over: Arc::clone(&hand_over),
+            heartbeat: Arc::clone(&handle.heartbeat),
+            io_stats: Arc::clone(&handle.io),
+            engine_stats: Arc::clone(&handle.engine),
+            answers_lost: Arc::clone(&handle.answers_lost),
+        };
+        let fd_tx = fd_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(if w == 0 {
+                "natfw-packets".into()
+            } else {
+                format!("natfw-packets{w}")
+            })
             .spawn(move || {
                 worker(
-                    inside,
-                    outside,
-                    (engine, dns_link),
-                    (&stop, &hand_over),
-                    (&fd_tx, engine_bypass_rx),
-                    (&io_stats, &engine_stats, &heartbeat),
+                    w,
+                    (inside, outside),
+                    WorkerLinks {
+                        engine,
+                        dns: dns_link,
+                        bypass: bypass_rx,
+                        inbox,
+                        peers,
+                    },
+                    &shared,
+                    &fd_tx,
                 )
             })
-            .map_err(|e| RunError::Other(format!("spawning the data-path thread: {e}")))?
-    };
-    let fds = match fd_rx.recv() {
-        Ok(Ok(fds)) => fds,
-        Ok(Err(e)) => {
-            let _ = worker.join();
-            return Err(e.into());
+            .map_err(|e| RunError::Other(format!("spawning the data-path thread: {e}")))?;
+        workers.push(WorkerHandle {
+            thread: Some(thread),
+            bypass: Some(bypass_tx),
+            ..handle
+        });
+    }
+    drop(answer_tx);
+    drop(fd_tx);
+    let mut fds: Vec<(usize, [(IfSide, i32); 2])> = Vec::new();
+    let mut setup_err = None;
+    for _ in 0..workers.len() {
+        match fd_rx.recv() {
+            Ok((w, Ok(f))) => fds.push((w, f)),
+            Ok((_, Err(e))) => {
+                setup_err.get_or_insert(RunError::from(e));
+            }
+            Err(_) => {
+                setup_err.get_or_insert(RunError::Other("data-path thread died during setup".into()));
+                break;
+            }
         }
-        Err(_) => return Err(RunError::Other("data-path thread died during setup".into())),
-    };
+    }
+    if let Some(e) = setup_err {
+        worker_stop.store(true, Ordering::Relaxed);
+        for w in &mut workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+        return Err(e);
+    }
     // The first flows must find the rule names' addresses: give the first lookups a moment.
     if let Some(d) = &dns {
         if !d.wait_initial(Duration::from_millis(
@@ -326,37 +414,52 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             log("dns: the rule names are not all resolved yet (continuing; see natfw_dns_resolutions_total)");
         }
     }
-    let mut watch = Watch::new(&cfg, &sys, &fds);
+    let all_fds: Vec<(IfSide, i32)> = fds.iter().flat_map(|(_, f)| *f).collect();
+    let mut watch = Watch::new(&cfg, &sys, &all_fds);
     watch.syslog = syslog.as_ref().map(|h| Arc::clone(&h.counters));
     let attach = (|| -> Result<(), RunError> {
-        for (side, fd) in fds {
-            match side {
-                IfSide::Inside => steer_in.register_socket(0, fd)?,
-                IfSide::Outside => steer_out.register_socket(0, fd)?,
+        for (w, pair) in &fds {
+            // Split mode: the socket map's key is the worker; classic mode: the queue (0).
+            let key = *w as u32;
+            for (side, fd) in pair {
+                match side {
+                    IfSide::Inside => steer_in.register_socket(key, *fd)?,
+                    IfSide::Outside => steer_out.register_socket(key, *fd)?,
+                }
             }
         }
         for s in [&mut steer_in, &mut steer_out] {
             let mode = s.attach()?;
-            match s.slow_path() {
-                None => log(&format!("{}: XDP attached ({mode:?} mode)", s.iface())),
-                Some(p) => log(&format!(
-                    "{}: tc steering attached{}; slow path {} -> {} (XDP {mode:?} mode)",
+            let paths = s.slow_paths();
+            if paths.is_empty() {
+                log(&format!("{}: XDP attached ({mode:?} mode)", s.iface()));
+            } else {
+                let list: Vec<String> = paths
+                    .iter()
+                    .map(|p| format!("{} -> {}", p.kernel_end, p.xdp_end))
+                    .collect();
+                log(&format!(
+                    "{}: tc steering attached{}; slow path{} {} (XDP {mode:?} mode)",
                     s.iface(),
                     if s.adopted_link() {
                         " (took over the link the previous run pinned)"
                     } else {
                         ""
                     },
-                    p.kernel_end,
-                    p.xdp_end
-                )),
+                    if list.len() > 1 { "s" } else { "" },
+                    list.join(", ")
+                ));
             }
         }
         Ok(())
     })();
     if let Err(e) = attach {
         worker_stop.store(true, Ordering::Relaxed);
-        let _ = worker.join();
+        for w in &mut workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
         return Err(e);
     }
     // Have the routers' MACs ready before the first packet needs them.
@@ -364,60 +467,58 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         crate::neigh::probe(*r, sys.outside.ifindex);
     }
     log(&format!(
-        "forwarding {} <-> {} (EIPs {:?}); SIGHUP reloads the policy; SIGINT/SIGTERM to stop",
-        cfg.gateway.inside, cfg.gateway.outside, cfg.gateway.eips
+        "forwarding {} <-> {} (EIPs {:?}, {} packet worker{}); SIGHUP reloads the policy; SIGINT/SIGTERM to stop",
+        cfg.gateway.inside,
+        cfg.gateway.outside,
+        cfg.gateway.eips,
+        workers.len(),
+        if workers.len() > 1 { "s" } else { "" }
     ));
     // systemd: ready only now (XDP attached, sockets registered, the worker running).
     let mut notify = crate::notify::Notifier::from_env();
     let notify_err = |e: std::io::Error| tracing::warn!("sd_notify: {e}");
     let _ = notify
-        .ready(&status_line(&engine_stats))
+        .ready(&status_line(&engine_total(&workers)))
         .map_err(notify_err);
 
     let mut last_log = Instant::now();
     let mut last_publish = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
-        if worker.is_finished() {
+        if workers.iter().any(WorkerHandle::finished) {
             break;
         }
         let _ = notify
-            .feed_watchdog(Instant::now(), heartbeat.load(Ordering::Relaxed))
+            .feed_watchdog(Instant::now(), heartbeat_min(&workers))
             .map_err(notify_err);
         if hup.swap(false, Ordering::Relaxed) {
             let _ = notify.reloading().map_err(notify_err);
             reload(&control);
             let _ = notify
-                .ready(&status_line(&engine_stats))
+                .ready(&status_line(&engine_total(&workers)))
                 .map_err(notify_err);
         }
         while let Ok(cmd) = bypass_rx.try_recv() {
-            let r = set_bypass(
-                &cmd,
-                &mut guard,
-                &engine_bypass_tx,
-                [&mut steer_in, &mut steer_out],
-            );
+            let txs: Vec<_> = workers.iter().filter_map(|w| w.bypass.as_ref()).collect();
+            let r = set_bypass(&cmd, &mut guard, &txs, [&mut steer_in, &mut steer_out]);
             let _ = cmd.reply.send(r.map(|()| guard.bypass.clone()));
         }
         if last_publish.elapsed() >= PUBLISH_EVERY {
             last_publish = Instant::now();
+            let total = engine_total(&workers);
             publish(
                 &control,
                 (&steer_in, &steer_out),
-                (&io_stats, &engine_stats),
+                &workers,
                 &sink_probe,
                 &mut watch,
-                heartbeat.load(Ordering::Relaxed),
                 dns.as_ref().map(|d| &*d.stats),
             );
-            let _ = notify
-                .status(&status_line(&engine_stats))
-                .map_err(notify_err);
+            let _ = notify.status(&status_line(&total)).map_err(notify_err);
         }
         if last_log.elapsed() >= LOG_EVERY {
             last_log = Instant::now();
-            log_counters(&steer_in, &steer_out, &io_stats);
+            log_counters(&steer_in, &steer_out, &io_total(&workers));
         }
     }
     log("stopping");
@@ -425,11 +526,12 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     for s in servers {
         s.stop();
     }
-    log_counters(&steer_in, &steer_out, &io_stats);
+    log_counters(&steer_in, &steer_out, &io_total(&workers));
     // Split mode with pinned tables: the steering links stay (pinned), so the kernel keeps
     // forwarding the offloaded flows, which the engine hands over instead of ending them.
-    let handing_over =
-        pinned && !worker.is_finished() && pin_steering([&mut steer_in, &mut steer_out]);
+    let handing_over = pinned
+        && !workers.iter().any(WorkerHandle::finished)
+        && pin_steering([&mut steer_in, &mut steer_out]);
     hand_over.store(handing_over, Ordering::Relaxed);
     // Detach first: from here on the kernel has the interfaces again (split mode with a
     // handover: the pinned steering links forward offloaded flows, and drop what they would
@@ -437,7 +539,18 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     drop(steer_in);
     drop(steer_out);
     worker_stop.store(true, Ordering::Relaxed);
-    let joined = worker.join();
+    // Every worker's flows, or an error if any worker panicked (then nothing is handed over).
+    let mut joined: Result<(Vec<String>, Vec<_>), ()> = Ok((Vec::new(), Vec::new()));
+    for w in &mut workers {
+        let r = w.thread.take().map(|t| t.join());
+        match (r, &mut joined) {
+            (Some(Ok((st, handed))), Ok((all_st, all))) => {
+                all_st.push(st);
+                all.extend(handed);
+            }
+            _ => joined = Err(()),
+        }
+    }
     if joined.is_err() && handing_over {
         // No engine handed anything over: nothing may stay forwarding.
         for d in [&pin_in, &pin_out] {
@@ -446,6 +559,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     }
     let (stats, handed) =
         joined.map_err(|_| RunError::Other("data-path thread panicked".into()))?;
+    let stats = stats.join(" | ");
     if handing_over {
         let kept = !handed.is_empty()
             && match crate::handover::write(&run_opts.handover, &fingerprint, &handed) {
@@ -559,9 +673,12 @@ pub fn uninstall(pin_dir: &Path, handover: &Path) -> Result<(), RunError> {
         _ => {}
     }
     // A crashed split-mode run's veth pairs (inert without natfw: no address, no program).
-    for (k, _) in SLOW_LINK_NAMES {
-        crate::netlink::delete_link(k)
-            .map_err(|e| RunError::Other(format!("removing {k}: {e}")))?;
+    for w in 0..MAX_WORKERS {
+        for side in ["in", "out"] {
+            let (k, _) = slow_link_names(side, w);
+            crate::netlink::delete_link(&k)
+                .map_err(|e| RunError::Other(format!("removing {k}: {e}")))?;
+        }
     }
     crate::guard::uninstall().map_err(RunError::Other)
 }
@@ -662,18 +779,24 @@ type EngineBypass = (ipnet::IpNet, bool, mpsc::Sender<()>);
 /// on its next tick, every [`POLL`]).
 const ENGINE_ACK: Duration = Duration::from_secs(2);
 
-/// Tell the engine on the data-path thread and wait until it has applied the change.
+/// Tell the engine of every data-path thread and wait until each has applied the change.
 fn engine_bypass(
-    tx: &mpsc::Sender<EngineBypass>,
+    txs: &[&mpsc::Sender<EngineBypass>],
     net: ipnet::IpNet,
     on: bool,
 ) -> Result<(), String> {
     let (ack_tx, ack_rx) = mpsc::channel();
-    tx.send((net, on, ack_tx))
-        .map_err(|_| "the data-path thread is gone".to_string())?;
-    ack_rx
-        .recv_timeout(ENGINE_ACK)
-        .map_err(|_| "the data path did not apply the bypass change".to_string())
+    for tx in txs {
+        tx.send((net, on, ack_tx.clone()))
+            .map_err(|_| "a data-path thread is gone".to_string())?;
+    }
+    let deadline = Instant::now() + ENGINE_ACK;
+    for _ in txs {
+        ack_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .map_err(|_| "the data path did not apply the bypass change".to_string())?;
+    }
+    Ok(())
 }
 
 /// Admin API: add or remove a bypassed source in the engine, the steering maps of both sides
@@ -685,7 +808,7 @@ fn engine_bypass(
 fn set_bypass(
     cmd: &crate::admin::BypassCmd,
     guard: &mut crate::guard::Spec,
-    engine: &mpsc::Sender<EngineBypass>,
+    engine: &[&mpsc::Sender<EngineBypass>],
     steer: [&mut Steering; 2],
 ) -> Result<(), String> {
     let net = cmd.net.trunc();
@@ -718,25 +841,29 @@ fn set_bypass(
 fn publish(
     control: &crate::admin::Control,
     (a, b): (&Steering, &Steering),
-    (io, engine): (&Mutex<IoStats>, &Mutex<natfw_engine::stats::EngineStats>),
+    workers: &[WorkerHandle],
     sink: &natfw_flowlog::ChannelSink,
     watch: &mut Watch,
-    heartbeats: u64,
     dns: Option<&crate::dns::DnsStats>,
 ) {
     let mut s = crate::metrics::Snapshot {
-        heartbeats,
+        heartbeats: heartbeat_min(workers),
         ..Default::default()
     };
     if let Some(d) = dns {
         s.dns = d.rows();
     }
-    if let Ok(e) = engine.lock() {
-        s.engine = e.clone();
+    for w in workers {
+        let e = w.engine.lock().map(|e| e.clone()).unwrap_or_default();
+        s.engine.accumulate(&e);
+        s.workers.push(crate::metrics::WorkerStat {
+            frames: e.rx_inside.packets + e.rx_outside.packets,
+            flows: e.flows_active,
+            heartbeats: w.heartbeat.load(Ordering::Relaxed),
+            answers_lost: w.answers_lost.load(Ordering::Relaxed),
+        });
     }
-    if let Ok(io) = io.lock() {
-        s.io = *io;
-    }
+    s.io = io_total(workers);
     for st in [a, b] {
         if let Ok(c) = st.counters() {
             s.xdp.push((st.iface().to_string(), c));
@@ -869,15 +996,19 @@ impl Watch {
         self.guard_last
     }
 
+    /// The AF_XDP sockets' kernel counters, added up per side (one socket per worker).
     fn xsk(&self) -> Vec<(&'static str, crate::xsk_stats::XskStats)> {
-        self.xsk_fds
-            .iter()
-            .filter_map(|(side, fd)| {
-                crate::xsk_stats::XskStats::read(*fd)
-                    .ok()
-                    .map(|x| (*side, x))
-            })
-            .collect()
+        let mut out: Vec<(&'static str, crate::xsk_stats::XskStats)> = Vec::new();
+        for (side, fd) in &self.xsk_fds {
+            let Ok(x) = crate::xsk_stats::XskStats::read(*fd) else {
+                continue;
+            };
+            match out.iter_mut().find(|(s, _)| s == side) {
+                Some((_, t)) => t.accumulate(&x),
+                None => out.push((side, x)),
+            }
+        }
+        out
     }
 
     /// A link flap removes the default route: put it back once the link is up again, and say
@@ -952,10 +1083,7 @@ impl Watch {
 }
 
 /// The `STATUS=` line systemd shows: flows now and in total, packets dropped.
-fn status_line(engine: &Mutex<natfw_engine::stats::EngineStats>) -> String {
-    let Ok(e) = engine.lock() else {
-        return "running".into();
-    };
+fn status_line(e: &natfw_engine::stats::EngineStats) -> String {
     let drops: u64 = [
         e.drop_parse,
         e.drop_fragment,
@@ -977,16 +1105,14 @@ fn status_line(engine: &Mutex<natfw_engine::stats::EngineStats>) -> String {
     )
 }
 
-fn log_counters(a: &Steering, b: &Steering, io: &Mutex<IoStats>) {
+fn log_counters(a: &Steering, b: &Steering, io: &IoStats) {
     for s in [a, b] {
         match s.counters() {
             Ok(c) => log(&format!("xdp {}: {c}", s.iface())),
             Err(e) => tracing::warn!("xdp {}: counters: {e}", s.iface()),
         }
     }
-    if let Ok(io) = io.lock() {
-        log(&format!("io: {io:?}"));
-    }
+    log(&format!("io: {io:?}"));
 }
 
 fn load_config(path: &Path) -> Result<Config, RunError> {
@@ -1092,53 +1218,70 @@ fn check_system(cfg: &Config) -> Result<System, RunError> {
     })
 }
 
-/// Pin the calling thread to one CPU (the data path does not migrate).
-/// Split mode's two veth pairs (inside, outside), deleted on drop.
+/// Split mode's veth pairs: one per packet worker and side, deleted on drop.
 struct SlowLinks {
-    inside: crate::xdp::SlowPath,
-    outside: crate::xdp::SlowPath,
+    /// Index = worker.
+    inside: Vec<crate::xdp::SlowPath>,
+    outside: Vec<crate::xdp::SlowPath>,
 }
 
-/// Veth names: `<kernel end>`, `<XDP end>` per side. One natfw per network namespace (the
-/// instance lock), so fixed names; a crashed run's pair is replaced.
-const SLOW_LINK_NAMES: [(&str, &str); 2] = [("nfw-in-k", "nfw-in-x"), ("nfw-out-k", "nfw-out-x")];
+/// Veth names `(<kernel end>, <XDP end>)` of worker `w`'s pair on one side (`"in"`, `"out"`):
+/// `nfw-in-k`/`nfw-in-x` for worker 0, `nfw-in1-k`/`nfw-in1-x` for worker 1, and so on. One
+/// natfw per network namespace (the instance lock), so fixed names; a crashed run's pairs are
+/// replaced.
+fn slow_link_names(side: &str, w: usize) -> (String, String) {
+    let n = if w == 0 { String::new() } else { w.to_string() };
+    (format!("nfw-{side}{n}-k"), format!("nfw-{side}{n}-x"))
+}
+
+/// The most packet workers a configuration may ask for (`gateway.workers`), so the most veth
+/// pairs `natfw uninstall` looks for.
+const MAX_WORKERS: usize = 8;
 
 impl SlowLinks {
-    fn create(sys: &System) -> Result<SlowLinks, RunError> {
-        let make = |(k, x): (&str, &str),
+    fn create(sys: &System, workers: usize) -> Result<SlowLinks, RunError> {
+        let make = |(k, x): (String, String),
                     wire: &PortInfo|
          -> Result<crate::xdp::SlowPath, RunError> {
             let err = |what: &str, e: std::io::Error| {
                 RunError::Prerequisite(format!("slow-path veth {k}/{x}: {what}: {e}"))
             };
-            if crate::netlink::delete_link(k).map_err(|e| err("removing a leftover", e))? {
+            if crate::netlink::delete_link(&k).map_err(|e| err("removing a leftover", e))? {
                 log(&format!("removed a leftover slow-path veth {k} (an earlier run ended without cleaning up)"));
             }
-            crate::netlink::create_veth(k, x, wire.mtu).map_err(|e| err("creating", e))?;
-            if let Err(e) = crate::netlink::disable_segmentation_offload(k) {
+            crate::netlink::create_veth(&k, &x, wire.mtu).map_err(|e| err("creating", e))?;
+            if let Err(e) = crate::netlink::disable_segmentation_offload(&k) {
                 tracing::warn!("{k}: cannot turn segmentation offload off ({e})");
             }
             Ok(crate::xdp::SlowPath {
-                kernel_end: k.into(),
-                kernel_ifindex: crate::netlink::if_index(k).map_err(|e| err("index", e))?,
-                xdp_end: x.into(),
+                kernel_ifindex: crate::netlink::if_index(&k).map_err(|e| err("index", e))?,
+                kernel_end: k,
+                xdp_end: x,
                 wire_ifindex: wire.ifindex,
             })
         };
-        let inside = make(SLOW_LINK_NAMES[0], &sys.inside)?;
-        // Owned before the second pair is made: a failure there still removes the first.
+        // Owned as they are made: a failure half-way still removes the pairs made so far.
         let mut links = SlowLinks {
-            outside: inside.clone(),
-            inside,
+            inside: Vec::new(),
+            outside: Vec::new(),
         };
-        links.outside = make(SLOW_LINK_NAMES[1], &sys.outside)?;
+        for w in 0..workers {
+            links.inside.push(make(slow_link_names("in", w), &sys.inside)?);
+            links.outside.push(make(slow_link_names("out", w), &sys.outside)?);
+        }
+        // A run with fewer workers than the last one: its extra pairs would stay behind.
+        for w in workers..MAX_WORKERS {
+            for side in ["in", "out"] {
+                let _ = crate::netlink::delete_link(&slow_link_names(side, w).0);
+            }
+        }
         Ok(links)
     }
 }
 
 impl Drop for SlowLinks {
     fn drop(&mut self) {
-        for p in [&self.inside, &self.outside] {
+        for p in self.inside.iter().chain(&self.outside) {
             if let Err(e) = crate::netlink::delete_link(&p.kernel_end) {
                 tracing::warn!("removing the slow-path veth {}: {e}", p.kernel_end);
             }
@@ -1146,6 +1289,7 @@ impl Drop for SlowLinks {
     }
 }
 
+/// Pin the calling thread to one CPU (the data path does not migrate).
 fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it; sched_setaffinity
     // reads `size_of::<cpu_set_t>()` bytes of it for the calling thread (pid 0).
@@ -1162,55 +1306,140 @@ fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     }
 }
 
-type FdReply = Result<[(IfSide, i32); 2], crate::afxdp::AfXdpError>;
+type FdReply = (usize, Result<[(IfSide, i32); 2], crate::afxdp::AfXdpError>);
 
-/// The data-path thread: open sockets, report their fds, forward until stopped, shut the engine
-/// down. Returns the engine's final statistics as text.
+/// What the control thread keeps of one packet worker.
+struct WorkerHandle {
+    thread: Option<std::thread::JoinHandle<(String, Vec<natfw_engine::engine::HandoverFlow>)>>,
+    /// Bypass changes for its engine.
+    bypass: Option<mpsc::Sender<EngineBypass>>,
+    io: Arc<Mutex<IoStats>>,
+    /// Its engine's counters as of its last tick.
+    engine: Arc<Mutex<natfw_engine::stats::EngineStats>>,
+    /// Turns of its loop: the systemd watchdog is fed only while every worker's moves.
+    heartbeat: Arc<AtomicU64>,
+    /// DNS facts it could not pass to another worker (that worker's queue full).
+    answers_lost: Arc<AtomicU64>,
+}
+
+impl WorkerHandle {
+    fn default_for(_w: usize) -> WorkerHandle {
+        WorkerHandle {
+            thread: None,
+            bypass: None,
+            io: Arc::default(),
+            engine: Arc::default(),
+            heartbeat: Arc::default(),
+            answers_lost: Arc::default(),
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+/// Every worker's engine counters added up.
+fn engine_total(ws: &[WorkerHandle]) -> natfw_engine::stats::EngineStats {
+    let mut t = natfw_engine::stats::EngineStats::default();
+    for w in ws {
+        if let Ok(e) = w.engine.lock() {
+            t.accumulate(&e);
+        }
+    }
+    t
+}
+
+/// Every worker's I/O counters added up.
+fn io_total(ws: &[WorkerHandle]) -> IoStats {
+    let mut t = IoStats::default();
+    for w in ws {
+        if let Ok(io) = w.io.lock() {
+            t.accumulate(&io);
+        }
+    }
+    t
+}
+
+/// The slowest worker's loop turns: it stops growing when any worker is stuck.
+fn heartbeat_min(ws: &[WorkerHandle]) -> u64 {
+    ws.iter()
+        .map(|w| w.heartbeat.load(Ordering::Relaxed))
+        .min()
+        .unwrap_or(0)
+}
+
+/// The shared state a worker thread reports into.
+struct WorkerShared {
+    stop: Arc<AtomicBool>,
+    hand_over: Arc<AtomicBool>,
+    heartbeat: Arc<AtomicU64>,
+    io_stats: Arc<Mutex<IoStats>>,
+    engine_stats: Arc<Mutex<natfw_engine::stats::EngineStats>>,
+    answers_lost: Arc<AtomicU64>,
+}
+
+/// What a worker thread owns besides its sockets.
+struct WorkerLinks {
+    engine: Engine,
+    /// Facts from the DNS thread, requests to it.
+    dns: Option<crate::dns::DnsLink>,
+    bypass: mpsc::Receiver<EngineBypass>,
+    /// DNS facts the other workers' engines learned.
+    inbox: crossbeam_channel::Receiver<SharedAnswer>,
+    /// The other workers' inboxes.
+    peers: Vec<crossbeam_channel::Sender<SharedAnswer>>,
+}
+
+/// A data-path thread: pin to its CPU, open its sockets, report their fds, forward until
+/// stopped, shut its engine down (or hand its offloaded flows over). Returns the engine's
+/// final statistics as text and the flows handed over.
 fn worker(
-    inside: PortInfo,
-    outside: PortInfo,
-    (engine, dns): (Engine, Option<crate::dns::DnsLink>),
-    (stop, hand_over): (&AtomicBool, &AtomicBool),
-    (fds, bypass): (&mpsc::Sender<FdReply>, mpsc::Receiver<EngineBypass>),
-    (io_stats, engine_stats, heartbeat): (
-        &Mutex<IoStats>,
-        &Mutex<natfw_engine::stats::EngineStats>,
-        &AtomicU64,
-    ),
+    w: usize,
+    (inside, outside): (PortInfo, PortInfo),
+    links: WorkerLinks,
+    shared: &WorkerShared,
+    fds: &mpsc::Sender<FdReply>,
 ) -> (String, Vec<natfw_engine::engine::HandoverFlow>) {
-    if let Err(e) = pin_to_cpu(0) {
-        tracing::warn!("pinning the data path to CPU 0: {e} (continuing unpinned)");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = w % cpus;
+    if let Err(e) = pin_to_cpu(cpu) {
+        tracing::warn!("pinning packet worker {w} to CPU {cpu}: {e} (continuing unpinned)");
     }
     let mut x = match AfXdp::open(inside, outside) {
         Ok(x) => x,
         Err(e) => {
-            let _ = fds.send(Err(e));
+            let _ = fds.send((w, Err(e)));
             return (String::new(), Vec::new());
         }
     };
-    let _ = fds.send(Ok(x.socket_fds()));
+    let _ = fds.send((w, Ok(x.socket_fds())));
     let mut h = EngineHandler {
-        engine,
-        dns,
+        engine: links.engine,
+        dns: links.dns,
         emits: Vec::new(),
-        io_stats,
-        engine_stats,
-        heartbeat,
+        shared,
         last: IoStats::default(),
-        bypass,
+        bypass: links.bypass,
+        inbox: links.inbox,
+        peers: links.peers,
+        answers: Vec::new(),
     };
-    x.run(&mut h, stop, POLL);
-    let handed = if hand_over.load(Ordering::Relaxed) {
+    x.run(&mut h, &shared.stop, POLL);
+    let handed = if shared.hand_over.load(Ordering::Relaxed) {
         h.engine.handover()
     } else {
         Vec::new()
     };
     h.engine.shutdown(Timestamp::now());
     x.flush_emits(&mut h);
-    if let Ok(mut s) = io_stats.lock() {
+    if let Ok(mut s) = shared.io_stats.lock() {
         *s = x.stats();
     }
-    (format!("{:?}", h.engine.stats()), handed)
+    if let Ok(mut s) = shared.engine_stats.lock() {
+        s.clone_from(h.engine.stats());
+    }
+    (format!("worker {w}: {:?}", h.engine.stats()), handed)
 }
 
 /// Adapts the engine to the I/O loop.
@@ -1219,21 +1448,45 @@ struct EngineHandler<'a> {
     /// Facts from the DNS thread, requests to it.
     dns: Option<crate::dns::DnsLink>,
     emits: Vec<Emit>,
-    io_stats: &'a Mutex<IoStats>,
-    /// The engine's counters as of the last tick, for the control plane.
-    engine_stats: &'a Mutex<natfw_engine::stats::EngineStats>,
+    shared: &'a WorkerShared,
     /// Last I/O counters published to the control thread.
     last: IoStats,
     /// Bypass changes from the admin API, applied between batches.
     bypass: mpsc::Receiver<EngineBypass>,
-    /// Bumped every tick: the loop is alive.
-    heartbeat: &'a AtomicU64,
+    inbox: crossbeam_channel::Receiver<SharedAnswer>,
+    peers: Vec<crossbeam_channel::Sender<SharedAnswer>>,
+    answers: Vec<SharedAnswer>,
 }
 
 fn side(s: IfSide) -> Side {
     match s {
         IfSide::Inside => Side::Inside,
         IfSide::Outside => Side::Outside,
+    }
+}
+
+impl EngineHandler<'_> {
+    /// Apply the other workers' DNS facts (cheap when there is none: one atomic load).
+    fn take_answers(&mut self, now: Timestamp) {
+        if self.inbox.is_empty() {
+            return;
+        }
+        while let Ok(a) = self.inbox.try_recv() {
+            self.engine.learn_shared_answer(now, &a);
+        }
+    }
+
+    /// Pass the facts this engine just learned to the other workers, before the answer that
+    /// carried them is sent on: the client's next flow, on whichever worker, finds them.
+    fn give_answers(&mut self) {
+        self.engine.drain_shared_answers(&mut self.answers);
+        for a in self.answers.drain(..) {
+            for p in &self.peers {
+                if p.try_send(a.clone()).is_err() {
+                    self.shared.answers_lost.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 
@@ -1244,7 +1497,12 @@ impl FrameHandler for EngineHandler<'_> {
         if let Some(d) = &self.dns {
             d.apply(&mut self.engine, now);
         }
-        match self.engine.process(now, side(s), frame) {
+        self.take_answers(now);
+        let v = self.engine.process(now, side(s), frame);
+        if !self.peers.is_empty() {
+            self.give_answers();
+        }
+        match v {
             Verdict::Forward => Disposition::Forward,
             Verdict::Drop(_) | Verdict::Held => Disposition::Consumed,
             Verdict::ToKernel => Disposition::ToKernel,
@@ -1266,19 +1524,20 @@ impl FrameHandler for EngineHandler<'_> {
     }
 
     fn tick(&mut self, now: Timestamp, io: &IoStats) {
-        self.heartbeat.fetch_add(1, Ordering::Relaxed);
+        self.shared.heartbeat.fetch_add(1, Ordering::Relaxed);
         while let Ok((net, on, ack)) = self.bypass.try_recv() {
             self.engine.set_bypass(net, on);
             let _ = ack.send(());
         }
+        self.take_answers(now);
         self.engine.poll(now);
         // try_lock: the data path never waits for the control thread.
-        if let Ok(mut s) = self.engine_stats.try_lock() {
+        if let Ok(mut s) = self.shared.engine_stats.try_lock() {
             s.clone_from(self.engine.stats());
         }
         if *io != self.last {
             self.last = *io;
-            if let Ok(mut s) = self.io_stats.lock() {
+            if let Ok(mut s) = self.shared.io_stats.lock() {
                 *s = *io;
             }
         }

@@ -23,6 +23,16 @@ pub struct XskStats {
 }
 
 impl XskStats {
+    /// Add another socket's counters.
+    pub fn accumulate(&mut self, o: &XskStats) {
+        self.rx_dropped += o.rx_dropped;
+        self.rx_invalid_descs += o.rx_invalid_descs;
+        self.tx_invalid_descs += o.tx_invalid_descs;
+        self.rx_ring_full += o.rx_ring_full;
+        self.rx_fill_ring_empty_descs += o.rx_fill_ring_empty_descs;
+        self.tx_ring_empty_descs += o.tx_ring_empty_descs;
+    }
+
     /// Read the statistics of the AF_XDP socket `fd`.
     pub fn read(fd: i32) -> io::Result<XskStats> {
         let mut s = XskStats::default();

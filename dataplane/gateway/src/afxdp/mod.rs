@@ -84,6 +84,38 @@ pub struct IoStats {
     pub bad_desc: u64,
 }
 
+impl IoStats {
+    /// Add another packet worker's counters (every field named: none can be forgotten).
+    pub fn accumulate(&mut self, o: &IoStats) {
+        let IoStats {
+            rx,
+            tx,
+            forwarded,
+            consumed,
+            to_kernel_dropped,
+            emitted,
+            no_neighbour,
+            too_big,
+            tx_ring_full,
+            no_free_frame,
+            bad_desc,
+        } = o;
+        for i in 0..2 {
+            self.rx[i] += rx[i];
+            self.tx[i] += tx[i];
+        }
+        self.forwarded += forwarded;
+        self.consumed += consumed;
+        self.to_kernel_dropped += to_kernel_dropped;
+        self.emitted += emitted;
+        self.no_neighbour += no_neighbour;
+        self.too_big += too_big;
+        self.tx_ring_full += tx_ring_full;
+        self.no_free_frame += no_free_frame;
+        self.bad_desc += bad_desc;
+    }
+}
+
 /// Errors setting up sockets.
 #[derive(Debug, thiserror::Error)]
 pub enum AfXdpError {

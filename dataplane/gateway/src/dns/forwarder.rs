@@ -16,14 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::Sender;
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
 use hickory_resolver::proto::rr::RData;
 use natfw_policy::compile::CompiledPolicy;
 use natfw_policy::{Destination, ForwarderConfig, Refusal, RuleAction};
 use tokio::net::UdpSocket;
 
-use super::{send_update, DnsStats, DnsUpdate};
+use super::{send_update, DnsStats, DnsUpdate, UpdateTx};
 
 /// How long one upstream gets to answer a relayed query.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -36,7 +35,7 @@ pub async fn serve(
     cfg: ForwarderConfig,
     upstreams: Vec<SocketAddr>,
     policy: Arc<ArcSwap<CompiledPolicy>>,
-    updates: Sender<DnsUpdate>,
+    updates: UpdateTx,
     stats: Arc<DnsStats>,
 ) {
     let sock = Rc::new(sock);
@@ -88,7 +87,7 @@ async fn answer(
     refuse: Option<Refusal>,
     upstreams: &[SocketAddr],
     policy: &ArcSwap<CompiledPolicy>,
-    updates: &Sender<DnsUpdate>,
+    updates: &UpdateTx,
     stats: &DnsStats,
 ) -> Option<Vec<u8>> {
     let Ok(msg) = Message::from_vec(query) else {
@@ -211,7 +210,7 @@ fn record(
     resp: &Message,
     client: IpAddr,
     qname: &str,
-    updates: &Sender<DnsUpdate>,
+    updates: &UpdateTx,
     stats: &DnsStats,
 ) {
     if resp.response_code() != ResponseCode::NoError {

@@ -147,9 +147,22 @@ impl DnsStats {
     }
 }
 
-/// Hand `u` to the packet worker; counts it when the channel is full (never blocks).
-pub(crate) fn send_update(tx: &Sender<DnsUpdate>, stats: &DnsStats, u: DnsUpdate) {
-    if let Err(TrySendError::Full(_)) = tx.try_send(u) {
+/// The DNS thread's side of the channels to the packet workers: every worker's engine gets
+/// every update (each holds the gateway's facts for the flows it owns).
+#[derive(Debug, Clone)]
+pub struct UpdateTx(Vec<Sender<DnsUpdate>>);
+
+/// Hand `u` to every packet worker; counts each channel that is full (never blocks).
+pub(crate) fn send_update(tx: &UpdateTx, stats: &DnsStats, u: DnsUpdate) {
+    let Some((last, rest)) = tx.0.split_last() else {
+        return;
+    };
+    for t in rest {
+        if let Err(TrySendError::Full(_)) = t.try_send(u.clone()) {
+            stats.updates_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    if let Err(TrySendError::Full(_)) = last.try_send(u) {
         stats.updates_dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -225,8 +238,25 @@ impl DnsService {
         cfg: &DnsConfig,
         policy: Arc<ArcSwap<CompiledPolicy>>,
     ) -> Result<(DnsService, DnsLink), String> {
+        let (svc, mut links) = DnsService::start_for(cfg, policy, 1)?;
+        let link = links
+            .pop()
+            .ok_or_else(|| "dns: no link to the packet worker".to_string())?;
+        Ok((svc, link))
+    }
+
+    /// As [`DnsService::start`], for `workers` packet workers: one link each, every update
+    /// sent to all of them, requests from any.
+    pub fn start_for(
+        cfg: &DnsConfig,
+        policy: Arc<ArcSwap<CompiledPolicy>>,
+        workers: usize,
+    ) -> Result<(DnsService, Vec<DnsLink>), String> {
         let upstreams = resolve::upstreams(cfg)?;
-        let (utx, urx) = crossbeam_channel::bounded(UPDATE_CHANNEL);
+        let (txs, urxs): (Vec<_>, Vec<_>) = (0..workers.max(1))
+            .map(|_| crossbeam_channel::bounded(UPDATE_CHANNEL))
+            .unzip();
+        let utx = UpdateTx(txs);
         let (rtx, rrx) = tokio::sync::mpsc::channel(cfg.verify_concurrency.max(1) * 4);
         let stats = Arc::new(DnsStats::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -284,12 +314,15 @@ impl DnsService {
                 })
                 .map_err(|e| format!("dns: spawning the thread: {e}"))?
         };
-        let link = DnsLink {
-            updates: urx,
-            requests: rtx,
-            stats: Arc::clone(&stats),
-            scratch: Vec::new(),
-        };
+        let links = urxs
+            .into_iter()
+            .map(|urx| DnsLink {
+                updates: urx,
+                requests: rtx.clone(),
+                stats: Arc::clone(&stats),
+                scratch: Vec::new(),
+            })
+            .collect();
         Ok((
             DnsService {
                 stop,
@@ -298,7 +331,7 @@ impl DnsService {
                 stats,
                 forwarder_addr,
             },
-            link,
+            links,
         ))
     }
 }

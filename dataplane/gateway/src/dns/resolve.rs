@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::Sender;
 use hickory_resolver::config::{
     LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
@@ -22,7 +21,7 @@ use natfw_policy::compile::CompiledPolicy;
 use natfw_policy::{DnsConfig, DomainPattern};
 use tokio::time::Instant;
 
-use super::{send_update, DnsStats, DnsUpdate};
+use super::{send_update, DnsStats, DnsUpdate, UpdateTx};
 
 /// How long a failed on-demand name is remembered as failed by the engine.
 const ON_DEMAND_RETRY_SECS: u32 = 5;
@@ -157,7 +156,7 @@ pub async fn run(
     cfg: DnsConfig,
     policy: Arc<ArcSwap<CompiledPolicy>>,
     mut requests: tokio::sync::mpsc::Receiver<Arc<str>>,
-    updates: Sender<DnsUpdate>,
+    updates: UpdateTx,
     stats: Arc<DnsStats>,
     stop: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,

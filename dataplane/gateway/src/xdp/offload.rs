@@ -101,6 +101,31 @@ impl KernelOffload {
         k
     }
 
+    /// Another handle on the same two tables (duplicated map fds), for another packet
+    /// worker's engine: each adds, reads and removes only its own flows' entries.
+    pub fn try_clone(&self) -> Result<KernelOffload, String> {
+        fn dup(
+            m: &HashMap<MapData, OffloadKey, OffloadVal>,
+        ) -> Result<HashMap<MapData, OffloadKey, OffloadVal>, String> {
+            use aya::maps::IterableMap;
+            use std::os::fd::AsFd;
+            let fd = m
+                .map()
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| format!("duplicating a map fd: {e}"))?;
+            let data = MapData::from_fd(fd).map_err(|e| e.to_string())?;
+            HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(|e| e.to_string())
+        }
+        Ok(KernelOffload {
+            inside: dup(&self.inside)?,
+            outside: dup(&self.outside)?,
+            inside_ifindex: self.inside_ifindex,
+            outside_ifindex: self.outside_ifindex,
+        })
+    }
+
     /// Remove every entry.
     pub fn clear(&mut self) {
         for m in [&mut self.inside, &mut self.outside] {
