@@ -337,7 +337,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         for s in [&mut steer_in, &mut steer_out] {
             let mode = s.attach()?;
-            match s.slow_path() {
+            match s.slow_paths().first() {
                 None => log(&format!("{}: XDP attached ({mode:?} mode)", s.iface())),
                 Some(p) => log(&format!(
                     "{}: tc steering attached{}; slow path {} -> {} (XDP {mode:?} mode)",
@@ -559,9 +559,11 @@ pub fn uninstall(pin_dir: &Path, handover: &Path) -> Result<(), RunError> {
         _ => {}
     }
     // A crashed split-mode run's veth pairs (inert without natfw: no address, no program).
-    for (k, _) in SLOW_LINK_NAMES {
-        crate::netlink::delete_link(k)
-            .map_err(|e| RunError::Other(format!("removing {k}: {e}")))?;
+    for w in 0..crate::xdp::WORKERS_MAX {
+        for (k, _) in crate::xdp::slow_link_names(w) {
+            crate::netlink::delete_link(&k)
+                .map_err(|e| RunError::Other(format!("removing {k}: {e}")))?;
+        }
     }
     crate::guard::uninstall().map_err(RunError::Other)
 }
@@ -581,14 +583,14 @@ fn load_steering(
                 &cfg.gateway.inside,
                 IfSide::Inside,
                 rules,
-                slow.map(|l| l.inside.clone()),
+                slow.map(|l| vec![l.inside.clone()]),
                 pins.map(|p| p[0]),
             )?,
             Steering::load_pinned(
                 &cfg.gateway.outside,
                 IfSide::Outside,
                 rules,
-                slow.map(|l| l.outside.clone()),
+                slow.map(|l| vec![l.outside.clone()]),
                 pins.map(|p| p[1]),
             )?,
         ))
@@ -1099,12 +1101,10 @@ struct SlowLinks {
     outside: crate::xdp::SlowPath,
 }
 
-/// Veth names: `<kernel end>`, `<XDP end>` per side. One natfw per network namespace (the
-/// instance lock), so fixed names; a crashed run's pair is replaced.
-const SLOW_LINK_NAMES: [(&str, &str); 2] = [("nfw-in-k", "nfw-in-x"), ("nfw-out-k", "nfw-out-x")];
-
 impl SlowLinks {
+    /// Worker 0's pairs (names: `xdp::slow_link_names`); a crashed run's are replaced.
     fn create(sys: &System) -> Result<SlowLinks, RunError> {
+        let [in_names, out_names] = crate::xdp::slow_link_names(0);
         let make = |(k, x): (&str, &str),
                     wire: &PortInfo|
          -> Result<crate::xdp::SlowPath, RunError> {
@@ -1122,16 +1122,17 @@ impl SlowLinks {
                 kernel_end: k.into(),
                 kernel_ifindex: crate::netlink::if_index(k).map_err(|e| err("index", e))?,
                 xdp_end: x.into(),
+                xdp_ifindex: crate::netlink::if_index(x).map_err(|e| err("index", e))?,
                 wire_ifindex: wire.ifindex,
             })
         };
-        let inside = make(SLOW_LINK_NAMES[0], &sys.inside)?;
+        let inside = make((&in_names.0, &in_names.1), &sys.inside)?;
         // Owned before the second pair is made: a failure there still removes the first.
         let mut links = SlowLinks {
             outside: inside.clone(),
             inside,
         };
-        links.outside = make(SLOW_LINK_NAMES[1], &sys.outside)?;
+        links.outside = make((&out_names.0, &out_names.1), &sys.outside)?;
         Ok(links)
     }
 }
