@@ -62,6 +62,8 @@ enum natfw_counter {
 	C_FAST_TO_ENGINE, /* an offloaded flow's packet the engine must see (SYN/FIN/RST, too big) */
 	C_FAST_FWD,       /* tc: translated and redirected in the kernel */
 	C_FAST_ERROR,     /* tc: the rewrite failed: dropped */
+	C_STEERED_WORKER0, /* tc: to worker 0's slow path; worker i: C_STEERED_WORKER0 + i */
+	C_STEERED_BROADCAST = C_STEERED_WORKER0 + NATFW_WORKERS_MAX, /* tc: to every worker */
 	C_MAX,
 };
 
@@ -145,6 +147,15 @@ struct {
 struct vlan_hdr {
 	__be16 tci;
 	__be16 proto;
+};
+
+/* ICMP and ICMPv6 headers as worker_of() reads them (<linux/icmp.h> pulls in libc headers). */
+struct echo_hdr {
+	__u8 type;
+	__u8 code;
+	__be16 csum;
+	__be16 id;  /* echo request/reply: identifier */
+	__be16 seq;
 };
 
 static __always_inline int count(__u32 slot, int action)
@@ -362,6 +373,117 @@ static __always_inline const struct natfw_config *config_of(void)
 	return bpf_map_lookup_elem(&config, &zero);
 }
 
+/* The worker count of a split-mode config: 1..NATFW_WORKERS_MAX. */
+static __always_inline __u32 workers_of(const struct natfw_config *cfg)
+{
+	__u32 n = cfg->workers;
+	if (n == 0)
+		return 1;
+	return n > NATFW_WORKERS_MAX ? NATFW_WORKERS_MAX : n;
+}
+
+/* worker_of(): every worker's copy (each engine keeps what it owns, ignores the rest). */
+#define WORKER_ALL 0xffffffff
+
+/* The worker of a port or echo id (network byte order) among `n`. */
+static __always_inline __u32 port_worker(__be16 port, __u32 n)
+{
+	return (__u32)bpf_ntohs(port) % n;
+}
+
+/*
+ * Which packet worker's slow path takes a steered frame (mirrored by `xdp::worker_of`), so
+ * that both directions of a flow meet the same engine: the port that stays the client's —
+ * inside the TCP/UDP source port, outside the destination port (the engine picks SNAT ports
+ * congruent to the client's port modulo the worker count) — or the ICMP echo id, modulo
+ * `n`. Other ICMP and other IPv4 protocols: worker 0. Every worker (WORKER_ALL): IPv4
+ * fragments, ICMP errors (they quote a flow of any worker), IPv6 with an extension header,
+ * and anything whose L4 header is not there to read.
+ */
+static __always_inline __u32 worker_of(const struct natfw_config *cfg, __u32 n, void *data,
+				       void *end)
+{
+	if (n <= 1)
+		return 0;
+	int inside = cfg->side == NATFW_SIDE_INSIDE;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return WORKER_ALL;
+	__be16 proto = eth->h_proto;
+	void *l3 = eth + 1;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr *vh = l3;
+		if ((void *)(vh + 1) > end)
+			return WORKER_ALL;
+		proto = vh->proto;
+		l3 = vh + 1;
+	}
+	__u8 l4proto;
+	void *l4;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+		if ((void *)(ip + 1) > end)
+			return WORKER_ALL;
+		if (ip->frag_off & bpf_htons(0x3fff)) /* MF or an offset */
+			return WORKER_ALL;
+		__u32 ihl = ip->ihl * 4;
+		if (ihl < sizeof(*ip))
+			return WORKER_ALL;
+		l4proto = ip->protocol;
+		l4 = (void *)ip + ihl;
+		if (l4proto == IPPROTO_ICMP) {
+			struct echo_hdr *ic = l4;
+			if ((void *)(ic + 1) > end)
+				return WORKER_ALL;
+			switch (ic->type) {
+			case 0: /* echo reply */
+			case 8: /* echo request */
+				return port_worker(ic->id, n);
+			case 3:  /* destination unreachable */
+			case 4:  /* source quench */
+			case 5:  /* redirect */
+			case 11: /* time exceeded */
+			case 12: /* parameter problem */
+				return WORKER_ALL;
+			default:
+				return 0;
+			}
+		}
+		if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP)
+			return 0;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > end)
+			return WORKER_ALL;
+		l4proto = ip6->nexthdr;
+		l4 = ip6 + 1;
+		if (l4proto == IPPROTO_ICMPV6) {
+			struct echo_hdr *ic = l4;
+			if ((void *)(ic + 1) > end)
+				return WORKER_ALL;
+			__u8 t = ic->type;
+			if (t == 128 || t == 129) /* echo request, reply */
+				return port_worker(ic->id, n);
+			if (t >= 1 && t <= 4) /* errors */
+				return WORKER_ALL;
+			return 0;
+		}
+		if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP)
+			return WORKER_ALL;
+	} else {
+		return 0;
+	}
+	/* The whole fixed header must be there; TCP and UDP both start with source port,
+	 * destination port. */
+	__u32 hlen = l4proto == IPPROTO_TCP ? sizeof(struct tcphdr) : sizeof(struct udphdr);
+	if (l4 + hlen > end)
+		return WORKER_ALL;
+	__be16 *ports = l4;
+	if ((void *)(ports + 2) > end)
+		return WORKER_ALL;
+	return port_worker(inside ? ports[0] : ports[1], n);
+}
+
 /* Classic mode: on each real interface. */
 SEC("xdp")
 int natfw_xdp(struct xdp_md *ctx)
@@ -379,14 +501,27 @@ int natfw_xdp(struct xdp_md *ctx)
 	return count(v.slot, XDP_REDIRECT);
 }
 
-/* Split mode: on the AF_XDP end of a slow-path veth pair. Everything arriving there was
- * steered by natfw_steer; no socket -> drop. */
+/* Split mode: on the AF_XDP end of each worker's slow-path veth pair. Everything arriving
+ * there was steered by natfw_steer to that worker, whose socket is `xsks[worker]`; an end the
+ * config does not list, or no socket -> drop. */
 SEC("xdp")
 int natfw_slow(struct xdp_md *ctx)
 {
-	if (bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_DROP) != XDP_REDIRECT)
+	const struct natfw_config *cfg = config_of();
+	if (!cfg)
 		return count(C_REDIRECT_FAILED, XDP_DROP);
-	return XDP_REDIRECT;
+	__u32 n = workers_of(cfg);
+	__u32 ifindex = ctx->ingress_ifindex;
+	for (__u32 w = 0; w < NATFW_WORKERS_MAX; w++) {
+		if (w >= n)
+			break;
+		if (ifindex == 0 || cfg->slow_xdp_ifindex[w] != ifindex)
+			continue;
+		if (bpf_redirect_map(&xsks, w, XDP_DROP) != XDP_REDIRECT)
+			return count(C_REDIRECT_FAILED, XDP_DROP);
+		return XDP_REDIRECT;
+	}
+	return count(C_REDIRECT_FAILED, XDP_DROP);
 }
 
 #define IP_OFF ETH_HLEN
@@ -458,8 +593,9 @@ static __always_inline int fast_rewrite(struct __sk_buff *skb, struct natfw_offl
 	return 0;
 }
 
-/* Headers classify() and the rewrite read: Ethernet, one tag, IPv6 or IPv4 + TCP. */
-#define PULL_LEN (ETH_HLEN + 4 + 40 + 20)
+/* Headers classify(), worker_of() and the rewrite read: Ethernet, one tag, IPv4 with options
+ * (or IPv6) + TCP. */
+#define PULL_LEN (ETH_HLEN + 4 + 60 + 20)
 
 /* Split mode: tc ingress of each real interface. */
 SEC("classifier")
@@ -497,8 +633,29 @@ int natfw_steer(struct __sk_buff *skb)
 		}
 	}
 	count(v.slot, 0);
-	/* To the slow path; ifindex 0 (not set up) makes the kernel drop it. */
-	return bpf_redirect(cfg->slow_ifindex, 0);
+	/* To the slow path of the flow's worker, or a copy to every worker; ifindex 0 (not set
+	 * up) makes the kernel drop it. */
+	__u32 n = workers_of(cfg);
+	__u32 w = worker_of(cfg, n, (void *)(long)skb->data, (void *)(long)skb->data_end);
+	if (w == WORKER_ALL) {
+		count(C_STEERED_BROADCAST, 0);
+		/* Clones first, the original last. A clone invalidates the packet pointers: nothing
+		 * of the packet is read after the first one. A failed clone (no such device) is that
+		 * worker's copy lost: never forwarded untranslated. */
+		for (__u32 i = 1; i < NATFW_WORKERS_MAX; i++) {
+			if (i >= n)
+				break;
+			bpf_clone_redirect(skb, cfg->slow_kernel_ifindex[i], 0);
+		}
+		return bpf_redirect(cfg->slow_kernel_ifindex[0], 0);
+	}
+	/* The compiler knows w < n <= NATFW_WORKERS_MAX (a power of two) and would drop any
+	 * check; the verifier does not follow the modulo: a mask it can see, kept by the
+	 * barrier (a no-op on the value). */
+	barrier_var(w);
+	w &= NATFW_WORKERS_MAX - 1;
+	count(C_STEERED_WORKER0 + w, 0);
+	return bpf_redirect(cfg->slow_kernel_ifindex[w], 0);
 }
 
 /* Split mode: tc ingress of the kernel end of a slow-path veth pair: what the engine sent (or

@@ -30,16 +30,24 @@ struct addr_key {
 	__u8 addr[16];
 };
 
+/* Split mode: packet workers (one engine and one slow-path veth pair per side each). */
+#define NATFW_WORKERS_MAX 8
+
 /* Program config (array[1]). */
 struct natfw_config {
 	__u32 side;            /* NATFW_SIDE_* */
 	__u16 kernel_port_lo;  /* host byte order; lo > hi = no kernel range */
 	__u16 kernel_port_hi;
-	/* Split mode (fast path on): the kernel end of this side's slow-path veth pair, where
-	 * natfw_steer sends what the engine must see (0 in classic mode). */
-	__u32 slow_ifindex;
+	/* Split mode: packet workers, 1..NATFW_WORKERS_MAX (0 is taken as 1). */
+	__u32 workers;
 	/* Split mode: the real interface, where natfw_back sends what the engine transmits. */
 	__u32 wire_ifindex;
+	/* Split mode (fast path on), per worker: the kernel end of its slow-path veth pair on
+	 * this side, where natfw_steer sends what the engine must see (0: the kernel drops it;
+	 * all 0 in classic mode) ... */
+	__u32 slow_kernel_ifindex[NATFW_WORKERS_MAX];
+	/* ... and the pair's other end, where natfw_slow runs and finds the worker's socket. */
+	__u32 slow_xdp_ifindex[NATFW_WORKERS_MAX];
 };
 
 /*

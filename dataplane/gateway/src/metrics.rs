@@ -266,6 +266,16 @@ pub const SERIES: &[(&str, Kind, &str)] = &[
         "XDP program counters per interface, summed over CPUs.",
     ),
     (
+        "natfw_xdp_steered_worker_packets_total",
+        Kind::Counter,
+        "Split mode: packets tc steered to one packet worker's slow path, per interface.",
+    ),
+    (
+        "natfw_xdp_steered_broadcast_packets_total",
+        Kind::Counter,
+        "Split mode: packets tc copied to every packet worker's slow path, per interface.",
+    ),
+    (
         "natfw_afxdp_rx_frames_total",
         Kind::Counter,
         "Frames received from the AF_XDP RX rings.",
@@ -509,8 +519,8 @@ fn publish(s: &Snapshot) {
         gauge!("natfw_worker_flows", "worker" => worker).set(w.flows as f64);
     }
     counter!("natfw_worker_other_packets_total").absolute(s.engine.other_worker.packets);
-    let lost: u64 = s.workers.iter().map(|w| w.answers_lost).sum::<u64>()
-        + s.engine.dns_answers_share_dropped;
+    let lost: u64 =
+        s.workers.iter().map(|w| w.answers_lost).sum::<u64>() + s.engine.dns_answers_share_dropped;
     counter!("natfw_worker_dns_facts_total", "result" => "learned")
         .absolute(s.engine.dns_answers_shared);
     counter!("natfw_worker_dns_facts_total", "result" => "lost").absolute(lost);
@@ -688,9 +698,21 @@ fn publish(s: &Snapshot) {
 
     for (iface, c) in &s.xdp {
         for k in crate::xdp::Counter::ALL {
+            if k.is_distribution() {
+                continue;
+            }
             counter!("natfw_xdp_packets_total", "iface" => iface.clone(), "counter" => k.name())
                 .absolute(c.get(k));
         }
+        for w in 0..c.workers_seen() {
+            let Some(k) = crate::xdp::Counter::steered_worker(w) else {
+                continue;
+            };
+            counter!("natfw_xdp_steered_worker_packets_total", "iface" => iface.clone(), "worker" => w.to_string())
+                .absolute(c.get(k));
+        }
+        counter!("natfw_xdp_steered_broadcast_packets_total", "iface" => iface.clone())
+            .absolute(c.get(crate::xdp::Counter::SteeredBroadcast));
     }
 
     let io = &s.io;

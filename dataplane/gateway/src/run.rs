@@ -166,28 +166,25 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
     drop(sink);
     let policy = engines[0].policy_handle();
     // The gateway's own DNS (rule names, on-demand verification, forwarder) on its thread.
-    let (dns, dns_links) = match crate::dns::DnsService::start_for(
-        &cfg.dns,
-        Arc::clone(&policy),
-        engines.len(),
-    ) {
-        Ok((s, l)) => {
-            if let Some(a) = s.forwarder_addr {
-                log(&format!("DNS forwarder listening on {a}"));
+    let (dns, dns_links) =
+        match crate::dns::DnsService::start_for(&cfg.dns, Arc::clone(&policy), engines.len()) {
+            Ok((s, l)) => {
+                if let Some(a) = s.forwarder_addr {
+                    log(&format!("DNS forwarder listening on {a}"));
+                }
+                (Some(s), l.into_iter().map(Some).collect())
             }
-            (Some(s), l.into_iter().map(Some).collect())
-        }
-        Err(e) if cfg.dns.forwarder.is_some() => return Err(RunError::Config(e)),
-        Err(e) => {
-            log(&format!(
+            Err(e) if cfg.dns.forwarder.is_some() => return Err(RunError::Config(e)),
+            Err(e) => {
+                log(&format!(
                 "{e}: the gateway resolves no names itself (dns rules see only answers crossing it)"
             ));
-            for e in &mut engines {
-                e.set_on_demand_resolution(false);
+                for e in &mut engines {
+                    e.set_on_demand_resolution(false);
+                }
+                (None, engines.iter().map(|_| None).collect::<Vec<_>>())
             }
-            (None, engines.iter().map(|_| None).collect::<Vec<_>>())
-        }
-    };
+        };
     let control = Arc::new(crate::admin::Control::new(
         cfg.clone(),
         config_path,
@@ -392,7 +389,8 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
                 setup_err.get_or_insert(RunError::from(e));
             }
             Err(_) => {
-                setup_err.get_or_insert(RunError::Other("data-path thread died during setup".into()));
+                setup_err
+                    .get_or_insert(RunError::Other("data-path thread died during setup".into()));
                 break;
             }
         }
@@ -673,9 +671,8 @@ pub fn uninstall(pin_dir: &Path, handover: &Path) -> Result<(), RunError> {
         _ => {}
     }
     // A crashed split-mode run's veth pairs (inert without natfw: no address, no program).
-    for w in 0..MAX_WORKERS {
-        for side in ["in", "out"] {
-            let (k, _) = slow_link_names(side, w);
+    for w in 0..crate::xdp::WORKERS_MAX {
+        for (k, _) in crate::xdp::slow_link_names(w) {
             crate::netlink::delete_link(&k)
                 .map_err(|e| RunError::Other(format!("removing {k}: {e}")))?;
         }
@@ -1225,20 +1222,9 @@ struct SlowLinks {
     outside: Vec<crate::xdp::SlowPath>,
 }
 
-/// Veth names `(<kernel end>, <XDP end>)` of worker `w`'s pair on one side (`"in"`, `"out"`):
-/// `nfw-in-k`/`nfw-in-x` for worker 0, `nfw-in1-k`/`nfw-in1-x` for worker 1, and so on. One
-/// natfw per network namespace (the instance lock), so fixed names; a crashed run's pairs are
-/// replaced.
-fn slow_link_names(side: &str, w: usize) -> (String, String) {
-    let n = if w == 0 { String::new() } else { w.to_string() };
-    (format!("nfw-{side}{n}-k"), format!("nfw-{side}{n}-x"))
-}
-
-/// The most packet workers a configuration may ask for (`gateway.workers`), so the most veth
-/// pairs `natfw uninstall` looks for.
-const MAX_WORKERS: usize = 8;
-
 impl SlowLinks {
+    /// One pair per worker and side (names: `xdp::slow_link_names`); a crashed run's are
+    /// replaced.
     fn create(sys: &System, workers: usize) -> Result<SlowLinks, RunError> {
         let make = |(k, x): (String, String),
                     wire: &PortInfo|
@@ -1255,6 +1241,7 @@ impl SlowLinks {
             }
             Ok(crate::xdp::SlowPath {
                 kernel_ifindex: crate::netlink::if_index(&k).map_err(|e| err("index", e))?,
+                xdp_ifindex: crate::netlink::if_index(&x).map_err(|e| err("index", e))?,
                 kernel_end: k,
                 xdp_end: x,
                 wire_ifindex: wire.ifindex,
@@ -1266,13 +1253,14 @@ impl SlowLinks {
             outside: Vec::new(),
         };
         for w in 0..workers {
-            links.inside.push(make(slow_link_names("in", w), &sys.inside)?);
-            links.outside.push(make(slow_link_names("out", w), &sys.outside)?);
+            let [i, o] = crate::xdp::slow_link_names(w);
+            links.inside.push(make(i, &sys.inside)?);
+            links.outside.push(make(o, &sys.outside)?);
         }
         // A run with fewer workers than the last one: its extra pairs would stay behind.
-        for w in workers..MAX_WORKERS {
-            for side in ["in", "out"] {
-                let _ = crate::netlink::delete_link(&slow_link_names(side, w).0);
+        for w in workers..crate::xdp::WORKERS_MAX {
+            for (k, _) in crate::xdp::slow_link_names(w) {
+                let _ = crate::netlink::delete_link(&k);
             }
         }
         Ok(links)

@@ -206,13 +206,7 @@ pub fn addresses(resp: &Message) -> Vec<(IpAddr, u32)> {
 
 /// Hand the answer's facts to the engine: the asked name resolves to every address of the
 /// answer; each CNAME target name with addresses of its own resolves to those.
-fn record(
-    resp: &Message,
-    client: IpAddr,
-    qname: &str,
-    updates: &UpdateTx,
-    stats: &DnsStats,
-) {
+fn record(resp: &Message, client: IpAddr, qname: &str, updates: &UpdateTx, stats: &DnsStats) {
     if resp.response_code() != ResponseCode::NoError {
         return;
     }

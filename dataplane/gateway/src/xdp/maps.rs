@@ -12,6 +12,9 @@ pub enum IfSide {
     Outside = 1,
 }
 
+/// `NATFW_WORKERS_MAX`: split mode's most packet workers (slow-path veth pairs per side).
+pub const WORKERS_MAX: usize = 8;
+
 /// `struct natfw_config`: the single entry of the `config` array map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
@@ -21,13 +24,19 @@ pub struct XdpConfig {
     /// `lo > hi` = none.
     pub kernel_port_lo: u16,
     pub kernel_port_hi: u16,
-    /// Split mode: the kernel end of this side's slow-path veth pair (0 in classic mode).
-    pub slow_ifindex: u32,
+    /// Split mode: packet workers, 1..=[`WORKERS_MAX`] (0 is taken as 1).
+    pub workers: u32,
     /// Split mode: the real interface, where what the engine transmits leaves.
     pub wire_ifindex: u32,
+    /// Split mode, per worker: the kernel end of its slow-path veth pair on this side, where
+    /// `natfw_steer` sends (0: dropped; all 0 in classic mode).
+    pub slow_kernel_ifindex: [u32; WORKERS_MAX],
+    /// Split mode, per worker: the XDP end of that pair, where `natfw_slow` runs.
+    pub slow_xdp_ifindex: [u32; WORKERS_MAX],
 }
 
-// SAFETY: plain old data: integers only, no padding (4 + 2 + 2 + 4 + 4 bytes).
+// SAFETY: plain old data: integers only, no padding (4 + 2 + 2 + 4 + 4 + 8 * 4 + 8 * 4 bytes,
+// every field at a multiple of its alignment).
 unsafe impl aya::Pod for XdpConfig {}
 
 /// `struct addr_key`: an address of either family, IPv4 as IPv4-mapped IPv6.
@@ -69,11 +78,26 @@ pub enum Counter {
     FastForwarded,
     /// tc: the rewrite failed: dropped.
     FastError,
+    /// tc: to worker 0's slow path (split mode; with one worker, every packet to the slow path).
+    SteeredWorker0,
+    SteeredWorker1,
+    SteeredWorker2,
+    SteeredWorker3,
+    SteeredWorker4,
+    SteeredWorker5,
+    SteeredWorker6,
+    SteeredWorker7,
+    /// tc: a copy to every worker's slow path (fragments, ICMP errors, IPv6 extension
+    /// headers, no readable L4 header), counted once.
+    SteeredBroadcast,
 }
+
+/// Number of counter slots (`C_MAX`).
+pub const COUNTERS: usize = 21;
 
 impl Counter {
     /// Every slot, in map order.
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; COUNTERS] = [
         Counter::SteeredInside,
         Counter::SteeredOutside,
         Counter::PassArp,
@@ -86,7 +110,34 @@ impl Counter {
         Counter::FastToEngine,
         Counter::FastForwarded,
         Counter::FastError,
+        Counter::SteeredWorker0,
+        Counter::SteeredWorker1,
+        Counter::SteeredWorker2,
+        Counter::SteeredWorker3,
+        Counter::SteeredWorker4,
+        Counter::SteeredWorker5,
+        Counter::SteeredWorker6,
+        Counter::SteeredWorker7,
+        Counter::SteeredBroadcast,
     ];
+
+    /// The slot "steered to worker `w`'s slow path" (`None` above [`WORKERS_MAX`]).
+    pub fn steered_worker(w: usize) -> Option<Counter> {
+        (w < WORKERS_MAX).then(|| Counter::ALL[Counter::SteeredWorker0 as usize + w])
+    }
+
+    /// The worker a "steered to worker" slot counts for.
+    pub fn worker(self) -> Option<usize> {
+        (self as usize)
+            .checked_sub(Counter::SteeredWorker0 as usize)
+            .filter(|w| *w < WORKERS_MAX)
+    }
+
+    /// A slot of the split-mode worker distribution (per worker or broadcast): it moves in
+    /// addition to the `steered_*` slot of the same packet.
+    pub fn is_distribution(self) -> bool {
+        self.worker().is_some() || self == Counter::SteeredBroadcast
+    }
 
     /// Name used in logs and metrics.
     pub fn name(self) -> &'static str {
@@ -103,26 +154,52 @@ impl Counter {
             Counter::FastToEngine => "fastpath_to_engine",
             Counter::FastForwarded => "fastpath_forwarded",
             Counter::FastError => "fastpath_error",
+            Counter::SteeredWorker0 => "steered_worker0",
+            Counter::SteeredWorker1 => "steered_worker1",
+            Counter::SteeredWorker2 => "steered_worker2",
+            Counter::SteeredWorker3 => "steered_worker3",
+            Counter::SteeredWorker4 => "steered_worker4",
+            Counter::SteeredWorker5 => "steered_worker5",
+            Counter::SteeredWorker6 => "steered_worker6",
+            Counter::SteeredWorker7 => "steered_worker7",
+            Counter::SteeredBroadcast => "steered_broadcast",
         }
     }
 }
 
 /// Counter values summed over CPUs, indexed like [`Counter::ALL`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters(pub [u64; 12]);
+pub struct Counters(pub [u64; COUNTERS]);
 
 impl Counters {
     pub fn get(&self, c: Counter) -> u64 {
         self.0[c as usize]
     }
+
+    /// Workers that have a "steered to worker" count: up to the highest one above 0, at
+    /// least worker 0 (the exporter's `worker` label values).
+    pub fn workers_seen(&self) -> usize {
+        (0..WORKERS_MAX)
+            .rev()
+            .find(|w| Counter::steered_worker(*w).is_some_and(|c| self.get(c) > 0))
+            .map_or(1, |w| w + 1)
+    }
 }
 
+/// The log line: every slot, but of the per-worker ones only those of
+/// [`Counters::workers_seen`].
 impl std::fmt::Display for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seen = self.workers_seen();
+        let mut first = true;
         for (i, c) in Counter::ALL.iter().enumerate() {
-            if i > 0 {
+            if c.worker().is_some_and(|w| w >= seen) {
+                continue;
+            }
+            if !first {
                 f.write_str(" ")?;
             }
+            first = false;
             write!(f, "{}={}", c.name(), self.0[i])?;
         }
         Ok(())
@@ -205,13 +282,22 @@ mod tests {
                 offset_of!(XdpConfig, kernel_port_hi),
             ),
             (
-                "offsetof natfw_config slow_ifindex",
-                offset_of!(XdpConfig, slow_ifindex),
+                "offsetof natfw_config workers",
+                offset_of!(XdpConfig, workers),
             ),
             (
                 "offsetof natfw_config wire_ifindex",
                 offset_of!(XdpConfig, wire_ifindex),
             ),
+            (
+                "offsetof natfw_config slow_kernel_ifindex",
+                offset_of!(XdpConfig, slow_kernel_ifindex),
+            ),
+            (
+                "offsetof natfw_config slow_xdp_ifindex",
+                offset_of!(XdpConfig, slow_xdp_ifindex),
+            ),
+            ("NATFW_WORKERS_MAX", WORKERS_MAX),
             ("sizeof struct addr_key", size_of::<AddrKey>()),
             ("offsetof addr_key addr", offset_of!(AddrKey, addr)),
             ("sizeof struct lpm_v4_key", size_of::<Key<[u8; 4]>>()),

@@ -2,16 +2,18 @@
 //! configuration, registering AF_XDP sockets, attaching and reading counters.
 //!
 //! aya is pinned to 0.14.0: later releases need a newer rustc than the stable toolchain here.
-//! The object is loaded once per side because an XSKMAP is keyed by RX queue and both sides'
-//! sockets use queue 0.
+//! The object is loaded once per side because an XSKMAP is keyed by RX queue (classic mode) or
+//! worker (split mode), and both sides' sockets use the same keys.
 //!
 //! Two ways to attach (see the program's header comment): classic mode runs `natfw_xdp` on the
 //! real interface, whose AF_XDP socket takes what the engine must see; split mode (the fast
 //! path) runs `natfw_steer` on the real interface's tc ingress and sends what the engine must
-//! see through a veth pair ([`SlowPath`]) whose far end carries `natfw_slow` and the socket.
+//! see through one veth pair per packet worker ([`SlowPath`], the worker chosen by
+//! [`worker_of`]) whose far end carries `natfw_slow` and that worker's socket.
 
 pub mod maps;
 pub mod offload;
+pub mod worker;
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -25,7 +27,10 @@ use aya::{Ebpf, EbpfLoader};
 use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 
-pub use maps::{AddrKey, Counter, Counters, IfSide, OffloadKey, OffloadVal, XdpConfig};
+pub use maps::{
+    AddrKey, Counter, Counters, IfSide, OffloadKey, OffloadVal, XdpConfig, WORKERS_MAX,
+};
+pub use worker::{worker_of, WorkerChoice};
 
 /// The compiled XDP object (empty when the build had no clang).
 pub static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/natfw.bpf.o"));
@@ -39,7 +44,21 @@ const SLOW_PROGRAM: &str = "natfw_slow";
 /// Split mode: tc ingress of the kernel end of the veth pair (engine output to the wire).
 const BACK_PROGRAM: &str = "natfw_back";
 
-/// A side's slow-path veth pair in split mode (created by the caller, `netlink::create_veth`).
+/// The names of packet worker `worker`'s slow-path veth pairs, `[inside, outside]`, each
+/// `(kernel end, XDP end)`: worker 0 `nfw-in-k`/`nfw-in-x` and `nfw-out-k`/`nfw-out-x`, worker
+/// `i > 0` `nfw-in{i}-k`/`nfw-in{i}-x` and `nfw-out{i}-k`/`nfw-out{i}-x`. One natfw per network
+/// namespace (the instance lock), so fixed names.
+pub fn slow_link_names(worker: usize) -> [(String, String); 2] {
+    let n = if worker == 0 {
+        String::new()
+    } else {
+        worker.to_string()
+    };
+    ["in", "out"].map(|side| (format!("nfw-{side}{n}-k"), format!("nfw-{side}{n}-x")))
+}
+
+/// One packet worker's slow-path veth pair on one side in split mode (created by the caller,
+/// `netlink::create_veth`).
 #[derive(Debug, Clone)]
 pub struct SlowPath {
     /// The end in the gateway's namespace that `natfw_steer` redirects to and where the
@@ -48,7 +67,10 @@ pub struct SlowPath {
     pub kernel_ifindex: u32,
     /// The end that carries `natfw_slow` and the AF_XDP socket.
     pub xdp_end: String,
-    /// The real interface's index (where `natfw_back` sends frames).
+    /// The XDP end's index (where `natfw_slow` looks up its worker).
+    pub xdp_ifindex: u32,
+    /// The real interface's index (where `natfw_back` sends frames); the same for every
+    /// worker of a side (the first one's is used).
     pub wire_ifindex: u32,
 }
 
@@ -83,6 +105,8 @@ pub enum XdpError {
     },
     #[error("XDP map {map} missing from the object")]
     MissingMap { map: &'static str },
+    #[error("{iface}: split mode needs 1 to {WORKERS_MAX} slow paths (one per worker), got {got}")]
+    Workers { iface: String, got: usize },
     #[error("removing a stale XDP program from {iface}: {source}")]
     Detach {
         iface: String,
@@ -100,8 +124,8 @@ pub struct Steering {
     mode: Option<XdpMode>,
     /// The fast-path table, until [`Steering::take_offload`] hands it to the data path.
     offload: Option<aya::maps::Map>,
-    /// Split mode's veth pair; `None`: classic mode.
-    slow: Option<SlowPath>,
+    /// Split mode's veth pairs, one per packet worker (index = worker); `None`: classic mode.
+    slow: Option<Vec<SlowPath>>,
     /// Split mode's pin directory of this side (a bpffs directory): the `offload` map is
     /// pinned there, and at a graceful stop the steering link ([`Steering::pin_steer`]).
     pin_dir: Option<PathBuf>,
@@ -171,12 +195,13 @@ impl Steering {
         Self::load_with(iface, side, rules, None)
     }
 
-    /// [`Steering::load`] for split mode (`slow: Some`) or classic mode (`None`).
+    /// [`Steering::load`] for split mode (`slow: Some`, one [`SlowPath`] per packet worker,
+    /// index = worker, 1 to [`WORKERS_MAX`]) or classic mode (`None`).
     pub fn load_with(
         iface: &str,
         side: IfSide,
         rules: &SteeringRules,
-        slow: Option<SlowPath>,
+        slow: Option<Vec<SlowPath>>,
     ) -> Result<Steering, XdpError> {
         Self::load_pinned(iface, side, rules, slow, None)
     }
@@ -188,11 +213,19 @@ impl Steering {
         iface: &str,
         side: IfSide,
         rules: &SteeringRules,
-        slow: Option<SlowPath>,
+        slow: Option<Vec<SlowPath>>,
         pin_dir: Option<&Path>,
     ) -> Result<Steering, XdpError> {
         if PROGRAM.is_empty() {
             return Err(XdpError::NotBuilt);
+        }
+        if let Some(got) = slow.as_ref().map(Vec::len) {
+            if !(1..=WORKERS_MAX).contains(&got) {
+                return Err(XdpError::Workers {
+                    iface: iface.into(),
+                    got,
+                });
+            }
         }
         let load_err = |e| XdpError::Load {
             iface: iface.into(),
@@ -297,13 +330,20 @@ impl Steering {
             .kernel_ports
             .as_ref()
             .map_or((1, 0), |r| (*r.start(), *r.end()));
-        let cfg = XdpConfig {
+        let slow = self.slow.as_deref().unwrap_or_default();
+        let mut cfg = XdpConfig {
             side: self.side as u32,
             kernel_port_lo: lo,
             kernel_port_hi: hi,
-            slow_ifindex: self.slow.as_ref().map_or(0, |s| s.kernel_ifindex),
-            wire_ifindex: self.slow.as_ref().map_or(0, |s| s.wire_ifindex),
+            workers: slow.len().max(1) as u32,
+            wire_ifindex: slow.first().map_or(0, |s| s.wire_ifindex),
+            slow_kernel_ifindex: [0; WORKERS_MAX],
+            slow_xdp_ifindex: [0; WORKERS_MAX],
         };
+        for (w, p) in slow.iter().take(WORKERS_MAX).enumerate() {
+            cfg.slow_kernel_ifindex[w] = p.kernel_ifindex;
+            cfg.slow_xdp_ifindex[w] = p.xdp_ifindex;
+        }
         {
             let map = self
                 .ebpf
@@ -390,8 +430,10 @@ impl Steering {
         Ok(())
     }
 
-    /// Put an AF_XDP socket into the XSKMAP slot of RX queue `queue`.
-    pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
+    /// Put an AF_XDP socket into XSKMAP slot `index`: split mode, the packet worker's index
+    /// (its socket is bound to queue 0 of its own XDP end); classic mode, the RX queue of the
+    /// interface the socket is bound to.
+    pub fn register_socket(&mut self, index: u32, fd: RawFd) -> Result<(), XdpError> {
         let iface = self.iface.clone();
         let map = self
             .ebpf
@@ -399,14 +441,14 @@ impl Steering {
             .ok_or(XdpError::MissingMap { map: "xsks" })?;
         let mut xsks: XskMap<&mut MapData> =
             XskMap::try_from(map).map_err(self_map_err(&iface, "xsks"))?;
-        xsks.set(queue, fd, 0).map_err(self_map_err(&iface, "xsks"))
+        xsks.set(index, fd, 0).map_err(self_map_err(&iface, "xsks"))
     }
 
     /// Attach. Classic mode: `natfw_xdp` on the interface, in driver mode, falling back to
-    /// generic (skb) mode with a log line. Split mode: `natfw_back` on the veth pair's kernel
-    /// end, `natfw_slow` on its XDP end (driver mode, else generic), then `natfw_steer` on the
-    /// interface's tc ingress, last, so nothing is steered before the way to the socket is
-    /// there. A program left attached to the interface through netlink (a crashed run of
+    /// generic (skb) mode with a log line. Split mode: for every worker `natfw_back` on its veth
+    /// pair's kernel end and `natfw_slow` on its XDP end (driver mode, else generic), then
+    /// `natfw_steer` on the interface's tc ingress, last, so nothing is steered before the way
+    /// to the sockets is there. The mode returned is generic if any XDP end fell back to it. A program left attached to the interface through netlink (a crashed run of
     /// another loader, `ip link ... xdp`) is removed first; natfw's own bpf_link and TCX
     /// attachments go with its process, however it ends.
     pub fn attach(&mut self) -> Result<XdpMode, XdpError> {
@@ -422,8 +464,13 @@ impl Steering {
         let mode = match self.slow.clone() {
             None => self.attach_xdp(PROGRAM_NAME, &iface)?,
             Some(slow) => {
-                self.attach_tc(BACK_PROGRAM, &slow.kernel_end)?;
-                let mode = self.attach_xdp(SLOW_PROGRAM, &slow.xdp_end)?;
+                let mut mode = XdpMode::Driver;
+                for p in &slow {
+                    self.attach_tc(BACK_PROGRAM, &p.kernel_end)?;
+                    if self.attach_xdp(SLOW_PROGRAM, &p.xdp_end)? == XdpMode::Skb {
+                        mode = XdpMode::Skb;
+                    }
+                }
                 self.attach_steer(&iface)?;
                 mode
             }
@@ -536,9 +583,10 @@ impl Steering {
         }
     }
 
-    /// Split mode's veth pair, if this side uses one.
-    pub fn slow_path(&self) -> Option<&SlowPath> {
-        self.slow.as_ref()
+    /// Split mode's veth pairs of this side, one per packet worker (index = worker); empty in
+    /// classic mode.
+    pub fn slow_paths(&self) -> &[SlowPath] {
+        self.slow.as_deref().unwrap_or_default()
     }
 
     /// The mode the program is attached in, if attached.

@@ -27,6 +27,7 @@ fn decision_of(c: Counter) -> Decision {
         Counter::FastToEngine | Counter::FastForwarded | Counter::FastError => {
             panic!("fast-path counter {c:?} moved with an empty offload table")
         }
+        _ => panic!("{c:?} is a worker slot, not a decision"),
     }
 }
 
@@ -59,12 +60,18 @@ fn kernel_decision(s: &mut Steering, prog: Program, name: &str, frame: &[u8]) ->
         Err(e) => panic!("{name}: {prog:?} test run: {e}"),
     };
     let after = s.counters().unwrap();
-    let moved: Vec<Counter> = Counter::ALL
+    let (dist, moved): (Vec<Counter>, Vec<Counter>) = Counter::ALL
         .into_iter()
         .filter(|c| after.get(*c) != before.get(*c))
-        .collect();
+        .partition(|c| c.is_distribution());
     assert_eq!(moved.len(), 1, "{name}: counters moved: {moved:?}");
     let d = decision_of(moved[0]);
+    // One worker (loaded without slow paths): tc sends every steered frame to worker 0.
+    let want_dist = match (prog, d == Decision::Steer) {
+        (Program::Steer, true) => vec![Counter::SteeredWorker0],
+        _ => vec![],
+    };
+    assert_eq!(dist, want_dist, "{name}: worker counters");
     let want_action = match (prog, d == Decision::Steer) {
         (Program::Xdp, true) => STEER,
         (Program::Xdp, false) => XDP_PASS,
