@@ -750,6 +750,12 @@ mod tests {
         s.rules.insert("web".into(), RuleStat::default());
         s.xdp.push(("in0".into(), XdpCounters::default()));
         s.heartbeats = 7;
+        s.workers.push(WorkerStat {
+            frames: 3,
+            flows: 1,
+            heartbeats: 7,
+            answers_lost: 0,
+        });
         s.xsk.push(("inside", Default::default()));
         s.default_route.push(("ipv4", true));
         s.dns = crate::dns::DnsStats::default().rows();
