@@ -83,6 +83,9 @@ pub struct Options {
     pub tx_csum_off: bool,
     /// Gateway mode right after `up`.
     pub mode: GatewayMode,
+    /// `gateway.workers` for every `natfw run` of this lab (`None`: the config's own, 1 by
+    /// default).
+    pub workers: Option<u16>,
 }
 
 impl Options {
@@ -92,6 +95,7 @@ impl Options {
             natfw_bin,
             tx_csum_off: false,
             mode: GatewayMode::Kernel,
+            workers: None,
         }
     }
 }
@@ -625,6 +629,12 @@ impl Lab {
             .ok_or_else(|| err("start natfw", "no gateway"))?
             .clone();
         let cfg = self.dir.join(format!("{}.yaml", g.name));
+        let text = match self.opts.workers {
+            Some(n) if !text.contains("\n  workers:") => {
+                text.replacen("gateway:\n", &format!("gateway:\n  workers: {n}\n"), 1)
+            }
+            _ => text.to_string(),
+        };
         std::fs::write(&cfg, text).map_err(|e| err("write config", e))?;
         let log_name = format!("natfw-{}.log", g.name);
         let log = std::fs::File::create(self.dir.join(&log_name)).map_err(|e| err("log", e))?;

@@ -17,6 +17,10 @@ use natfw_lab::demo::{self, flow_records, records_for, Kind, CHECKS};
 use natfw_lab::{plan, GatewayMode, Lab, LabGuard, Options, Scenario};
 
 fn up(scenario: Scenario, tag: &str) -> Option<LabGuard> {
+    up_with(scenario, tag, None)
+}
+
+fn up_with(scenario: Scenario, tag: &str, workers: Option<u16>) -> Option<LabGuard> {
     if let Err(why) = natfw_lab::prerequisites() {
         eprintln!("SKIP lab e2e test {tag}: {why}");
         return None;
@@ -24,6 +28,7 @@ fn up(scenario: Scenario, tag: &str) -> Option<LabGuard> {
     let mut o = Options::new(PathBuf::from(env!("CARGO_BIN_EXE_natfw")));
     o.mode = GatewayMode::Natfw;
     o.tx_csum_off = true;
+    o.workers = workers;
     let mut lab = LabGuard(Lab::up(plan(scenario, tag), o).expect("lab up"));
     for gi in 0..lab.plan.gateways.len() {
         if let Err(e) = lab.start_natfw(gi) {
@@ -268,7 +273,20 @@ fn bypassed_host_goes_out_uninspected_and_vswitches_use_their_own_eip() {
 /// Every check from every host against the scenario's policy, and a flow-log record for each
 /// inspected one whose action agrees.
 fn policy_matrix(s: Scenario, tag: &str) {
-    let Some(mut lab) = up(s, tag) else { return };
+    policy_matrix_with(s, tag, None)
+}
+
+fn policy_matrix_with(s: Scenario, tag: &str, workers: Option<u16>) {
+    let Some(mut lab) = up_with(s, tag, workers) else {
+        return;
+    };
+    if let Some(n) = workers {
+        for g in &lab.plan.gateways {
+            let log = std::fs::read_to_string(lab.dir.join(format!("natfw-{}.log", g.name)))
+                .unwrap_or_default();
+            assert!(log.contains(&format!("{n} packet workers")), "{log}");
+        }
+    }
     let mut results = Vec::new();
     for h in lab.plan.hosts.clone() {
         for c in CHECKS {
@@ -356,4 +374,12 @@ fn scenario_2_policy_matrix_and_flow_log() {
 #[test]
 fn scenario_3_policy_matrix_and_flow_log() {
     policy_matrix(Scenario::VSwitches, "n9");
+}
+
+/// The same matrix with two packet workers (`gateway.workers: 2`): each flow is decided by the
+/// worker its port belongs to, DNS-mode facts cross between them, every verdict and record as
+/// with one.
+#[test]
+fn scenario_2_policy_matrix_with_two_packet_workers() {
+    policy_matrix_with(Scenario::SharedDmz, "w2", Some(2));
 }

@@ -57,20 +57,8 @@ fn scrape(u: &Up) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Sum of every sample of `series` whose line contains all of `labels`.
-fn metric(text: &str, series: &str, labels: &[&str]) -> u64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.split(['{', ' '])
-                .next()
-                .is_some_and(|name| name == series)
-        })
-        .filter(|l| labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
+
+use crate::support::metric_sum as metric;
 
 fn afxdp_rx(text: &str) -> u64 {
     metric(text, "natfw_afxdp_rx_frames_total", &[])

@@ -13,6 +13,7 @@ mod records;
 mod restart;
 mod support;
 mod topology;
+mod workers;
 
 /// Lab tests run two at a time and a lab's namespaces are named after its tag: two tests with
 /// the same tag tear down each other's namespaces (and processes) mid-test. Every literal tag

@@ -13,6 +13,21 @@ pub fn metric(text: &str, series: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// Sum of every sample of `series` whose line contains all of `labels`.
+pub fn metric_sum(text: &str, series: &str, labels: &[&str]) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.split(['{', ' '])
+                .next()
+                .is_some_and(|name| name == series)
+        })
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
 /// A scenario-1 lab (`tag`) in natfw mode and the config of the `host`'s gateway with the fast
 /// path said explicitly and a metrics listener on `metrics`; `None` (SKIP printed for `what`)
 /// without the lab's prerequisites. natfw is not started.
