@@ -26,11 +26,20 @@
  * and fully inspected by the engine) that carries no SYN, FIN or RST, no VLAN tag, no IP option
  * and is no fragment and fits the egress MTU is translated here (incremental checksums valid
  * for CHECKSUM_PARTIAL and GSO packets), counted in its entry and sent out of the other
- * interface with bpf_redirect_neigh; every other steered packet goes to the side's slow-path veth pair
- * (`slow_ifindex`, the kernel end, whose egress segments super-frames), where `natfw_slow`
- * (XDP, on the other end) redirects it into the AF_XDP socket or drops it. What the engine
- * transmits on that socket comes out of the kernel end, where `natfw_back` (tc ingress) sends
- * it out of the real interface (`wire_ifindex`).
+ * interface with bpf_redirect_neigh (the fast path is shared by all packet workers); every
+ * other steered packet goes to a slow-path veth pair. The gateway runs `workers` packet
+ * workers (1..NATFW_WORKERS_MAX), each with its own engine, AF_XDP socket and veth pair per side
+ * (it creates them; `slow_kernel_ifindex[w]` is worker w's kernel end, whose egress segments
+ * super-frames). `worker_of()` picks the worker by port residue, so both directions of a flow
+ * meet the same engine with nothing shared: the client's port (inside the TCP/UDP source port,
+ * outside the destination port; the engine picks SNAT ports congruent to it) or the ICMP echo
+ * id, modulo `workers`; other ICMP and other protocols go to worker 0. IPv4 fragments, ICMP
+ * errors, IPv6 with extension headers and frames without a readable L4 header are copied to
+ * every worker (bpf_clone_redirect), each engine keeping what it owns. On the pair's other
+ * end `natfw_slow` (XDP) finds its worker by ingress ifindex (`slow_xdp_ifindex`) and
+ * redirects into that worker's socket (`xsks[worker]`), or drops. What an engine transmits on
+ * its socket comes out of its kernel end, where `natfw_back` (tc ingress) sends it out of the
+ * real interface (`wire_ifindex`). With one worker, nothing is copied.
  *
  * Layouts of keys, values and the config are mirrored by `dataplane/gateway/src/xdp/maps.rs`.
  */

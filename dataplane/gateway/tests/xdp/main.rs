@@ -5,3 +5,4 @@ mod fastpath;
 mod forward;
 mod program;
 mod support;
+mod workers;
