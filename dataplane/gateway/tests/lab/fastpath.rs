@@ -57,7 +57,6 @@ fn scrape(u: &Up) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-
 use crate::support::metric_sum as metric;
 
 fn afxdp_rx(text: &str) -> u64 {

@@ -173,7 +173,9 @@ fn two_workers_split_flows_by_port_and_keep_fragments_and_icmp_errors_with_their
     let o = lab
         .host_exec(
             HOST,
-            &["ping", "-c", "3", "-s", "1000", "-M", "dont", "-W", "2", &echo],
+            &[
+                "ping", "-c", "3", "-s", "1000", "-M", "dont", "-W", "2", &echo,
+            ],
             T,
         )
         .expect("ping");
@@ -232,7 +234,11 @@ fn two_workers_split_flows_by_port_and_keep_fragments_and_icmp_errors_with_their
             .count()
     };
     for p in &ports {
-        assert_eq!(ends(*p, "tcp"), 1, "records of the connection from port {p}");
+        assert_eq!(
+            ends(*p, "tcp"),
+            1,
+            "records of the connection from port {p}"
+        );
     }
     assert_eq!(ends(41_001, "udp"), 1, "the refused datagram's flow");
 }
