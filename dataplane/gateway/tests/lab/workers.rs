@@ -20,8 +20,8 @@ const T: Duration = Duration::from_secs(30);
 
 use crate::support::metric_sum as metric;
 
-/// `ip route get <to>` in `ns`: the next hop and device.
-fn route_to(lab: &natfw_lab::Lab, ns: &str, to: &str) -> (String, String) {
+/// `ip route get <to>` in `ns`: the next hop (none when on link) and device.
+fn route_to(lab: &natfw_lab::Lab, ns: &str, to: &str) -> (Option<String>, String) {
     let o = lab
         .exec(ns, &["ip", "-o", "route", "get", to], T)
         .expect("ip route get");
@@ -35,7 +35,7 @@ fn route_to(lab: &natfw_lab::Lab, ns: &str, to: &str) -> (String, String) {
             .map(|s| s.to_string())
     };
     (
-        after("via").unwrap_or_else(|| panic!("no next hop to {to} in {ns}: {text}")),
+        after("via"),
         after("dev").unwrap_or_else(|| panic!("no device to {to} in {ns}: {text}")),
     )
 }
@@ -43,25 +43,13 @@ fn route_to(lab: &natfw_lab::Lab, ns: &str, to: &str) -> (String, String) {
 /// Packets to `to` leave `ns` in fragments of at most 576 bytes (route MTU, locked: no DF).
 fn fragment_towards(lab: &natfw_lab::Lab, ns: &str, to: &str) {
     let (via, dev) = route_to(lab, ns, to);
-    let o = lab
-        .exec(
-            ns,
-            &[
-                "ip",
-                "route",
-                "replace",
-                &format!("{to}/32"),
-                "via",
-                &via,
-                "dev",
-                &dev,
-                "mtu",
-                "lock",
-                "576",
-            ],
-            T,
-        )
-        .expect("ip route replace");
+    let dst = format!("{to}/32");
+    let mut args = vec!["ip", "route", "replace", &dst];
+    if let Some(v) = &via {
+        args.extend(["via", v]);
+    }
+    args.extend(["dev", &dev, "mtu", "lock", "576"]);
+    let o = lab.exec(ns, &args, T).expect("ip route replace");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -123,7 +111,22 @@ fn two_workers_split_flows_by_port_and_keep_fragments_and_icmp_errors_with_their
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let m = scrape(&lab);
+    // Counters are published every second: wait (bounded) for both workers' to show.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        let m = scrape(&lab);
+        let both = ["0", "1"].iter().all(|w| {
+            metric(
+                &m,
+                "natfw_worker_frames_total",
+                &[&format!("worker=\"{w}\"")],
+            ) > 0
+        });
+        if both || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     for w in ["0", "1"] {
         let label = format!("worker=\"{w}\"");
         assert!(
@@ -202,6 +205,7 @@ fn two_workers_split_flows_by_port_and_keep_fragments_and_icmp_errors_with_their
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    std::thread::sleep(Duration::from_millis(1500));
     let m = scrape(&lab);
     assert!(
         metric(&m, "natfw_xdp_steered_broadcast_packets_total", &[]) > 0,
