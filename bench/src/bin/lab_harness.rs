@@ -11,8 +11,9 @@
 //! latency p50/p99 (an established flow), a 60-byte UDP queued-burst drain in Mpps
 //! (`udp_drain_60b`, see [`udp_drain`]) and one large HTTPS download in Gbit/s
 //! (`https_download`, [`DOWNLOAD_BYTES`] from nginx with `curl`, see [`https_download`]).
-//! natfw runs one packet worker: a "natfw with 2 workers" row cannot be measured and is
-//! printed as n/a.
+//! natfw is measured with one packet worker and with two (`gateway.workers: 2`, column
+//! `natfw-2w`); `udp_drain_engine` is a drain whose packets natfw's engine handles one by one
+//! (two flows, one per worker), where a second worker can show.
 //! Repeats interleave the two gateways (ABBA order) and the table shows medians, the spread
 //! (min–max) and natfw/nftables ratios. Everything is bounded in count and time; all traffic
 //! stays inside the lab's namespaces. Root only.
@@ -35,9 +36,11 @@ enum Mode {
     Nftables,
     TcBpf,
     Natfw,
+    /// natfw with two packet workers (`gateway.workers: 2`).
+    Natfw2,
 }
 
-const MODES: [Mode; 3] = [Mode::Nftables, Mode::TcBpf, Mode::Natfw];
+const MODES: [Mode; 4] = [Mode::Nftables, Mode::TcBpf, Mode::Natfw, Mode::Natfw2];
 
 /// The bare tc-BPF SNAT forwarder, compiled by the harness for the lab's addresses.
 const TC_SNAT_SRC: &str = include_str!("../../tc/tc_snat.bpf.c");
@@ -111,7 +114,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// One metric: name, unit, and whether bigger is better.
-const METRICS: [(&str, &str, bool); 9] = [
+const METRICS: [(&str, &str, bool); 10] = [
     ("tcp_1_stream", "Gbit/s", true),
     ("tcp_8_streams", "Gbit/s", true),
     ("http_conn_rate", "req/s", true),
@@ -121,6 +124,7 @@ const METRICS: [(&str, &str, bool); 9] = [
     ("udp_rtt_p50", "us", false),
     ("udp_rtt_p99", "us", false),
     ("udp_drain_60b", "Mpps", true),
+    ("udp_drain_engine", "Mpps", true),
 ];
 
 /// Size of the `https_download` file: 2 GiB (a sparse file in the lab's state directory, so
@@ -138,6 +142,11 @@ const DRAIN_PACKETS: u64 = 400_000;
 const DRAIN_PORT: u16 = 9000;
 /// Its source port (fixed: every datagram of the warm-up, the burst and the kick is one flow).
 const DRAIN_SPORT: u16 = 40000;
+/// `udp_drain_engine`: datagrams to the DNS port, which natfw's engine keeps watching (never
+/// offloaded), from two source ports (an even and an odd one: with two packet workers, one
+/// flow each), so every packet crosses the engine.
+const ENGINE_DRAIN_PORT: u16 = 53;
+const ENGINE_DRAIN_SPORTS: [u16; 2] = [40000, 40001];
 /// Warm-up datagrams sent through the open link before the burst: they create the flow in
 /// every gateway (conntrack entry, natfw's decision and fast-path entry).
 const DRAIN_WARMUP: u64 = 32;
@@ -573,10 +582,10 @@ impl Drop for Sink {
     }
 }
 
-/// `udp_burst send` in the test host; its JSON.
-fn udp_send(lab: &Lab, bin: &str, count: u64) -> Result<Value, String> {
-    let to = format!("{}:{DRAIN_PORT}", plan::IPERF_ADDR);
-    let (sport, n) = (DRAIN_SPORT.to_string(), count.to_string());
+/// `udp_burst send` in the test host from `sport` to `dport`; its JSON.
+fn udp_send(lab: &Lab, bin: &str, (sport, dport): (u16, u16), count: u64) -> Result<Value, String> {
+    let to = format!("{}:{dport}", plan::IPERF_ADDR);
+    let (sport, n) = (sport.to_string(), count.to_string());
     let out = host_exec(
         lab,
         &[
@@ -616,7 +625,10 @@ fn udp_send(lab: &Lab, bin: &str, count: u64) -> Result<Value, String> {
 ///    time).
 ///
 /// `net.core.netdev_max_backlog` is raised for the measurement and restored after it.
-fn udp_drain(lab: &Lab) -> Result<(f64, Value), String> {
+///
+/// `udp_drain_engine` is the same with the flows of [`ENGINE_DRAIN_SPORTS`] to
+/// [`ENGINE_DRAIN_PORT`], whose packets natfw's engine handles one by one.
+fn udp_drain(lab: &Lab, dport: u16, sports: &[u16]) -> Result<(f64, Value), String> {
     let bin = sibling_bin("udp_burst")?;
     let h = lab.plan.host(HOST).ok_or("no test host")?;
     let g = &lab.plan.gateways[h.gateway];
@@ -631,7 +643,9 @@ fn udp_drain(lab: &Lab) -> Result<(f64, Value), String> {
     let ns = h.ns.clone();
     let t = Duration::from_secs(10);
     let _ = ns_run(lab, &ns, &["tc", "qdisc", "del", "dev", "eth0", "root"], t);
-    udp_send(lab, &bin, DRAIN_WARMUP)?;
+    for sp in sports {
+        udp_send(lab, &bin, (*sp, dport), DRAIN_WARMUP)?;
+    }
     // Time for the engine to decide the flow and install its fast-path entry.
     std::thread::sleep(Duration::from_millis(300));
     let mut sink = Sink::start(lab, &bin, &counter)?;
@@ -659,7 +673,11 @@ fn udp_drain(lab: &Lab) -> Result<(f64, Value), String> {
             ],
             t,
         )?;
-        let sent = udp_send(lab, &bin, DRAIN_PACKETS)?;
+        let mut sent = Vec::new();
+        let each = DRAIN_PACKETS / sports.len().max(1) as u64;
+        for sp in sports {
+            sent.push(udp_send(lab, &bin, (*sp, dport), each)?);
+        }
         std::thread::sleep(Duration::from_millis(200));
         let q = ns_run(lab, &ns, &["tc", "-s", "qdisc", "show", "dev", "eth0"], t)?;
         // "backlog 24000000b 400000p requeues 0"
@@ -695,7 +713,7 @@ fn udp_drain(lab: &Lab) -> Result<(f64, Value), String> {
             ],
             t,
         )?;
-        udp_send(lab, &bin, 1)?;
+        udp_send(lab, &bin, (sports[0], dport), 1)?;
         let v = sink.result(Duration::from_secs(45))?;
         Ok::<_, String>((sent, queued, v))
     })();
@@ -717,7 +735,7 @@ fn udp_drain(lab: &Lab) -> Result<(f64, Value), String> {
         "queued": queued,
         "delivered": delta,
         "dur_s": v.get("dur_s"),
-        "send_seconds": sent.get("seconds"),
+        "send_seconds": sent.iter().map(|v| v.get("seconds")).collect::<Vec<_>>(),
     });
     Ok((pps / 1e6, detail))
 }
@@ -734,7 +752,7 @@ fn measure(
     let name = mode_name(mode);
     let gw_mode = match mode {
         Mode::Nftables | Mode::TcBpf => GatewayMode::Kernel,
-        Mode::Natfw => GatewayMode::Natfw,
+        Mode::Natfw | Mode::Natfw2 => GatewayMode::Natfw,
     };
     if let Err(e) = lab.set_gateway_mode(gw_mode) {
         errors.push(format!("{name}: {e}"));
@@ -747,8 +765,9 @@ fn measure(
             return;
         }
     }
-    if mode == Mode::Natfw {
+    if matches!(mode, Mode::Natfw | Mode::Natfw2) {
         let gi = lab.plan.host(HOST).map_or(0, |h| h.gateway);
+        let workers = if mode == Mode::Natfw2 { 2 } else { 1 };
         // natfw as measured: split mode with the kernel fast path (the default), said
         // explicitly; `--classic` measures classic mode (XDP on the interfaces).
         let fast_path = if a.classic { "false" } else { "true" };
@@ -760,7 +779,7 @@ fn measure(
             .map(|t| {
                 t.replacen(
                     "gateway:\n",
-                    &format!("gateway:\n  fast_path: {fast_path}\n"),
+                    &format!("gateway:\n  fast_path: {fast_path}\n  workers: {workers}\n"),
                     1,
                 )
             });
@@ -818,13 +837,23 @@ fn measure(
             Err(e) => note("udp_rtt", Err(e), s),
         }
     }
-    if want("udp_drain_60b") {
-        match udp_drain(lab) {
+    for (metric, dport, sports) in [
+        ("udp_drain_60b", DRAIN_PORT, &[DRAIN_SPORT][..]),
+        (
+            "udp_drain_engine",
+            ENGINE_DRAIN_PORT,
+            &ENGINE_DRAIN_SPORTS[..],
+        ),
+    ] {
+        if !want(metric) {
+            continue;
+        }
+        match udp_drain(lab, dport, sports) {
             Ok((mpps, d)) => {
-                note("udp_drain_60b", Ok(mpps), s);
-                details.push(json!({"mode": name, "metric": "udp_drain_60b", "detail": d}));
+                note(metric, Ok(mpps), s);
+                details.push(json!({"mode": name, "metric": metric, "detail": d}));
             }
-            Err(e) => note("udp_drain_60b", Err(e), s),
+            Err(e) => note(metric, Err(e), s),
         }
     }
     if mode == Mode::TcBpf {
@@ -843,9 +872,6 @@ fn measure(
     }
 }
 
-/// Why the "natfw with 2 workers" row is n/a.
-const NO_WORKERS_2: &str = "natfw runs one packet worker; 2 workers cannot be measured";
-
 /// `/proc/loadavg`'s three averages (the machine is shared: the load explains a spread).
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -859,6 +885,7 @@ fn mode_name(m: Mode) -> &'static str {
         Mode::Nftables => "nftables",
         Mode::TcBpf => "tc-bpf",
         Mode::Natfw => "natfw",
+        Mode::Natfw2 => "natfw-2w",
     }
 }
 
@@ -951,8 +978,17 @@ fn main() -> ExitCode {
         if a.tx_csum_off { "off" } else { "on" }
     );
     println!(
-        "{:<19} {:>7} {:>10} {:>10} {:>10} {:>12} {:>12} {:>12}",
-        "metric", "unit", "nftables", "tc-bpf", "natfw", "natfw/nft", "tcbpf/nft", "natfw/tcbpf"
+        "{:<19} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>9}",
+        "metric",
+        "unit",
+        "nftables",
+        "tc-bpf",
+        "natfw",
+        "natfw-2w",
+        "natfw/nft",
+        "tcbpf/nft",
+        "natfw/tcbpf",
+        "2w/1w"
     );
     let mut rows = Vec::new();
     for (metric, unit, higher_better) in METRICS {
@@ -963,36 +999,42 @@ fn main() -> ExitCode {
                 .cloned()
                 .unwrap_or_default()
         };
-        let (k, t, n) = (get("nftables"), get("tc-bpf"), get("natfw"));
-        let (km, tm, nm) = (median(&k), median(&t), median(&n));
+        let (k, t, n, n2) = (
+            get("nftables"),
+            get("tc-bpf"),
+            get("natfw"),
+            get("natfw-2w"),
+        );
+        let (km, tm, nm, n2m) = (median(&k), median(&t), median(&n), median(&n2));
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
         };
         let (r_nk, r_tk, r_nt) = (ratio(nm, km), ratio(tm, km), ratio(nm, tm));
+        let r_21 = ratio(n2m, nm);
         println!(
-            "{metric:<19} {unit:>7} {:>10} {:>10} {:>10} {:>12} {:>12} {:>12}",
+            "{metric:<19} {unit:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>11} {:>9}",
             fmt(km),
             fmt(tm),
             fmt(nm),
+            fmt(n2m),
             fmt(r_nk),
             fmt(r_tk),
-            fmt(r_nt)
+            fmt(r_nt),
+            fmt(r_21)
         );
         rows.push(json!({
             "metric": metric, "unit": unit, "higher_is_better": higher_better,
             "nftables": {"median": km, "samples": k},
             "tc_bpf": {"median": tm, "samples": t},
             "natfw": {"median": nm, "samples": n},
+            "natfw_2_workers": {"median": n2m, "samples": n2},
+            "ratio_natfw_2_workers_over_1": r_21,
             "ratio_natfw_over_nftables": r_nk,
             "ratio_tc_bpf_over_nftables": r_tk,
             "ratio_natfw_over_tc_bpf": r_nt,
         }));
     }
-    println!(
-        "{:<19} {:>7} {:>10} {:>10} {:>10}   {NO_WORKERS_2}",
-        "natfw_2_workers", "-", "-", "-", "n/a"
-    );
     println!("load average (1/5/15 min): {load_start} at start, {load_end} at end");
     for e in &errors {
         println!("error: {e}");
@@ -1005,7 +1047,6 @@ fn main() -> ExitCode {
             "iperf_seconds": a.seconds,
             "tx_csum_off": a.tx_csum_off,
             "metrics": rows,
-            "not_measured": [{"metric": "natfw with 2 workers", "reason": NO_WORKERS_2}],
             "details": details,
             "loadavg_start": load_start,
             "loadavg_end": load_end,
