@@ -5,6 +5,8 @@
 //!   `--timeout-ms` (socket send buffer full) ends the run early; the JSON says how many left.
 //!   Packets held in a qdisc stay charged to the socket's send buffer, so it is raised with
 //!   `SO_SNDBUFFORCE` (root) to `--sndbuf` bytes (default 1 GiB; about 1 KiB per packet).
+//!   To port 53 the payload is a 17-byte DNS query instead (59-byte frames), which a DNS-aware
+//!   gateway keeps inspecting.
 //! * `sink`: bind `--bind` (so the server's kernel answers no ICMP port-unreachable), never
 //!   read, print `ready`, wait for a line on stdin, then poll the counter file `--counter`
 //!   (a `rx_packets` statistics file) until it has changed and then stayed still for
@@ -103,12 +105,18 @@ fn send(o: &Opts) -> Result<serde_json::Value, String> {
     }
     sock.set_write_timeout(Some(Duration::from_millis(o.timeout_ms)))
         .map_err(|e| format!("timeout: {e}"))?;
-    let payload = [0x5au8; PAYLOAD_LEN];
+    // To the DNS port: a real query (the root's A record, 17 bytes) so that a gateway that
+    // inspects DNS keeps watching the flow; anything else: 18 filler bytes.
+    let dns: [u8; 17] = [
+        0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1,
+    ];
+    let filler = [0x5au8; PAYLOAD_LEN];
+    let payload: &[u8] = if to.port() == 53 { &dns } else { &filler };
     let t0 = Instant::now();
     let (mut sent, mut errors) = (0u64, 0u64);
     let mut last_error = String::new();
     while sent < o.count {
-        match sock.send(&payload) {
+        match sock.send(payload) {
             Ok(_) => sent += 1,
             Err(e) => {
                 errors += 1;
