@@ -667,3 +667,33 @@ fn logging_format_is_json_or_ecs() {
     let bad = format!("{GW}logging: {{format: elastic}}\n");
     error_at(&bad, 10, "elastic", "logging.format");
 }
+
+#[test]
+fn packet_workers_are_bounded_and_need_the_fast_path() {
+    let gw =
+        |extra: &str| GW.replacen("  outside: eth2\n", &format!("  outside: eth2\n{extra}"), 1);
+    error_at(
+        &gw("  workers: 0\n"),
+        5,
+        "0",
+        "gateway.workers: 0 is not in 1..8",
+    );
+    error_at(
+        &gw("  workers: 9\n"),
+        5,
+        "9",
+        "gateway.workers: 9 is not in 1..8",
+    );
+    error_at(
+        &gw("  fast_path: false\n  workers: 2\n"),
+        6,
+        "2",
+        "needs the fast path",
+    );
+    let ok = load_str("t.yaml", &gw("  workers: 8\n")).expect("8 workers load");
+    assert_eq!(ok.config.gateway.workers, 8);
+    let one = load_str("t.yaml", GW).expect("default");
+    assert_eq!(one.config.gateway.workers, 1);
+    // Classic mode with its one worker said explicitly is fine.
+    assert!(load_str("t.yaml", &gw("  fast_path: false\n  workers: 1\n")).is_ok());
+}

@@ -21,13 +21,36 @@ const MAGIC: &str = "natfw-handover 1";
 /// A fingerprint of what decides and translates flows (the `firewall` and `gateway`
 /// sections): flows are adopted only under an equal one. FNV-1a over their debug form.
 pub fn fingerprint(cfg: &Config) -> String {
-    let text = format!("{:?}|{:?}", cfg.firewall, cfg.gateway);
+    // The gateway part first: a restart under another firewall section only (same
+    // `gateway`) decides the flows again ([`compare`]).
+    format!(
+        "{}.{}",
+        fnv(&format!("{:?}", cfg.gateway)),
+        fnv(&format!("{:?}", cfg.firewall))
+    )
+}
+
+fn fnv(text: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// How a handed-over fingerprint (`old`) relates to this run's (`new`): the same
+/// configuration, the same gateway with another firewall section, or another gateway (an
+/// unreadable or older fingerprint counts as another gateway).
+pub fn compare(old: &str, new: &str) -> natfw_engine::engine::AdoptPolicy {
+    use natfw_engine::engine::AdoptPolicy;
+    if old == new {
+        return AdoptPolicy::Same;
+    }
+    match (old.split_once('.'), new.split_once('.')) {
+        (Some((og, _)), Some((ng, _))) if og == ng => AdoptPolicy::Reevaluate,
+        _ => AdoptPolicy::Other,
+    }
 }
 
 /// Write `flows` (decided under the configuration of `fingerprint`) to `path`.

@@ -4,13 +4,14 @@
 //! network namespace, before anything is touched); check the live system (interfaces up, EIPs
 //! on the outside interface, a default route out of it, no DNAT); install the nftables guard
 //! and NAT tables ([`crate::guard`], left in place at exit); start the flow-log writer and
-//! the engine; in split mode (the fast path, default) make the slow-path veth pairs; load the
-//! eBPF object per side with its maps filled; open the AF_XDP sockets on a worker thread
-//! pinned to CPU 0, register them and attach the programs (split mode: tc on the interfaces,
+//! one engine per packet worker (`gateway.workers`); in split mode (the fast path, default)
+//! make the slow-path veth pairs (one per worker and side); load the eBPF object per side with
+//! its maps filled; open each worker's AF_XDP sockets on its thread (worker i pinned to CPU i),
+//! register them and attach the programs (split mode: tc on the interfaces,
 //! XDP on the veths; classic mode: XDP on the interfaces). The main thread then logs, reloads
 //! the policy on SIGHUP (see [`crate::admin`]), applies admin-API bypass changes, publishes
 //! counters to the admin/metrics listeners and waits for SIGINT/SIGTERM, after which the
-//! programs are detached, the worker stops, the
+//! programs are detached, the workers stop, each
 //! engine shuts down (every flow ends with `shutdown`; with the fast path and pinned tables the
 //! offloaded flows are handed over instead, see [`crate::handover`]), the last emits go out
 //! and the flow log is flushed. The nftables tables stay: until the next `natfw run` the guard keeps SNAT-bound
@@ -291,7 +292,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
         engines[0].set_offload(Box::new(k));
         if !handed.flows.is_empty() {
-            let same = handed.fingerprint == fingerprint;
+            let how = crate::handover::compare(&handed.fingerprint, &fingerprint);
             let n = handed.flows.len();
             // Each flow to the worker that owns its port (the same configuration has the same
             // worker count; another one ends them all at once anyway).
@@ -299,18 +300,26 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
             for f in handed.flows {
                 per[usize::from(f.flow.client.port() % n_workers)].push(f);
             }
-            let (mut adopted, mut ended) = (0, 0);
+            let mut st = natfw_engine::engine::AdoptStats::default();
             for (e, flows) in engines.iter_mut().zip(per) {
-                let st = e.adopt(Timestamp::now(), flows, same);
-                adopted += st.adopted;
-                ended += st.ended;
+                let s = e.adopt(Timestamp::now(), flows, how);
+                st.adopted += s.adopted;
+                st.ended += s.ended;
+                st.reevaluated += s.reevaluated;
+                st.denied += s.denied;
             }
+            use natfw_engine::engine::AdoptPolicy;
             log(&format!(
-                "adopted {adopted} of {n} flows the previous run handed over ({ended} ended{})",
-                if same {
-                    ""
-                } else {
-                    ": the configuration changed"
+                "adopted {} of {n} flows the previous run handed over ({} ended{})",
+                st.adopted,
+                st.ended,
+                match how {
+                    AdoptPolicy::Same => String::new(),
+                    AdoptPolicy::Reevaluate => format!(
+                        ": the firewall changed, every flow decided again, {} denied",
+                        st.denied
+                    ),
+                    AdoptPolicy::Other => ": the gateway configuration changed".into(),
                 }
             ));
         }

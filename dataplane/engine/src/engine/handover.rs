@@ -5,8 +5,10 @@
 //!
 //! The engine does no I/O here either: [`HandoverFlow`] is plain data, with a one-line text
 //! form ([`HandoverFlow::encode`], [`HandoverFlow::decode`]) the caller stores where it likes.
-//! The caller also says whether the policy is the one the flows were decided under (the same
-//! configuration): rule indices only name the right rules under that policy.
+//! The caller also says how the policy relates to the one the flows were decided under
+//! ([`AdoptPolicy`]): under the same one, rule indices name the right rules and the verdicts
+//! stand; under a changed firewall section every flow is decided again from the facts it was
+//! handed over with, and only those the new policy still accepts are adopted.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -47,14 +49,34 @@ pub struct HandoverFlow {
     pub isn_s: u32,
 }
 
+/// How the adopting engine's policy relates to the one the handed-over flows were decided
+/// under ([`Engine::adopt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdoptPolicy {
+    /// The same configuration: the flows keep their verdicts and rule attributions.
+    Same,
+    /// Another firewall section on the same gateway (EIPs, SNAT, workers unchanged): each flow
+    /// is evaluated again, from its handed-over facts (destination, port, domain, application,
+    /// country; facts that were pending count as unidentifiable, and the new process has not
+    /// seen the DNS answers the old one had), and adopted only if the new policy accepts it.
+    Reevaluate,
+    /// Another gateway: nothing is adopted, every record is written at once.
+    Other,
+}
+
 /// What [`Engine::adopt`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AdoptStats {
     /// Flows now tracked and offloaded again.
     pub adopted: usize,
-    /// Flows ended at once (their record written): the policy changed, their kernel entries
-    /// were gone, or the flow could not be tracked (tuple in use, table full, not an EIP).
+    /// Flows ended at once (their record written): the new policy denies them, the gateway
+    /// changed, their kernel entries were gone, or the flow could not be tracked (tuple in use,
+    /// table full, not an EIP).
     pub ended: usize,
+    /// Of `adopted`: flows decided again under a changed policy ([`AdoptPolicy::Reevaluate`]).
+    pub reevaluated: usize,
+    /// Of `ended`: flows the changed policy denies.
+    pub denied: usize,
 }
 
 /// Reasons a flow may carry (`why`), so a decoded one is the engine's own string.
@@ -371,7 +393,7 @@ impl Engine {
         &mut self,
         now: Timestamp,
         flows: Vec<HandoverFlow>,
-        same_policy: bool,
+        how: AdoptPolicy,
     ) -> AdoptStats {
         let mut st = AdoptStats::default();
         let policy = self.policy.load_full();
@@ -380,18 +402,35 @@ impl Engine {
             let rules = policy.rules().len();
             let rule_ok = h.rule.is_none_or(|r| (r as usize) < rules)
                 && h.monitors.iter().all(|&r| (r as usize) < rules);
-            let tracked = match counts {
-                Some(c) if same_policy && rule_ok => self.adopt_one(now, &h, &policy, c),
+            let same = how == AdoptPolicy::Same && rule_ok;
+            let data = match (how, counts) {
+                (_, None) | (AdoptPolicy::Other, _) => None,
+                (AdoptPolicy::Same, Some(_)) => {
+                    rule_ok.then(|| self.flow_data_of(&h, true, &policy))
+                }
+                (AdoptPolicy::Reevaluate, Some(_)) => {
+                    let d = self.reevaluate(now, &h, &policy);
+                    if d.is_none() {
+                        st.denied += 1;
+                    }
+                    d
+                }
+            };
+            let tracked = match (data, counts) {
+                (Some(d), Some(c)) => self.adopt_one(now, &h, d, c),
                 _ => false,
             };
             if tracked {
                 st.adopted += 1;
+                if how == AdoptPolicy::Reevaluate {
+                    st.reevaluated += 1;
+                }
                 self.stats.offload_adopted += 1;
                 continue;
             }
             st.ended += 1;
             let last = self.offload.table.as_mut().and_then(|t| t.remove(&h.flow));
-            self.end_handed_over(now, &h, last, same_policy && rule_ok, &policy);
+            self.end_handed_over(now, &h, last, same, &policy);
         }
         self.stats.offload_active = self.offload.flows.len() as u64;
         self.stats.flows_active = self.table.len() as u64;
@@ -438,11 +477,40 @@ impl Engine {
         d
     }
 
+    /// A handed-over flow decided again under `policy` (a changed firewall section): its data
+    /// with the new decision if the policy accepts it, `None` if it denies it (the deciding
+    /// rule's hit is counted either way, as for a new flow).
+    fn reevaluate(
+        &self,
+        now: Timestamp,
+        h: &HandoverFlow,
+        policy: &Arc<CompiledPolicy>,
+    ) -> Option<FlowData> {
+        let mut d = self.flow_data_of(h, false, policy);
+        if !policy.enabled() {
+            d.fw_off = true;
+            return Some(d);
+        }
+        d.fw_off = false;
+        // Decided from the facts alone: no verification this process has not made.
+        d.dns_wait = DnsWait::No;
+        let view = decide::DnsView {
+            cache: &self.dns,
+            gw: &self.gw_dns,
+            on_demand: false,
+        };
+        let key = flow_key(&h.flow);
+        match decide::decide(policy, view, now, &key, &mut d, true) {
+            Ok(_) if d.verdict() == FlowVerdict::Accept => Some(d),
+            _ => None,
+        }
+    }
+
     fn adopt_one(
         &mut self,
         now: Timestamp,
         h: &HandoverFlow,
-        policy: &Arc<CompiledPolicy>,
+        data: FlowData,
         counts: OffloadCounts,
     ) -> bool {
         let f = &h.flow;
@@ -454,7 +522,6 @@ impl Engine {
         if self.table.len() >= self.table.capacity() {
             return false;
         }
-        let data = self.flow_data_of(h, true, policy);
         let class = Self::class_of(f.proto, &data);
         let Ok(r) = self.table.insert(key, class, now, data) else {
             return false;

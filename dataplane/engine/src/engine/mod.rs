@@ -35,7 +35,7 @@ pub use natfw_policy::geo::GeoDb;
 use natfw_policy::{Action, DecidedBy, DomainMode, FlowFacts, Outcome, Resolution};
 
 use self::flow::{Decided, DnsWait, FlowData, IdentRef, Settled, WHY_ENDED_PENDING};
-pub use self::handover::{AdoptStats, HandoverFlow};
+pub use self::handover::{AdoptPolicy, AdoptStats, HandoverFlow};
 use self::ident::{Fed, Ident, IdentTable};
 pub use self::offload::{OffloadCounts, OffloadFlow, OffloadTable, OFFLOAD_SYNC};
 pub use self::worker::WorkerSlot;

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use etherparse::PacketBuilder;
 use natfw_engine::engine::{
-    CompiledPolicy, Engine, EngineOptions, GeoDb, OffloadCounts, OffloadFlow, OffloadTable, Side,
-    Verdict,
+    AdoptPolicy, CompiledPolicy, Engine, EngineOptions, GeoDb, OffloadCounts, OffloadFlow,
+    OffloadTable, Side, Verdict,
 };
 use natfw_engine::stats::Counter;
 use natfw_engine::time::Timestamp;
@@ -581,7 +581,7 @@ fn a_handed_over_flow_is_adopted_and_recorded_once_with_all_its_counters() {
     )
     .unwrap();
     b.set_offload(Box::new(mem.clone()));
-    let st = b.adopt(t(100), vec![decoded], true);
+    let st = b.adopt(t(100), vec![decoded], AdoptPolicy::Same);
     assert_eq!((st.adopted, st.ended), (1, 0));
     assert_eq!(b.offloaded_flows(), 1);
     assert_eq!(b.flow_count(), 1);
@@ -656,7 +656,7 @@ fn a_handover_under_a_changed_policy_or_without_entries_ends_the_flows() {
     let (mut b, sink_b, mem_b) = engine();
     drop(mem_b);
     b.set_offload(Box::new(mem.clone()));
-    let st = b.adopt(t(100), flows.clone(), true);
+    let st = b.adopt(t(100), flows.clone(), AdoptPolicy::Same);
     assert_eq!((st.adopted, st.ended), (1, 1));
     let recs = sink_b.take();
     assert_eq!(recs.len(), 1);
@@ -670,7 +670,7 @@ fn a_handover_under_a_changed_policy_or_without_entries_ends_the_flows() {
     for f in &flows {
         mem_c.add_with(f.flow, f.kernel, 2);
     }
-    let st = c.adopt(t(300), flows, false);
+    let st = c.adopt(t(300), flows, AdoptPolicy::Other);
     assert_eq!((st.adopted, st.ended), (0, 2));
     assert_eq!(mem_c.len(), 0);
     let recs = sink_c.take();
@@ -679,6 +679,58 @@ fn a_handover_under_a_changed_policy_or_without_entries_ends_the_flows() {
     assert_eq!(r.out_packet_count, o + 2);
     assert_eq!(r.end_reason, "shutdown");
     assert_eq!(c.flow_count(), 0);
+}
+
+/// A restart under a changed firewall section decides every handed-over flow again from its
+/// facts: those the new policy accepts are adopted (and attributed to it), those it denies end
+/// at once, their kernel entries removed.
+#[test]
+fn a_handover_under_a_changed_firewall_is_decided_again() {
+    let (mut a, _sink_a, mem) = engine();
+    established(&mut a, 40_070);
+    established(&mut a, 40_071);
+    let flows = a.handover();
+    assert_eq!(flows.len(), 2);
+    let base = {
+        let mut c = natfw_policy::config::embedded_default();
+        c.gateway.bypass = vec!["10.9.0.0/16".parse().unwrap()];
+        c
+    };
+
+    // Still accepted (an unrelated rule was added): both adopted, decided by the default.
+    let mut c = base.clone();
+    c.firewall.rules = vec![super::nat::drop_port_rule(23)];
+    let (mut b, sink_b, mem_b) = engine_with(&c);
+    for f in &flows {
+        mem_b.add_with(f.flow, f.kernel, 1);
+    }
+    let st = b.adopt(t(100), flows.clone(), AdoptPolicy::Reevaluate);
+    assert_eq!(
+        (st.adopted, st.reevaluated, st.ended, st.denied),
+        (2, 2, 0, 0)
+    );
+    assert_eq!(mem_b.len(), 2);
+    assert!(sink_b.take().is_empty());
+    b.shutdown(t(200));
+    let recs = sink_b.take();
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r.action == "accept"), "{recs:?}");
+    let _ = mem;
+
+    // Denied now (port 80 dropped): both end at once, entries gone.
+    let mut c = base.clone();
+    c.firewall.rules = vec![super::nat::drop_port_rule(80)];
+    let (mut d, sink_d, mem_d) = engine_with(&c);
+    for f in &flows {
+        mem_d.add_with(f.flow, f.kernel, 1);
+    }
+    let st = d.adopt(t(300), flows, AdoptPolicy::Reevaluate);
+    assert_eq!((st.adopted, st.ended, st.denied), (0, 2, 2));
+    assert_eq!(mem_d.len(), 0, "no entry of a denied flow stays");
+    assert_eq!(d.flow_count(), 0);
+    let recs = sink_d.take();
+    assert_eq!(recs.len(), 2);
+    assert!(recs.iter().all(|r| r.end_reason == "shutdown"), "{recs:?}");
 }
 
 /// An adopted UDP flow lives on the kernel's traffic and times out like any other, with one
@@ -706,7 +758,7 @@ fn an_adopted_udp_flow_is_kept_alive_by_kernel_traffic_and_times_out_with_its_co
     b.set_offload(Box::new(mem.clone()));
     let line = flows[0].encode();
     let flows = vec![natfw_engine::engine::HandoverFlow::decode(&line).expect("decodes")];
-    assert_eq!(b.adopt(t(10), flows, true).adopted, 1);
+    assert_eq!(b.adopt(t(10), flows, AdoptPolicy::Same).adopted, 1);
     let mut now = 10;
     for _ in 0..120 {
         now += 1000;

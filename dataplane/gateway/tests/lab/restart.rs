@@ -390,7 +390,7 @@ fn a_restart_under_an_iperf3_stream_and_a_held_open_https_connection_keeps_both(
 /// at the new start (`shutdown`, its facts and counters kept), its kernel entries go, and its
 /// next request is reset instead of being forwarded under a policy that did not decide it.
 #[test]
-fn a_restart_with_a_changed_policy_ends_the_handed_over_flows_at_once() {
+fn a_restart_with_a_changed_policy_decides_the_handed_over_flows_again() {
     let Some(Up {
         mut lab,
         _mount,
@@ -402,12 +402,22 @@ fn a_restart_with_a_changed_policy_ends_the_handed_over_flows_at_once() {
     else {
         return;
     };
-    let changed = cfg_text.replacen(
+    // A change that still accepts the connection, then one that denies its domain.
+    let reworded = cfg_text.replacen(
         "description: test systems never talk to the payment partner",
         "description: no payments from test systems",
         1,
     );
-    assert_ne!(changed, cfg_text);
+    assert_ne!(reworded, cfg_text);
+    let denying = cfg_text.replacen(
+        "destination: { domain: [pay.partner.test] }",
+        &format!(
+            "destination: {{ domain: [pay.partner.test, {}] }}",
+            plan::WEB_NAMES[0].name
+        ),
+        1,
+    );
+    assert_ne!(denying, cfg_text);
     lab.start_natfw_with(gi, &cfg_text)
         .unwrap_or_else(|e| panic!("natfw run did not start: {e}"));
     let _ = lab.exec(&g.ns, &["ip", "link", "set", "lo", "up"], T);
@@ -424,12 +434,33 @@ fn a_restart_with_a_changed_policy_ends_the_handed_over_flows_at_once() {
         first_log.contains("handed 1 offloaded flows over"),
         "{first_log}"
     );
-    lab.start_natfw_with(gi, &changed)
+    lab.start_natfw_with(gi, &reworded)
         .unwrap_or_else(|e| panic!("natfw run did not start again: {e}"));
     let second_log = std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(
-        second_log.contains("adopted 0 of 1 flows the previous run handed over (1 ended: the configuration changed)"),
+        second_log.contains("adopted 1 of 1 flows the previous run handed over (0 ended: the firewall changed, every flow decided again, 0 denied)"),
         "{second_log}"
+    );
+    // Still forwarded: the client's requests go on across the restart (nginx logs them).
+    let served = lab.access_log().lines().count();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.access_log().lines().count() < served + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "no request served after the adoption"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_fastpath_flows(&lab, &g.ns, 1);
+    for (gw, st) in lab.stop_natfw() {
+        assert!(st.is_some_and(|s| s.success()), "natfw on {gw}: {st:?}");
+    }
+    lab.start_natfw_with(gi, &denying)
+        .unwrap_or_else(|e| panic!("natfw run did not start a third time: {e}"));
+    let third_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        third_log.contains("adopted 0 of 1 flows the previous run handed over (1 ended: the firewall changed, every flow decided again, 1 denied)"),
+        "{third_log}"
     );
     let mut text = String::new();
     read_until(&mut out, "FAILED", &mut text, &err);
