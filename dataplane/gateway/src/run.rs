@@ -405,12 +405,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         }
     }
     if let Some(e) = setup_err {
-        worker_stop.store(true, Ordering::Relaxed);
-        for w in &mut workers {
-            if let Some(t) = w.thread.take() {
-                let _ = t.join();
-            }
-        }
+        stop_workers(&worker_stop, &mut workers);
         return Err(e);
     }
     // The first flows must find the rule names' addresses: give the first lookups a moment.
@@ -461,12 +456,7 @@ pub fn run(opts: &RunOptions) -> Result<(), RunError> {
         Ok(())
     })();
     if let Err(e) = attach {
-        worker_stop.store(true, Ordering::Relaxed);
-        for w in &mut workers {
-            if let Some(t) = w.thread.take() {
-                let _ = t.join();
-            }
-        }
+        stop_workers(&worker_stop, &mut workers);
         return Err(e);
     }
     // Have the routers' MACs ready before the first packet needs them.
@@ -1333,6 +1323,16 @@ impl WorkerHandle {
 
     fn finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+/// Stop every worker thread and wait for it (a start that failed half-way).
+fn stop_workers(stop: &AtomicBool, workers: &mut [WorkerHandle]) {
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        if let Some(t) = w.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

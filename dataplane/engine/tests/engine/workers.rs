@@ -174,25 +174,7 @@ fn a_dns_answer_on_one_worker_is_a_fact_on_the_others() {
     }];
     let mut es = workers(&c, 2);
     // Query from an even port (worker 0), answer back to it.
-    let mut q = udp(
-        [10, 0, 0, 7],
-        resolver,
-        5000,
-        53,
-        &dns_query("shop.example.test"),
-    );
-    assert_eq!(es[0].process(t(0), Side::Inside, &mut q), Verdict::Forward);
-    let (qport, _) = ports(&q);
-    let mut a = udp(
-        resolver,
-        EIP,
-        53,
-        qport,
-        &dns_answer("shop.example.test", SERVER),
-    );
-    assert_eq!(es[0].process(t(1), Side::Outside, &mut a), Verdict::Forward);
-    let mut shared = Vec::new();
-    es[0].drain_shared_answers(&mut shared);
+    let shared = ask(&mut es[0], resolver);
     assert_eq!(shared.len(), 1);
     assert_eq!(shared[0].addr, IpAddr::from(SERVER));
     // Without the fact, worker 1 would accept the client's connection to that address.
@@ -211,6 +193,12 @@ fn a_dns_answer_on_one_worker_is_a_fact_on_the_others() {
     assert_eq!(es[1].stats().dns_answers_shared, 1);
     // A single worker shares nothing.
     let mut one = workers(&c, 1);
+    assert!(ask(&mut one[0], resolver).is_empty());
+}
+
+/// The client 10.0.0.7 asks `resolver` for shop.example.test (from port 5000) through `e` and
+/// gets SERVER back; returns what `e` has to share.
+fn ask(e: &mut Engine, resolver: [u8; 4]) -> Vec<natfw_engine::engine::worker::SharedAnswer> {
     let mut q = udp(
         [10, 0, 0, 7],
         resolver,
@@ -218,7 +206,7 @@ fn a_dns_answer_on_one_worker_is_a_fact_on_the_others() {
         53,
         &dns_query("shop.example.test"),
     );
-    assert_eq!(one[0].process(t(0), Side::Inside, &mut q), Verdict::Forward);
+    assert_eq!(e.process(t(0), Side::Inside, &mut q), Verdict::Forward);
     let (qport, _) = ports(&q);
     let mut a = udp(
         resolver,
@@ -227,10 +215,8 @@ fn a_dns_answer_on_one_worker_is_a_fact_on_the_others() {
         qport,
         &dns_answer("shop.example.test", SERVER),
     );
-    assert_eq!(
-        one[0].process(t(1), Side::Outside, &mut a),
-        Verdict::Forward
-    );
-    one[0].drain_shared_answers(&mut shared);
-    assert_eq!(shared.len(), 1, "nothing added");
+    assert_eq!(e.process(t(1), Side::Outside, &mut a), Verdict::Forward);
+    let mut shared = Vec::new();
+    e.drain_shared_answers(&mut shared);
+    shared
 }
