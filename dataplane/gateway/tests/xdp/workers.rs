@@ -351,21 +351,7 @@ fn split_mode_needs_one_to_eight_slow_paths() {
     }
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+use crate::forward::ip;
 
 /// A network namespace, deleted on drop (with every link in it).
 struct NetNs(String);
