@@ -177,8 +177,9 @@ impl Engine {
 
     /// The flow `r` as the fast path would carry it, if it may: accepted for good, nothing
     /// left to identify, hold or compare (`ident` freed once the server acknowledged every
-    /// inspected byte; UDP: nothing held), no protocol watch, TCP established with no FIN; IPv4 or IPv6 (the kernel matches IPv6
-    /// packets without extension headers only, the others keep coming to the engine).
+    /// inspected byte; UDP: nothing held), no protocol watch, TCP established with no FIN;
+    /// IPv4 or IPv6 (the kernel matches IPv6 packets without extension headers only, the
+    /// others keep coming to the engine).
     fn offload_eligible(&self, r: FlowRef) -> Option<OffloadFlow> {
         let e = self.table.get(r)?;
         let d = &e.data;

@@ -131,7 +131,8 @@ pub struct Steering {
     /// Split mode's veth pairs, one per packet worker (index = worker); `None`: classic mode.
     slow: Option<Vec<SlowPath>>,
     /// Split mode's pin directory of this side (a bpffs directory): the `offload` and
-    /// `offload6` maps are pinned there, and at a graceful stop the steering link ([`Steering::pin_steer`]).
+    /// `offload6` maps are pinned there, and at a graceful stop the steering link
+    /// ([`Steering::pin_steer`]).
     pin_dir: Option<PathBuf>,
     /// The attached `natfw_steer` link.
     steer_link: Option<SchedClassifierLinkId>,
