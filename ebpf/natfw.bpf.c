@@ -22,10 +22,11 @@
  *
  * Split mode (`gateway.fast_path: true`): nothing runs XDP on the real interfaces, so veth and
  * NIC senders keep TSO and the kernel keeps GSO super-frames. `natfw_steer` on tc ingress of
- * each real interface classifies; a steered IPv4 TCP/UDP packet of a flow in `offload` (decided
- * and fully inspected by the engine) that carries no SYN, FIN or RST, no VLAN tag, no IP option
- * and is no fragment and fits the egress MTU is translated here (incremental checksums valid
- * for CHECKSUM_PARTIAL and GSO packets), counted in its entry and sent out of the other
+ * each real interface classifies; a steered TCP/UDP packet of a flow in `offload` (IPv4) or
+ * `offload6` (IPv6) (decided and fully inspected by the engine) that carries no SYN, FIN or
+ * RST, no VLAN tag, no IP option (IPv4) or extension header (IPv6: the next header is TCP/UDP
+ * itself) and is no fragment and fits the egress MTU is translated here (incremental checksums
+ * valid for CHECKSUM_PARTIAL and GSO packets), counted in its entry and sent out of the other
  * interface with bpf_redirect_neigh (the fast path is shared by all packet workers); every
  * other steered packet goes to a slow-path veth pair. The gateway runs `workers` packet
  * workers (1..NATFW_WORKERS_MAX), each with its own engine, AF_XDP socket and veth pair per side
@@ -153,6 +154,13 @@ struct {
 	__type(value, struct natfw_offload_val);
 } offload SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NATFW_OFFLOAD_MAX);
+	__type(key, struct natfw_offload6_key);
+	__type(value, struct natfw_offload6_val);
+} offload6 SEC(".maps");
+
 struct vlan_hdr {
 	__be16 tci;
 	__be16 proto;
@@ -202,10 +210,37 @@ struct verdict {
 	__u32 slot;    /* counter slot of the decision (C_STEERED_* = steer) */
 	int steer;     /* the engine must see it */
 	int fast;      /* IPv4 TCP/UDP, no tag, no option, no fragment, TTL > 1: `key` is set */
+	int fast6;     /* IPv6 whose next header is TCP/UDP, no tag, hop limit > 1: `key6` is set */
 	int flags_ok;  /* ... and no SYN/FIN/RST */
-	__u32 l4_off;  /* offset of the L4 header from the frame's start (when fast) */
+	__u32 l4_off;  /* offset of the L4 header from the frame's start (when fast or fast6) */
 	struct natfw_offload_key key;
+	struct natfw_offload6_key key6;
 };
+
+/* The ports of a TCP/UDP header at `l4` (SYN/FIN/RST into v->flags_ok); 0: not there. */
+static __always_inline int fast_ports(struct verdict *v, __u8 proto, void *l4, void *end,
+				      __be16 *sport, __be16 *dport)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr *t = l4;
+		if ((void *)(t + 1) > end)
+			return 0;
+		v->flags_ok = !(t->syn || t->fin || t->rst);
+		*sport = t->source;
+		*dport = t->dest;
+		return 1;
+	}
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *u = l4;
+		if ((void *)(u + 1) > end)
+			return 0;
+		v->flags_ok = 1;
+		*sport = u->source;
+		*dport = u->dest;
+		return 1;
+	}
+	return 0;
+}
 
 static __always_inline void fast_key(struct verdict *v, struct iphdr *ip, void *data, void *end)
 {
@@ -213,29 +248,30 @@ static __always_inline void fast_key(struct verdict *v, struct iphdr *ip, void *
 		return;
 	if (ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) || ip->ttl <= 1)
 		return;
-	void *l4 = (void *)(ip + 1);
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *t = l4;
-		if ((void *)(t + 1) > end)
-			return;
-		v->flags_ok = !(t->syn || t->fin || t->rst);
-		v->key.sport = t->source;
-		v->key.dport = t->dest;
-	} else if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *u = l4;
-		if ((void *)(u + 1) > end)
-			return;
-		v->flags_ok = 1;
-		v->key.sport = u->source;
-		v->key.dport = u->dest;
-	} else {
+	if (!fast_ports(v, ip->protocol, (void *)(ip + 1), end, &v->key.sport, &v->key.dport))
 		return;
-	}
 	v->key.src = ip->saddr;
 	v->key.dst = ip->daddr;
 	v->key.proto = ip->protocol;
 	v->l4_off = sizeof(struct ethhdr) + sizeof(struct iphdr);
 	v->fast = 1;
+}
+
+/* IPv6: untagged, the next header TCP/UDP itself (no extension header), hop limit > 1. */
+static __always_inline void fast_key6(struct verdict *v, struct ipv6hdr *ip, void *data,
+				      void *end)
+{
+	if ((void *)ip != data + sizeof(struct ethhdr) || (void *)(ip + 1) > end)
+		return;
+	if (ip->hop_limit <= 1)
+		return;
+	if (!fast_ports(v, ip->nexthdr, (void *)(ip + 1), end, &v->key6.sport, &v->key6.dport))
+		return;
+	__builtin_memcpy(v->key6.src, &ip->saddr, 16);
+	__builtin_memcpy(v->key6.dst, &ip->daddr, 16);
+	v->key6.proto = ip->nexthdr;
+	v->l4_off = sizeof(struct ethhdr) + sizeof(struct ipv6hdr);
+	v->fast6 = 1;
 }
 
 static __always_inline void steer_v(struct verdict *v, const struct natfw_config *cfg)
@@ -297,7 +333,7 @@ static __always_inline void classify_v4(struct verdict *v, const struct natfw_co
 }
 
 static __always_inline void classify_v6(struct verdict *v, const struct natfw_config *cfg,
-					void *l3, void *end)
+					void *data, void *l3, void *end)
 {
 	struct ipv6hdr *ip = l3;
 	v->slot = C_PASS_OTHER;
@@ -325,6 +361,7 @@ static __always_inline void classify_v6(struct verdict *v, const struct natfw_co
 			return;
 		}
 		steer_v(v, cfg);
+		fast_key6(v, ip, data, end);
 		return;
 	}
 
@@ -345,6 +382,7 @@ static __always_inline void classify_v6(struct verdict *v, const struct natfw_co
 		return;
 	}
 	steer_v(v, cfg);
+	fast_key6(v, ip, data, end);
 }
 
 /* The one steering decision, on a frame starting with its Ethernet header (one VLAN tag read). */
@@ -369,7 +407,7 @@ static __always_inline void classify(struct verdict *v, const struct natfw_confi
 	if (proto == bpf_htons(ETH_P_IP))
 		classify_v4(v, cfg, data, l3, end);
 	else if (proto == bpf_htons(ETH_P_IPV6))
-		classify_v6(v, cfg, l3, end);
+		classify_v6(v, cfg, data, l3, end);
 	else if (proto == bpf_htons(ETH_P_ARP))
 		v->slot = C_PASS_ARP;
 	else
@@ -602,8 +640,98 @@ static __always_inline int fast_rewrite(struct __sk_buff *skb, struct natfw_offl
 	return 0;
 }
 
+#define IP6_OFF ETH_HLEN
+#define L4_OFF6 (IP6_OFF + sizeof(struct ipv6hdr))
+
+/*
+ * fast_rewrite() for IPv6: no header checksum; the addresses' change goes into the L4 checksum
+ * as one difference (bpf_csum_diff over the 16 bytes, pseudo-header flag so CHECKSUM_PARTIAL
+ * and GSO packets stay right), then the port, then the hop limit. Returns 0, or -1 when a
+ * helper failed (drop).
+ */
+static __always_inline int fast_rewrite6(struct __sk_buff *skb, struct natfw_offload6_val *val,
+					 const struct natfw_offload6_key *k)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip = data + IP6_OFF;
+	if ((void *)(ip + 1) > end)
+		return -1;
+	__u32 csum_off, hdr_len;
+	__u64 mangled = 0;
+	if (k->proto == IPPROTO_TCP) {
+		struct tcphdr *t = (void *)(ip + 1);
+		if ((void *)(t + 1) > end)
+			return -1;
+		csum_off = L4_OFF6 + offsetof(struct tcphdr, check);
+		hdr_len = L4_OFF6 + t->doff * 4;
+	} else {
+		csum_off = L4_OFF6 + offsetof(struct udphdr, check);
+		hdr_len = L4_OFF6 + sizeof(struct udphdr);
+		mangled = BPF_F_MARK_MANGLED_0;
+	}
+	__u32 old_addr[4], new_addr[4], addr_off, port_off;
+	__u16 old_port;
+	__builtin_memcpy(new_addr, val->new_addr, 16);
+	if (val->rewrite == NATFW_REWRITE_SRC) {
+		__builtin_memcpy(old_addr, k->src, 16);
+		old_port = k->sport;
+		addr_off = IP6_OFF + offsetof(struct ipv6hdr, saddr);
+		port_off = L4_OFF6; /* source port */
+	} else {
+		__builtin_memcpy(old_addr, k->dst, 16);
+		old_port = k->dport;
+		addr_off = IP6_OFF + offsetof(struct ipv6hdr, daddr);
+		port_off = L4_OFF6 + 2; /* destination port */
+	}
+	__u16 new_port = val->new_port;
+	/* Payload length, next header, hop limit: the 32-bit word the hop limit is in. */
+	__u32 old_word, new_word;
+	__builtin_memcpy(&old_word, (void *)ip + 4, 4);
+	new_word = old_word;
+	__u8 new_hl = ip->hop_limit - 1;
+	((__u8 *)&new_word)[3] = new_hl;
+
+	__s64 d_addr = bpf_csum_diff(old_addr, 16, new_addr, 16, 0);
+	if (d_addr < 0)
+		return -1;
+	__s64 d_all = bpf_csum_diff(&old_word, 4, &new_word, 4, (__wsum)d_addr);
+	if (d_all < 0)
+		return -1;
+	if (bpf_l4_csum_replace(skb, csum_off, 0, (__u32)d_addr, BPF_F_PSEUDO_HDR | mangled) ||
+	    bpf_l4_csum_replace(skb, csum_off, old_port, new_port, mangled | sizeof(new_port)) ||
+	    bpf_skb_store_bytes(skb, addr_off, new_addr, 16, 0) ||
+	    bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0) ||
+	    bpf_skb_store_bytes(skb, IP6_OFF + offsetof(struct ipv6hdr, hop_limit), &new_hl, 1, 0))
+		return -1;
+	/*
+	 * CHECKSUM_COMPLETE (skb->csum covers the IPv6 header and payload): the packet's sum moved
+	 * by the hop limit's change only (the addresses' change is cancelled by the L4 checksum's),
+	 * but the pseudo-header replace above took the addresses' difference off skb->csum as for
+	 * IPv4, where the header checksum cancels it (BPF_F_IPV6, which skips that, is not known
+	 * to kernels before 6.16). Put both right; any other ip_summed: a no-op (-ENOTSUPP).
+	 */
+	bpf_csum_update(skb, (__wsum)d_all);
+
+	__u32 segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	__sync_fetch_and_add(&val->packets, segs);
+	__sync_fetch_and_add(&val->bytes, (__u64)skb->len + (__u64)(segs - 1) * hdr_len);
+	val->last_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+/* An offloaded flow's packet the engine must see: SYN/FIN/RST, or a packet (GSO: a segment)
+ * above the egress MTU, which the engine answers (ICMP fragmentation needed / packet too big)
+ * as for any flow. */
+static __always_inline int fast_to_engine(struct __sk_buff *skb, const struct verdict *v,
+					  __u32 egress)
+{
+	__u32 mtu = 0;
+	return !v->flags_ok || bpf_check_mtu(skb, egress, &mtu, 0, BPF_MTU_CHK_SEGS);
+}
+
 /* Headers classify(), worker_of() and the rewrite read: Ethernet, one tag, IPv4 with options
- * (or IPv6) + TCP. */
+ * (60) or IPv6 (40), + TCP (20). */
 #define PULL_LEN (ETH_HLEN + 4 + 60 + 20)
 
 /* Split mode: tc ingress of each real interface. */
@@ -627,14 +755,21 @@ int natfw_steer(struct __sk_buff *skb)
 	 * engine, as a tag in the frame does. */
 	if (v.fast && !skb->vlan_present) {
 		struct natfw_offload_val *val = bpf_map_lookup_elem(&offload, &v.key);
-		__u32 mtu = 0;
 		if (val) {
-			/* SYN/FIN/RST, or a packet (GSO: a segment) above the egress MTU, which the
-			 * engine answers (ICMP fragmentation needed) as for any flow. */
-			if (!v.flags_ok ||
-			    bpf_check_mtu(skb, val->egress_ifindex, &mtu, 0, BPF_MTU_CHK_SEGS))
+			if (fast_to_engine(skb, &v, val->egress_ifindex))
 				count(C_FAST_TO_ENGINE, 0);
 			else if (fast_rewrite(skb, val, &v.key))
+				return count(C_FAST_ERROR, TC_ACT_SHOT);
+			else
+				return count(C_FAST_FWD,
+					     bpf_redirect_neigh(val->egress_ifindex, NULL, 0, 0));
+		}
+	} else if (v.fast6 && !skb->vlan_present) {
+		struct natfw_offload6_val *val = bpf_map_lookup_elem(&offload6, &v.key6);
+		if (val) {
+			if (fast_to_engine(skb, &v, val->egress_ifindex))
+				count(C_FAST_TO_ENGINE, 0);
+			else if (fast_rewrite6(skb, val, &v.key6))
 				return count(C_FAST_ERROR, TC_ACT_SHOT);
 			else
 				return count(C_FAST_FWD,

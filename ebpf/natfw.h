@@ -51,9 +51,10 @@ struct natfw_config {
 };
 
 /*
- * Fast path (offload) table, one per interface: the key is a flow's tuple as its packets
- * arrive on that interface (inside: the client's original tuple; outside: the reply tuple,
- * server -> EIP), IPv4 only, addresses and ports in network byte order.
+ * Fast path (offload) tables, two per interface (`offload` for IPv4, `offload6` for IPv6, each
+ * of NATFW_OFFLOAD_MAX entries): the key is a flow's tuple as its packets arrive on that
+ * interface (inside: the client's original tuple; outside: the reply tuple, server -> EIP),
+ * addresses and ports in network byte order.
  */
 #define NATFW_OFFLOAD_MAX 262144
 
@@ -77,6 +78,27 @@ struct natfw_offload_val {
 	__u8 pad;
 	__u32 egress_ifindex; /* where the rewritten packet leaves */
 	__u32 pad2;
+	__u64 packets;        /* wire packets (GSO segments counted one by one) */
+	__u64 bytes;          /* wire bytes, Ethernet header included */
+	__u64 last_ns;        /* bpf_ktime_get_ns() of the last packet */
+};
+
+/* The IPv6 key and value: as natfw_offload_key and natfw_offload_val, with 16-byte addresses. */
+struct natfw_offload6_key {
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct natfw_offload6_val {
+	__u8 new_addr[16];    /* network byte order */
+	__u16 new_port;       /* network byte order */
+	__u8 rewrite;         /* NATFW_REWRITE_* */
+	__u8 pad;
+	__u32 egress_ifindex; /* where the rewritten packet leaves */
 	__u64 packets;        /* wire packets (GSO segments counted one by one) */
 	__u64 bytes;          /* wire bytes, Ethernet header included */
 	__u64 last_ns;        /* bpf_ktime_get_ns() of the last packet */

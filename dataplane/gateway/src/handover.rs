@@ -1,8 +1,10 @@
 //! The handover file: what a gracefully stopping `natfw run` (split mode) leaves for the next
 //! one about the flows the kernel keeps forwarding (their entries stay in the pinned
-//! `offload` maps, the steering link stays pinned). Text: a header line with the version and
-//! a fingerprint of the configuration the flows were decided under, then one line per flow
-//! ([`HandoverFlow::encode`]). Written to a temporary file and renamed; read once and removed.
+//! `offload` and `offload6` maps, the steering link stays pinned). Text: a header line with the
+//! version and a fingerprint of the configuration the flows were decided under, then one line
+//! per flow ([`HandoverFlow::encode`]: IPv4 and IPv6 flows; a version-1 file of a build that
+//! offloaded only IPv4 reads the same). Written to a temporary file and renamed; read once
+//! and removed.
 
 use std::io::Write;
 use std::path::Path;

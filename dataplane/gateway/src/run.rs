@@ -679,9 +679,10 @@ pub fn uninstall(pin_dir: &Path, handover: &Path) -> Result<(), RunError> {
     crate::guard::uninstall().map_err(RunError::Other)
 }
 
-/// Load both sides' programs; split mode with `pins`: their `offload` maps pinned there (an
-/// earlier run's reused). A pin directory that cannot be used (no bpffs) is logged and the
-/// maps stay unpinned: a restart then ends the offloaded flows. Returns whether pinned.
+/// Load both sides' programs; split mode with `pins`: their `offload` and `offload6` maps
+/// pinned there (an earlier run's reused). A pin directory that cannot be used (no bpffs) is
+/// logged and the maps stay unpinned: a restart then ends the offloaded flows. Returns whether
+/// pinned.
 fn load_steering(
     cfg: &Config,
     rules: &SteeringRules,

@@ -10,7 +10,7 @@
 //! stand; under a changed firewall section every flow is decided again from the facts it was
 //! handed over with, and only those the new policy still accepts are adopted.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddr;
 
 use natfw_policy::RuleId;
 
@@ -248,13 +248,18 @@ impl HandoverFlow {
         if proto != PROTO_TCP && proto != PROTO_UDP {
             return None;
         }
+        // IPv4 `a.b.c.d:port`, IPv6 `[addr]:port` (a line of a version that knew only IPv4
+        // reads the same); one family for all three addresses.
         let flow = OffloadFlow {
-            client: get("client")?.parse::<SocketAddrV4>().ok()?,
-            server: get("server")?.parse::<SocketAddrV4>().ok()?,
-            eip: get("eip")?.parse::<Ipv4Addr>().ok()?,
+            client: get("client")?.parse::<SocketAddr>().ok()?,
+            server: get("server")?.parse::<SocketAddr>().ok()?,
+            eip: get("eip")?.parse::<IpAddr>().ok()?,
             eport: get("eport")?.parse().ok()?,
             proto,
         };
+        if !flow.one_family() {
+            return None;
+        }
         let (isn_c, isn_s) = pair("isn")?;
         let monitors = match dash("monitors")? {
             None => Vec::new(),
@@ -514,8 +519,8 @@ impl Engine {
         counts: OffloadCounts,
     ) -> bool {
         let f = &h.flow;
-        let eip = IpAddr::V4(f.eip);
-        if !self.snat.is_eip(eip) {
+        let eip = f.eip;
+        if !f.one_family() || !self.snat.is_eip(eip) {
             return false;
         }
         let key = flow_key(f);
@@ -559,7 +564,7 @@ impl Engine {
         credit_bytes(&d);
         let ev = d.end_event(
             &key,
-            Some((IpAddr::V4(f.eip), f.eport)),
+            Some((f.eip, f.eport)),
             now,
             EndReason::Shutdown,
             Arc::clone(policy),
@@ -571,8 +576,8 @@ impl Engine {
 /// The conntrack key of an offloaded flow (the client's original tuple).
 fn flow_key(f: &OffloadFlow) -> FlowKey {
     FlowKey {
-        src: IpAddr::V4(*f.client.ip()),
-        dst: IpAddr::V4(*f.server.ip()),
+        src: f.client.ip(),
+        dst: f.server.ip(),
         sport: f.client.port(),
         dport: f.server.port(),
         proto: f.proto,

@@ -9,24 +9,39 @@
 //! read) before anything ends the flow or writes its record.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
 use crate::stats::Counter;
 
-/// A flow the kernel forwards: IPv4 TCP or UDP, SNATed to `eip:eport`.
+/// A flow the kernel forwards: TCP or UDP over IPv4 or IPv6, SNATed to `eip:eport`. The
+/// three addresses are of one family ([`OffloadFlow::is_v6`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OffloadFlow {
     /// The private host (original source).
-    pub client: SocketAddrV4,
+    pub client: SocketAddr,
     /// The remote host (original destination).
-    pub server: SocketAddrV4,
+    pub server: SocketAddr,
     /// The translated source.
-    pub eip: Ipv4Addr,
+    pub eip: IpAddr,
     pub eport: u16,
     /// `6` (TCP) or `17` (UDP).
     pub proto: u8,
+}
+
+impl OffloadFlow {
+    /// An IPv6 flow (the kernel keeps those in its `offload6` tables).
+    pub fn is_v6(&self) -> bool {
+        self.client.is_ipv6()
+    }
+
+    /// Client, server and EIP are of one family (a flow the engine can track and the kernel
+    /// can carry).
+    pub fn one_family(&self) -> bool {
+        self.client.is_ipv6() == self.server.is_ipv6()
+            && self.client.is_ipv6() == self.eip.is_ipv6()
+    }
 }
 
 /// What the kernel forwarded of a flow since its entry was added: client to server (`out`)
@@ -162,7 +177,9 @@ impl Engine {
 
     /// The flow `r` as the fast path would carry it, if it may: accepted for good, nothing
     /// left to identify, hold or compare (`ident` freed once the server acknowledged every
-    /// inspected byte; UDP: nothing held), no protocol watch, TCP established with no FIN, IPv4.
+    /// inspected byte; UDP: nothing held), no protocol watch, TCP established with no FIN;
+    /// IPv4 or IPv6 (the kernel matches IPv6 packets without extension headers only, the
+    /// others keep coming to the engine).
     fn offload_eligible(&self, r: FlowRef) -> Option<OffloadFlow> {
         let e = self.table.get(r)?;
         let d = &e.data;
@@ -196,17 +213,15 @@ impl Engine {
         {
             return None;
         }
-        let (IpAddr::V4(c), IpAddr::V4(s), Some((IpAddr::V4(eip), eport))) = (k.src, k.dst, e.snat)
-        else {
-            return None;
-        };
-        Some(OffloadFlow {
-            client: SocketAddrV4::new(c, k.sport),
-            server: SocketAddrV4::new(s, k.dport),
+        let (eip, eport) = e.snat?;
+        let flow = OffloadFlow {
+            client: SocketAddr::new(k.src, k.sport),
+            server: SocketAddr::new(k.dst, k.dport),
             eip,
             eport,
             proto: k.proto,
-        })
+        };
+        flow.one_family().then_some(flow)
     }
 
     /// Take flow `r` back from the fast path: remove its entries, credit what they counted.

@@ -21,6 +21,12 @@ const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
 const EIP: [u8; 4] = [192, 0, 2, 1];
 const SERVER: [u8; 4] = [203, 0, 113, 5];
 const CLIENT: [u8; 4] = [10, 0, 0, 5];
+/// The embedded default's IPv6 EIP, a server and a ULA client (SNAT-bound to that EIP).
+const EIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const SERVER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5,
+];
+const CLIENT6: [u8; 16] = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
 
 /// The "kernel": entries and their counters; `refuse` makes `add` fail.
 #[derive(Clone, Default)]
@@ -129,6 +135,43 @@ fn tcp(
     out
 }
 
+/// [`tcp`] over IPv6.
+#[allow(clippy::too_many_arguments)]
+fn tcp6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    sp: u16,
+    dp: u16,
+    seq: u32,
+    ack: u32,
+    k: K,
+    data: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(src, dst, 64)
+        .tcp(sp, dp, seq, 64_000);
+    let b = match k {
+        K::Syn => b.syn(),
+        K::SynAck => b.syn().ack(ack),
+        K::Ack => b.psh().ack(ack),
+        K::Fin => b.fin().ack(ack),
+        K::Rst => b.rst(),
+    };
+    let mut out = Vec::new();
+    b.write(&mut out, data).unwrap();
+    out
+}
+
+fn udp6(src: [u8; 16], dst: [u8; 16], sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(src, dst, 64)
+        .udp(sp, dp)
+        .write(&mut out, data)
+        .unwrap();
+    out
+}
+
 fn udp(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ethernet2(MAC_A, MAC_B)
@@ -200,6 +243,27 @@ fn established(e: &mut Engine, sport: u16) -> (u64, u64) {
     (3, 2)
 }
 
+/// [`established`] over IPv6 (client [`CLIENT6`], SNAT to [`EIP6`]).
+fn established6(e: &mut Engine, sport: u16) -> (u64, u64) {
+    let o = |e: &mut Engine, ms, seq, ack, k, d: &[u8]| {
+        out(e, t(ms), tcp6(CLIENT6, SERVER6, sport, 80, seq, ack, k, d))
+    };
+    let i = |e: &mut Engine, ms, seq, ack, k, d: &[u8]| {
+        inb(e, t(ms), tcp6(SERVER6, EIP6, 80, sport, seq, ack, k, d))
+    };
+    assert_eq!(o(e, 0, 100, 0, K::Syn, &[]), Verdict::Forward);
+    assert_eq!(i(e, 1, 500, 101, K::SynAck, &[]), Verdict::Forward);
+    assert_eq!(o(e, 2, 101, 501, K::Ack, &[]), Verdict::Forward);
+    let v = o(e, 3, 101, 501, K::Ack, REQ);
+    assert!(matches!(v, Verdict::Forward | Verdict::Held), "{v:?}");
+    let end = 101 + REQ.len() as u32;
+    assert_eq!(
+        i(e, 4, 501, end, K::Ack, b"HTTP/1.1 200 OK\r\n"),
+        Verdict::Forward
+    );
+    (3, 2)
+}
+
 #[test]
 fn decided_tcp_flow_is_offloaded_and_its_record_adds_the_kernels_counters() {
     let (mut e, sink, mem) = engine();
@@ -210,7 +274,7 @@ fn decided_tcp_flow_is_offloaded_and_its_record_adds_the_kernels_counters() {
     let f = *mem.entries.lock().unwrap().keys().next().unwrap();
     assert_eq!(f.client.port(), 40_000);
     assert_eq!(f.server.port(), 80);
-    assert_eq!(f.eip.octets(), EIP);
+    assert_eq!(f.eip, std::net::IpAddr::from(EIP));
     assert_eq!(f.proto, 6);
 
     // The kernel forwards 1000 packets each way.
@@ -781,4 +845,190 @@ fn an_adopted_udp_flow_is_kept_alive_by_kernel_traffic_and_times_out_with_its_co
     assert_eq!(recs[0].end_reason, "timeout");
     assert_eq!(recs[0].out_packet_count, 2 + 3 + 120);
     assert_eq!(recs[0].in_packet_count, 1 + 3 + 120);
+}
+
+/// An IPv6 TCP flow takes the fast path like an IPv4 one: offloaded once decided and
+/// acknowledged (SNAT to the IPv6 EIP), taken back at FIN, its record counting the kernel's
+/// packets.
+#[test]
+fn a_decided_ipv6_tcp_flow_is_offloaded_and_taken_back_at_fin() {
+    let (mut e, sink, mem) = engine();
+    let (o, i) = established6(&mut e, 41_000);
+    assert_eq!(mem.len(), 1, "decided and acknowledged: offloaded");
+    let f = *mem.entries.lock().unwrap().keys().next().unwrap();
+    assert!(f.is_v6());
+    assert_eq!(f.client, "[fd00::5]:41000".parse().unwrap());
+    assert_eq!(f.server, "[2001:db8:ff::5]:80".parse().unwrap());
+    assert_eq!(f.eip, std::net::IpAddr::from(EIP6));
+    assert_eq!(f.proto, 6);
+    mem.forward(100, 200, 1500);
+    let end = 101 + REQ.len() as u32;
+    assert_eq!(
+        out(
+            &mut e,
+            t(10),
+            tcp6(CLIENT6, SERVER6, 41_000, 80, end, 519, K::Fin, &[])
+        ),
+        Verdict::Forward
+    );
+    assert_eq!(mem.len(), 0, "FIN: taken back");
+    let _ = inb(
+        &mut e,
+        t(11),
+        tcp6(SERVER6, EIP6, 80, 41_000, 518, end + 1, K::Fin, &[]),
+    );
+    assert_eq!(mem.len(), 0, "a closing flow is not offloaded again");
+    let _ = out(
+        &mut e,
+        t(12),
+        tcp6(CLIENT6, SERVER6, 41_000, 80, end + 1, 519, K::Ack, &[]),
+    );
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "fin");
+    assert_eq!(recs[0].out_packet_count, o + 2 + 100);
+    assert_eq!(recs[0].in_packet_count, i + 1 + 200);
+    assert_eq!(e.stats().offload_forwarded.packets, 300);
+}
+
+#[test]
+fn rst_takes_an_ipv6_flow_back_and_ends_it() {
+    let (mut e, sink, mem) = engine();
+    established6(&mut e, 41_001);
+    assert_eq!(mem.len(), 1);
+    mem.forward(7, 5, 100);
+    let end = 101 + REQ.len() as u32;
+    let _ = inb(
+        &mut e,
+        t(20),
+        tcp6(SERVER6, EIP6, 80, 41_001, 518, end, K::Rst, &[]),
+    );
+    assert_eq!(mem.len(), 0);
+    let recs = sink.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "rst");
+    assert_eq!(recs[0].out_packet_count, 3 + 7);
+    assert_eq!(recs[0].in_packet_count, 2 + 1 + 5);
+}
+
+/// IPv6 TCP and UDP flows are handed over in the text form ([`HandoverFlow::encode`]) and
+/// adopted by the next engine, still offloaded; the UDP one then idles out with one record.
+#[test]
+fn ipv6_flows_are_handed_over_and_adopted() {
+    let (mut a, sink_a, mem) = engine();
+    established6(&mut a, 41_010);
+    assert_eq!(
+        out(&mut a, t(5), udp6(CLIENT6, SERVER6, 5002, 7000, b"hello")),
+        Verdict::Forward
+    );
+    assert_eq!(
+        inb(&mut a, t(6), udp6(SERVER6, EIP6, 7000, 5002, b"world")),
+        Verdict::Forward
+    );
+    let _ = out(&mut a, t(7), udp6(CLIENT6, SERVER6, 5002, 7000, b"again"));
+    assert_eq!(mem.len(), 2, "TCP and UDP offloaded");
+    mem.forward(4, 4, 100);
+    let flows = a.handover();
+    assert_eq!(flows.len(), 2);
+    a.shutdown(t(8));
+    assert!(sink_a.take().is_empty(), "no record at the handover");
+    assert_eq!(mem.len(), 2, "the kernel entries stay");
+
+    let lines: Vec<String> = flows.iter().map(|f| f.encode()).collect();
+    assert!(
+        lines.iter().all(|l| l.contains("client=[fd00::5]:")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().all(|l| l.contains("eip=2001:db8::1 ")),
+        "{lines:?}"
+    );
+    let decoded: Vec<natfw_engine::engine::HandoverFlow> = lines
+        .iter()
+        .map(|l| natfw_engine::engine::HandoverFlow::decode(l).expect("decodes"))
+        .collect();
+    assert_eq!(decoded, flows);
+
+    let (mut b, sink_b, mem_b) = engine();
+    drop(mem_b);
+    b.set_offload(Box::new(mem.clone()));
+    let st = b.adopt(t(100), decoded, AdoptPolicy::Same);
+    assert_eq!((st.adopted, st.ended), (2, 0));
+    assert_eq!(b.offloaded_flows(), 2);
+    // The TCP flow ends at B with a FIN: taken back, one record.
+    let end = 101 + REQ.len() as u32;
+    let _ = out(
+        &mut b,
+        t(200),
+        tcp6(CLIENT6, SERVER6, 41_010, 80, end, 519, K::Fin, &[]),
+    );
+    assert_eq!(mem.len(), 1, "FIN: the adopted TCP entry is taken back");
+    let _ = inb(
+        &mut b,
+        t(201),
+        tcp6(SERVER6, EIP6, 80, 41_010, 518, end + 1, K::Fin, &[]),
+    );
+    let _ = out(
+        &mut b,
+        t(202),
+        tcp6(CLIENT6, SERVER6, 41_010, 80, end + 1, 519, K::Ack, &[]),
+    );
+    let recs = sink_b.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "fin");
+    assert_eq!(recs[0].out_packet_count, 3 + 4 + 2);
+    // The UDP flow idles out at B.
+    let mut now = 300;
+    for _ in 0..700 {
+        now += 1000;
+        b.poll(t(now));
+    }
+    assert_eq!(mem.len(), 0);
+    let recs = sink_b.take();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].end_reason, "timeout");
+    assert_eq!(recs[0].out_packet_count, 2 + 4);
+    assert_eq!(recs[0].in_packet_count, 1 + 4);
+}
+
+/// The handover line format: IPv6 flows round-trip, a line written by the build that knew
+/// only IPv4 still decodes, and addresses of mixed families are refused.
+#[test]
+fn handover_lines_of_both_families_and_the_old_ipv4_format_decode() {
+    use natfw_engine::engine::HandoverFlow;
+    // As the IPv4-only build wrote it.
+    let old = "proto=6 client=10.0.0.5:40051 server=203.0.113.5:80 eip=192.0.2.1 eport=40051 \
+               start=1000003000000 out=13,1600 in=22,2400 kout=10,1000 kin=20,2000 by=default \
+               rule=- monitors=- domain=example.com dsrc=host dfact=k app=HTTP afact=k why=- \
+               country=- dnsv=- ech=0 payload=1 fwoff=0 isn=100,500";
+    let h = HandoverFlow::decode(old).expect("the IPv4-only format decodes");
+    assert_eq!(h.flow.client, "10.0.0.5:40051".parse().unwrap());
+    assert_eq!(h.flow.server, "203.0.113.5:80".parse().unwrap());
+    assert_eq!(h.flow.eip, std::net::IpAddr::from(EIP));
+    assert_eq!((h.flow.eport, h.flow.proto), (40_051, 6));
+    assert_eq!((h.out.packets, h.kernel.inb.bytes), (13, 2000));
+    assert_eq!(h.domain.as_deref(), Some("example.com"));
+    // Encoded again it is the same line: the IPv4 form did not change.
+    assert_eq!(
+        h.encode(),
+        old.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+
+    let v6 = old
+        .replace("client=10.0.0.5:40051", "client=[fd00::5]:40051")
+        .replace("server=203.0.113.5:80", "server=[2001:db8:ff::5]:80")
+        .replace("eip=192.0.2.1", "eip=2001:db8::1");
+    let h6 = HandoverFlow::decode(&v6).expect("IPv6 decodes");
+    assert!(h6.flow.is_v6());
+    assert_eq!(h6.flow.client, "[fd00::5]:40051".parse().unwrap());
+    assert_eq!(h6.flow.eip, std::net::IpAddr::from(EIP6));
+    assert_eq!(HandoverFlow::decode(&h6.encode()), Some(h6));
+
+    for mixed in [
+        old.replace("eip=192.0.2.1", "eip=2001:db8::1"),
+        old.replace("client=10.0.0.5:40051", "client=[fd00::5]:40051"),
+        v6.replace("server=[2001:db8:ff::5]:80", "server=203.0.113.5:80"),
+    ] {
+        assert!(HandoverFlow::decode(&mixed).is_none(), "{mixed}");
+    }
 }

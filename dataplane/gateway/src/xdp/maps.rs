@@ -222,7 +222,7 @@ pub struct OffloadKey {
 // SAFETY: byte arrays and a byte, no implicit padding (16 bytes, alignment 1).
 unsafe impl aya::Pod for OffloadKey {}
 
-/// `NATFW_OFFLOAD_MAX`: entries of each side's `offload` map.
+/// `NATFW_OFFLOAD_MAX`: entries of each side's `offload` and `offload6` maps.
 pub const OFFLOAD_MAX: u32 = 262_144;
 
 /// `NATFW_REWRITE_SRC`: rewrite the source (SNAT, inside).
@@ -249,6 +249,40 @@ pub struct OffloadVal {
 // SAFETY: integers and byte arrays laid out without implicit padding (4+2+1+1+4+4+8+8+8 = 40
 // bytes, every u64 at a multiple of 8).
 unsafe impl aya::Pod for OffloadVal {}
+
+/// `struct natfw_offload6_key`: a flow's IPv6 tuple as it arrives on one interface (the
+/// `offload6` maps; network byte order, as the bytes lie in the packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
+pub struct Offload6Key {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+// SAFETY: byte arrays and a byte, no implicit padding (40 bytes, alignment 1).
+unsafe impl aya::Pod for Offload6Key {}
+
+/// `struct natfw_offload6_val`: [`OffloadVal`] with a 16-byte address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+pub struct Offload6Val {
+    pub new_addr: [u8; 16],
+    pub new_port: [u8; 2],
+    pub rewrite: u8,
+    pub pad: u8,
+    pub egress_ifindex: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub last_ns: u64,
+}
+
+// SAFETY: integers and byte arrays laid out without implicit padding (16+2+1+1+4+8+8+8 = 48
+// bytes, the u32 at 20, every u64 at a multiple of 8).
+unsafe impl aya::Pod for Offload6Val {}
 
 #[cfg(test)]
 mod tests {
@@ -351,6 +385,56 @@ mod tests {
             (
                 "offsetof natfw_offload_val last_ns",
                 offset_of!(OffloadVal, last_ns),
+            ),
+            ("sizeof struct natfw_offload6_key", size_of::<Offload6Key>()),
+            (
+                "offsetof natfw_offload6_key src",
+                offset_of!(Offload6Key, src),
+            ),
+            (
+                "offsetof natfw_offload6_key dst",
+                offset_of!(Offload6Key, dst),
+            ),
+            (
+                "offsetof natfw_offload6_key sport",
+                offset_of!(Offload6Key, sport),
+            ),
+            (
+                "offsetof natfw_offload6_key dport",
+                offset_of!(Offload6Key, dport),
+            ),
+            (
+                "offsetof natfw_offload6_key proto",
+                offset_of!(Offload6Key, proto),
+            ),
+            ("sizeof struct natfw_offload6_val", size_of::<Offload6Val>()),
+            (
+                "offsetof natfw_offload6_val new_addr",
+                offset_of!(Offload6Val, new_addr),
+            ),
+            (
+                "offsetof natfw_offload6_val new_port",
+                offset_of!(Offload6Val, new_port),
+            ),
+            (
+                "offsetof natfw_offload6_val rewrite",
+                offset_of!(Offload6Val, rewrite),
+            ),
+            (
+                "offsetof natfw_offload6_val egress_ifindex",
+                offset_of!(Offload6Val, egress_ifindex),
+            ),
+            (
+                "offsetof natfw_offload6_val packets",
+                offset_of!(Offload6Val, packets),
+            ),
+            (
+                "offsetof natfw_offload6_val bytes",
+                offset_of!(Offload6Val, bytes),
+            ),
+            (
+                "offsetof natfw_offload6_val last_ns",
+                offset_of!(Offload6Val, last_ns),
             ),
             ("NATFW_OFFLOAD_MAX", OFFLOAD_MAX as usize),
             ("NATFW_REWRITE_SRC", REWRITE_SRC as usize),

@@ -28,8 +28,10 @@ use ipnet::IpNet;
 use std::path::{Path, PathBuf};
 
 pub use maps::{
-    AddrKey, Counter, Counters, IfSide, OffloadKey, OffloadVal, XdpConfig, WORKERS_MAX,
+    AddrKey, Counter, Counters, IfSide, Offload6Key, Offload6Val, OffloadKey, OffloadVal,
+    XdpConfig, WORKERS_MAX,
 };
+pub use offload::OffloadMaps;
 pub use worker::{worker_of, WorkerChoice};
 
 /// The compiled XDP object (empty when the build had no clang).
@@ -122,12 +124,15 @@ pub struct Steering {
     side: IfSide,
     ebpf: Ebpf,
     mode: Option<XdpMode>,
-    /// The fast-path table, until [`Steering::take_offload`] hands it to the data path.
+    /// The fast-path tables (`offload`, `offload6`), until [`Steering::take_offload`] hands
+    /// them to the data path.
     offload: Option<aya::maps::Map>,
+    offload6: Option<aya::maps::Map>,
     /// Split mode's veth pairs, one per packet worker (index = worker); `None`: classic mode.
     slow: Option<Vec<SlowPath>>,
-    /// Split mode's pin directory of this side (a bpffs directory): the `offload` map is
-    /// pinned there, and at a graceful stop the steering link ([`Steering::pin_steer`]).
+    /// Split mode's pin directory of this side (a bpffs directory): the `offload` and
+    /// `offload6` maps are pinned there, and at a graceful stop the steering link
+    /// ([`Steering::pin_steer`]).
     pin_dir: Option<PathBuf>,
     /// The attached `natfw_steer` link.
     steer_link: Option<SchedClassifierLinkId>,
@@ -137,23 +142,22 @@ pub struct Steering {
 
 /// The pinned `offload` map's file in a side's pin directory.
 const OFFLOAD_PIN: &str = "offload";
+/// The pinned `offload6` map's file in a side's pin directory.
+const OFFLOAD6_PIN: &str = "offload6";
 /// The pinned `natfw_steer` link's file in a side's pin directory.
 const STEER_LINK_PIN: &str = "steer_link";
 
-/// A pinned `offload` map whose key, value or size is not this build's (an upgrade changed
-/// `ebpf/natfw.h`) is unpinned, so the load creates a fresh one: the earlier run's flows are
-/// not adopted (their handover data finds no entries and is recorded at start).
-fn drop_incompatible_pin(pin: &Path) {
+/// A pinned `offload` or `offload6` map whose key, value or size is not this build's (an
+/// upgrade changed `ebpf/natfw.h`) is unpinned, so the load creates a fresh one: the earlier
+/// run's flows of that family are not adopted (their handover data finds no entries and is
+/// recorded at start). `key` and `value`: this build's sizes.
+fn drop_incompatible_pin(pin: &Path, key: usize, value: usize) {
     if !pin.exists() {
         return;
     }
     let ok = aya::maps::MapInfo::from_pin(pin).map(|i| {
         (i.key_size(), i.value_size(), i.max_entries())
-            == (
-                std::mem::size_of::<OffloadKey>() as u32,
-                std::mem::size_of::<OffloadVal>() as u32,
-                maps::OFFLOAD_MAX,
-            )
+            == (key as u32, value as u32, maps::OFFLOAD_MAX)
     });
     if !matches!(ok, Ok(true)) {
         tracing::warn!(
@@ -165,8 +169,8 @@ fn drop_incompatible_pin(pin: &Path) {
 }
 
 /// Remove what a split-mode run left pinned in `dir` (a side's pin directory): the steering
-/// link (its program detaches from the interface) and the `offload` map. Returns whether a
-/// link was there. A missing directory is not an error.
+/// link (its program detaches from the interface) and the `offload` and `offload6` maps.
+/// Returns whether a link was there. A missing directory is not an error.
 pub fn remove_pins(dir: &Path) -> std::io::Result<bool> {
     let link = dir.join(STEER_LINK_PIN);
     let had_link = link.exists();
@@ -180,9 +184,11 @@ pub fn remove_pins(dir: &Path) -> std::io::Result<bool> {
             }
         }
     }
-    match std::fs::remove_file(dir.join(OFFLOAD_PIN)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    for pin in [OFFLOAD_PIN, OFFLOAD6_PIN] {
+        match std::fs::remove_file(dir.join(pin)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
     let _ = std::fs::remove_dir(dir);
     Ok(had_link)
@@ -206,9 +212,9 @@ impl Steering {
         Self::load_pinned(iface, side, rules, slow, None)
     }
 
-    /// [`Steering::load_with`] whose `offload` map lives pinned in `pin_dir` (created if
-    /// missing; must be on a bpffs): an existing pinned map, with the entries an earlier
-    /// process handed over, is reused.
+    /// [`Steering::load_with`] whose `offload` and `offload6` maps live pinned in `pin_dir`
+    /// (created if missing; must be on a bpffs): existing pinned maps, with the entries an
+    /// earlier process handed over, are reused.
     pub fn load_pinned(
         iface: &str,
         side: IfSide,
@@ -241,9 +247,20 @@ impl Steering {
                         error: e,
                     }),
                 })?;
-                drop_incompatible_pin(&dir.join(OFFLOAD_PIN));
+                use std::mem::size_of;
+                drop_incompatible_pin(
+                    &dir.join(OFFLOAD_PIN),
+                    size_of::<OffloadKey>(),
+                    size_of::<OffloadVal>(),
+                );
+                drop_incompatible_pin(
+                    &dir.join(OFFLOAD6_PIN),
+                    size_of::<Offload6Key>(),
+                    size_of::<Offload6Val>(),
+                );
                 EbpfLoader::new()
                     .map_pin_path("offload", dir.join(OFFLOAD_PIN))
+                    .map_pin_path("offload6", dir.join(OFFLOAD6_PIN))
                     .load(PROGRAM)
                     .map_err(load_err)?
             }
@@ -254,6 +271,7 @@ impl Steering {
             ebpf,
             mode: None,
             offload: None,
+            offload6: None,
             slow,
             pin_dir: pin_dir.map(Path::to_path_buf),
             steer_link: None,
@@ -274,8 +292,9 @@ impl Steering {
                 source: Box::new(e),
             })?;
         }
-        // The programs hold the map now: it can leave the object.
+        // The programs hold the maps now: they can leave the object.
         s.offload = s.ebpf.take_map("offload");
+        s.offload6 = s.ebpf.take_map("offload6");
         Ok(s)
     }
 
@@ -292,16 +311,25 @@ impl Steering {
         })
     }
 
-    /// The fast-path table of this side (once): the data path writes the flows the engine
-    /// offloads into it. Only `natfw_steer` (split mode) reads it.
-    pub fn take_offload(
-        &mut self,
-    ) -> Result<aya::maps::HashMap<MapData, OffloadKey, OffloadVal>, XdpError> {
-        let map = self
-            .offload
-            .take()
-            .ok_or(XdpError::MissingMap { map: "offload" })?;
-        aya::maps::HashMap::try_from(map).map_err(self_map_err(&self.iface, "offload"))
+    /// The fast-path tables of this side, IPv4 (`offload`) and IPv6 (`offload6`), once: the
+    /// data path writes the flows the engine offloads into them. Only `natfw_steer` (split
+    /// mode) reads them.
+    pub fn take_offload(&mut self) -> Result<OffloadMaps, XdpError> {
+        if self.offload.is_none() || self.offload6.is_none() {
+            let map = if self.offload.is_none() {
+                "offload"
+            } else {
+                "offload6"
+            };
+            return Err(XdpError::MissingMap { map });
+        }
+        let (m4, m6) = (self.offload.take(), self.offload6.take());
+        let v4 = m4.ok_or(XdpError::MissingMap { map: "offload" })?;
+        let v6 = m6.ok_or(XdpError::MissingMap { map: "offload6" })?;
+        Ok(OffloadMaps {
+            v4: aya::maps::HashMap::try_from(v4).map_err(self_map_err(&self.iface, "offload"))?,
+            v6: aya::maps::HashMap::try_from(v6).map_err(self_map_err(&self.iface, "offload6"))?,
+        })
     }
 
     fn xdp_program(&mut self, name: &'static str) -> Result<&mut Xdp, XdpError> {
@@ -611,13 +639,19 @@ impl Steering {
             .fd()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let fd = fd.as_fd().as_raw_fd();
-        test_run_fd(fd, frame)
+        test_run_fd(fd, frame, None)
     }
 
     /// Run split mode's `natfw_steer` once on `frame` in the kernel and return its tc action
     /// (`TC_ACT_OK` = 0: the kernel's; `TC_ACT_SHOT` = 2; `TC_ACT_REDIRECT` = 7: to the slow
     /// path or, with the `fastpath_forwarded` counter, translated by the fast path).
     pub fn test_run_steer(&mut self, frame: &[u8]) -> std::io::Result<u32> {
+        self.test_run_steer_out(frame).map(|(action, _)| action)
+    }
+
+    /// [`Steering::test_run_steer`], also returning the frame as the program left it (a
+    /// translated packet: rewritten, checksums included).
+    pub fn test_run_steer_out(&mut self, frame: &[u8]) -> std::io::Result<(u32, Vec<u8>)> {
         use std::os::fd::{AsFd, AsRawFd};
         let other = |e: XdpError| std::io::Error::other(e.to_string());
         let prog = self.tc_program(STEER_PROGRAM).map_err(other)?;
@@ -625,7 +659,9 @@ impl Steering {
             .fd()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let fd = fd.as_fd().as_raw_fd();
-        test_run_fd(fd, frame)
+        let mut out = vec![0u8; frame.len() + 256];
+        let action = test_run_fd(fd, frame, Some(&mut out))?;
+        Ok((action, out))
     }
 
     /// Current counters, summed over CPUs.
@@ -654,8 +690,13 @@ fn self_map_err(iface: &str, map: &'static str) -> impl Fn(aya::maps::MapError) 
     }
 }
 
-/// `BPF_PROG_TEST_RUN` of the program `fd` on `frame`: its return value.
-fn test_run_fd(fd: std::os::fd::RawFd, frame: &[u8]) -> std::io::Result<u32> {
+/// `BPF_PROG_TEST_RUN` of the program `fd` on `frame`: its return value; with `out`, the
+/// frame as the program left it (`out` is truncated to its length).
+fn test_run_fd(
+    fd: std::os::fd::RawFd,
+    frame: &[u8],
+    out: Option<&mut Vec<u8>>,
+) -> std::io::Result<u32> {
     // `union bpf_attr`, the `test` member (linux/bpf.h), zero-padded.
     #[repr(C)]
     #[derive(Default)]
@@ -678,15 +719,23 @@ fn test_run_fd(fd: std::os::fd::RawFd, frame: &[u8]) -> std::io::Result<u32> {
         _pad: [u32; 9],
     }
     const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    let (data_out, data_size_out) = match &out {
+        Some(o) => (o.as_ptr() as u64, o.len() as u32),
+        None => (0, 0),
+    };
     let mut attr = TestAttr {
         prog_fd: fd as u32,
         data_size_in: frame.len() as u32,
         data_in: frame.as_ptr() as u64,
+        data_out,
+        data_size_out,
         repeat: 1,
         ..TestAttr::default()
     };
     // SAFETY: bpf(2) with a zero-initialised attr of sufficient size; `data_in` points to
-    // `frame`, valid for `data_size_in` bytes during the call; no output buffers are given.
+    // `frame`, valid for `data_size_in` bytes during the call; `data_out` (when set) points to
+    // `out`'s buffer, valid and exclusively borrowed for `data_size_out` bytes (the kernel
+    // writes at most that many); no other output buffers are given.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -697,6 +746,9 @@ fn test_run_fd(fd: std::os::fd::RawFd, frame: &[u8]) -> std::io::Result<u32> {
     };
     if rc < 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    if let Some(o) = out {
+        o.truncate(attr.data_size_out as usize);
     }
     Ok(attr.retval)
 }

@@ -206,6 +206,55 @@ fn echo_server(ns: &str, at: SocketAddr) -> std::thread::JoinHandle<Result<Vec<I
     h
 }
 
+/// A server in `ns` on `at` that reads one connection to its end and answers with the number
+/// of bytes it got and the peer's address.
+fn count_server(ns: &str, at: SocketAddr) -> std::thread::JoinHandle<Result<(), String>> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let h = in_netns(ns, move || {
+        let l = TcpListener::bind(at).map_err(|e| e.to_string())?;
+        let _ = ready_tx.send(());
+        let (mut s, peer) = l.accept().map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let mut n = 0u64;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            match s.read(&mut buf).map_err(|e| e.to_string())? {
+                0 => break,
+                k => n += k as u64,
+            }
+        }
+        write!(s, "{n} {}", peer.ip()).map_err(|e| e.to_string())
+    });
+    let _ = ready_rx.recv_timeout(Duration::from_secs(5));
+    h
+}
+
+/// Send `bytes` from `ns` to `to` after a first line (which the engine decides the flow on)
+/// and its echo; return the server's answer ("<bytes> <peer>").
+fn tcp_bulk(ns: &str, to: SocketAddr, bytes: usize) -> Result<String, std::io::Error> {
+    in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(b"hello natfw\n")?;
+        // Let the engine decide and offload the flow before the bulk.
+        std::thread::sleep(Duration::from_millis(300));
+        let chunk = vec![0x5au8; 16_384];
+        let mut left = bytes;
+        while left > 0 {
+            let k = left.min(chunk.len());
+            s.write_all(&chunk[..k])?;
+            left -= k;
+        }
+        s.shutdown(std::net::Shutdown::Write)?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply)?;
+        Ok(reply)
+    })
+    .join()
+    .expect("client thread")
+}
+
 /// Connect from `ns` to `to`, send a line, return the reply.
 fn tcp_exchange(ns: &str, to: SocketAddr) -> Result<String, std::io::Error> {
     in_netns(ns, move || {
@@ -923,8 +972,25 @@ fn natfw_run_starts_with_ecmp_and_nexthop_object_default_routes() {
         p.wait_for("forwarding in0 <-> out0");
         check_snat_path(&net, port);
         check_snat_path_v6(&net, port + 1);
+        // A bulk IPv6 stream (veth senders: CHECKSUM_PARTIAL, GSO) takes the fast path once
+        // decided, and arrives whole (a wrong checksum would stall it).
+        let before = std::fs::read_to_string(dir.path().join(format!("{what}.log")))
+            .map(|l| counter(&l, "in0", "fastpath_forwarded"))
+            .unwrap_or(0);
+        let bulk = count_server(&net.server, SocketAddr::from((SERVER6, port + 2)));
+        let total = 4 << 20;
+        let reply = tcp_bulk(&net.client, SocketAddr::from((SERVER6, port + 2)), total)
+            .expect("bulk TCP/IPv6 through the gateway");
+        bulk.join().expect("server thread").expect("server");
+        assert_eq!(reply, format!("{} {EIP6}", total + 12), "{what}");
         let (st, log) = p.terminate();
         assert!(st.success(), "{what}: natfw exit {st}:\n{log}");
+        // The short exchanges above make a few packets at most; the 4 MiB stream is well over
+        // 50 frames (GSO super-frames count once here).
+        assert!(
+            counter(&log, "in0", "fastpath_forwarded") >= before + 50,
+            "{what}: the IPv6 stream took the fast path:\n{log}"
+        );
         assert!(
             log.contains("tc steering attached; slow path nfw-in-k -> nfw-in-x"),
             "{what}: split mode:\n{log}"
