@@ -611,7 +611,7 @@ mod tests {
             l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
         }
         l4.extend_from_slice(payload);
-        if !(zero_udp_ck && !tcp) {
+        if tcp || !zero_udp_ck {
             let mut ck = checksum::l4_checksum(
                 IpAddr::from(src),
                 IpAddr::from(dst),
