@@ -425,7 +425,7 @@ impl<T> Table<T> {
     pub fn lookup_reply(&self, key: &ReplyKey) -> Option<FlowRef> {
         let h = self.hasher.hash_one(key);
         self.rev
-            .find(h, |&i| self.reply_key_of(i) == Some(*key))
+            .find(h, |&i| self.reply_key_is(i, key))
             .map(|&i| self.fref(i))
     }
 
@@ -434,9 +434,20 @@ impl<T> Table<T> {
         self.lookup_reply(key).is_some()
     }
 
-    fn reply_key_of(&self, i: u32) -> Option<ReplyKey> {
+    /// Flow `i` is translated and `key` is its reply key ([`FlowKey::reply_key`]), compared
+    /// field by field without building the key.
+    #[inline]
+    fn reply_key_is(&self, i: u32, key: &ReplyKey) -> bool {
         let e = self.entry(i);
-        e.snat.map(|(ip, port)| e.key.reply_key(ip, port))
+        let Some((ip, port)) = e.snat else {
+            return false;
+        };
+        let icmp = e.key.proto == PROTO_ICMP || e.key.proto == PROTO_ICMPV6;
+        port == key.eport
+            && e.key.proto == key.proto
+            && (if icmp { 0 } else { e.key.dport }) == key.rport
+            && ip == key.eip
+            && e.key.dst == key.remote
     }
 
     fn fref(&self, idx: u32) -> FlowRef {

@@ -29,11 +29,51 @@ struct Entry {
     v6: Vec<IpAddr>,
 }
 
+/// A prefix as a masked integer of its family: `contains` is one AND and one compare, where
+/// [`IpNet::contains`] rebuilds the network and broadcast addresses every time. Same answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Prefix {
+    v6: bool,
+    net: u128,
+    mask: u128,
+}
+
+/// An address as (is IPv6, its bits).
+#[inline]
+fn addr_word(ip: IpAddr) -> (bool, u128) {
+    match ip {
+        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    }
+}
+
+impl Prefix {
+    fn of(n: &IpNet) -> Prefix {
+        let (v6, mask) = match n {
+            IpNet::V4(n) => (false, u128::from(u32::from(n.netmask()))),
+            IpNet::V6(n) => (true, u128::from(n.netmask())),
+        };
+        Prefix {
+            v6,
+            net: addr_word(n.addr()).1 & mask,
+            mask,
+        }
+    }
+
+    #[inline]
+    fn contains(&self, (v6, w): (bool, u128)) -> bool {
+        self.v6 == v6 && w & self.mask == self.net
+    }
+}
+
 /// The gateway's SNAT configuration, ready for lookups.
 #[derive(Debug, Clone)]
 pub struct Snat {
     entries: Vec<Entry>,
     bypass: Vec<IpNet>,
+    /// `entries`' sources and `bypass`, as [`Prefix`]es (same order).
+    entry_prefixes: Vec<Prefix>,
+    bypass_prefixes: Vec<Prefix>,
     eips: Vec<IpAddr>,
     /// The packet worker this allocator serves: its ports are `≡ index (mod count)`.
     worker: crate::engine::WorkerSlot,
@@ -75,6 +115,8 @@ impl Snat {
         // Most specific source first, so nested entries pick the narrower one.
         entries.sort_by_key(|e| std::cmp::Reverse(e.source.prefix_len()));
         Ok(Snat {
+            entry_prefixes: entries.iter().map(|e| Prefix::of(&e.source)).collect(),
+            bypass_prefixes: gw.bypass.iter().map(Prefix::of).collect(),
             entries,
             bypass: gw.bypass.clone(),
             eips: gw.eips.clone(),
@@ -84,8 +126,18 @@ impl Snat {
 
     /// How `src` is handled: the classifier's source decision ([`crate::steer::source_class`])
     /// over this gateway's entries, most specific first.
+    /// Computed over precomputed masks; the same answer as `steer::source_class` (tested).
+    #[inline]
     pub fn classify(&self, src: IpAddr) -> SourceClass {
-        crate::steer::source_class(self.entries.iter().map(|e| &e.source), &self.bypass, src)
+        let w = addr_word(src);
+        let Some(i) = self.entry_prefixes.iter().position(|p| p.contains(w)) else {
+            return SourceClass::NotOurs;
+        };
+        if self.bypass_prefixes.iter().any(|p| p.contains(w)) {
+            SourceClass::Bypass
+        } else {
+            SourceClass::Entry(i)
+        }
     }
 
     /// The bypassed source prefixes.
@@ -100,6 +152,7 @@ impl Snat {
         if on {
             self.bypass.push(net);
         }
+        self.bypass_prefixes = self.bypass.iter().map(Prefix::of).collect();
     }
 
     /// Is `ip` one of the gateway's EIPs?
@@ -210,6 +263,54 @@ mod tests {
         assert_eq!(s.pick_eip(0, ula), None);
         assert!(s.is_eip(v4(192, 0, 2, 2)));
         assert!(!s.is_eip(v4(192, 0, 2, 3)));
+    }
+
+    /// The precomputed masks answer as the shared source decision (`steer::source_class`)
+    /// does, on prefixes with host bits set, /0, /32, both families and bypass changes.
+    #[test]
+    fn classify_agrees_with_source_class() {
+        let mut g = gw();
+        for (i, src) in ["10.0.0.1/24", "0.0.0.0/0", "2001:db8::1/128"]
+            .iter()
+            .enumerate()
+        {
+            g.snat.push(SnatEntry {
+                name: format!("extra{i}"),
+                source: src.parse().unwrap(),
+                eips: vec!["192.0.2.1".parse().unwrap()],
+            });
+        }
+        let mut s = Snat::new(&g).unwrap();
+        let probes: Vec<IpAddr> = [
+            "10.0.1.10",
+            "10.9.1.10",
+            "10.255.255.255",
+            "11.0.0.1",
+            "0.0.0.0",
+            "172.16.0.1",
+            "fd00::5",
+            "fe80::1",
+            "::",
+            "::ffff:10.0.1.10",
+            "8000::a00:10a",
+            "ffff::",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let check = |s: &Snat| {
+            for &p in &probes {
+                let want =
+                    crate::steer::source_class(s.entries.iter().map(|e| &e.source), &s.bypass, p);
+                assert_eq!(s.classify(p), want, "{p}");
+            }
+        };
+        check(&s);
+        s.set_bypass("10.0.1.10/32".parse().unwrap(), true);
+        s.set_bypass("fd00::/8".parse().unwrap(), true);
+        check(&s);
+        s.set_bypass("10.9.0.0/16".parse().unwrap(), false);
+        check(&s);
     }
 
     #[test]

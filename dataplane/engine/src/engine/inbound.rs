@@ -188,9 +188,9 @@ impl Engine {
         info: &PacketInfo,
         key: &FlowKey,
     ) -> Verdict {
-        match rewrite::set_dst(frame, info, key.src, Some(key.sport), self.ck) {
-            Ok(()) if rewrite::decrement_ttl(frame, info) => Verdict::Forward,
-            Ok(()) => Verdict::Drop(DropReason::TtlExceeded),
+        match rewrite::translate(frame, info, End::Dst, key.src, key.sport, self.ck) {
+            Ok(true) => Verdict::Forward,
+            Ok(false) => Verdict::Drop(DropReason::TtlExceeded),
             Err(_) => Verdict::Drop(DropReason::Malformed),
         }
     }

@@ -134,6 +134,7 @@ impl Engine {
     /// A packet of flow `r` reached the engine. A SYN, FIN or RST of an offloaded flow
     /// takes it back first (the tc program never forwards those itself, so this is the flow
     /// ending or a new connection on its tuple): its counters are read, its entries removed.
+    #[inline]
     pub(super) fn offload_seen(&mut self, r: FlowRef, info: &PacketInfo) {
         if self.offload.table.is_none() {
             return;
@@ -148,10 +149,15 @@ impl Engine {
 
     /// After a packet was decided: offload its flow if it became eligible, take it back if
     /// it no longer is.
+    #[inline]
     pub(super) fn offload_after(&mut self, now: Timestamp) {
-        let Some(r) = self.offload.cur.take() else {
-            return;
-        };
+        // Without a fast path nothing set `cur`: the per-packet cost is this test.
+        if let Some(r) = self.offload.cur.take() {
+            self.offload_after_flow(now, r);
+        }
+    }
+
+    fn offload_after_flow(&mut self, now: Timestamp, r: FlowRef) {
         let eligible = self.offload_eligible(r);
         let offloaded = self.offload.flows.contains_key(&r);
         match (eligible, offloaded) {

@@ -414,9 +414,9 @@ impl Engine {
         eip: IpAddr,
         eport: u16,
     ) -> Verdict {
-        match rewrite::set_src(frame, info, eip, Some(eport), self.ck) {
-            Ok(()) if rewrite::decrement_ttl(frame, info) => Verdict::Forward,
-            Ok(()) => Verdict::Drop(DropReason::TtlExceeded),
+        match rewrite::translate(frame, info, End::Src, eip, eport, self.ck) {
+            Ok(true) => Verdict::Forward,
+            Ok(false) => Verdict::Drop(DropReason::TtlExceeded),
             Err(_) => Verdict::Drop(DropReason::Malformed),
         }
     }

@@ -153,6 +153,7 @@ impl Engine {
     }
 
     /// A client segment of an accepted flow: run it through the flow's h2c watch, if any.
+    #[inline]
     pub(super) fn h2_segment(
         &mut self,
         now: Timestamp,
@@ -164,6 +165,17 @@ impl Engine {
         if self.watch.h2.is_empty() || seg.payload_len == 0 {
             return H2Seg::NotWatched;
         }
+        self.h2_segment_watched(now, r, seg, frame, info)
+    }
+
+    fn h2_segment_watched(
+        &mut self,
+        now: Timestamp,
+        r: FlowRef,
+        seg: Seg,
+        frame: &[u8],
+        info: &PacketInfo,
+    ) -> H2Seg {
         let Some(w) = self.watch.h2.get_mut(&r) else {
             return H2Seg::NotWatched;
         };

@@ -212,8 +212,125 @@ fn addr_offset(l3: L3, end: End) -> usize {
     }
 }
 
+/// [`set_src`] (`End::Src`) or [`set_dst`], then [`decrement_ttl`]: the translation of a
+/// forwarded packet. `Ok(false)`: the TTL would reach zero (the endpoint is rewritten, the TTL
+/// left as it was), as `decrement_ttl` returning false. The frame ends up exactly as with the
+/// two calls; an unfragmented IPv4 TCP/UDP packet in incremental mode gets one pass and one
+/// update of the IPv4 header checksum.
+#[inline]
+pub fn translate(
+    frame: &mut [u8],
+    info: &PacketInfo,
+    end: End,
+    ip: IpAddr,
+    port: u16,
+    mode: ChecksumMode,
+) -> Result<bool, WireError> {
+    if mode == ChecksumMode::Incremental {
+        if let Some(r) = v4_l4(frame, info, end, ip, Some(port), true) {
+            return r;
+        }
+    }
+    set_endpoint(frame, info, end, ip, Some(port), mode)?;
+    Ok(decrement_ttl(frame, info))
+}
+
+/// The common case of an incremental endpoint rewrite (and, with `ttl`, the TTL decrement),
+/// straight-line: an unfragmented IPv4 TCP or UDP packet and an IPv4 address. `None` when the
+/// packet is not that case (the general path handles it). The same checks, writes and
+/// checksums as `set_endpoint` + `decrement_ttl`: both IPv4 header checksum differences are
+/// applied in one update, which gives the same bits (one's-complement addition is
+/// associative and the folded sum is 0 only for an all-zero input).
+#[inline]
+fn v4_l4(
+    frame: &mut [u8],
+    info: &PacketInfo,
+    end: End,
+    ip: IpAddr,
+    port: Option<u16>,
+    ttl: bool,
+) -> Option<Result<bool, WireError>> {
+    let IpAddr::V4(a) = ip else {
+        return None;
+    };
+    if info.l3 != L3::V4 || info.fragment.is_some() {
+        return None;
+    }
+    let l3 = info.l3_offset;
+    let l4 = info.l4_offset;
+    let (ck_off, udp, min_l4) = match info.l4 {
+        L4::Tcp { .. } => (l4 + 16, false, super::tcp::MIN_HEADER_LEN),
+        L4::Udp { .. } => (l4 + 6, true, super::udp::HEADER_LEN),
+        _ => return None,
+    };
+    // As `set_endpoint`: everything touched lies below `ip_end`, within the frame.
+    if info.ip_end > frame.len()
+        || l3 + super::ipv4::MIN_HEADER_LEN > l4
+        || l4 + min_l4 > info.ip_end
+    {
+        return Some(Err(WireError::Truncated));
+    }
+    let a_off = l3 + addr_offset(L3::V4, end);
+    let new = a.octets();
+    let mut d_addr = Delta::new();
+    d_addr.add_u16(
+        u16::from_be_bytes([frame[a_off], frame[a_off + 1]]),
+        u16::from_be_bytes([new[0], new[1]]),
+    );
+    d_addr.add_u16(
+        u16::from_be_bytes([frame[a_off + 2], frame[a_off + 3]]),
+        u16::from_be_bytes([new[2], new[3]]),
+    );
+    frame[a_off..a_off + 4].copy_from_slice(&new);
+    let mut d_ip = d_addr;
+    let ttl_off = l3 + 8;
+    let forward = !ttl || frame[ttl_off] > 1;
+    if ttl && forward {
+        let old = u16::from_be_bytes([frame[ttl_off], frame[ttl_off + 1]]);
+        let dec = old - 0x100;
+        d_ip.add_u16(old, dec);
+        frame[ttl_off..ttl_off + 2].copy_from_slice(&dec.to_be_bytes());
+    }
+    let ip_ck = l3 + 10;
+    let old = u16::from_be_bytes([frame[ip_ck], frame[ip_ck + 1]]);
+    frame[ip_ck..ip_ck + 2].copy_from_slice(&d_ip.apply(old).to_be_bytes());
+    let mut d = d_addr;
+    if let Some(p) = port {
+        let p_off = l4 + if end == End::Src { 0 } else { 2 };
+        d.add_u16(u16::from_be_bytes([frame[p_off], frame[p_off + 1]]), p);
+        frame[p_off..p_off + 2].copy_from_slice(&p.to_be_bytes());
+    }
+    let old = u16::from_be_bytes([frame[ck_off], frame[ck_off + 1]]);
+    if udp && old == 0 {
+        return Some(Ok(forward)); // IPv4 UDP without checksum: keep it that way
+    }
+    let mut ck = d.apply(old);
+    if udp && ck == 0 {
+        ck = 0xffff;
+    }
+    frame[ck_off..ck_off + 2].copy_from_slice(&ck.to_be_bytes());
+    Some(Ok(forward))
+}
+
 #[inline]
 fn set_endpoint(
+    frame: &mut [u8],
+    info: &PacketInfo,
+    end: End,
+    ip: IpAddr,
+    port: Option<u16>,
+    mode: ChecksumMode,
+) -> Result<(), WireError> {
+    if mode == ChecksumMode::Incremental {
+        if let Some(r) = v4_l4(frame, info, end, ip, port, false) {
+            return r.map(|_| ());
+        }
+    }
+    set_endpoint_general(frame, info, end, ip, port, mode)
+}
+
+/// Every case of [`set_endpoint`] (the reference `v4_l4` is tested against).
+fn set_endpoint_general(
     frame: &mut [u8],
     info: &PacketInfo,
     end: End,
@@ -448,4 +565,148 @@ fn fix16_delta(
     let mut out = Delta::new();
     out.add_u16(old, new);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// An Ethernet + IPv4 frame with a TCP or UDP header and `payload`, checksums valid
+    /// (`zero_udp_ck`: UDP sent without a checksum).
+    fn frame(tcp: bool, ttl: u8, zero_udp_ck: bool, payload: &[u8], salt: u8) -> Vec<u8> {
+        let l4_len = if tcp { 20 } else { 8 } + payload.len();
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let total = (20 + l4_len) as u16;
+        let src = [10, salt, 1, 2];
+        let dst = [203, 0, 113, salt.wrapping_mul(7)];
+        let mut ip = vec![
+            0x45,
+            0,
+            0,
+            0,
+            0x12,
+            salt,
+            0x40,
+            0,
+            ttl,
+            if tcp { 6 } else { 17 },
+        ];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&[0, 0]);
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&dst);
+        let ck = checksum::checksum(&ip);
+        ip[10..12].copy_from_slice(&ck.to_be_bytes());
+        f.extend_from_slice(&ip);
+        let mut l4 = vec![0u8; l4_len - payload.len()];
+        l4[0..2].copy_from_slice(&(40_000 + u16::from(salt)).to_be_bytes());
+        l4[2..4].copy_from_slice(&443u16.to_be_bytes());
+        if tcp {
+            l4[4..8].copy_from_slice(&[salt, 2, 3, 4]);
+            l4[12] = 0x50;
+            l4[13] = 0x18;
+        } else {
+            l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        }
+        l4.extend_from_slice(payload);
+        if tcp || !zero_udp_ck {
+            let mut ck = checksum::l4_checksum(
+                IpAddr::from(src),
+                IpAddr::from(dst),
+                if tcp { 6 } else { 17 },
+                &l4,
+            );
+            if !tcp && ck == 0 {
+                ck = 0xffff;
+            }
+            let off = if tcp { 16 } else { 6 };
+            l4[off..off + 2].copy_from_slice(&ck.to_be_bytes());
+        }
+        f.extend_from_slice(&l4);
+        f
+    }
+
+    /// The straight-line IPv4 path gives the frame and result of the general rewrite followed
+    /// by `decrement_ttl`, byte for byte, over TCP/UDP, both ends, TTLs around 1, UDP without
+    /// checksum, addresses and ports that make checksums wrap.
+    #[test]
+    fn v4_fast_path_matches_general_rewrite() {
+        let mut cases = 0;
+        for salt in [0u8, 1, 7, 0x80, 0xfe, 0xff] {
+            for tcp in [true, false] {
+                for zero in [false, true] {
+                    for ttl in [0u8, 1, 2, 64, 255] {
+                        for end in [End::Src, End::Dst] {
+                            for (ip, port) in [
+                                (Ipv4Addr::new(192, 0, 2, 1), Some(1024)),
+                                (Ipv4Addr::new(255, 255, 255, 255), Some(0xffff)),
+                                (Ipv4Addr::new(0, 0, 0, 0), Some(0)),
+                                (Ipv4Addr::new(10, salt, 1, 2), None),
+                            ] {
+                                let f = frame(tcp, ttl, zero, &[salt, 0xff, 0, 1, 2], salt);
+                                let info = crate::wire::parse(&f).unwrap();
+                                let ip = IpAddr::V4(ip);
+                                let mut a = f.clone();
+                                let mut b = f.clone();
+                                let ra = v4_l4(&mut a, &info, end, ip, port, true)
+                                    .expect("fast path applies");
+                                let rb = set_endpoint_general(
+                                    &mut b,
+                                    &info,
+                                    end,
+                                    ip,
+                                    port,
+                                    ChecksumMode::Incremental,
+                                )
+                                .map(|()| decrement_ttl(&mut b, &info));
+                                assert_eq!(ra, rb);
+                                assert_eq!(a, b, "tcp {tcp} ttl {ttl} {end:?} {ip} {port:?}");
+                                let mut c = f.clone();
+                                let rc = v4_l4(&mut c, &info, end, ip, port, false).unwrap();
+                                let mut d = f.clone();
+                                let rd = set_endpoint_general(
+                                    &mut d,
+                                    &info,
+                                    end,
+                                    ip,
+                                    port,
+                                    ChecksumMode::Incremental,
+                                );
+                                assert_eq!(rc.map(|_| ()), rd);
+                                assert_eq!(c, d);
+                                if let Some(p) = port {
+                                    let mut e = f.clone();
+                                    let re = translate(
+                                        &mut e,
+                                        &info,
+                                        end,
+                                        ip,
+                                        p,
+                                        ChecksumMode::Incremental,
+                                    );
+                                    assert_eq!(re, ra);
+                                    assert_eq!(e, a);
+                                }
+                                cases += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 400);
+        // A frame cut short below what the info says: an error, the frame untouched.
+        let f = frame(true, 64, false, b"abc", 3);
+        let info = crate::wire::parse(&f).unwrap();
+        let mut short = f[..f.len() - 4].to_vec();
+        let before = short.clone();
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(
+            v4_l4(&mut short, &info, End::Src, ip, Some(1), true),
+            Some(Err(WireError::Truncated))
+        );
+        assert_eq!(short, before);
+    }
 }
