@@ -302,8 +302,8 @@ impl FlowData {
     }
 
     /// Set the name the client sent.
-    pub(crate) fn set_sent_domain(&mut self, name: &str, src: DomainSrc) {
-        self.domain = Some(name.into());
+    pub(crate) fn set_sent_domain(&mut self, name: String, src: DomainSrc) {
+        self.domain = Some(name.into_boxed_str());
         self.domain_src = src;
         self.domain_fact = FactState::Known;
     }
