@@ -9,8 +9,8 @@ use super::flow::{
     WHY_UDP_NO_NAME,
 };
 use crate::conntrack::FlowRef;
-use crate::l7::quic::{self, InitialAssembler};
 use crate::l7::classify::{classify, classify_tls_facts};
+use crate::l7::quic::{self, InitialAssembler};
 use crate::l7::tls::{HelloFacts, HelloOnce};
 use crate::l7::{self, Progress};
 use crate::reasm::{PushResult, StreamBuf};

@@ -562,7 +562,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(TCP_DETECTORS[0].0, "tls", "classify_tcp asks the TLS detector first");
+        assert_eq!(
+            TCP_DETECTORS[0].0, "tls",
+            "classify_tcp asks the TLS detector first"
+        );
     }
 
     #[test]

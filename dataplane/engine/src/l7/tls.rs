@@ -52,10 +52,7 @@ pub(crate) fn client_hello_facts(stream: &[u8]) -> Progress<HelloFacts> {
 
 /// The record layer of [`client_hello`]: the handshake message reassembled from the records at
 /// the start of `stream`, its body handed to `parse`.
-fn reassembled<T>(
-    stream: &[u8],
-    parse: impl Fn(&[u8]) -> Result<T, &'static str>,
-) -> Progress<T> {
+fn reassembled<T>(stream: &[u8], parse: impl Fn(&[u8]) -> Result<T, &'static str>) -> Progress<T> {
     let mut r = Reader::new(stream);
     // Only allocated when the message spans records.
     let mut acc: Vec<u8> = Vec::new();
@@ -135,7 +132,8 @@ impl<'a> HelloOnce<'a> {
     /// `client_hello_facts(stream)`, parsed on the first call.
     pub(crate) fn get(&mut self) -> &Progress<HelloFacts> {
         let stream = self.stream;
-        self.parsed.get_or_insert_with(|| client_hello_facts(stream))
+        self.parsed
+            .get_or_insert_with(|| client_hello_facts(stream))
     }
 
     /// The parse, moved out (a later [`HelloOnce::get`] parses again).
@@ -244,11 +242,13 @@ pub fn bytes_before_name(stream: &[u8]) -> usize {
 pub fn server_name_early(stream: &[u8]) -> Option<Result<ClientHelloInfo, &'static str>> {
     let (_, data) = walk_to_name(stream);
     let (a, b) = data?;
-    Some(server_name(&stream[a..b]).map(|(sni, sni_is_ip)| ClientHelloInfo {
-        sni,
-        sni_is_ip,
-        ..ClientHelloInfo::default()
-    }))
+    Some(
+        server_name(&stream[a..b]).map(|(sni, sni_is_ip)| ClientHelloInfo {
+            sni,
+            sni_is_ip,
+            ..ClientHelloInfo::default()
+        }),
+    )
 }
 
 /// Where the ClientHello prefix walk stops: the bytes known to lie before server_name, and the
@@ -462,6 +462,12 @@ fn server_name(data: &[u8]) -> Result<(Option<String>, bool), &'static str> {
 
 /// `host` is an IPv4/IPv6 literal (IPv6 with or without brackets).
 pub(crate) fn is_ip_literal(host: &str) -> bool {
+    // An address is hex digits, dots and colons (IPv4, IPv6, IPv6 with IPv4 in it): anything
+    // else is a name, without running the address parsers on it.
+    let addr_byte = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'[' | b']');
+    if !host.bytes().all(addr_byte) {
+        return false;
+    }
     let h = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -577,6 +583,29 @@ mod tests {
         let got = hello("https_ip_literal.pcap");
         let want = info(None, &["h2", "http/1.1"], false);
         assert_eq!(got, vec![Progress::Done(want)]);
+    }
+
+    #[test]
+    fn ip_literals() {
+        for ip in [
+            "198.51.100.10",
+            "::1",
+            "[::1]",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+        ] {
+            assert!(is_ip_literal(ip), "{ip}");
+        }
+        for name in [
+            "cafe",
+            "a.test",
+            "1.2.3.4.example",
+            "[a.test]",
+            "1.2.3.4 ",
+            "fe80::1%eth0",
+        ] {
+            assert!(!is_ip_literal(name), "{name}");
+        }
     }
 
     #[test]
