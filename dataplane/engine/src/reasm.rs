@@ -13,6 +13,10 @@ use crate::wire::tcp::SeqNumber;
 /// Most disjoint out-of-order ranges held at once (bounds the per-push work).
 pub const MAX_RANGES: usize = 32;
 
+/// Bytes the buffer allocates at once on its first segment (at most the limit, at least the
+/// segment).
+const FIRST_ALLOC: usize = 2048;
+
 /// What [`StreamBuf::push`] did with a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PushResult {
@@ -162,17 +166,39 @@ impl StreamBuf {
         if merged_len > MAX_RANGES {
             return PushResult::Full;
         }
-        if self.data.len() < end {
-            self.data.resize(end, 0);
+        // Bytes past the end of `data` are appended (no zero fill first); a gap before them is
+        // zeroed (meaningless until a range covers it).
+        let have = self.data.len();
+        if self.data.capacity() == 0 {
+            // One allocation for what usually comes: a ClientHello that spans two segments
+            // (post-quantum ones are about 1.9 KB) or a request head.
+            self.data
+                .reserve_exact(end.max(FIRST_ALLOC.min(self.limit)));
         }
-        self.data[start..end].copy_from_slice(data);
+        if start >= have {
+            self.data.resize(start, 0);
+            self.data.extend_from_slice(data);
+        } else if end > have {
+            let (old, new) = data.split_at(have - start);
+            self.data[start..have].copy_from_slice(old);
+            self.data.extend_from_slice(new);
+        } else {
+            self.data[start..end].copy_from_slice(data);
+        }
         let mut ns = start;
         let mut ne = end;
         if first < last {
             ns = ns.min(self.ranges[first].0);
             ne = ne.max(self.ranges[last - 1].1);
         }
-        self.ranges.splice(first..last, std::iter::once((ns, ne)));
+        match last - first {
+            0 => self.ranges.insert(first, (ns, ne)),
+            // The common in-order case: the segment extends the range before it.
+            1 => self.ranges[first] = (ns, ne),
+            _ => {
+                self.ranges.splice(first..last, std::iter::once((ns, ne)));
+            }
+        }
         if truncated {
             PushResult::Full
         } else {

@@ -66,9 +66,10 @@ impl Engine {
             EndReason::Shutdown => s.flows_ended_shutdown += 1,
         }
         credit_bytes(&e.data);
+        let policy = &self.policy;
         let ev = e
             .data
-            .end_event(&e.key, e.snat, now, reason, self.policy.load_full());
+            .into_end_event(&e.key, e.snat, now, reason, || policy.load_full());
         self.sink.flow_end(ev);
     }
 

@@ -302,8 +302,8 @@ impl FlowData {
     }
 
     /// Set the name the client sent.
-    pub(crate) fn set_sent_domain(&mut self, name: &str, src: DomainSrc) {
-        self.domain = Some(name.into());
+    pub(crate) fn set_sent_domain(&mut self, name: String, src: DomainSrc) {
+        self.domain = Some(name.into_boxed_str());
         self.domain_src = src;
         self.domain_fact = FactState::Known;
     }
@@ -337,6 +337,32 @@ impl FlowData {
         end_reason: EndReason,
         policy: Arc<CompiledPolicy>,
     ) -> FlowEnd {
+        self.event(key, snat, end, end_reason, || policy, self.domain.clone())
+    }
+
+    /// [`FlowData::end_event`] of a flow that left the table: its name moves into the event,
+    /// and `policy` (the live policy) is only asked for when no policy decided the flow.
+    pub(crate) fn into_end_event(
+        mut self,
+        key: &FlowKey,
+        snat: Option<(IpAddr, u16)>,
+        end: Timestamp,
+        end_reason: EndReason,
+        policy: impl FnOnce() -> Arc<CompiledPolicy>,
+    ) -> FlowEnd {
+        let domain = self.domain.take();
+        self.event(key, snat, end, end_reason, policy, domain)
+    }
+
+    fn event(
+        &self,
+        key: &FlowKey,
+        snat: Option<(IpAddr, u16)>,
+        end: Timestamp,
+        end_reason: EndReason,
+        policy: impl FnOnce() -> Arc<CompiledPolicy>,
+        domain: Option<Box<str>>,
+    ) -> FlowEnd {
         let decided = self.decided();
         FlowEnd {
             key: *key,
@@ -350,8 +376,8 @@ impl FlowData {
             monitors: decided.and_then(|d| d.monitors.as_deref().cloned()),
             policy: decided
                 .and_then(|d| d.decided_under.clone())
-                .unwrap_or(policy),
-            domain: self.domain.clone(),
+                .unwrap_or_else(policy),
+            domain,
             domain_src: self.domain_src,
             domain_fact: self.domain_fact,
             app: self.app,

@@ -9,8 +9,10 @@ use super::flow::{
     WHY_UDP_NO_NAME,
 };
 use crate::conntrack::FlowRef;
+use crate::l7::classify::{classify, classify_tls_facts};
 use crate::l7::quic::{self, InitialAssembler};
-use crate::l7::{self, classify::classify, classify::classify_tls, ClientHelloInfo, Progress};
+use crate::l7::tls::{HelloFacts, HelloOnce};
+use crate::l7::{self, Progress};
 use crate::reasm::{PushResult, StreamBuf};
 use crate::time::Timestamp;
 use crate::wire::tcp::SeqNumber;
@@ -123,9 +125,9 @@ impl IdentTable {
     }
 }
 
-fn apply_hello(f: &mut FlowData, info: &ClientHelloInfo, src: DomainSrc) {
+fn apply_hello(f: &mut FlowData, info: HelloFacts, src: DomainSrc) {
     f.ech |= info.ech;
-    match &info.sni {
+    match info.sni {
         Some(name) => f.set_sent_domain(name, src),
         None => {
             f.domain_fact = FactState::Unidentifiable;
@@ -166,15 +168,17 @@ fn is_http_method_prefix(c: &[u8]) -> bool {
 /// Analyse the client stream and server bytes of a TCP flow; updates pending facts.
 pub(crate) fn analyse_tcp(f: &mut FlowData, id: &mut Ident, dport: u16) {
     let client = id.stream.as_ref().map_or(&[][..], StreamBuf::contiguous);
+    // The ClientHello is parsed at most once here, whoever asks for it.
+    let mut hello = HelloOnce::new(client);
     // The application first: it says how to look for the name (STARTTLS, DNS).
     if f.app_fact == FactState::Pending {
         if f.domain_src == DomainSrc::Sni {
             // The name came before the whole ClientHello: ECH is only known from all of it.
-            if let Progress::Done(info) = l7::tls::client_hello(client) {
+            if let Progress::Done(info) = hello.get() {
                 f.ech |= info.ech;
             }
         }
-        match classify(IpProto::Tcp, Some(dport), client, &id.server) {
+        match l7::classify::classify_tcp(Some(dport), &mut hello, &id.server) {
             Progress::Done(app) => set_app(f, app),
             Progress::NeedMore => {}
             Progress::Invalid(why) => {
@@ -191,7 +195,7 @@ pub(crate) fn analyse_tcp(f: &mut FlowData, id: &mut Ident, dport: u16) {
         Some(a) if l7::starttls::supports(a) => id.pass = starttls_domain(f, a, client, &id.server),
         Some(App::Dns) => dns_tcp_domain(f, client),
         _ if !client.is_empty() => {
-            let h2_from = domain_from_client(f, client, dport);
+            let h2_from = domain_from_client(f, &mut hello, dport);
             id.h2_from = h2_from;
         }
         // A server that speaks first (SSH...) settles the domain question: no name is coming.
@@ -206,13 +210,16 @@ pub(crate) fn analyse_tcp(f: &mut FlowData, id: &mut Ident, dport: u16) {
 /// TLS ClientHello, HTTP/1.x Host or HTTP/2 `:authority` at the start of the client stream.
 /// Returns where the client's HTTP/2 bytes start when the name came from h2c (prior knowledge
 /// or an `Upgrade: h2c` request), for the authority watch.
-fn domain_from_client(f: &mut FlowData, client: &[u8], dport: u16) -> Option<usize> {
+fn domain_from_client(f: &mut FlowData, hello: &mut HelloOnce<'_>, dport: u16) -> Option<usize> {
+    let client = hello.stream();
     if l7::tls::looks_like_tls(client) {
-        match l7::tls::client_hello(client) {
+        match hello.get() {
             Progress::Done(info) => {
-                apply_hello(f, &info, DomainSrc::Sni);
                 if f.app_fact == FactState::Pending {
-                    set_app(f, classify_tls(&info, Some(dport)));
+                    set_app(f, classify_tls_facts(info, Some(dport)));
+                }
+                if let Progress::Done(info) = hello.take() {
+                    apply_hello(f, info, DomainSrc::Sni);
                 }
             }
             // The name may be complete before the message is: decide on it then, so that a
@@ -221,7 +228,7 @@ fn domain_from_client(f: &mut FlowData, client: &[u8], dport: u16) -> Option<usi
             Progress::NeedMore => early_server_name(f, client),
             Progress::Invalid(why) => {
                 f.domain_fact = FactState::Unidentifiable;
-                f.why.get_or_insert(why);
+                f.why.get_or_insert(*why);
             }
         }
         return None;
@@ -235,7 +242,7 @@ fn domain_from_client(f: &mut FlowData, client: &[u8], dport: u16) -> Option<usi
     match parsed {
         Progress::Done(req) => {
             match req.host {
-                Some(h) => f.set_sent_domain(&h, DomainSrc::Host),
+                Some(h) => f.set_sent_domain(h, DomainSrc::Host),
                 None => {
                     f.domain_fact = FactState::Unidentifiable;
                     f.why.get_or_insert(if req.host_is_ip {
@@ -269,7 +276,7 @@ fn domain_from_client(f: &mut FlowData, client: &[u8], dport: u16) -> Option<usi
 fn early_server_name(f: &mut FlowData, hello: &[u8]) {
     match l7::tls::server_name_early(hello) {
         Some(Ok(info)) if info.sni.is_some() || info.sni_is_ip => {
-            apply_hello(f, &info, DomainSrc::Sni);
+            apply_hello(f, info.into(), DomainSrc::Sni);
         }
         Some(Err(why)) => {
             f.domain_fact = FactState::Unidentifiable;
@@ -303,8 +310,8 @@ fn starttls_domain(f: &mut FlowData, app: App, client: &[u8], server: &[u8]) -> 
                 f.why.get_or_insert("STARTTLS: no TLS after the upgrade");
                 return tls_start;
             }
-            match l7::tls::client_hello(hello) {
-                Progress::Done(info) => apply_hello(f, &info, DomainSrc::Sni),
+            match l7::tls::client_hello_facts(hello) {
+                Progress::Done(info) => apply_hello(f, info, DomainSrc::Sni),
                 Progress::NeedMore => early_server_name(f, hello),
                 Progress::Invalid(why) => {
                     f.domain_fact = FactState::Unidentifiable;
@@ -361,7 +368,7 @@ pub(crate) fn analyse_udp(
             set_app(f, App::Quic);
         }
         match q.push(payload) {
-            Progress::Done(info) => apply_hello(f, &info, DomainSrc::QuicSni),
+            Progress::Done(info) => apply_hello(f, info.into(), DomainSrc::QuicSni),
             Progress::NeedMore => {}
             Progress::Invalid(why) => {
                 f.domain_fact = FactState::Unidentifiable;

@@ -50,7 +50,7 @@ impl Interim {
 
     /// The flow ended (or its record was written): no more interim records for it.
     pub(super) fn forget(&mut self, r: FlowRef) {
-        if self.marks.get(&r.idx).is_some_and(|m| m.gen == r.gen) {
+        if !self.marks.is_empty() && self.marks.get(&r.idx).is_some_and(|m| m.gen == r.gen) {
             self.marks.remove(&r.idx);
         }
     }

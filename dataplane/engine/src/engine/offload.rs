@@ -247,6 +247,9 @@ impl Engine {
 
     /// A flow leaves the table (`finish`): take it back, its counters into `d`.
     pub(super) fn offload_finish(&mut self, r: FlowRef, d: &mut FlowData) {
+        if self.offload.flows.is_empty() {
+            return; // nothing offloaded (no fast path): no key to hash
+        }
         let Some((flow, before)) = self.offload.flows.remove(&r) else {
             return;
         };

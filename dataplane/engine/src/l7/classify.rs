@@ -47,7 +47,16 @@ pub fn classify(
 
 /// TLS refined by ALPN, then by the destination port.
 pub fn classify_tls(info: &ClientHelloInfo, dst_port: Option<u16>) -> App {
-    let has = |p: &str| info.alpn.iter().any(|a| a == p);
+    tls_app(|p| info.alpn.iter().any(|a| a == p), dst_port)
+}
+
+/// [`classify_tls`] of a ClientHello parsed for the engine.
+pub(crate) fn classify_tls_facts(info: &tls::HelloFacts, dst_port: Option<u16>) -> App {
+    tls_app(|p| info.alpn.has(p), dst_port)
+}
+
+/// `has`: whether the client offers an ALPN name (asked only of [`tls::AlpnSet::NAMES`]).
+fn tls_app(has: impl Fn(&str) -> bool, dst_port: Option<u16>) -> App {
     if has("h2") || has("http/1.1") || has("http/1.0") {
         return App::Https;
     }
@@ -186,6 +195,38 @@ fn tcp(dst_port: Option<u16>, client: &[u8], server: &[u8]) -> Verdict {
     )
 }
 
+/// [`classify`] of a TCP flow whose client stream comes with its ClientHello parse
+/// (`hello.stream()` is the client stream): the same answer, without parsing the ClientHello
+/// again when the caller already did or will.
+pub(crate) fn classify_tcp(
+    dst_port: Option<u16>,
+    hello: &mut tls::HelloOnce<'_>,
+    server: &[u8],
+) -> Progress<App> {
+    let client = hello.stream();
+    let v = if client.is_empty() && server.is_empty() {
+        Maybe
+    } else {
+        match tls_detect_with(dst_port, hello) {
+            y @ Yes(_) => y,
+            tls => {
+                // As `first`: the TLS detector's maybe counts, the rest are asked in order.
+                let rest = first(
+                    TCP_DETECTORS[1..]
+                        .iter()
+                        .map(|(_, d)| d(dst_port, client, server)),
+                );
+                match (tls, rest) {
+                    (_, y @ Yes(_)) => y,
+                    (Maybe, _) | (_, Maybe) => Maybe,
+                    _ => No,
+                }
+            }
+        }
+    };
+    decide(v, client, server)
+}
+
 fn udp(client: &[u8], server: &[u8]) -> Verdict {
     if client.is_empty() && server.is_empty() {
         return Maybe;
@@ -218,14 +259,19 @@ enum Verdict3 {
 }
 
 fn tls_detect(dst_port: Option<u16>, client: &[u8]) -> Verdict {
+    tls_detect_with(dst_port, &mut tls::HelloOnce::new(client))
+}
+
+fn tls_detect_with(dst_port: Option<u16>, hello: &mut tls::HelloOnce<'_>) -> Verdict {
+    let client = hello.stream();
     if !tls::looks_like_tls(client) {
         return No;
     }
     if client.len() < 3 {
         return Maybe;
     }
-    match tls::client_hello(client) {
-        Progress::Done(info) => Yes(classify_tls(&info, dst_port)),
+    match hello.get() {
+        Progress::Done(info) => Yes(classify_tls_facts(info, dst_port)),
         Progress::NeedMore => Maybe,
         // A TLS record header but a broken ClientHello: still TLS on the wire.
         Progress::Invalid(_) => Yes(classify_tls(&ClientHelloInfo::default(), dst_port)),
@@ -483,6 +529,43 @@ mod tests {
         assert_eq!(c(995, &plain), Progress::Done(App::Pop3s));
         assert_eq!(c(12345, &imap), Progress::Done(App::Imaps));
         assert_eq!(c(443, &h2[..40]), Progress::NeedMore, "partial ClientHello");
+    }
+
+    #[test]
+    fn classify_tcp_with_a_parse_agrees() {
+        let h2 = synth_hello(b"a.test", &[b"h2"]);
+        let mut broken = h2.clone();
+        broken[9] = 9; // bad ClientHello version: still TLS on the wire
+        let clients: [&[u8]; 10] = [
+            b"",
+            &h2,
+            &h2[..2],
+            &h2[..40],
+            &broken,
+            b"GET / HTTP/1.1\r\n",
+            b"SSH-2.0-x\r\n",
+            b"\x16",
+            &[0xde; 64],
+            b"EHLO x\r\n",
+        ];
+        let servers: [&[u8]; 3] = [b"", b"220 mx ESMTP\r\n", b"SSH-2.0-y\r\n"];
+        for c in clients {
+            for s in servers {
+                for port in [None, Some(443), Some(25), Some(8443)] {
+                    let want = classify(IpProto::Tcp, port, c, s);
+                    let mut hello = tls::HelloOnce::new(c);
+                    assert_eq!(classify_tcp(port, &mut hello, s), want, "{c:?} {s:?}");
+                    // Whether or not the parse was made before.
+                    let mut hello = tls::HelloOnce::new(c);
+                    let _ = hello.get();
+                    assert_eq!(classify_tcp(port, &mut hello, s), want, "{c:?} {s:?}");
+                }
+            }
+        }
+        assert_eq!(
+            TCP_DETECTORS[0].0, "tls",
+            "classify_tcp asks the TLS detector first"
+        );
     }
 
     #[test]

@@ -42,6 +42,17 @@ pub fn looks_like_tls(client: &[u8]) -> bool {
 /// `NeedMore` until the whole handshake message is there; `Invalid` on anything that is not a
 /// well-formed ClientHello (other content types, lying lengths, over [`MAX_CLIENT_HELLO`]).
 pub fn client_hello(stream: &[u8]) -> Progress<ClientHelloInfo> {
+    reassembled(stream, parse_client_hello)
+}
+
+/// [`client_hello`] with the ALPN list reduced to what classification asks about.
+pub(crate) fn client_hello_facts(stream: &[u8]) -> Progress<HelloFacts> {
+    reassembled(stream, parse_hello::<AlpnSet>)
+}
+
+/// The record layer of [`client_hello`]: the handshake message reassembled from the records at
+/// the start of `stream`, its body handed to `parse`.
+fn reassembled<T>(stream: &[u8], parse: impl Fn(&[u8]) -> Result<T, &'static str>) -> Progress<T> {
     let mut r = Reader::new(stream);
     // Only allocated when the message spans records.
     let mut acc: Vec<u8> = Vec::new();
@@ -78,7 +89,7 @@ pub fn client_hello(stream: &[u8]) -> Progress<ClientHelloInfo> {
         };
         if acc.is_empty() {
             match complete_message(frag) {
-                Ok(Some(body)) => return finish(parse_client_hello(body)),
+                Ok(Some(body)) => return finish(parse(body)),
                 Ok(None) => {}
                 Err(e) => return Progress::Invalid(e),
             }
@@ -88,10 +99,118 @@ pub fn client_hello(stream: &[u8]) -> Progress<ClientHelloInfo> {
         // MAX_CLIENT_HELLO + MAX_RECORD.
         acc.extend_from_slice(frag);
         match complete_message(&acc) {
-            Ok(Some(body)) => return finish(parse_client_hello(body)),
+            Ok(Some(body)) => return finish(parse(body)),
             Ok(None) => {}
             Err(e) => return Progress::Invalid(e),
         }
+    }
+}
+
+/// A client stream with its [`client_hello_facts`] parse, made at most once however many
+/// callers ask (the engine's ECH check, classification and name lookup all want it for the
+/// same bytes).
+#[derive(Debug)]
+pub(crate) struct HelloOnce<'a> {
+    stream: &'a [u8],
+    parsed: Option<Progress<HelloFacts>>,
+}
+
+impl<'a> HelloOnce<'a> {
+    /// Nothing parsed yet.
+    pub(crate) fn new(stream: &'a [u8]) -> Self {
+        HelloOnce {
+            stream,
+            parsed: None,
+        }
+    }
+
+    /// The stream given at construction.
+    pub(crate) fn stream(&self) -> &'a [u8] {
+        self.stream
+    }
+
+    /// `client_hello_facts(stream)`, parsed on the first call.
+    pub(crate) fn get(&mut self) -> &Progress<HelloFacts> {
+        let stream = self.stream;
+        self.parsed
+            .get_or_insert_with(|| client_hello_facts(stream))
+    }
+
+    /// The parse, moved out (a later [`HelloOnce::get`] parses again).
+    pub(crate) fn take(&mut self) -> Progress<HelloFacts> {
+        self.parsed
+            .take()
+            .unwrap_or_else(|| client_hello_facts(self.stream))
+    }
+}
+
+/// [`ClientHelloInfo`] with the ALPN names in `A`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Hello<A> {
+    pub sni: Option<String>,
+    pub sni_is_ip: bool,
+    pub alpn: A,
+    pub ech: bool,
+}
+
+/// A ClientHello as the engine uses it: [`ClientHelloInfo`] with the ALPN list reduced to the
+/// protocols application classification asks about, so that parsing it allocates nothing but
+/// the name.
+pub(crate) type HelloFacts = Hello<AlpnSet>;
+
+impl From<ClientHelloInfo> for HelloFacts {
+    fn from(info: ClientHelloInfo) -> Self {
+        let mut alpn = AlpnSet::default();
+        for p in &info.alpn {
+            alpn.add(p.as_bytes());
+        }
+        HelloFacts {
+            sni: info.sni,
+            sni_is_ip: info.sni_is_ip,
+            alpn,
+            ech: info.ech,
+        }
+    }
+}
+
+/// Which of the ALPN names classification asks about ([`AlpnSet::NAMES`]) a ClientHello
+/// offers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct AlpnSet(u8);
+
+impl AlpnSet {
+    /// The names recorded; any other is not.
+    pub(crate) const NAMES: [&'static str; 5] = ["h2", "http/1.1", "http/1.0", "imap", "pop3"];
+
+    fn add(&mut self, name: &[u8]) {
+        if let Some(i) = Self::NAMES.iter().position(|n| n.as_bytes() == name) {
+            self.0 |= 1 << i;
+        }
+    }
+
+    /// `name` (one of [`AlpnSet::NAMES`]) is offered.
+    pub(crate) fn has(self, name: &str) -> bool {
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+}
+
+/// Where the parse puts the ALPN names: the full list, or the set classification asks about.
+trait AlpnOut: Default {
+    fn add(&mut self, name: &[u8]);
+}
+
+impl AlpnOut for Vec<String> {
+    fn add(&mut self, name: &[u8]) {
+        self.push(String::from_utf8_lossy(name).into_owned());
+    }
+}
+
+impl AlpnOut for AlpnSet {
+    fn add(&mut self, name: &[u8]) {
+        AlpnSet::add(self, name);
     }
 }
 
@@ -123,8 +242,13 @@ pub fn bytes_before_name(stream: &[u8]) -> usize {
 pub fn server_name_early(stream: &[u8]) -> Option<Result<ClientHelloInfo, &'static str>> {
     let (_, data) = walk_to_name(stream);
     let (a, b) = data?;
-    let mut info = ClientHelloInfo::default();
-    Some(server_name(&stream[a..b], &mut info).map(|()| info))
+    Some(
+        server_name(&stream[a..b]).map(|(sni, sni_is_ip)| ClientHelloInfo {
+            sni,
+            sni_is_ip,
+            ..ClientHelloInfo::default()
+        }),
+    )
 }
 
 /// Where the ClientHello prefix walk stops: the bytes known to lie before server_name, and the
@@ -221,7 +345,7 @@ fn walk_to_name(stream: &[u8]) -> (usize, Option<(usize, usize)>) {
     (avail, None)
 }
 
-fn finish(r: Result<ClientHelloInfo, &'static str>) -> Progress<ClientHelloInfo> {
+fn finish<T>(r: Result<T, &'static str>) -> Progress<T> {
     match r {
         Ok(info) => Progress::Done(info),
         Err(e) => Progress::Invalid(e),
@@ -246,6 +370,16 @@ fn complete_message(buf: &[u8]) -> Result<Option<&[u8]>, &'static str> {
 /// Parse a ClientHello handshake body (after the 4-byte handshake header). Shared with QUIC,
 /// whose CRYPTO frames carry handshake messages without the record layer.
 pub fn parse_client_hello(body: &[u8]) -> Result<ClientHelloInfo, &'static str> {
+    parse_hello::<Vec<String>>(body).map(|h| ClientHelloInfo {
+        sni: h.sni,
+        sni_is_ip: h.sni_is_ip,
+        alpn: h.alpn,
+        ech: h.ech,
+    })
+}
+
+/// [`parse_client_hello`] with the ALPN names in `A`.
+fn parse_hello<A: AlpnOut>(body: &[u8]) -> Result<Hello<A>, &'static str> {
     const SHORT: &str = "truncated ClientHello";
     let mut r = Reader::new(body);
     let version = r.u16().ok_or(SHORT)?;
@@ -265,7 +399,7 @@ pub fn parse_client_hello(body: &[u8]) -> Result<ClientHelloInfo, &'static str> 
     if compression.is_empty() {
         return Err("no compression methods");
     }
-    let mut info = ClientHelloInfo::default();
+    let mut info = Hello::<A>::default();
     if r.is_empty() {
         return Ok(info); // no extensions at all (old clients)
     }
@@ -282,7 +416,7 @@ pub fn parse_client_hello(body: &[u8]) -> Result<ClientHelloInfo, &'static str> 
                 if std::mem::replace(&mut seen_sni, true) {
                     return Err("duplicate server_name");
                 }
-                server_name(data, &mut info)?;
+                (info.sni, info.sni_is_ip) = server_name(data)?;
             }
             EXT_ALPN => {
                 if std::mem::replace(&mut seen_alpn, true) {
@@ -297,7 +431,8 @@ pub fn parse_client_hello(body: &[u8]) -> Result<ClientHelloInfo, &'static str> 
     Ok(info)
 }
 
-fn server_name(data: &[u8], info: &mut ClientHelloInfo) -> Result<(), &'static str> {
+/// The server_name extension: (`sni`, `sni_is_ip`) as in [`ClientHelloInfo`].
+fn server_name(data: &[u8]) -> Result<(Option<String>, bool), &'static str> {
     let mut r = Reader::new(data);
     let mut list = Reader::new(r.vec16().ok_or("server_name_list length overflows")?);
     if !r.is_empty() || list.is_empty() {
@@ -314,18 +449,25 @@ fn server_name(data: &[u8], info: &mut ClientHelloInfo) -> Result<(), &'static s
             host = Some(name);
         }
     }
-    let Some(host) = host else { return Ok(()) };
+    let Some(host) = host else {
+        return Ok((None, false));
+    };
     let host = std::str::from_utf8(host).map_err(|_| "server_name not UTF-8")?;
     if is_ip_literal(host) {
-        info.sni_is_ip = true;
-        return Ok(());
+        return Ok((None, true));
     }
-    info.sni = Some(natfw_policy::domain::normalize(host).ok_or("server_name not a host name")?);
-    Ok(())
+    let name = natfw_policy::domain::normalize(host).ok_or("server_name not a host name")?;
+    Ok((Some(name), false))
 }
 
 /// `host` is an IPv4/IPv6 literal (IPv6 with or without brackets).
 pub(crate) fn is_ip_literal(host: &str) -> bool {
+    // An address is hex digits, dots and colons (IPv4, IPv6, IPv6 with IPv4 in it): anything
+    // else is a name, without running the address parsers on it.
+    let addr_byte = |b: u8| b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'[' | b']');
+    if !host.bytes().all(addr_byte) {
+        return false;
+    }
     let h = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
@@ -333,19 +475,19 @@ pub(crate) fn is_ip_literal(host: &str) -> bool {
     h.parse::<IpAddr>().is_ok()
 }
 
-fn alpn(data: &[u8]) -> Result<Vec<String>, &'static str> {
+fn alpn<A: AlpnOut>(data: &[u8]) -> Result<A, &'static str> {
     let mut r = Reader::new(data);
     let mut list = Reader::new(r.vec16().ok_or("ALPN list length overflows")?);
     if !r.is_empty() || list.is_empty() {
         return Err("bad ALPN extension");
     }
-    let mut out = Vec::new();
+    let mut out = A::default();
     while !list.is_empty() {
         let p = list.vec8().ok_or("ALPN name length overflows")?;
         if p.is_empty() {
             return Err("empty ALPN name");
         }
-        out.push(String::from_utf8_lossy(p).into_owned());
+        out.add(p);
     }
     Ok(out)
 }
@@ -369,6 +511,39 @@ mod tests {
             alpn: alpn.iter().map(|s| s.to_string()).collect(),
             ech,
         }
+    }
+
+    /// The engine's parse says what the full one says, ALPN reduced to the names asked about.
+    #[test]
+    fn facts_agree_with_client_hello() {
+        let mut streams: Vec<Vec<u8>> = Vec::new();
+        for name in [
+            "https_curl.pcap",
+            "https_openssl.pcap",
+            "https_chromium.pcap",
+            "https_ip_literal.pcap",
+            "tls_out_of_order.pcap",
+            "tls_malformed_lengths.pcap",
+        ] {
+            streams.extend(tcp_flows(name).into_iter().map(|f| f.client_stream));
+        }
+        streams.push(synth_hello(b"198.51.100.10", &[b"imap", b"x"]));
+        streams.push(synth_hello(b"a.test", &[b"pop3", b"http/1.0"]));
+        for s in &streams {
+            for cut in [s.len(), s.len() / 2, 3] {
+                let s = &s[..cut.min(s.len())];
+                let full = client_hello(s).map(HelloFacts::from);
+                assert_eq!(client_hello_facts(s), full);
+                let mut once = HelloOnce::new(s);
+                assert_eq!(once.get(), &full);
+                assert_eq!(once.take(), full);
+            }
+        }
+        let info = client_hello(&synth_hello(b"a.test", &[b"pop3", b"http/1.0"]))
+            .done()
+            .unwrap();
+        let facts = HelloFacts::from(info);
+        assert!(facts.alpn.has("pop3") && facts.alpn.has("http/1.0") && !facts.alpn.has("h2"));
     }
 
     #[test]
@@ -408,6 +583,29 @@ mod tests {
         let got = hello("https_ip_literal.pcap");
         let want = info(None, &["h2", "http/1.1"], false);
         assert_eq!(got, vec![Progress::Done(want)]);
+    }
+
+    #[test]
+    fn ip_literals() {
+        for ip in [
+            "198.51.100.10",
+            "::1",
+            "[::1]",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+        ] {
+            assert!(is_ip_literal(ip), "{ip}");
+        }
+        for name in [
+            "cafe",
+            "a.test",
+            "1.2.3.4.example",
+            "[a.test]",
+            "1.2.3.4 ",
+            "fe80::1%eth0",
+        ] {
+            assert!(!is_ip_literal(name), "{name}");
+        }
     }
 
     #[test]
