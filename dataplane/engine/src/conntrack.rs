@@ -558,18 +558,23 @@ impl<T> Table<T> {
     }
 
     /// Mark activity: the flow becomes the youngest of `class`.
-    #[inline]
+    #[inline(always)]
     pub fn touch(&mut self, r: FlowRef, class: TimerClass, now: Timestamp) {
-        if self.get(r).is_none() {
+        let Some(e) = self.get_mut(r) else {
             return;
-        }
-        let e = self.entry_mut(r.idx);
+        };
         e.last_seen = now;
         let old = e.class;
         // Already youngest of its class: nothing to move (the common fast-path case).
         if old == class && e.next == NIL {
             return;
         }
+        self.relink(r, old, class);
+    }
+
+    /// Move flow `r` from the list of `old` to the tail of the list of `class`.
+    #[inline(never)]
+    fn relink(&mut self, r: FlowRef, old: TimerClass, class: TimerClass) {
         self.unlink(r.idx, old);
         self.entry_mut(r.idx).class = class;
         self.link_tail(r.idx, class);

@@ -219,6 +219,20 @@ impl FlowData {
         }
     }
 
+    /// Accepted, not recorded, nothing left to identify, hold or compare (no side-table
+    /// entry, no pending fact): the flow's packets need only tracking and translation.
+    #[inline]
+    pub(crate) fn plain_accepted(&self) -> bool {
+        matches!(
+            &self.phase,
+            Phase::Decided(Decided {
+                verdict: Settled::Accept,
+                ..
+            })
+        ) && self.ident.is_none()
+            && !self.facts_pending()
+    }
+
     /// The record has been written; the entry only absorbs stragglers until it times out.
     pub(crate) fn recorded(&self) -> bool {
         matches!(self.phase, Phase::Closed { .. })

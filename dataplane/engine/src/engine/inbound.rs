@@ -61,6 +61,9 @@ impl Engine {
             return Verdict::Drop(DropReason::NoFlow);
         };
         self.offload_seen(r, info);
+        if let Some(v) = self.inbound_established(now, r, frame, info) {
+            return v;
+        }
         let seg = Seg::of(info);
         let len = frame.len();
         let Some(e) = self.table.get_mut(r) else {
@@ -139,6 +142,49 @@ impl Engine {
         v
     }
 
+    /// The established-flow path, as `outbound_established`: a server segment without SYN,
+    /// FIN or RST of an established connection, or a UDP datagram, of a flow accepted for good
+    /// with nothing left to identify ([`FlowData::plain_accepted`]) that is no DNS flow (their
+    /// answers teach the cache). One entry lookup, then exactly what `inbound` does to such a
+    /// packet. `None`: not such a packet, nothing changed.
+    #[inline]
+    fn inbound_established(
+        &mut self,
+        now: Timestamp,
+        r: FlowRef,
+        frame: &mut [u8],
+        info: &PacketInfo,
+    ) -> Option<Verdict> {
+        use crate::conntrack::tcp_flags::{FIN, RST, SYN};
+        let flags = match info.l4 {
+            L4::Tcp { flags, .. } => flags.0,
+            L4::Udp { .. } => 0,
+            _ => return None,
+        };
+        if flags & (SYN | FIN | RST) != 0 {
+            return None;
+        }
+        let ck = self.ck;
+        let len = frame.len();
+        let e = self.table.get_mut(r)?;
+        let d = &mut e.data;
+        if !d.plain_accepted() || d.app == Some(natfw_policy::App::Dns) {
+            return None;
+        }
+        let class = match e.key.proto {
+            PROTO_TCP if d.tcp.state == TcpState::Established => {
+                d.established = true;
+                TimerClass::Established
+            }
+            PROTO_UDP => Self::class_of(PROTO_UDP, d),
+            _ => return None,
+        };
+        d.inb.add(len);
+        let v = super::outbound::translate(frame, info, End::Dst, e.key.src, e.key.sport, ck);
+        self.table.touch(r, class, now);
+        Some(v)
+    }
+
     pub(super) fn inbound_payload(
         &mut self,
         now: Timestamp,
@@ -188,10 +234,6 @@ impl Engine {
         info: &PacketInfo,
         key: &FlowKey,
     ) -> Verdict {
-        match rewrite::translate(frame, info, End::Dst, key.src, key.sport, self.ck) {
-            Ok(true) => Verdict::Forward,
-            Ok(false) => Verdict::Drop(DropReason::TtlExceeded),
-            Err(_) => Verdict::Drop(DropReason::Malformed),
-        }
+        super::outbound::translate(frame, info, End::Dst, key.src, key.sport, self.ck)
     }
 }

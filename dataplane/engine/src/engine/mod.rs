@@ -416,18 +416,20 @@ impl Engine {
             Side::Inside => self.stats.rx_inside.add(len),
             Side::Outside => self.stats.rx_outside.add(len),
         }
-        let v = match wire::parse(frame) {
+        // Matched by reference: moving the summary out of the result would copy it.
+        let parsed = wire::parse(frame);
+        let v = match &parsed {
             Err(WireError::NotIp) => Verdict::ToKernel,
             Err(_) => Verdict::Drop(DropReason::Malformed),
             Ok(info) => match side {
                 Side::Inside => {
-                    let v = self.outbound(now, frame, &info);
+                    let v = self.outbound(now, frame, info);
                     if std::mem::take(&mut self.reset_unknown) {
-                        self.reset_unknown_client(frame, &info);
+                        self.reset_unknown_client(frame, info);
                     }
                     v
                 }
-                Side::Outside => self.inbound(now, frame, &info),
+                Side::Outside => self.inbound(now, frame, info),
             },
         };
         self.offload_after(now);

@@ -149,7 +149,7 @@ impl Engine {
 
     /// After a packet was decided: offload its flow if it became eligible, take it back if
     /// it no longer is.
-    #[inline]
+    #[inline(always)]
     pub(super) fn offload_after(&mut self, now: Timestamp) {
         // Without a fast path nothing set `cur`: the per-packet cost is this test.
         if let Some(r) = self.offload.cur.take() {

@@ -161,6 +161,9 @@ impl Engine {
         frame: &mut [u8],
         info: &PacketInfo,
     ) -> Verdict {
+        if let Some(v) = self.outbound_established(now, r, frame, info) {
+            return v;
+        }
         let seg = Seg::of(info);
         let len = frame.len();
         let Some(e) = self.table.get_mut(r) else {
@@ -356,6 +359,57 @@ impl Engine {
         v
     }
 
+    /// The established-flow path: a TCP segment without SYN, FIN or RST of an established
+    /// connection, or a UDP datagram, of a flow accepted for good with nothing left to identify,
+    /// hold or compare ([`FlowData::plain_accepted`]) and no h2c watch on its payload. One
+    /// entry lookup, then exactly what `outbound_flow` does to such a packet: counters, TCP
+    /// tracking (a no-op in that state), idle timer, translation. `None`: not such a packet,
+    /// nothing changed (the general path takes it).
+    #[inline]
+    fn outbound_established(
+        &mut self,
+        now: Timestamp,
+        r: FlowRef,
+        frame: &mut [u8],
+        info: &PacketInfo,
+    ) -> Option<Verdict> {
+        use crate::conntrack::tcp_flags::{FIN, RST, SYN};
+        let flags = match info.l4 {
+            L4::Tcp { flags, .. } => flags.0,
+            L4::Udp { .. } => 0,
+            _ => return None,
+        };
+        let payload = info.payload_len > 0;
+        if flags & (SYN | FIN | RST) != 0 || info.ttl <= 1 || (payload && self.watch.h2_watched(r))
+        {
+            return None;
+        }
+        let ck = self.ck;
+        let len = frame.len();
+        let e = self.table.get_mut(r)?;
+        let (eip, eport) = e.snat?;
+        let d = &mut e.data;
+        if !d.plain_accepted() {
+            return None;
+        }
+        let class = match e.key.proto {
+            PROTO_TCP if d.tcp.state == TcpState::Established => {
+                d.established = true;
+                TimerClass::Established
+            }
+            PROTO_UDP => Self::class_of(PROTO_UDP, d),
+            _ => return None,
+        };
+        d.out.add(len);
+        d.client_payload |= payload;
+        let v = translate(frame, info, End::Src, eip, eport, ck);
+        if v == Verdict::Forward {
+            d.sent = true;
+        }
+        self.table.touch(r, class, now);
+        Some(v)
+    }
+
     /// Feed a client TCP segment to the flow's stream; analyse.
     pub(super) fn feed_tcp_client(
         &mut self,
@@ -414,10 +468,23 @@ impl Engine {
         eip: IpAddr,
         eport: u16,
     ) -> Verdict {
-        match rewrite::translate(frame, info, End::Src, eip, eport, self.ck) {
-            Ok(true) => Verdict::Forward,
-            Ok(false) => Verdict::Drop(DropReason::TtlExceeded),
-            Err(_) => Verdict::Drop(DropReason::Malformed),
-        }
+        translate(frame, info, End::Src, eip, eport, self.ck)
+    }
+}
+
+/// Rewrite `end` of a forwarded packet to `ip`:`port` and decrement its TTL: the verdict.
+#[inline]
+pub(super) fn translate(
+    frame: &mut [u8],
+    info: &PacketInfo,
+    end: End,
+    ip: IpAddr,
+    port: u16,
+    ck: ChecksumMode,
+) -> Verdict {
+    match rewrite::translate(frame, info, end, ip, port, ck) {
+        Ok(true) => Verdict::Forward,
+        Ok(false) => Verdict::Drop(DropReason::TtlExceeded),
+        Err(_) => Verdict::Drop(DropReason::Malformed),
     }
 }

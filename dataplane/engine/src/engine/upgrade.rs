@@ -37,6 +37,12 @@ impl Watches {
         self.h2.contains_key(&r) || self.dns_tcp.contains_key(&r)
     }
 
+    /// Flow `r` is under the h2c authority watch.
+    #[inline]
+    pub(crate) fn h2_watched(&self, r: FlowRef) -> bool {
+        !self.h2.is_empty() && self.h2.contains_key(&r)
+    }
+
     pub(crate) fn remove(&mut self, r: FlowRef) {
         if !self.h2.is_empty() {
             self.h2.remove(&r);

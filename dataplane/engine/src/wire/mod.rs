@@ -254,6 +254,9 @@ pub fn parse(frame: &[u8]) -> Result<PacketInfo, WireError> {
     }
 }
 
+// The summary is built once, in place, from what each layer returns: filling a local one and
+// returning it would copy the whole struct on every packet.
+#[inline]
 fn parse_v4(frame: &[u8], eth_len: usize, l3buf: &[u8]) -> Result<PacketInfo, WireError> {
     let ip = ipv4::Packet::new_checked(l3buf)?;
     let l4_offset = eth_len + ip.header_len();
@@ -263,23 +266,23 @@ fn parse_v4(frame: &[u8], eth_len: usize, l3buf: &[u8]) -> Result<PacketInfo, Wi
         offset: ip.frag_offset(),
         more: ip.more_frags(),
     });
-    let mut info = PacketInfo {
+    let proto = ip.protocol();
+    let t = parse_l4(frame, proto, false, l4_offset, ip_end, fragment)?;
+    Ok(PacketInfo {
         eth_len,
         l3: L3::V4,
         src: IpAddr::V4(ip.src_addr()),
         dst: IpAddr::V4(ip.dst_addr()),
         ttl: ip.ttl(),
-        proto: ip.protocol(),
+        proto,
         l3_offset: eth_len,
         l4_offset,
-        payload_offset: l4_offset,
-        payload_len: ip_end - l4_offset,
+        payload_offset: t.payload_offset,
+        payload_len: t.payload_len,
         ip_end,
         fragment,
-        l4: L4::Other,
-    };
-    parse_l4(frame, &mut info)?;
-    Ok(info)
+        l4: t.l4,
+    })
 }
 
 fn parse_v6(frame: &[u8], eth_len: usize, l3buf: &[u8]) -> Result<PacketInfo, WireError> {
@@ -296,7 +299,8 @@ fn parse_v6(frame: &[u8], eth_len: usize, l3buf: &[u8]) -> Result<PacketInfo, Wi
             offset: f.offset,
             more: f.more,
         });
-    let mut info = PacketInfo {
+    let t = parse_l4(frame, up.proto, true, l4_offset, ip_end, fragment)?;
+    Ok(PacketInfo {
         eth_len,
         l3: L3::V6,
         src: IpAddr::V6(ip.src_addr()),
@@ -305,41 +309,59 @@ fn parse_v6(frame: &[u8], eth_len: usize, l3buf: &[u8]) -> Result<PacketInfo, Wi
         proto: up.proto,
         l3_offset: eth_len,
         l4_offset,
-        payload_offset: l4_offset,
-        payload_len: ip_end - l4_offset,
+        payload_offset: t.payload_offset,
+        payload_len: t.payload_len,
         ip_end,
         fragment,
-        l4: L4::Other,
-    };
-    parse_l4(frame, &mut info)?;
-    Ok(info)
+        l4: t.l4,
+    })
 }
 
-/// Fill `info.l4` and the payload fields. Non-first fragments have no L4 header.
-#[inline]
-fn parse_l4(frame: &[u8], info: &mut PacketInfo) -> Result<(), WireError> {
-    if info.is_later_fragment() {
-        return Ok(());
+/// The transport-layer part of a [`PacketInfo`].
+struct Transport {
+    l4: L4,
+    payload_offset: usize,
+    payload_len: usize,
+}
+
+/// The L4 summary and payload of the datagram whose L4 header starts at `l4_offset` and which
+/// ends at `ip_end`. Non-first fragments have no L4 header.
+#[inline(always)]
+fn parse_l4(
+    frame: &[u8],
+    proto: u8,
+    v6: bool,
+    l4_offset: usize,
+    ip_end: usize,
+    fragment: Option<FragInfo>,
+) -> Result<Transport, WireError> {
+    let none = Transport {
+        l4: L4::Other,
+        payload_offset: l4_offset,
+        payload_len: ip_end - l4_offset,
+    };
+    if fragment.is_some_and(|f| !f.is_first()) {
+        return Ok(none);
     }
-    let fragmented = info.fragment.is_some();
-    let seg = &frame[info.l4_offset..info.ip_end];
-    let v6 = info.l3 == L3::V6;
-    match info.proto {
+    let seg = &frame[l4_offset..ip_end];
+    Ok(match proto {
         proto::TCP => {
             let t = tcp::Packet::new_checked(seg)?;
-            info.payload_offset = info.l4_offset + t.header_len();
-            info.payload_len = seg.len() - t.header_len();
-            info.l4 = L4::Tcp {
-                sport: t.src_port(),
-                dport: t.dst_port(),
-                seq: t.seq(),
-                ack: t.ack(),
-                flags: t.flags(),
-                window: t.window(),
-            };
+            Transport {
+                payload_offset: l4_offset + t.header_len(),
+                payload_len: seg.len() - t.header_len(),
+                l4: L4::Tcp {
+                    sport: t.src_port(),
+                    dport: t.dst_port(),
+                    seq: t.seq(),
+                    ack: t.ack(),
+                    flags: t.flags(),
+                    window: t.window(),
+                },
+            }
         }
         proto::UDP => {
-            let (sport, dport, len) = if fragmented {
+            let (sport, dport, len) = if fragment.is_some() {
                 // The length covers the whole datagram, which this first fragment is not.
                 if seg.len() < udp::HEADER_LEN {
                     return Err(WireError::Truncated);
@@ -358,23 +380,29 @@ fn parse_l4(frame: &[u8], info: &mut PacketInfo) -> Result<(), WireError> {
                 let u = udp::Packet::new_checked(seg)?;
                 (u.src_port(), u.dst_port(), u.len())
             };
-            info.payload_offset = info.l4_offset + udp::HEADER_LEN;
-            info.payload_len = len - udp::HEADER_LEN;
-            info.l4 = L4::Udp { sport, dport };
+            Transport {
+                l4: L4::Udp { sport, dport },
+                payload_offset: l4_offset + udp::HEADER_LEN,
+                payload_len: len - udp::HEADER_LEN,
+            }
         }
-        proto::ICMP if !v6 => parse_icmp(frame, info, false)?,
-        proto::ICMPV6 if v6 => parse_icmp(frame, info, true)?,
-        _ => {}
-    }
-    Ok(())
+        proto::ICMP if !v6 => parse_icmp(frame, l4_offset, ip_end, false)?,
+        proto::ICMPV6 if v6 => parse_icmp(frame, l4_offset, ip_end, true)?,
+        _ => none,
+    })
 }
 
-fn parse_icmp(frame: &[u8], info: &mut PacketInfo, v6: bool) -> Result<(), WireError> {
-    let seg = &frame[info.l4_offset..info.ip_end];
+fn parse_icmp(
+    frame: &[u8],
+    l4_offset: usize,
+    ip_end: usize,
+    v6: bool,
+) -> Result<Transport, WireError> {
+    let seg = &frame[l4_offset..ip_end];
     let m = icmp::Packet::new_checked(seg)?;
     let (typ, code) = (m.msg_type(), m.code());
-    info.payload_offset = info.l4_offset + icmp::HEADER_LEN;
-    info.payload_len = seg.len() - icmp::HEADER_LEN;
+    let payload_offset = l4_offset + icmp::HEADER_LEN;
+    let payload_len = seg.len() - icmp::HEADER_LEN;
     let (req, rep) = if v6 {
         (icmp::v6::ECHO_REQUEST, icmp::v6::ECHO_REPLY)
     } else {
@@ -391,13 +419,16 @@ fn parse_icmp(frame: &[u8], info: &mut PacketInfo, v6: bool) -> Result<(), WireE
             seq: m.echo_seq(),
         }
     } else if icmp::is_error(v6, typ) {
-        let inner = parse_inner(frame, info.payload_offset, info.ip_end, v6)?;
+        let inner = parse_inner(frame, payload_offset, ip_end, v6)?;
         IcmpKind::Error { typ, code, inner }
     } else {
         IcmpKind::Other
     };
-    info.l4 = L4::Icmp { typ, code, kind };
-    Ok(())
+    Ok(Transport {
+        l4: L4::Icmp { typ, code, kind },
+        payload_offset,
+        payload_len,
+    })
 }
 
 /// Parse the embedded packet of an ICMP error at `frame[start..end]`. It is usually truncated,

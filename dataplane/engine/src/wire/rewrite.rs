@@ -203,6 +203,7 @@ pub fn rewrite_icmp_error_inner(
     set_endpoint(frame, info, outer_end, ip, None, mode)
 }
 
+#[inline]
 fn addr_offset(l3: L3, end: End) -> usize {
     match (l3, end) {
         (L3::V4, End::Src) => 12,
@@ -240,8 +241,10 @@ pub fn translate(
 /// packet is not that case (the general path handles it). The same checks, writes and
 /// checksums as `set_endpoint` + `decrement_ttl`: both IPv4 header checksum differences are
 /// applied in one update, which gives the same bits (one's-complement addition is
-/// associative and the folded sum is 0 only for an all-zero input).
-#[inline]
+/// associative and the folded sum is 0 only for an all-zero input). The IPv4 header and the
+/// L4 words it touches are taken as fixed-size arrays once bounds are checked, so the writes
+/// need no further checks.
+#[inline(always)]
 fn v4_l4(
     frame: &mut [u8],
     info: &PacketInfo,
@@ -258,9 +261,9 @@ fn v4_l4(
     }
     let l3 = info.l3_offset;
     let l4 = info.l4_offset;
-    let (ck_off, udp, min_l4) = match info.l4 {
-        L4::Tcp { .. } => (l4 + 16, false, super::tcp::MIN_HEADER_LEN),
-        L4::Udp { .. } => (l4 + 6, true, super::udp::HEADER_LEN),
+    let (ck_rel, udp, min_l4) = match info.l4 {
+        L4::Tcp { .. } => (16, false, super::tcp::MIN_HEADER_LEN),
+        L4::Udp { .. } => (6, true, super::udp::HEADER_LEN),
         _ => return None,
     };
     // As `set_endpoint`: everything touched lies below `ip_end`, within the frame.
@@ -270,37 +273,38 @@ fn v4_l4(
     {
         return Some(Err(WireError::Truncated));
     }
-    let a_off = l3 + addr_offset(L3::V4, end);
+    let (head, seg) = frame.split_at_mut(l4);
+    let (Some(h), Some(seg)) = (
+        head.get_mut(l3..l3 + super::ipv4::MIN_HEADER_LEN)
+            .and_then(|h| <&mut [u8; super::ipv4::MIN_HEADER_LEN]>::try_from(h).ok()),
+        seg.get_mut(..min_l4),
+    ) else {
+        return Some(Err(WireError::Truncated));
+    };
+    let word = |b: &[u8], i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+    let a_off = addr_offset(L3::V4, end);
     let new = a.octets();
     let mut d_addr = Delta::new();
-    d_addr.add_u16(
-        u16::from_be_bytes([frame[a_off], frame[a_off + 1]]),
-        u16::from_be_bytes([new[0], new[1]]),
-    );
-    d_addr.add_u16(
-        u16::from_be_bytes([frame[a_off + 2], frame[a_off + 3]]),
-        u16::from_be_bytes([new[2], new[3]]),
-    );
-    frame[a_off..a_off + 4].copy_from_slice(&new);
+    d_addr.add_u16(word(h, a_off), u16::from_be_bytes([new[0], new[1]]));
+    d_addr.add_u16(word(h, a_off + 2), u16::from_be_bytes([new[2], new[3]]));
+    h[a_off..a_off + 4].copy_from_slice(&new);
     let mut d_ip = d_addr;
-    let ttl_off = l3 + 8;
-    let forward = !ttl || frame[ttl_off] > 1;
+    let forward = !ttl || h[8] > 1;
     if ttl && forward {
-        let old = u16::from_be_bytes([frame[ttl_off], frame[ttl_off + 1]]);
+        let old = word(h, 8);
         let dec = old - 0x100;
         d_ip.add_u16(old, dec);
-        frame[ttl_off..ttl_off + 2].copy_from_slice(&dec.to_be_bytes());
+        h[8..10].copy_from_slice(&dec.to_be_bytes());
     }
-    let ip_ck = l3 + 10;
-    let old = u16::from_be_bytes([frame[ip_ck], frame[ip_ck + 1]]);
-    frame[ip_ck..ip_ck + 2].copy_from_slice(&d_ip.apply(old).to_be_bytes());
+    let ck = d_ip.apply(word(h, 10));
+    h[10..12].copy_from_slice(&ck.to_be_bytes());
     let mut d = d_addr;
     if let Some(p) = port {
-        let p_off = l4 + if end == End::Src { 0 } else { 2 };
-        d.add_u16(u16::from_be_bytes([frame[p_off], frame[p_off + 1]]), p);
-        frame[p_off..p_off + 2].copy_from_slice(&p.to_be_bytes());
+        let p_off = if end == End::Src { 0 } else { 2 };
+        d.add_u16(word(seg, p_off), p);
+        seg[p_off..p_off + 2].copy_from_slice(&p.to_be_bytes());
     }
-    let old = u16::from_be_bytes([frame[ck_off], frame[ck_off + 1]]);
+    let old = word(seg, ck_rel);
     if udp && old == 0 {
         return Some(Ok(forward)); // IPv4 UDP without checksum: keep it that way
     }
@@ -308,7 +312,7 @@ fn v4_l4(
     if udp && ck == 0 {
         ck = 0xffff;
     }
-    frame[ck_off..ck_off + 2].copy_from_slice(&ck.to_be_bytes());
+    seg[ck_rel..ck_rel + 2].copy_from_slice(&ck.to_be_bytes());
     Some(Ok(forward))
 }
 
