@@ -155,15 +155,7 @@ impl Engine {
         frame: &mut [u8],
         info: &PacketInfo,
     ) -> Option<Verdict> {
-        use crate::conntrack::tcp_flags::{FIN, RST, SYN};
-        let flags = match info.l4 {
-            L4::Tcp { flags, .. } => flags.0,
-            L4::Udp { .. } => 0,
-            _ => return None,
-        };
-        if flags & (SYN | FIN | RST) != 0 {
-            return None;
-        }
+        plain_segment(info)?;
         let ck = self.ck;
         let len = frame.len();
         let e = self.table.get_mut(r)?;

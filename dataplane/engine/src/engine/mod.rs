@@ -346,6 +346,18 @@ fn credit_bytes(d: &FlowData) {
     }
 }
 
+/// A TCP segment without SYN, FIN or RST, or a UDP datagram: what the established-flow paths
+/// take (`Some`); anything else goes the general way.
+#[inline]
+fn plain_segment(info: &PacketInfo) -> Option<()> {
+    use crate::conntrack::tcp_flags::{FIN, RST, SYN};
+    match info.l4 {
+        L4::Tcp { flags, .. } if flags.0 & (SYN | FIN | RST) == 0 => Some(()),
+        L4::Udp { .. } => Some(()),
+        _ => None,
+    }
+}
+
 fn is_icmp(p: u8) -> bool {
     p == PROTO_ICMP || p == PROTO_ICMPV6
 }

@@ -373,15 +373,9 @@ impl Engine {
         frame: &mut [u8],
         info: &PacketInfo,
     ) -> Option<Verdict> {
-        use crate::conntrack::tcp_flags::{FIN, RST, SYN};
-        let flags = match info.l4 {
-            L4::Tcp { flags, .. } => flags.0,
-            L4::Udp { .. } => 0,
-            _ => return None,
-        };
+        plain_segment(info)?;
         let payload = info.payload_len > 0;
-        if flags & (SYN | FIN | RST) != 0 || info.ttl <= 1 || (payload && self.watch.h2_watched(r))
-        {
+        if info.ttl <= 1 || (payload && self.watch.h2_watched(r)) {
             return None;
         }
         let ck = self.ck;
