@@ -167,6 +167,20 @@ fn unreadable_name_matters(policy: &CompiledPolicy, facts: &FlowFacts<'_>, d: &F
 }
 
 impl Engine {
+    /// The idle-timer class of a packet on an established-flow path (both directions): an
+    /// established TCP connection (marked so) or a UDP flow; `None` sends it the general way.
+    #[inline]
+    pub(super) fn plain_class(proto: u8, d: &mut FlowData) -> Option<TimerClass> {
+        match proto {
+            PROTO_TCP if d.tcp.state == TcpState::Established => {
+                d.established = true;
+                Some(TimerClass::Established)
+            }
+            PROTO_UDP => Some(Self::class_of(PROTO_UDP, d)),
+            _ => None,
+        }
+    }
+
     pub(super) fn class_of(proto: u8, d: &FlowData) -> TimerClass {
         match proto {
             PROTO_TCP => d.tcp.class(),

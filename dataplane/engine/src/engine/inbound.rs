@@ -163,14 +163,7 @@ impl Engine {
         if !d.plain_accepted() || d.app == Some(natfw_policy::App::Dns) {
             return None;
         }
-        let class = match e.key.proto {
-            PROTO_TCP if d.tcp.state == TcpState::Established => {
-                d.established = true;
-                TimerClass::Established
-            }
-            PROTO_UDP => Self::class_of(PROTO_UDP, d),
-            _ => return None,
-        };
+        let class = Self::plain_class(e.key.proto, d)?;
         d.inb.add(len);
         let v = super::outbound::translate(frame, info, End::Dst, e.key.src, e.key.sport, ck);
         self.table.touch(r, class, now);

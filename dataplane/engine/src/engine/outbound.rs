@@ -386,14 +386,7 @@ impl Engine {
         if !d.plain_accepted() {
             return None;
         }
-        let class = match e.key.proto {
-            PROTO_TCP if d.tcp.state == TcpState::Established => {
-                d.established = true;
-                TimerClass::Established
-            }
-            PROTO_UDP => Self::class_of(PROTO_UDP, d),
-            _ => return None,
-        };
+        let class = Self::plain_class(e.key.proto, d)?;
         d.out.add(len);
         d.client_payload |= payload;
         let v = translate(frame, info, End::Src, eip, eport, ck);
